@@ -1,0 +1,1 @@
+//! pruneforge-api: the `PruneDistillJob` resource, the stage plan and the stage contract.

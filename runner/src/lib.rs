@@ -1,0 +1,1 @@
+//! pruneforge runner library: model, stages, storage, datasets.

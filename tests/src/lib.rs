@@ -1,0 +1,1 @@
+//! Shared helpers for pruneforge's cross-crate end-to-end tests.
