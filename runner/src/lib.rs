@@ -1,1 +1,6 @@
-//! pruneforge runner library: model, stages, storage, datasets.
+//! pruneforge runner library: model, tokenizer, generation, stages, storage, datasets.
+
+pub mod embedded;
+pub mod model;
+pub mod tokenizer;
+pub mod util;

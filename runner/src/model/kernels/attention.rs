@@ -1,0 +1,111 @@
+//! Causal attention over a KV buffer: one GEMM for the scores and one for the weighted sum per
+//! (batch row, KV head, query chunk); GQA query heads of one KV head are stacked as rows.
+
+use super::rope::AttnShape;
+use super::SendPtr;
+use crate::model::kv_buffer::KvBuffer;
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+const QUERY_CHUNK: usize = 32;
+
+/// `q`: `[batch, kv_heads, tokens, groups, head_dim]` (from [`super::rope::rope_qkv_into`]).
+/// Query `t` of batch row `b` sits at absolute position `starts[b] + t` and attends to
+/// positions `0..=starts[b] + t` of KV row `rows[b]`.
+/// Returns `[batch, tokens, q_heads * head_dim]`.
+pub fn causal_attention(q: &[f32], s: &AttnShape, rows: &[usize], starts: &[usize], kv: &KvBuffer) -> Vec<f32> {
+    let d = s.head_dim;
+    let g = s.groups();
+    let scale = 1.0 / (d as f32).sqrt();
+    let chunks = s.tokens.div_ceil(QUERY_CHUNK);
+    let mut out = vec![0f32; s.batch * s.tokens * s.q_heads * d];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let tasks = s.batch * s.kv_heads * chunks;
+    (0..tasks).into_par_iter().for_each(|task| {
+        let c = task % chunks;
+        let h = (task / chunks) % s.kv_heads;
+        let b = task / (chunks * s.kv_heads);
+        let t0 = c * QUERY_CHUNK;
+        let t1 = (t0 + QUERY_CHUNK).min(s.tokens);
+        let m = (t1 - t0) * g;
+        let kmax = starts[b] + t1;
+        let q_off = (((b * s.kv_heads + h) * s.tokens + t0) * g) * d;
+        let q_blk = &q[q_off..q_off + m * d];
+        let kv_off = (rows[b] * kv.heads + h) * kv.cap * kv.dim;
+        let k_blk = &kv.k[kv_off..kv_off + kmax * d];
+        let v_blk = &kv.v[kv_off..kv_off + kmax * d];
+        let mut scores = vec![0f32; m * kmax];
+        // SAFETY: all pointers cover the ranges described by (m, n, k) and the strides.
+        unsafe {
+            gemm(
+                m,
+                kmax,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                kmax as isize,
+                false,
+                q_blk.as_ptr(),
+                1,
+                d as isize,
+                k_blk.as_ptr(),
+                d as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        for (i, row) in scores.chunks_mut(kmax).enumerate() {
+            let t = t0 + i / g;
+            let limit = starts[b] + t + 1;
+            let (valid, masked) = row.split_at_mut(limit);
+            let max = valid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for v in valid.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            for v in valid.iter_mut() {
+                *v *= inv;
+            }
+            masked.fill(0.0);
+        }
+        let mut o = vec![0f32; m * d];
+        unsafe {
+            gemm(
+                m,
+                d,
+                kmax,
+                o.as_mut_ptr(),
+                1,
+                d as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                kmax as isize,
+                v_blk.as_ptr(),
+                1,
+                d as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        for i in 0..m {
+            let t = t0 + i / g;
+            let hq = h * g + i % g;
+            let off = ((b * s.tokens + t) * s.q_heads + hq) * d;
+            // SAFETY: (b, t, hq) is written by this task only.
+            unsafe { out_ptr.slice(off, d) }.copy_from_slice(&o[i * d..(i + 1) * d]);
+        }
+    });
+    out
+}

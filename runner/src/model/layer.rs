@@ -1,0 +1,120 @@
+//! One decoder layer: pre-norm attention and pre-norm SwiGLU MLP with residuals.
+
+use super::config::ModelConfig;
+use super::kernels::{self, rope::AttnShape};
+use super::kv_buffer::KvBuffer;
+use super::linear::FusedLinear;
+use super::ops;
+use candle_core::{Result, Tensor, D};
+
+#[derive(Clone, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: Tensor,
+    pub post_attention_layernorm: Tensor,
+    /// q_proj | k_proj | v_proj.
+    pub qkv: FusedLinear,
+    pub o_proj: FusedLinear,
+    /// gate_proj | up_proj.
+    pub gate_up: FusedLinear,
+    pub down_proj: FusedLinear,
+}
+
+/// How attention reads and stores keys and values for one layer.
+pub enum AttnIo<'a> {
+    /// Fused CPU path: keys/values go to `kv` at row `rows[b]`, positions `starts[b] + t`.
+    Fused {
+        kv: &'a mut KvBuffer,
+        rows: &'a [usize],
+        starts: &'a [usize],
+        cos: &'a [f32],
+        sin: &'a [f32],
+    },
+    /// Composable path (autograd, any device). `past` is this layer's cached (k, v).
+    Generic {
+        cos: &'a Tensor,
+        sin: &'a Tensor,
+        mask: &'a Tensor,
+        past: Option<&'a mut Option<(Tensor, Tensor)>>,
+    },
+}
+
+impl DecoderLayer {
+    pub fn forward(&self, x: &Tensor, cfg: &ModelConfig, io: AttnIo<'_>, train: bool) -> Result<Tensor> {
+        let eps = cfg.rms_norm_eps;
+        let fused = matches!(io, AttnIo::Fused { .. });
+        let h = if fused {
+            kernels::rms_norm::rms_norm(x, &self.input_layernorm, eps as f32)?
+        } else {
+            ops::rms_norm(x, &self.input_layernorm, eps)?
+        };
+        let attn = self.attention(&h, cfg, io, train)?;
+        let x = (x + self.o_proj.forward(&attn, train)?)?;
+        let h = if fused {
+            kernels::rms_norm::rms_norm(&x, &self.post_attention_layernorm, eps as f32)?
+        } else {
+            ops::rms_norm(&x, &self.post_attention_layernorm, eps)?
+        };
+        let gu = self.gate_up.forward(&h, train)?;
+        let act = if fused {
+            kernels::swiglu::swiglu(&gu, cfg.intermediate_size)?
+        } else {
+            let inter = cfg.intermediate_size;
+            ops::swiglu(&gu.narrow(D::Minus1, 0, inter)?, &gu.narrow(D::Minus1, inter, inter)?)?
+        };
+        x + self.down_proj.forward(&act, train)?
+    }
+
+    /// `h`: `[b, t, hidden]` → `[b, t, q_heads * head_dim]`.
+    fn attention(&self, h: &Tensor, cfg: &ModelConfig, io: AttnIo<'_>, train: bool) -> Result<Tensor> {
+        let (b, t, _) = h.dims3()?;
+        let qkv = self.qkv.forward(h, train)?;
+        let shape = AttnShape {
+            batch: b,
+            tokens: t,
+            q_heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim,
+        };
+        match io {
+            AttnIo::Fused {
+                kv,
+                rows,
+                starts,
+                cos,
+                sin,
+            } => {
+                let qkv = qkv.contiguous()?;
+                let q = kernels::with_f32(&qkv, |data| {
+                    kernels::rope::rope_qkv_into(data, &shape, rows, starts, cos, sin, kv)
+                })?;
+                let out = kernels::attention::causal_attention(&q, &shape, rows, starts, kv);
+                kernels::from_vec(out, &[b, t, cfg.q_dim()])
+            }
+            AttnIo::Generic { cos, sin, mask, past } => {
+                let (qd, kvd, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
+                let q = qkv.narrow(D::Minus1, 0, qd)?.reshape((b, t, shape.q_heads, d))?.transpose(1, 2)?;
+                let k = qkv.narrow(D::Minus1, qd, kvd)?.reshape((b, t, shape.kv_heads, d))?.transpose(1, 2)?;
+                let v = qkv.narrow(D::Minus1, qd + kvd, kvd)?.reshape((b, t, shape.kv_heads, d))?.transpose(1, 2)?;
+                let q = ops::rope(&q.contiguous()?, cos, sin)?;
+                let k = ops::rope(&k.contiguous()?, cos, sin)?;
+                let v = v.contiguous()?;
+                let (k, v) = match past {
+                    Some(slot) => {
+                        let kv = match slot.take() {
+                            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                            None => (k, v),
+                        };
+                        *slot = Some(kv.clone());
+                        kv
+                    }
+                    None => (k, v),
+                };
+                let groups = shape.groups();
+                let k = ops::repeat_kv(&k, groups)?;
+                let v = ops::repeat_kv(&v, groups)?;
+                let y = ops::attention(&q, &k, &v, mask)?;
+                y.transpose(1, 2)?.reshape((b, t, qd))
+            }
+        }
+    }
+}

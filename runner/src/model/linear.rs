@@ -1,0 +1,186 @@
+//! Linear projections, possibly several fused into one matrix (q|k|v, gate|up), with an
+//! optional LoRA adapter per part (the hook used by fine-tuning).
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use std::ops::Range;
+
+/// `x [.., in] · w[out, in]^T`, flattening the leading dimensions into one GEMM.
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() == 2 {
+        return x.matmul(&w.t()?);
+    }
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner.max(1);
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let mut out = dims.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = w.dim(0)?;
+    }
+    y.reshape(out)
+}
+
+/// A low-rank adapter `delta(x) = scale * (dropout(x) A^T) B^T` (PEFT semantics).
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    /// `[rank, in]`.
+    pub a: Tensor,
+    /// `[out, rank]`.
+    pub b: Tensor,
+    pub scale: f64,
+    pub dropout: f32,
+}
+
+impl LoraAdapter {
+    pub fn delta(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = if train && self.dropout > 0.0 {
+            candle_nn::ops::dropout(x, self.dropout)?
+        } else {
+            x.clone()
+        };
+        let low = matmul_t(&x, &self.a)?;
+        matmul_t(&low, &self.b)? * self.scale
+    }
+
+    /// `scale * B A`, the update of the base weight when merging.
+    pub fn weight_delta(&self) -> Result<Tensor> {
+        self.b.matmul(&self.a)? * self.scale
+    }
+}
+
+/// One named slice of a fused projection, e.g. `k_proj` = rows 576..768 of q|k|v.
+#[derive(Clone, Debug)]
+pub struct Part {
+    pub name: &'static str,
+    pub rows: Range<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FusedLinear {
+    /// `[sum of part outputs, in]`.
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub parts: Vec<Part>,
+    pub lora: Vec<Option<LoraAdapter>>,
+}
+
+impl FusedLinear {
+    /// Concatenates `(name, weight [out, in], bias)` parts along the output dimension.
+    pub fn fuse(parts: Vec<(&'static str, Tensor, Option<Tensor>)>) -> Result<Self> {
+        let mut offset = 0;
+        let mut names = Vec::with_capacity(parts.len());
+        let mut weights = Vec::with_capacity(parts.len());
+        let mut biases = Vec::with_capacity(parts.len());
+        let any_bias = parts.iter().any(|p| p.2.is_some());
+        for (name, w, b) in parts {
+            let out = w.dim(0)?;
+            names.push(Part {
+                name,
+                rows: offset..offset + out,
+            });
+            offset += out;
+            if any_bias {
+                biases.push(match b {
+                    Some(b) => b,
+                    None => Tensor::zeros(out, w.dtype(), w.device())?,
+                });
+            }
+            weights.push(w);
+        }
+        let weight = if weights.len() == 1 {
+            weights.remove(0)
+        } else {
+            Tensor::cat(&weights, 0)?
+        };
+        let bias = if any_bias { Some(Tensor::cat(&biases, 0)?) } else { None };
+        let lora = vec![None; names.len()];
+        Ok(Self {
+            weight,
+            bias,
+            parts: names,
+            lora,
+        })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.parts.last().map(|p| p.rows.end).unwrap_or(0)
+    }
+
+    pub fn in_dim(&self) -> Result<usize> {
+        self.weight.dim(1)
+    }
+
+    pub fn part_index(&self, name: &str) -> Option<usize> {
+        self.parts.iter().position(|p| p.name == name)
+    }
+
+    /// The weight of one part, `[out, in]` (a view, no copy).
+    pub fn part_weight(&self, i: usize) -> Result<Tensor> {
+        let r = &self.parts[i].rows;
+        self.weight.narrow(0, r.start, r.len())
+    }
+
+    pub fn part_bias(&self, i: usize) -> Result<Option<Tensor>> {
+        let r = &self.parts[i].rows;
+        self.bias.as_ref().map(|b| b.narrow(0, r.start, r.len())).transpose()
+    }
+
+    pub fn has_lora(&self) -> bool {
+        self.lora.iter().any(Option::is_some)
+    }
+
+    /// `x`: `[.., in]` → `[.., out]`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let base = matmul_t(x, &self.weight)?;
+        let base = match &self.bias {
+            Some(b) => base.broadcast_add(b)?,
+            None => base,
+        };
+        if !self.has_lora() {
+            return Ok(base);
+        }
+        let mut deltas = Vec::with_capacity(self.parts.len());
+        for (part, lora) in self.parts.iter().zip(&self.lora) {
+            deltas.push(match lora {
+                Some(l) => l.delta(x, train)?,
+                None => {
+                    let mut shape = x.dims().to_vec();
+                    if let Some(last) = shape.last_mut() {
+                        *last = part.rows.len();
+                    }
+                    Tensor::zeros(shape, x.dtype(), x.device())?
+                }
+            });
+        }
+        let delta = if deltas.len() == 1 {
+            deltas.remove(0)
+        } else {
+            Tensor::cat(&deltas, D::Minus1)?
+        };
+        base + delta
+    }
+
+    /// Folds every adapter into the base weight and removes it.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        if !self.has_lora() {
+            return Ok(());
+        }
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for (i, lora) in self.lora.iter().enumerate() {
+            let w = self.part_weight(i)?;
+            parts.push(match lora {
+                Some(l) => (w.to_dtype(DType::F32)? + l.weight_delta()?.to_dtype(DType::F32)?)?.to_dtype(w.dtype())?,
+                None => w,
+            });
+        }
+        self.weight = Tensor::cat(&parts, 0)?;
+        self.lora.iter_mut().for_each(|l| *l = None);
+        Ok(())
+    }
+}
+
+impl Module for FusedLinear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        FusedLinear::forward(self, xs, false)
+    }
+}

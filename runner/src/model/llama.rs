@@ -1,0 +1,436 @@
+//! The Llama-family causal LM: embeddings, a cuttable list of decoder layers, final norm and
+//! LM head. Exposes hidden states after every layer, right-padded batches, a KV cache, and
+//! LoRA hooks on every projection.
+
+use super::config::ModelConfig;
+use super::error::{ModelError, Result};
+use super::kernels;
+use super::kv_buffer::KvBuffer;
+use super::kv_cache::KvCache;
+use super::layer::{AttnIo, DecoderLayer};
+use super::linear::{matmul_t, FusedLinear, LoraAdapter};
+use super::ops;
+use super::rope::RotaryTable;
+use candle_core::{DType, Device, Tensor};
+
+/// The seven projection names of a decoder layer, in HF naming.
+pub const PROJECTIONS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+pub struct Llama {
+    pub config: ModelConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: Tensor,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor>,
+    rope: RotaryTable,
+    device: Device,
+}
+
+/// What a full-sequence forward pass returns.
+pub struct ForwardOutput {
+    /// Output of the last layer, before the final norm: `[b, t, hidden]`.
+    pub last_hidden: Tensor,
+    /// `h_0` (embeddings) … `h_L` (= `last_hidden`) when requested, else empty.
+    pub hidden_states: Vec<Tensor>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardOptions {
+    /// Keep the hidden state entering every layer and the last layer's output.
+    pub hidden_states: bool,
+    /// Training mode: composable ops (autograd) and LoRA dropout.
+    pub train: bool,
+}
+
+/// Fetches a weight by its HF name.
+pub trait WeightSource {
+    fn tensor(&mut self, name: &str) -> Result<Tensor>;
+    fn contains(&self, name: &str) -> bool;
+}
+
+impl Llama {
+    /// Builds the model from HF-named weights.
+    pub fn load(config: ModelConfig, weights: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut w = |n: &str| weights.tensor(&format!("{p}.{n}"));
+            let input_layernorm = w("input_layernorm.weight")?;
+            let post_attention_layernorm = w("post_attention_layernorm.weight")?;
+            let mut proj = |group: &str, name: &'static str, bias: bool| -> Result<(&'static str, Tensor, Option<Tensor>)> {
+                let weight = w(&format!("{group}.{name}.weight"))?;
+                let b = if bias { Some(w(&format!("{group}.{name}.bias"))?) } else { None };
+                Ok((name, weight, b))
+            };
+            let qkv = FusedLinear::fuse(vec![
+                proj("self_attn", "q_proj", config.qkv_bias)?,
+                proj("self_attn", "k_proj", config.qkv_bias)?,
+                proj("self_attn", "v_proj", config.qkv_bias)?,
+            ])?;
+            let o_proj = FusedLinear::fuse(vec![proj("self_attn", "o_proj", config.o_bias)?])?;
+            let gate_up = FusedLinear::fuse(vec![
+                proj("mlp", "gate_proj", config.mlp_bias)?,
+                proj("mlp", "up_proj", config.mlp_bias)?,
+            ])?;
+            let down_proj = FusedLinear::fuse(vec![proj("mlp", "down_proj", config.mlp_bias)?])?;
+            layers.push(DecoderLayer {
+                input_layernorm,
+                post_attention_layernorm,
+                qkv,
+                o_proj,
+                gate_up,
+                down_proj,
+            });
+        }
+        let embed_tokens = weights.tensor("model.embed_tokens.weight")?;
+        let norm = weights.tensor("model.norm.weight")?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else if weights.contains("lm_head.weight") {
+            Some(weights.tensor("lm_head.weight")?)
+        } else {
+            return Err(ModelError::Input(
+                "config has tie_word_embeddings = false but the weights have no `lm_head.weight`".into(),
+            ));
+        };
+        let model = Self {
+            rope: RotaryTable::new(&config),
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            device: device.clone(),
+        };
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    fn check_shapes(&self) -> Result<()> {
+        let c = &self.config;
+        let expect = |name: String, t: &Tensor, dims: &[usize]| -> Result<()> {
+            if t.dims() != dims {
+                return Err(ModelError::Tensor {
+                    file: "weights".into(),
+                    name,
+                    reason: format!("shape {:?} does not match the config (expected {dims:?})", t.dims()),
+                });
+            }
+            Ok(())
+        };
+        expect("model.embed_tokens.weight".into(), &self.embed_tokens, &[c.vocab_size, c.hidden_size])?;
+        expect("model.norm.weight".into(), &self.norm, &[c.hidden_size])?;
+        if let Some(h) = &self.lm_head {
+            expect("lm_head.weight".into(), h, &[c.vocab_size, c.hidden_size])?;
+        }
+        let qkv_out = c.q_dim() + 2 * c.kv_dim();
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            expect(format!("{p}.self_attn.q|k|v_proj.weight"), &l.qkv.weight, &[qkv_out, c.hidden_size])?;
+            expect(format!("{p}.self_attn.o_proj.weight"), &l.o_proj.weight, &[c.hidden_size, c.q_dim()])?;
+            expect(format!("{p}.mlp.gate|up_proj.weight"), &l.gate_up.weight, &[2 * c.intermediate_size, c.hidden_size])?;
+            expect(format!("{p}.mlp.down_proj.weight"), &l.down_proj.weight, &[c.hidden_size, c.intermediate_size])?;
+            expect(format!("{p}.input_layernorm.weight"), &l.input_layernorm, &[c.hidden_size])?;
+        }
+        Ok(())
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Removes layers `start..start + n` and renumbers the rest (depth pruning).
+    pub fn remove_layers(&mut self, start: usize, n: usize) -> Result<()> {
+        let total = self.layers.len();
+        if n == 0 || start + n > total || n >= total {
+            return Err(ModelError::Input(format!(
+                "cannot remove layers {start}..{} from a model with {total} layers",
+                start + n
+            )));
+        }
+        self.layers.drain(start..start + n);
+        self.config.num_hidden_layers = self.layers.len();
+        Ok(())
+    }
+
+    fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let ids = tokens.flatten_all()?;
+        Ok(self.embed_tokens.index_select(&ids, 0)?.reshape((b, t, self.config.hidden_size))?)
+    }
+
+    fn check_tokens(&self, tokens: &Tensor) -> Result<()> {
+        let max = tokens.flatten_all()?.to_dtype(DType::U32)?.max(0)?.to_scalar::<u32>()?;
+        if max as usize >= self.config.vocab_size {
+            return Err(ModelError::Input(format!(
+                "token id {max} is outside the vocabulary ({} tokens)",
+                self.config.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    fn use_fused(&self, train: bool) -> bool {
+        !train && kernels::usable(&self.embed_tokens)
+    }
+
+    /// cos/sin `[b, t, d/2]` for positions `starts[r] + 0..t`.
+    fn rope_tensors(&self, starts: &[usize], t: usize) -> Result<(Tensor, Tensor)> {
+        let max = starts.iter().max().copied().unwrap_or(0) + t;
+        let half = self.rope.half_dim();
+        let (cos, sin) = self.rope.with_tables(max, |tab| {
+            let mut cos = Vec::with_capacity(starts.len() * t * half);
+            let mut sin = Vec::with_capacity(starts.len() * t * half);
+            for &s in starts {
+                cos.extend_from_slice(&tab.cos[s * half..(s + t) * half]);
+                sin.extend_from_slice(&tab.sin[s * half..(s + t) * half]);
+            }
+            (cos, sin)
+        });
+        let shape = (starts.len(), t, half);
+        Ok((
+            Tensor::from_vec(cos, shape, &self.device)?,
+            Tensor::from_vec(sin, shape, &self.device)?,
+        ))
+    }
+
+    /// Full-sequence forward (no cache). `tokens`: `[b, t]` u32, right-padded batches are fine
+    /// (attention is causal, so padding never influences real positions).
+    pub fn forward(&self, tokens: &Tensor, opts: ForwardOptions) -> Result<ForwardOutput> {
+        self.check_tokens(tokens)?;
+        let (b, t) = tokens.dims2()?;
+        let mut x = self.embed(tokens)?;
+        let mut hidden_states = Vec::new();
+        let starts = vec![0usize; b];
+        if self.use_fused(opts.train) {
+            let c = &self.config;
+            let mut kv = KvBuffer::new(b, c.num_key_value_heads, t, c.head_dim);
+            let rows: Vec<usize> = (0..b).collect();
+            x = self.rope.with_tables(t, |tab| -> Result<Tensor> {
+                for layer in &self.layers {
+                    if opts.hidden_states {
+                        hidden_states.push(x.clone());
+                    }
+                    let io = AttnIo::Fused {
+                        kv: &mut kv,
+                        rows: &rows,
+                        starts: &starts,
+                        cos: &tab.cos,
+                        sin: &tab.sin,
+                    };
+                    x = layer.forward(&x, c, io, false)?;
+                }
+                Ok(x)
+            })?;
+        } else {
+            let (cos, sin) = self.rope_tensors(&starts, t)?;
+            let mask = ops::causal_mask(&starts, t, t, &self.device)?;
+            for layer in &self.layers {
+                if opts.hidden_states {
+                    hidden_states.push(x.clone());
+                }
+                let io = AttnIo::Generic {
+                    cos: &cos,
+                    sin: &sin,
+                    mask: &mask,
+                    past: None,
+                };
+                x = layer.forward(&x, &self.config, io, opts.train)?;
+            }
+        }
+        if opts.hidden_states {
+            hidden_states.push(x.clone());
+        }
+        Ok(ForwardOutput {
+            last_hidden: x,
+            hidden_states,
+        })
+    }
+
+    /// A cache sized for `rows` sequences on this model's device.
+    pub fn new_cache(&self, rows: usize, capacity: usize) -> KvCache {
+        let c = &self.config;
+        if self.use_fused(false) {
+            KvCache::ragged(self.layers.len(), rows, c.num_key_value_heads, capacity, c.head_dim)
+        } else {
+            KvCache::tensors(self.layers.len(), rows)
+        }
+    }
+
+    /// Incremental forward: batch row `b` continues cache row `rows[b]` at its current length.
+    /// Returns the last layer's output `[b, t, hidden]` (before the final norm).
+    pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache, rows: &[usize]) -> Result<Tensor> {
+        self.check_tokens(tokens)?;
+        let (b, t) = tokens.dims2()?;
+        if rows.len() != b {
+            return Err(ModelError::Input(format!("{} cache rows for a batch of {b}", rows.len())));
+        }
+        let mut seen = vec![false; cache.rows()];
+        for &r in rows {
+            if r >= cache.rows() || std::mem::replace(&mut seen[r], true) {
+                return Err(ModelError::Input(format!("cache row {r} is out of range or repeated")));
+            }
+        }
+        let starts: Vec<usize> = rows.iter().map(|&r| cache.len(r)).collect();
+        let max_len = starts.iter().max().copied().unwrap_or(0) + t;
+        if max_len > self.config.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "sequence of {max_len} tokens exceeds max_position_embeddings ({})",
+                self.config.max_position_embeddings
+            )));
+        }
+        let mut x = self.embed(tokens)?;
+        match cache {
+            KvCache::Ragged(rc) => {
+                let c = &self.config;
+                for layer_kv in &mut rc.layers {
+                    layer_kv.reserve(max_len);
+                }
+                x = self.rope.with_tables(max_len, |tab| -> Result<Tensor> {
+                    for (layer, kv) in self.layers.iter().zip(rc.layers.iter_mut()) {
+                        let io = AttnIo::Fused {
+                            kv,
+                            rows,
+                            starts: &starts,
+                            cos: &tab.cos,
+                            sin: &tab.sin,
+                        };
+                        x = layer.forward(&x, c, io, false)?;
+                    }
+                    Ok(x)
+                })?;
+                for (&r, &s) in rows.iter().zip(&starts) {
+                    rc.lens[r] = s + t;
+                }
+            }
+            KvCache::Tensors(tc) => {
+                let all_rows: Vec<usize> = (0..tc.rows).collect();
+                if rows != all_rows.as_slice() {
+                    return Err(ModelError::Input(
+                        "this device's KV cache advances all rows together; pass every row in order".into(),
+                    ));
+                }
+                let (cos, sin) = self.rope_tensors(&starts, t)?;
+                let mask = ops::causal_mask(&starts, t, tc.len + t, &self.device)?;
+                for (layer, past) in self.layers.iter().zip(tc.layers.iter_mut()) {
+                    let io = AttnIo::Generic {
+                        cos: &cos,
+                        sin: &sin,
+                        mask: &mask,
+                        past: Some(past),
+                    };
+                    x = layer.forward(&x, &self.config, io, false)?;
+                }
+                tc.len += t;
+            }
+        }
+        Ok(x)
+    }
+
+    /// Final RMSNorm.
+    pub fn final_norm(&self, h: &Tensor, train: bool) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        Ok(if self.use_fused(train) {
+            kernels::rms_norm::rms_norm(h, &self.norm, eps as f32)?
+        } else {
+            ops::rms_norm(h, &self.norm, eps)?
+        })
+    }
+
+    /// LM head on already-normalised states: `[.., hidden]` → `[.., vocab]`.
+    pub fn lm_head(&self, normed: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        Ok(matmul_t(normed, w)?)
+    }
+
+    /// Final norm + LM head.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        self.lm_head(&self.final_norm(h, false)?)
+    }
+
+    /// Attaches (or replaces) a LoRA adapter on projection `name` of layer `layer`.
+    pub fn set_lora(&mut self, layer: usize, name: &str, adapter: Option<LoraAdapter>) -> Result<()> {
+        let l = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| ModelError::Input(format!("layer {layer} does not exist")))?;
+        let target = Self::projection_mut(l, name)?;
+        let i = target
+            .part_index(name)
+            .ok_or_else(|| ModelError::Input(format!("no projection `{name}`")))?;
+        target.lora[i] = adapter;
+        Ok(())
+    }
+
+    pub fn projection<'a>(layer: &'a DecoderLayer, name: &str) -> Result<&'a FusedLinear> {
+        Ok(match name {
+            "q_proj" | "k_proj" | "v_proj" => &layer.qkv,
+            "o_proj" => &layer.o_proj,
+            "gate_proj" | "up_proj" => &layer.gate_up,
+            "down_proj" => &layer.down_proj,
+            other => {
+                return Err(ModelError::Input(format!(
+                    "`{other}` is not a projection of this model (valid: {})",
+                    PROJECTIONS.join(", ")
+                )))
+            }
+        })
+    }
+
+    fn projection_mut<'a>(layer: &'a mut DecoderLayer, name: &str) -> Result<&'a mut FusedLinear> {
+        Ok(match name {
+            "q_proj" | "k_proj" | "v_proj" => &mut layer.qkv,
+            "o_proj" => &mut layer.o_proj,
+            "gate_proj" | "up_proj" => &mut layer.gate_up,
+            "down_proj" => &mut layer.down_proj,
+            other => {
+                return Err(ModelError::Input(format!(
+                    "`{other}` is not a projection of this model (valid: {})",
+                    PROJECTIONS.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// Folds all LoRA adapters into the base weights.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            for p in [&mut l.qkv, &mut l.o_proj, &mut l.gate_up, &mut l.down_proj] {
+                p.merge_lora()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All weights under their HF names (fused projections split back; views, no copies).
+    pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), l.input_layernorm.clone()));
+            out.push((format!("{p}.post_attention_layernorm.weight"), l.post_attention_layernorm.clone()));
+            for (group, lin) in [("self_attn", &l.qkv), ("self_attn", &l.o_proj), ("mlp", &l.gate_up), ("mlp", &l.down_proj)] {
+                for (j, part) in lin.parts.iter().enumerate() {
+                    out.push((format!("{p}.{group}.{}.weight", part.name), lin.part_weight(j)?));
+                    if let Some(b) = lin.part_bias(j)? {
+                        out.push((format!("{p}.{group}.{}.bias", part.name), b));
+                    }
+                }
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), h.clone()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,23 @@
+//! Our Llama-family model on candle: config, weights (safetensors, GGUF), fused CPU kernels,
+//! KV cache, LoRA hooks.
+
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod hf_dir;
+pub mod import;
+pub mod kernels;
+pub mod kv_buffer;
+pub mod kv_cache;
+pub mod layer;
+pub mod linear;
+pub mod llama;
+pub mod ops;
+pub mod rope;
+pub mod safetensors_io;
+
+pub use config::ModelConfig;
+pub use error::ModelError;
+pub use hf_dir::{load_hf_dir, save_hf_dir, HfModel};
+pub use kv_cache::KvCache;
+pub use llama::{ForwardOptions, ForwardOutput, Llama};

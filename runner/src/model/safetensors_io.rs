@@ -1,0 +1,257 @@
+//! Reading (memory-mapped, single file or sharded with an index) and writing safetensors.
+
+use super::error::{ModelError, Result};
+use super::llama::WeightSource;
+use candle_core::{DType, Device, Tensor};
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata, View};
+use safetensors::SafeTensors;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// Weights of an HF directory, memory-mapped; tensors are converted to `dtype` on `device`
+/// when fetched.
+pub struct SafetensorsWeights {
+    files: Vec<MappedFile>,
+    index: HashMap<String, usize>,
+    dtype: DType,
+    device: Device,
+}
+
+fn st_err(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Safetensors {
+        file: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl SafetensorsWeights {
+    /// Opens `model.safetensors` or the shards listed in `model.safetensors.index.json`.
+    pub fn open_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let paths: Vec<PathBuf> = if single.exists() {
+            vec![single]
+        } else if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| st_err(&index, format!("index is not valid JSON: {e}")))?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| st_err(&index, "index has no `weight_map` object"))?;
+            let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+            files.sort();
+            files.dedup();
+            files.into_iter().map(|f| dir.join(f)).collect()
+        } else {
+            return Err(ModelError::Missing {
+                dir: dir.display().to_string(),
+                name: "model.safetensors".into(),
+                hint: "expected model.safetensors or model.safetensors.index.json with shards".into(),
+            });
+        };
+        Self::open_files(&paths, dtype, device)
+    }
+
+    pub fn open_files(paths: &[PathBuf], dtype: DType, device: &Device) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
+        for path in paths {
+            let f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+            // SAFETY: read-only map; the file is not modified while we hold it.
+            let mmap = unsafe { Mmap::map(&f) }.map_err(|e| ModelError::io(path, e))?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| st_err(path, e.to_string()))?;
+            for name in metadata.offset_keys() {
+                index.insert(name, files.len());
+            }
+            files.push(MappedFile {
+                path: path.clone(),
+                mmap,
+                header_len,
+                metadata,
+            });
+        }
+        Ok(Self {
+            files,
+            index,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.index.keys().cloned().collect();
+        n.sort();
+        n
+    }
+
+    /// The stored dtype of a tensor.
+    pub fn stored_dtype(&self, name: &str) -> Option<Dtype> {
+        let f = &self.files[*self.index.get(name)?];
+        f.metadata.info(name).map(|i| i.dtype)
+    }
+
+    /// Loads `name` as f32 values and its shape.
+    pub fn load_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let &fi = self.index.get(name).ok_or_else(|| ModelError::Tensor {
+            file: self.files.first().map(|f| f.path.display().to_string()).unwrap_or_default(),
+            name: name.into(),
+            reason: "not found in the checkpoint".into(),
+        })?;
+        let f = &self.files[fi];
+        let info = f.metadata.info(name).ok_or_else(|| st_err(&f.path, format!("no info for `{name}`")))?;
+        let base = 8 + f.header_len;
+        let (s, e) = info.data_offsets;
+        let bytes = &f.mmap[base + s..base + e];
+        let values: Vec<f32> = match info.dtype {
+            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            other => {
+                return Err(ModelError::Tensor {
+                    file: f.path.display().to_string(),
+                    name: name.into(),
+                    reason: format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
+                })
+            }
+        };
+        Ok((values, info.shape.clone()))
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn tensor(&mut self, name: &str) -> Result<Tensor> {
+        let (values, shape) = self.load_f32(name)?;
+        let t = Tensor::from_vec(values, shape, &Device::Cpu)?;
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+}
+
+/// A tensor to write: raw little-endian bytes.
+pub struct RawTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl View for &RawTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Storage dtype for saving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    F16,
+    BF16,
+}
+
+impl SaveDtype {
+    /// From HF's `torch_dtype` string; unknown → f32.
+    pub fn from_torch(s: Option<&str>) -> Self {
+        match s {
+            Some("bfloat16") => Self::BF16,
+            Some("float16") => Self::F16,
+            _ => Self::F32,
+        }
+    }
+    pub fn torch_name(&self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::F16 => "float16",
+            Self::BF16 => "bfloat16",
+        }
+    }
+}
+
+pub fn encode_f32(values: &[f32], dtype: SaveDtype) -> RawTensor {
+    let (dt, bytes) = match dtype {
+        SaveDtype::F32 => (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        SaveDtype::F16 => (Dtype::F16, values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()),
+        SaveDtype::BF16 => (Dtype::BF16, values.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect()),
+    };
+    RawTensor {
+        dtype: dt,
+        shape: vec![values.len()],
+        bytes,
+    }
+}
+
+/// Converts a candle tensor for saving.
+pub fn encode_tensor(t: &Tensor, dtype: SaveDtype) -> Result<RawTensor> {
+    let values = t.to_dtype(DType::F32)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let mut raw = encode_f32(&values, dtype);
+    raw.shape = t.dims().to_vec();
+    Ok(raw)
+}
+
+/// Writes tensors as `model.safetensors`, or as shards of at most `max_shard_bytes` with
+/// `model.safetensors.index.json` when larger. Files are written to temp names and renamed.
+pub fn write_safetensors(dir: &Path, tensors: &[(String, RawTensor)], max_shard_bytes: usize) -> Result<()> {
+    let total: usize = tensors.iter().map(|(_, t)| t.bytes.len()).sum();
+    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let write_one = |path: &Path, items: &[&(String, RawTensor)]| -> Result<()> {
+        let tmp = path.with_extension("safetensors.tmp");
+        safetensors::serialize_to_file(items.iter().map(|(n, t)| (n.as_str(), t)), Some(meta.clone()), &tmp)
+            .map_err(|e| st_err(&tmp, e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
+        Ok(())
+    };
+    if total <= max_shard_bytes {
+        let all: Vec<&(String, RawTensor)> = tensors.iter().collect();
+        return write_one(&dir.join("model.safetensors"), &all);
+    }
+    let mut shards: Vec<Vec<&(String, RawTensor)>> = vec![vec![]];
+    let mut size = 0;
+    for t in tensors {
+        if size > 0 && size + t.1.bytes.len() > max_shard_bytes {
+            shards.push(vec![]);
+            size = 0;
+        }
+        size += t.1.bytes.len();
+        if let Some(last) = shards.last_mut() {
+            last.push(t);
+        }
+    }
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
+        write_one(&dir.join(&name), shard)?;
+        for (t, _) in shard {
+            weight_map.insert(t.clone(), name.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    crate::util::fs::write_json_atomic(&dir.join("model.safetensors.index.json"), &index)
+        .map_err(|e| ModelError::io(&dir.join("model.safetensors.index.json"), e))
+}
