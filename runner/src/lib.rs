@@ -1,1 +1,3 @@
 //! pruneforge runner library: model, stages, storage, datasets.
+
+pub mod storage;
