@@ -4,3 +4,4 @@ pub mod embedded;
 pub mod model;
 pub mod tokenizer;
 pub mod util;
+pub mod storage;

@@ -1,0 +1,355 @@
+//! Storage layer against a real S3 server: moto, started by each test on 127.0.0.1.
+//!
+//! Needs `python3 -m pip install 'moto[server]'`; without it these tests fail (they never pass
+//! silently).
+
+mod storage_common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use object_store::{ObjectStoreExt, PutPayload};
+use pruneforge::storage::{
+    Storage, StorageError, UploadEvent, MANIFEST_FILE, PRUNEFORGE_S3_ENDPOINT,
+};
+use storage_common::*;
+
+const BUCKET: &str = "pruneforge-test";
+const PREFIX: &str = "runs/job-1/prune";
+const INSTALL_HINT: &str = "python3 -m pip install 'moto[server]'";
+
+/// A moto S3 server child process; killed on drop.
+struct MotoServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl MotoServer {
+    fn start() -> Self {
+        match Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .output()
+        {
+            Err(e) => {
+                panic!("cannot run python3 ({e}); install Python 3, then run: {INSTALL_HINT}")
+            }
+            Ok(out) if !out.status.success() => panic!(
+                "moto is not installed (import moto.server failed: {}); run: {INSTALL_HINT}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Ok(_) => {}
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("moto.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto ({e}); run: {INSTALL_HINT}"));
+        let mut server = MotoServer {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        server.wait_ready_and_create_bucket();
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready_and_create_bucket(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "moto exited early ({status}); log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            match self.request("PUT", &format!("/{BUCKET}")) {
+                Ok(response) if response.starts_with("HTTP/1.1 200") => return,
+                Ok(response) => panic!("creating bucket failed: {response}"),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!(
+                    "moto did not answer on port {} within 60 s ({e}); log:\n{}",
+                    self.port,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    /// One raw HTTP/1.1 request without a body (moto does not check signatures by default).
+    fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    }
+
+    fn storage(&self) -> Storage {
+        let endpoint = self.endpoint();
+        Storage::open_with_env(
+            &format!("s3://{BUCKET}/pf-test"),
+            [
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_REGION", "us-east-1"),
+            ],
+        )
+        .expect("open S3 storage")
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_with_multipart_file() {
+    let server = MotoServer::start();
+    let storage = server.storage();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let files = make_artifact(&src, 12 * 1024 * 1024 + 5, 11);
+
+    let report = storage
+        .upload_dir_with(&src, PREFIX, &multipart_options())
+        .await
+        .unwrap();
+    assert_eq!(report.multipart, vec!["model.safetensors".to_string()]);
+    assert_eq!(report.uploaded.len(), 4);
+    assert!(storage.is_committed(PREFIX).await.unwrap());
+    let manifest = storage.read_manifest(PREFIX).await.unwrap();
+    let model = manifest.file("model.safetensors").unwrap();
+    assert_eq!(model.size, 12 * 1024 * 1024 + 5);
+    assert_eq!(model.sha256, sha256_hex(&files[1].1));
+
+    // The object really is in the bucket under the URI's prefix.
+    let key = object_store::path::Path::from(format!("pf-test/{PREFIX}/model.safetensors"));
+    let meta = storage.object_store().head(&key).await.unwrap();
+    assert_eq!(meta.size, model.size);
+    // S3 multipart ETags end in -<parts>: 12 MiB + 5 in 5 MiB parts is 3 parts.
+    assert!(
+        meta.e_tag
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches('"')
+            .ends_with("-3"),
+        "{meta:?}"
+    );
+
+    let dest = tmp.path().join("dest");
+    let down = storage.download_dir(PREFIX, &dest).await.unwrap();
+    assert_eq!(down.downloaded.len(), 4);
+    assert_tree(&dest, &files);
+
+    storage
+        .put_bytes("runs/job-1/eval/result.json", &b"{\"gsm8k\": 0.1}"[..])
+        .await
+        .unwrap();
+    assert_eq!(
+        &storage
+            .get_bytes("runs/job-1/eval/result.json")
+            .await
+            .unwrap()[..],
+        b"{\"gsm8k\": 0.1}"
+    );
+    let keys: Vec<String> = storage
+        .list("runs/job-1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys.len(), files.len() + 2, "{keys:?}");
+    assert!(keys.contains(&format!("{PREFIX}/{MANIFEST_FILE}")));
+
+    assert_eq!(
+        storage.delete_prefix(PREFIX).await.unwrap(),
+        files.len() + 1
+    );
+    assert!(!storage.is_committed(PREFIX).await.unwrap());
+    assert!(storage.list(PREFIX).await.unwrap().is_empty());
+    assert_eq!(storage.list("runs/job-1").await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_interrupted_multipart_upload() {
+    let server = MotoServer::start();
+    let storage = server.storage();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let files = make_artifact(&src, 11 * 1024 * 1024, 12);
+
+    // 1. A writer that died after uploading one part of the model: parts never complete.
+    let key = storage.key(&format!("{PREFIX}/model.safetensors")).unwrap();
+    let mut upload = storage.object_store().put_multipart(&key).await.unwrap();
+    upload
+        .put_part(PutPayload::from(vec![7u8; 5 * 1024 * 1024]))
+        .await
+        .unwrap();
+    drop(upload);
+    assert!(matches!(
+        storage
+            .get_bytes(&format!("{PREFIX}/model.safetensors"))
+            .await,
+        Err(StorageError::NotFound { .. })
+    ));
+
+    // 2. upload_dir itself cut off mid-multipart, after config.json was stored.
+    let events = upload_and_cut(&storage, &src, PREFIX, "model.safetensors").await;
+    assert!(events.contains(&UploadEvent::FileUploaded {
+        path: "config.json".into()
+    }));
+    assert!(events.contains(&UploadEvent::FileStarted {
+        path: "model.safetensors".into(),
+        size: 11 * 1024 * 1024,
+        multipart: true
+    }));
+    assert!(!storage.is_committed(PREFIX).await.unwrap());
+
+    // 3. The re-run reuses what is verifiably there and commits a correct artifact.
+    let report = resume(&storage, &src, PREFIX).await;
+    assert_eq!(report.skipped, vec!["config.json".to_string()]);
+    assert_eq!(
+        report.uploaded,
+        vec![
+            "model.safetensors",
+            "plots/layer_scores.svg",
+            "tokenizer.json"
+        ]
+    );
+    assert!(storage.is_committed(PREFIX).await.unwrap());
+    let dest = tmp.path().join("dest");
+    storage.download_dir(PREFIX, &dest).await.unwrap();
+    assert_tree(&dest, &files);
+    let keys: Vec<String> = storage
+        .list(PREFIX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        keys.len(),
+        files.len() + 1,
+        "receipts must be gone: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overwritten_object_is_detected() {
+    let server = MotoServer::start();
+    // The endpoint may also come from PRUNEFORGE_S3_ENDPOINT, which wins over AWS_ENDPOINT_URL.
+    let endpoint = server.endpoint();
+    let storage = Storage::open_with_env(
+        &format!("s3://{BUCKET}/pf-test"),
+        [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+            (PRUNEFORGE_S3_ENDPOINT, endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let files = make_artifact(&src, 100_000, 13);
+    storage.upload_dir(&src, PREFIX).await.unwrap();
+
+    let mut forged = files[3].1.clone(); // tokenizer.json
+    forged[10] ^= 1;
+    storage
+        .put_bytes(&format!("{PREFIX}/tokenizer.json"), forged.clone())
+        .await
+        .unwrap();
+    let dest = tmp.path().join("dest");
+    match storage.download_dir(PREFIX, &dest).await {
+        Err(StorageError::DigestMismatch {
+            key,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(key, format!("{PREFIX}/tokenizer.json"));
+            assert_eq!(expected, sha256_hex(&files[3].1));
+            assert_eq!(actual, sha256_hex(&forged));
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+    assert!(!dest.join("tokenizer.json").exists());
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".partial-")), "{names:?}");
+
+    storage
+        .put_bytes(&format!("{PREFIX}/tokenizer.json"), &b"short"[..])
+        .await
+        .unwrap();
+    let err = storage.download_dir(PREFIX, &dest).await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::SizeMismatch { actual: 5, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_prefix_is_not_committed() {
+    let server = MotoServer::start();
+    let storage = server.storage();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_artifact(&src, 6 * 1024 * 1024, 14);
+
+    // Files without a manifest, e.g. a stage that died before committing.
+    upload_and_cut(&storage, &src, PREFIX, "model.safetensors").await;
+    assert!(!storage.list(PREFIX).await.unwrap().is_empty());
+    assert!(!storage.is_committed(PREFIX).await.unwrap());
+    let err = storage.read_manifest(PREFIX).await.unwrap_err();
+    assert!(matches!(err, StorageError::NotCommitted { .. }), "{err}");
+    let err = storage
+        .download_dir(PREFIX, &tmp.path().join("dest"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotCommitted { .. }), "{err}");
+    // A missing bucket prefix is simply not committed either.
+    assert!(!storage.is_committed("runs/other/prune").await.unwrap());
+}
