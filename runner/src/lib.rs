@@ -1,1 +1,2 @@
 //! pruneforge runner library: model, stages, storage, datasets.
+pub mod data;
