@@ -5,3 +5,4 @@ pub mod model;
 pub mod tokenizer;
 pub mod util;
 pub mod storage;
+pub mod data;
