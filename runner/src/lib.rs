@@ -1,8 +1,9 @@
 //! pruneforge runner library: model, tokenizer, generation, stages, storage, datasets.
 
+pub mod data;
 pub mod embedded;
 pub mod model;
+pub mod stages;
+pub mod storage;
 pub mod tokenizer;
 pub mod util;
-pub mod storage;
-pub mod data;

@@ -61,7 +61,9 @@ pub enum RopeScaling {
         original_max_position_embeddings: usize,
     },
     /// Position interpolation: positions divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -126,24 +128,35 @@ impl ModelConfig {
         let architectures: Vec<String> = raw
             .get("architectures")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
-        let architecture = Architecture::from_names(model_type, &architectures).ok_or_else(|| {
-            err(format!(
-                "unknown architecture (model_type {:?}, architectures {:?}); supported: \
+        let architecture =
+            Architecture::from_names(model_type, &architectures).ok_or_else(|| {
+                err(format!(
+                    "unknown architecture (model_type {:?}, architectures {:?}); supported: \
                  LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM",
-                model_type.unwrap_or("<missing>"),
-                architectures
-            ))
-        })?;
-        let need = |key: &str| get_usize(&raw, key).ok_or_else(|| err(format!("missing or non-integer `{key}`")));
+                    model_type.unwrap_or("<missing>"),
+                    architectures
+                ))
+            })?;
+        let need = |key: &str| {
+            get_usize(&raw, key).ok_or_else(|| err(format!("missing or non-integer `{key}`")))
+        };
         let hidden_size = need("hidden_size")?;
         let num_attention_heads = need("num_attention_heads")?;
         let num_hidden_layers = need("num_hidden_layers")?;
         let intermediate_size = need("intermediate_size")?;
         let vocab_size = need("vocab_size")?;
-        let num_key_value_heads = get_usize(&raw, "num_key_value_heads").unwrap_or(num_attention_heads);
-        if num_attention_heads == 0 || num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
+        let num_key_value_heads =
+            get_usize(&raw, "num_key_value_heads").unwrap_or(num_attention_heads);
+        if num_attention_heads == 0
+            || num_key_value_heads == 0
+            || num_attention_heads % num_key_value_heads != 0
+        {
             return Err(err(format!(
                 "num_attention_heads ({num_attention_heads}) must be a positive multiple of num_key_value_heads ({num_key_value_heads})"
             )));
@@ -206,7 +219,11 @@ impl ModelConfig {
         };
         let eos_token_ids = match raw.get("eos_token_id") {
             Some(Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|v| v as u32)
+                .collect(),
             _ => vec![],
         };
         Ok(Self {
@@ -239,11 +256,21 @@ impl ModelConfig {
         m.insert("num_hidden_layers".into(), self.num_hidden_layers.into());
         m.insert("hidden_size".into(), self.hidden_size.into());
         m.insert("intermediate_size".into(), self.intermediate_size.into());
-        m.insert("num_attention_heads".into(), self.num_attention_heads.into());
-        m.insert("num_key_value_heads".into(), self.num_key_value_heads.into());
+        m.insert(
+            "num_attention_heads".into(),
+            self.num_attention_heads.into(),
+        );
+        m.insert(
+            "num_key_value_heads".into(),
+            self.num_key_value_heads.into(),
+        );
         m.insert("vocab_size".into(), self.vocab_size.into());
-        m.insert("tie_word_embeddings".into(), self.tie_word_embeddings.into());
-        m.entry("model_type").or_insert_with(|| self.architecture.model_type().into());
+        m.insert(
+            "tie_word_embeddings".into(),
+            self.tie_word_embeddings.into(),
+        );
+        m.entry("model_type")
+            .or_insert_with(|| self.architecture.model_type().into());
         m.entry("architectures")
             .or_insert_with(|| Value::Array(vec![self.architecture.hf_class().into()]));
         // Per-layer lists (e.g. `layer_types` in newer configs) must follow the layer count.
@@ -280,7 +307,8 @@ impl ModelConfig {
         let kv = self.kv_dim() as u64;
         let i = self.intermediate_size as u64;
         let attn = h * q + 2 * h * kv + q * h;
-        let attn_bias = if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { h } else { 0 };
+        let attn_bias =
+            if self.qkv_bias { q + 2 * kv } else { 0 } + if self.o_bias { h } else { 0 };
         let mlp = 3 * h * i + if self.mlp_bias { 2 * i + h } else { 0 };
         attn + attn_bias + mlp + 2 * h
     }
@@ -328,8 +356,13 @@ mod tests {
         let mut v = smol();
         v["architectures"] = json!(["GPT2LMHeadModel"]);
         v["model_type"] = json!("gpt2");
-        let e = ModelConfig::from_json(v, "x/config.json").unwrap_err().to_string();
-        assert!(e.contains("x/config.json") && e.contains("unknown architecture"), "{e}");
+        let e = ModelConfig::from_json(v, "x/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x/config.json") && e.contains("unknown architecture"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::config::ModelConfig;
 use super::error::{ModelError, Result};
 use super::llama::Llama;
-use super::safetensors_io::{encode_tensor, write_safetensors, SaveDtype, SafetensorsWeights};
+use super::safetensors_io::{encode_tensor, write_safetensors, SafetensorsWeights, SaveDtype};
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_json_atomic, StagingDir};
 use candle_core::{DType, Device};
@@ -58,7 +58,12 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
 
 /// Writes `model` and `tokenizer` as an HF directory at `out` (built in a temporary sibling
 /// directory and renamed into place).
-pub fn save_hf_dir(model: &Llama, tokenizer: &Tokenizer, out: &Path, dtype: SaveDtype) -> Result<()> {
+pub fn save_hf_dir(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    out: &Path,
+    dtype: SaveDtype,
+) -> Result<()> {
     let staging = StagingDir::new(out).map_err(|e| ModelError::io(out, e))?;
     let dir = staging.path();
     let mut cfg = model.config.to_json();
@@ -66,7 +71,8 @@ pub fn save_hf_dir(model: &Llama, tokenizer: &Tokenizer, out: &Path, dtype: Save
     if cfg.get("dtype").is_some() {
         cfg["dtype"] = dtype.torch_name().into();
     }
-    write_json_atomic(&dir.join("config.json"), &cfg).map_err(|e| ModelError::io(&dir.join("config.json"), e))?;
+    write_json_atomic(&dir.join("config.json"), &cfg)
+        .map_err(|e| ModelError::io(&dir.join("config.json"), e))?;
     let mut tensors = Vec::new();
     for (name, t) in model.named_weights()? {
         tensors.push((name, encode_tensor(&t, dtype)?));

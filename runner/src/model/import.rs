@@ -26,7 +26,9 @@ pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportReport> {
     let parsed = super::config::ModelConfig::from_json(cfg.clone(), &gguf.display().to_string())?;
     let mut tensor_types = std::collections::BTreeMap::new();
     for t in &f.tensors {
-        let name = super::gguf::reader::type_layout(t.ggml_type).map(|l| l.0).unwrap_or("?");
+        let name = super::gguf::reader::type_layout(t.ggml_type)
+            .map(|l| l.0)
+            .unwrap_or("?");
         *tensor_types.entry(name.to_string()).or_insert(0) += 1;
     }
     let staging = StagingDir::new(out).map_err(|e| ModelError::io(out, e))?;
@@ -41,9 +43,11 @@ pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportReport> {
         })
         .collect();
     write_safetensors(dir, &raw, super::hf_dir::MAX_SHARD_BYTES)?;
-    write_json_atomic(&dir.join("config.json"), &cfg).map_err(|e| ModelError::io(&dir.join("config.json"), e))?;
+    write_json_atomic(&dir.join("config.json"), &cfg)
+        .map_err(|e| ModelError::io(&dir.join("config.json"), e))?;
     let tj = serde_json::to_vec(&tok.tokenizer_json).unwrap_or_default();
-    write_atomic(&dir.join("tokenizer.json"), &tj).map_err(|e| ModelError::io(&dir.join("tokenizer.json"), e))?;
+    write_atomic(&dir.join("tokenizer.json"), &tj)
+        .map_err(|e| ModelError::io(&dir.join("tokenizer.json"), e))?;
     write_json_atomic(&dir.join("tokenizer_config.json"), &tok.tokenizer_config)
         .map_err(|e| ModelError::io(&dir.join("tokenizer_config.json"), e))?;
     if let Some(t) = &tok.chat_template {

@@ -25,9 +25,17 @@ pub struct TensorCache {
 }
 
 impl KvCache {
-    pub fn ragged(layers: usize, rows: usize, kv_heads: usize, cap: usize, head_dim: usize) -> Self {
+    pub fn ragged(
+        layers: usize,
+        rows: usize,
+        kv_heads: usize,
+        cap: usize,
+        head_dim: usize,
+    ) -> Self {
         Self::Ragged(RaggedCache {
-            layers: (0..layers).map(|_| KvBuffer::new(rows, kv_heads, cap, head_dim)).collect(),
+            layers: (0..layers)
+                .map(|_| KvBuffer::new(rows, kv_heads, cap, head_dim))
+                .collect(),
             lens: vec![0; rows],
         })
     }

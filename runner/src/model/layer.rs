@@ -39,7 +39,13 @@ pub enum AttnIo<'a> {
 }
 
 impl DecoderLayer {
-    pub fn forward(&self, x: &Tensor, cfg: &ModelConfig, io: AttnIo<'_>, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cfg: &ModelConfig,
+        io: AttnIo<'_>,
+        train: bool,
+    ) -> Result<Tensor> {
         let eps = cfg.rms_norm_eps;
         let fused = matches!(io, AttnIo::Fused { .. });
         let h = if fused {
@@ -59,13 +65,22 @@ impl DecoderLayer {
             kernels::swiglu::swiglu(&gu, cfg.intermediate_size)?
         } else {
             let inter = cfg.intermediate_size;
-            ops::swiglu(&gu.narrow(D::Minus1, 0, inter)?, &gu.narrow(D::Minus1, inter, inter)?)?
+            ops::swiglu(
+                &gu.narrow(D::Minus1, 0, inter)?,
+                &gu.narrow(D::Minus1, inter, inter)?,
+            )?
         };
         x + self.down_proj.forward(&act, train)?
     }
 
     /// `h`: `[b, t, hidden]` → `[b, t, q_heads * head_dim]`.
-    fn attention(&self, h: &Tensor, cfg: &ModelConfig, io: AttnIo<'_>, train: bool) -> Result<Tensor> {
+    fn attention(
+        &self,
+        h: &Tensor,
+        cfg: &ModelConfig,
+        io: AttnIo<'_>,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, t, _) = h.dims3()?;
         let qkv = self.qkv.forward(h, train)?;
         let shape = AttnShape {
@@ -90,18 +105,34 @@ impl DecoderLayer {
                 let out = kernels::attention::causal_attention(&q, &shape, rows, starts, kv);
                 kernels::from_vec(out, &[b, t, cfg.q_dim()])
             }
-            AttnIo::Generic { cos, sin, mask, past } => {
+            AttnIo::Generic {
+                cos,
+                sin,
+                mask,
+                past,
+            } => {
                 let (qd, kvd, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
-                let q = qkv.narrow(D::Minus1, 0, qd)?.reshape((b, t, shape.q_heads, d))?.transpose(1, 2)?;
-                let k = qkv.narrow(D::Minus1, qd, kvd)?.reshape((b, t, shape.kv_heads, d))?.transpose(1, 2)?;
-                let v = qkv.narrow(D::Minus1, qd + kvd, kvd)?.reshape((b, t, shape.kv_heads, d))?.transpose(1, 2)?;
+                let q = qkv
+                    .narrow(D::Minus1, 0, qd)?
+                    .reshape((b, t, shape.q_heads, d))?
+                    .transpose(1, 2)?;
+                let k = qkv
+                    .narrow(D::Minus1, qd, kvd)?
+                    .reshape((b, t, shape.kv_heads, d))?
+                    .transpose(1, 2)?;
+                let v = qkv
+                    .narrow(D::Minus1, qd + kvd, kvd)?
+                    .reshape((b, t, shape.kv_heads, d))?
+                    .transpose(1, 2)?;
                 let q = ops::rope(&q.contiguous()?, cos, sin)?;
                 let k = ops::rope(&k.contiguous()?, cos, sin)?;
                 let v = v.contiguous()?;
                 let (k, v) = match past {
                     Some(slot) => {
                         let kv = match slot.take() {
-                            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                            Some((pk, pv)) => {
+                                (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
+                            }
                             None => (k, v),
                         };
                         *slot = Some(kv.clone());

@@ -92,7 +92,11 @@ impl FusedLinear {
         } else {
             Tensor::cat(&weights, 0)?
         };
-        let bias = if any_bias { Some(Tensor::cat(&biases, 0)?) } else { None };
+        let bias = if any_bias {
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
         let lora = vec![None; names.len()];
         Ok(Self {
             weight,
@@ -122,7 +126,10 @@ impl FusedLinear {
 
     pub fn part_bias(&self, i: usize) -> Result<Option<Tensor>> {
         let r = &self.parts[i].rows;
-        self.bias.as_ref().map(|b| b.narrow(0, r.start, r.len())).transpose()
+        self.bias
+            .as_ref()
+            .map(|b| b.narrow(0, r.start, r.len()))
+            .transpose()
     }
 
     pub fn has_lora(&self) -> bool {
@@ -169,7 +176,8 @@ impl FusedLinear {
         for (i, lora) in self.lora.iter().enumerate() {
             let w = self.part_weight(i)?;
             parts.push(match lora {
-                Some(l) => (w.to_dtype(DType::F32)? + l.weight_delta()?.to_dtype(DType::F32)?)?.to_dtype(w.dtype())?,
+                Some(l) => (w.to_dtype(DType::F32)? + l.weight_delta()?.to_dtype(DType::F32)?)?
+                    .to_dtype(w.dtype())?,
                 None => w,
             });
         }

@@ -14,7 +14,15 @@ use super::rope::RotaryTable;
 use candle_core::{DType, Device, Tensor};
 
 /// The seven projection names of a decoder layer, in HF naming.
-pub const PROJECTIONS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 pub struct Llama {
     pub config: ModelConfig,
@@ -51,16 +59,27 @@ pub trait WeightSource {
 
 impl Llama {
     /// Builds the model from HF-named weights.
-    pub fn load(config: ModelConfig, weights: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+    pub fn load(
+        config: ModelConfig,
+        weights: &mut dyn WeightSource,
+        device: &Device,
+    ) -> Result<Self> {
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut w = |n: &str| weights.tensor(&format!("{p}.{n}"));
             let input_layernorm = w("input_layernorm.weight")?;
             let post_attention_layernorm = w("post_attention_layernorm.weight")?;
-            let mut proj = |group: &str, name: &'static str, bias: bool| -> Result<(&'static str, Tensor, Option<Tensor>)> {
+            let mut proj = |group: &str,
+                            name: &'static str,
+                            bias: bool|
+             -> Result<(&'static str, Tensor, Option<Tensor>)> {
                 let weight = w(&format!("{group}.{name}.weight"))?;
-                let b = if bias { Some(w(&format!("{group}.{name}.bias"))?) } else { None };
+                let b = if bias {
+                    Some(w(&format!("{group}.{name}.bias"))?)
+                } else {
+                    None
+                };
                 Ok((name, weight, b))
             };
             let qkv = FusedLinear::fuse(vec![
@@ -91,7 +110,8 @@ impl Llama {
             Some(weights.tensor("lm_head.weight")?)
         } else {
             return Err(ModelError::Input(
-                "config has tie_word_embeddings = false but the weights have no `lm_head.weight`".into(),
+                "config has tie_word_embeddings = false but the weights have no `lm_head.weight`"
+                    .into(),
             ));
         };
         let model = Self {
@@ -114,12 +134,19 @@ impl Llama {
                 return Err(ModelError::Tensor {
                     file: "weights".into(),
                     name,
-                    reason: format!("shape {:?} does not match the config (expected {dims:?})", t.dims()),
+                    reason: format!(
+                        "shape {:?} does not match the config (expected {dims:?})",
+                        t.dims()
+                    ),
                 });
             }
             Ok(())
         };
-        expect("model.embed_tokens.weight".into(), &self.embed_tokens, &[c.vocab_size, c.hidden_size])?;
+        expect(
+            "model.embed_tokens.weight".into(),
+            &self.embed_tokens,
+            &[c.vocab_size, c.hidden_size],
+        )?;
         expect("model.norm.weight".into(), &self.norm, &[c.hidden_size])?;
         if let Some(h) = &self.lm_head {
             expect("lm_head.weight".into(), h, &[c.vocab_size, c.hidden_size])?;
@@ -127,11 +154,31 @@ impl Llama {
         let qkv_out = c.q_dim() + 2 * c.kv_dim();
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            expect(format!("{p}.self_attn.q|k|v_proj.weight"), &l.qkv.weight, &[qkv_out, c.hidden_size])?;
-            expect(format!("{p}.self_attn.o_proj.weight"), &l.o_proj.weight, &[c.hidden_size, c.q_dim()])?;
-            expect(format!("{p}.mlp.gate|up_proj.weight"), &l.gate_up.weight, &[2 * c.intermediate_size, c.hidden_size])?;
-            expect(format!("{p}.mlp.down_proj.weight"), &l.down_proj.weight, &[c.hidden_size, c.intermediate_size])?;
-            expect(format!("{p}.input_layernorm.weight"), &l.input_layernorm, &[c.hidden_size])?;
+            expect(
+                format!("{p}.self_attn.q|k|v_proj.weight"),
+                &l.qkv.weight,
+                &[qkv_out, c.hidden_size],
+            )?;
+            expect(
+                format!("{p}.self_attn.o_proj.weight"),
+                &l.o_proj.weight,
+                &[c.hidden_size, c.q_dim()],
+            )?;
+            expect(
+                format!("{p}.mlp.gate|up_proj.weight"),
+                &l.gate_up.weight,
+                &[2 * c.intermediate_size, c.hidden_size],
+            )?;
+            expect(
+                format!("{p}.mlp.down_proj.weight"),
+                &l.down_proj.weight,
+                &[c.hidden_size, c.intermediate_size],
+            )?;
+            expect(
+                format!("{p}.input_layernorm.weight"),
+                &l.input_layernorm,
+                &[c.hidden_size],
+            )?;
         }
         Ok(())
     }
@@ -165,11 +212,18 @@ impl Llama {
     fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let ids = tokens.flatten_all()?;
-        Ok(self.embed_tokens.index_select(&ids, 0)?.reshape((b, t, self.config.hidden_size))?)
+        Ok(self
+            .embed_tokens
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.config.hidden_size))?)
     }
 
     fn check_tokens(&self, tokens: &Tensor) -> Result<()> {
-        let max = tokens.flatten_all()?.to_dtype(DType::U32)?.max(0)?.to_scalar::<u32>()?;
+        let max = tokens
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .max(0)?
+            .to_scalar::<u32>()?;
         if max as usize >= self.config.vocab_size {
             return Err(ModelError::Input(format!(
                 "token id {max} is outside the vocabulary ({} tokens)",
@@ -260,7 +314,13 @@ impl Llama {
     pub fn new_cache(&self, rows: usize, capacity: usize) -> KvCache {
         let c = &self.config;
         if self.use_fused(false) {
-            KvCache::ragged(self.layers.len(), rows, c.num_key_value_heads, capacity, c.head_dim)
+            KvCache::ragged(
+                self.layers.len(),
+                rows,
+                c.num_key_value_heads,
+                capacity,
+                c.head_dim,
+            )
         } else {
             KvCache::tensors(self.layers.len(), rows)
         }
@@ -268,16 +328,26 @@ impl Llama {
 
     /// Incremental forward: batch row `b` continues cache row `rows[b]` at its current length.
     /// Returns the last layer's output `[b, t, hidden]` (before the final norm).
-    pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache, rows: &[usize]) -> Result<Tensor> {
+    pub fn forward_cached(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        rows: &[usize],
+    ) -> Result<Tensor> {
         self.check_tokens(tokens)?;
         let (b, t) = tokens.dims2()?;
         if rows.len() != b {
-            return Err(ModelError::Input(format!("{} cache rows for a batch of {b}", rows.len())));
+            return Err(ModelError::Input(format!(
+                "{} cache rows for a batch of {b}",
+                rows.len()
+            )));
         }
         let mut seen = vec![false; cache.rows()];
         for &r in rows {
             if r >= cache.rows() || std::mem::replace(&mut seen[r], true) {
-                return Err(ModelError::Input(format!("cache row {r} is out of range or repeated")));
+                return Err(ModelError::Input(format!(
+                    "cache row {r} is out of range or repeated"
+                )));
             }
         }
         let starts: Vec<usize> = rows.iter().map(|&r| cache.len(r)).collect();
@@ -358,7 +428,12 @@ impl Llama {
     }
 
     /// Attaches (or replaces) a LoRA adapter on projection `name` of layer `layer`.
-    pub fn set_lora(&mut self, layer: usize, name: &str, adapter: Option<LoraAdapter>) -> Result<()> {
+    pub fn set_lora(
+        &mut self,
+        layer: usize,
+        name: &str,
+        adapter: Option<LoraAdapter>,
+    ) -> Result<()> {
         let l = self
             .layers
             .get_mut(layer)
@@ -413,14 +488,31 @@ impl Llama {
 
     /// All weights under their HF names (fused projections split back; views, no copies).
     pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), l.input_layernorm.clone()));
-            out.push((format!("{p}.post_attention_layernorm.weight"), l.post_attention_layernorm.clone()));
-            for (group, lin) in [("self_attn", &l.qkv), ("self_attn", &l.o_proj), ("mlp", &l.gate_up), ("mlp", &l.down_proj)] {
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                l.input_layernorm.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_attention_layernorm.clone(),
+            ));
+            for (group, lin) in [
+                ("self_attn", &l.qkv),
+                ("self_attn", &l.o_proj),
+                ("mlp", &l.gate_up),
+                ("mlp", &l.down_proj),
+            ] {
                 for (j, part) in lin.parts.iter().enumerate() {
-                    out.push((format!("{p}.{group}.{}.weight", part.name), lin.part_weight(j)?));
+                    out.push((
+                        format!("{p}.{group}.{}.weight", part.name),
+                        lin.part_weight(j)?,
+                    ));
                     if let Some(b) = lin.part_bias(j)? {
                         out.push((format!("{p}.{group}.{}.bias", part.name), b));
                     }

@@ -15,9 +15,11 @@ pub mod llama;
 pub mod ops;
 pub mod rope;
 pub mod safetensors_io;
+pub mod source;
 
 pub use config::ModelConfig;
 pub use error::ModelError;
 pub use hf_dir::{load_hf_dir, save_hf_dir, HfModel};
 pub use kv_cache::KvCache;
 pub use llama::{ForwardOptions, ForwardOutput, Llama};
+pub use source::{open_model, resolve_hf_dir};

@@ -35,10 +35,15 @@ pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
             for f in &mut inv {
                 let freq = *f as f64;
                 let wavelen = 2.0 * std::f64::consts::PI / freq;
-                let scaled = if wavelen > low_wavelen { freq / factor } else { freq };
+                let scaled = if wavelen > low_wavelen {
+                    freq / factor
+                } else {
+                    freq
+                };
                 let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
                 let out = if medium {
-                    let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    let smooth =
+                        (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                     (1.0 - smooth) * scaled / factor + smooth * scaled
                 } else {
                     scaled

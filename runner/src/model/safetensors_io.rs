@@ -43,13 +43,16 @@ impl SafetensorsWeights {
             vec![single]
         } else if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| st_err(&index, format!("index is not valid JSON: {e}")))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| st_err(&index, format!("index is not valid JSON: {e}")))?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| st_err(&index, "index has no `weight_map` object"))?;
-            let mut files: Vec<String> = map.values().filter_map(|f| f.as_str().map(String::from)).collect();
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect();
             files.sort();
             files.dedup();
             files.into_iter().map(|f| dir.join(f)).collect()
@@ -57,7 +60,8 @@ impl SafetensorsWeights {
             return Err(ModelError::Missing {
                 dir: dir.display().to_string(),
                 name: "model.safetensors".into(),
-                hint: "expected model.safetensors or model.safetensors.index.json with shards".into(),
+                hint: "expected model.safetensors or model.safetensors.index.json with shards"
+                    .into(),
             });
         };
         Self::open_files(&paths, dtype, device)
@@ -70,7 +74,8 @@ impl SafetensorsWeights {
             let f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
             // SAFETY: read-only map; the file is not modified while we hold it.
             let mmap = unsafe { Mmap::map(&f) }.map_err(|e| ModelError::io(path, e))?;
-            let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| st_err(path, e.to_string()))?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| st_err(path, e.to_string()))?;
             for name in metadata.offset_keys() {
                 index.insert(name, files.len());
             }
@@ -104,22 +109,40 @@ impl SafetensorsWeights {
     /// Loads `name` as f32 values and its shape.
     pub fn load_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let &fi = self.index.get(name).ok_or_else(|| ModelError::Tensor {
-            file: self.files.first().map(|f| f.path.display().to_string()).unwrap_or_default(),
+            file: self
+                .files
+                .first()
+                .map(|f| f.path.display().to_string())
+                .unwrap_or_default(),
             name: name.into(),
             reason: "not found in the checkpoint".into(),
         })?;
         let f = &self.files[fi];
-        let info = f.metadata.info(name).ok_or_else(|| st_err(&f.path, format!("no info for `{name}`")))?;
+        let info = f
+            .metadata
+            .info(name)
+            .ok_or_else(|| st_err(&f.path, format!("no info for `{name}`")))?;
         let base = 8 + f.header_len;
         let (s, e) = info.data_offsets;
         let bytes = &f.mmap[base + s..base + e];
         let values: Vec<f32> = match info.dtype {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             Dtype::F64 => bytes
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
                 .collect(),
             other => {
                 return Err(ModelError::Tensor {
@@ -195,9 +218,24 @@ impl SaveDtype {
 
 pub fn encode_f32(values: &[f32], dtype: SaveDtype) -> RawTensor {
     let (dt, bytes) = match dtype {
-        SaveDtype::F32 => (Dtype::F32, values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        SaveDtype::F16 => (Dtype::F16, values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()),
-        SaveDtype::BF16 => (Dtype::BF16, values.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect()),
+        SaveDtype::F32 => (
+            Dtype::F32,
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        SaveDtype::F16 => (
+            Dtype::F16,
+            values
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+        ),
+        SaveDtype::BF16 => (
+            Dtype::BF16,
+            values
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        ),
     };
     RawTensor {
         dtype: dt,
@@ -208,7 +246,11 @@ pub fn encode_f32(values: &[f32], dtype: SaveDtype) -> RawTensor {
 
 /// Converts a candle tensor for saving.
 pub fn encode_tensor(t: &Tensor, dtype: SaveDtype) -> Result<RawTensor> {
-    let values = t.to_dtype(DType::F32)?.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    let values = t
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
     let mut raw = encode_f32(&values, dtype);
     raw.shape = t.dims().to_vec();
     Ok(raw)
@@ -216,13 +258,21 @@ pub fn encode_tensor(t: &Tensor, dtype: SaveDtype) -> Result<RawTensor> {
 
 /// Writes tensors as `model.safetensors`, or as shards of at most `max_shard_bytes` with
 /// `model.safetensors.index.json` when larger. Files are written to temp names and renamed.
-pub fn write_safetensors(dir: &Path, tensors: &[(String, RawTensor)], max_shard_bytes: usize) -> Result<()> {
+pub fn write_safetensors(
+    dir: &Path,
+    tensors: &[(String, RawTensor)],
+    max_shard_bytes: usize,
+) -> Result<()> {
     let total: usize = tensors.iter().map(|(_, t)| t.bytes.len()).sum();
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let write_one = |path: &Path, items: &[&(String, RawTensor)]| -> Result<()> {
         let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(items.iter().map(|(n, t)| (n.as_str(), t)), Some(meta.clone()), &tmp)
-            .map_err(|e| st_err(&tmp, e.to_string()))?;
+        safetensors::serialize_to_file(
+            items.iter().map(|(n, t)| (n.as_str(), t)),
+            Some(meta.clone()),
+            &tmp,
+        )
+        .map_err(|e| st_err(&tmp, e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
         Ok(())
     };

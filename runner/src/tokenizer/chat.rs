@@ -53,7 +53,11 @@ impl ChatTemplate {
         })
     }
 
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, Error> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
         let t = self.env.get_template("chat")?;
         t.render(context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),

@@ -48,12 +48,19 @@ fn strings(f: &GgufFile, key: &str) -> Result<Vec<String>, ModelError> {
         .and_then(MetaValue::as_array)
         .ok_or_else(|| f.error(format!("missing tokenizer metadata `{key}`")))?;
     arr.iter()
-        .map(|v| v.as_str().map(String::from).ok_or_else(|| f.error(format!("`{key}` holds a non-string"))))
+        .map(|v| {
+            v.as_str()
+                .map(String::from)
+                .ok_or_else(|| f.error(format!("`{key}` holds a non-string")))
+        })
         .collect()
 }
 
 pub fn from_gguf(f: &GgufFile) -> Result<GgufTokenizerFiles, ModelError> {
-    let model = f.meta("tokenizer.ggml.model").and_then(MetaValue::as_str).unwrap_or("<missing>");
+    let model = f
+        .meta("tokenizer.ggml.model")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("<missing>");
     if model != "gpt2" {
         return Err(f.error(format!(
             "tokenizer model `{model}` is not supported (supported: gpt2 byte-level BPE)"
@@ -64,9 +71,16 @@ pub fn from_gguf(f: &GgufFile) -> Result<GgufTokenizerFiles, ModelError> {
     let types: Vec<i64> = f
         .meta("tokenizer.ggml.token_type")
         .and_then(MetaValue::as_array)
-        .map(|a| a.iter().map(|v| v.as_u64().map(|u| u as i64).unwrap_or(1)).collect())
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_u64().map(|u| u as i64).unwrap_or(1))
+                .collect()
+        })
         .unwrap_or_else(|| vec![1; tokens.len()]);
-    let pre = f.meta("tokenizer.ggml.pre").and_then(MetaValue::as_str).unwrap_or("default");
+    let pre = f
+        .meta("tokenizer.ggml.pre")
+        .and_then(MetaValue::as_str)
+        .unwrap_or("default");
 
     let mut vocab = Map::new();
     for (id, tok) in tokens.iter().enumerate() {
@@ -82,25 +96,42 @@ pub fn from_gguf(f: &GgufFile) -> Result<GgufTokenizerFiles, ModelError> {
     let added: Vec<Value> = tokens
         .iter()
         .enumerate()
-        .filter(|(i, _)| matches!(types.get(*i), Some(&GGUF_TOKEN_CONTROL) | Some(&GGUF_TOKEN_USER_DEFINED)))
+        .filter(|(i, _)| {
+            matches!(
+                types.get(*i),
+                Some(&GGUF_TOKEN_CONTROL) | Some(&GGUF_TOKEN_USER_DEFINED)
+            )
+        })
         .map(|(i, t)| {
             json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
                    "normalized": false, "special": true})
         })
         .collect();
-    let id_meta = |k: &str| f.meta(&format!("tokenizer.ggml.{k}")).and_then(MetaValue::as_u64).map(|v| v as usize);
+    let id_meta = |k: &str| {
+        f.meta(&format!("tokenizer.ggml.{k}"))
+            .and_then(MetaValue::as_u64)
+            .map(|v| v as usize)
+    };
     let tok_str = |id: Option<usize>| id.and_then(|i| tokens.get(i)).cloned();
     let bos = tok_str(id_meta("bos_token_id"));
     let eos = tok_str(id_meta("eos_token_id"));
     let unk = tok_str(id_meta("unknown_token_id"));
     let pad = tok_str(id_meta("padding_token_id"));
-    let add_bos = f.meta("tokenizer.ggml.add_bos_token").and_then(MetaValue::as_bool).unwrap_or(false);
+    let add_bos = f
+        .meta("tokenizer.ggml.add_bos_token")
+        .and_then(MetaValue::as_bool)
+        .unwrap_or(false);
     let single: Vec<Value> = match (&bos, add_bos) {
-        (Some(b), true) => vec![json!({"SpecialToken": {"id": b, "type_id": 0}}), json!({"Sequence": {"id": "A", "type_id": 0}})],
+        (Some(b), true) => vec![
+            json!({"SpecialToken": {"id": b, "type_id": 0}}),
+            json!({"Sequence": {"id": "A", "type_id": 0}}),
+        ],
         _ => vec![json!({"Sequence": {"id": "A", "type_id": 0}})],
     };
     let special_tokens = match (&bos, add_bos) {
-        (Some(b), true) => json!({ b.clone(): {"id": b, "ids": [id_meta("bos_token_id")], "tokens": [b]} }),
+        (Some(b), true) => {
+            json!({ b.clone(): {"id": b, "ids": [id_meta("bos_token_id")], "tokens": [b]} })
+        }
         _ => json!({}),
     };
     let tokenizer_json = json!({
@@ -118,13 +149,21 @@ pub fn from_gguf(f: &GgufFile) -> Result<GgufTokenizerFiles, ModelError> {
             "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
             "vocab": vocab, "merges": merge_pairs},
     });
-    let chat_template = f.meta("tokenizer.chat_template").and_then(MetaValue::as_str).map(String::from);
+    let chat_template = f
+        .meta("tokenizer.chat_template")
+        .and_then(MetaValue::as_str)
+        .map(String::from);
     let mut tokenizer_config = json!({
         "add_bos_token": add_bos,
         "model_max_length": 1_000_000_000_000u64,
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
-    for (k, v) in [("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)] {
+    for (k, v) in [
+        ("bos_token", bos),
+        ("eos_token", eos),
+        ("unk_token", unk),
+        ("pad_token", pad),
+    ] {
         if let Some(v) = v {
             tokenizer_config[k] = v.into();
         }

@@ -49,7 +49,8 @@ impl Tokenizer {
     ) -> Result<Self, ModelError> {
         let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
             .map_err(|e| tok_err(&origin.join("tokenizer.json"), format!("cannot parse: {e}")))?;
-        let id = |key: &str| token_string(tokenizer_config.get(key)).and_then(|t| inner.token_to_id(&t));
+        let id =
+            |key: &str| token_string(tokenizer_config.get(key)).and_then(|t| inner.token_to_id(&t));
         let bos_id = id("bos_token");
         let mut eos_ids: Vec<u32> = id("eos_token").into_iter().collect();
         for &e in eos_from_model {
@@ -58,7 +59,10 @@ impl Tokenizer {
             }
         }
         let pad_id = id("pad_token").or(eos_ids.first().copied());
-        let add_bos = tokenizer_config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+        let add_bos = tokenizer_config
+            .get("add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let template = chat_template.or_else(|| match tokenizer_config.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
             // A list of named templates: take "default".
@@ -73,10 +77,12 @@ impl Tokenizer {
             Some(src) => {
                 let bos = token_string(tokenizer_config.get("bos_token")).unwrap_or_default();
                 let eos = token_string(tokenizer_config.get("eos_token")).unwrap_or_default();
-                Some(
-                    ChatTemplate::new(&src, &bos, &eos)
-                        .map_err(|e| tok_err(&origin.join("chat_template.jinja"), format!("invalid chat template: {e}")))?,
-                )
+                Some(ChatTemplate::new(&src, &bos, &eos).map_err(|e| {
+                    tok_err(
+                        &origin.join("chat_template.jinja"),
+                        format!("invalid chat template: {e}"),
+                    )
+                })?)
             }
             None => None,
         };
@@ -106,8 +112,10 @@ impl Tokenizer {
         let json = std::fs::read_to_string(&tj).map_err(|e| ModelError::io(&tj, e))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let config = if cfg_path.exists() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-            serde_json::from_str(&text).map_err(|e| tok_err(&cfg_path, format!("not valid JSON: {e}")))?
+            let text =
+                std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+            serde_json::from_str(&text)
+                .map_err(|e| tok_err(&cfg_path, format!("not valid JSON: {e}")))?
         } else {
             Value::Object(Default::default())
         };
@@ -162,7 +170,11 @@ impl Tokenizer {
     }
 
     /// Renders the chat template (the prompt text, special tokens included as text).
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ModelError> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ModelError> {
         match &self.chat {
             Some(t) => t
                 .render(messages, add_generation_prompt)
@@ -174,7 +186,11 @@ impl Tokenizer {
     }
 
     /// Chat prompt token ids (no BOS added beyond what the template writes).
-    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>, ModelError> {
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>, ModelError> {
         let text = self.apply_chat_template(messages, add_generation_prompt)?;
         self.encode(&text, false)
     }

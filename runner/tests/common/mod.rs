@@ -8,7 +8,11 @@ use std::sync::OnceLock;
 
 pub fn shared_dir() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
-    assert!(p.is_dir(), "../shared (data and references) must sit beside the clone: {}", p.display());
+    assert!(
+        p.is_dir(),
+        "../shared (data and references) must sit beside the clone: {}",
+        p.display()
+    );
     p
 }
 
@@ -27,7 +31,12 @@ pub fn embedded_dir() -> PathBuf {
 }
 
 pub fn embedded_model() -> HfModel {
-    load_hf_dir(&embedded_dir(), &candle_core::Device::Cpu, candle_core::DType::F32).expect("load embedded model")
+    load_hf_dir(
+        &embedded_dir(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .expect("load embedded model")
 }
 
 pub struct RefTensors {
@@ -43,7 +52,9 @@ impl RefTensors {
     fn view(&self, name: &str) -> safetensors::tensor::TensorView<'_> {
         let st = safetensors::SafeTensors::deserialize(&self.bytes).expect("parse");
         // Leak-free re-borrow: the view borrows self.bytes.
-        let v = st.tensor(name).unwrap_or_else(|_| panic!("reference tensor {name}"));
+        let v = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("reference tensor {name}"));
         safetensors::tensor::TensorView::new(v.dtype(), v.shape().to_vec(), v.data()).expect("view")
     }
     pub fn shape(&self, name: &str) -> Vec<usize> {
@@ -52,20 +63,30 @@ impl RefTensors {
     pub fn f32(&self, name: &str) -> Vec<f32> {
         let v = self.view(name);
         assert_eq!(v.dtype(), safetensors::Dtype::F32, "{name}");
-        v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        v.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     }
     pub fn f64(&self, name: &str) -> Vec<f64> {
         let v = self.view(name);
         assert_eq!(v.dtype(), safetensors::Dtype::F64, "{name}");
-        v.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+        v.data()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     pub fn i64(&self, name: &str) -> Vec<i64> {
         let v = self.view(name);
         assert_eq!(v.dtype(), safetensors::Dtype::I64, "{name}");
-        v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        v.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 }
 
 pub fn read_json(name: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(reference(name)).expect("read reference json")).expect("json")
+    serde_json::from_str(&std::fs::read_to_string(reference(name)).expect("read reference json"))
+        .expect("json")
 }

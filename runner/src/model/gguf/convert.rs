@@ -45,7 +45,8 @@ pub fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) 
             for j in 0..half {
                 let hf_row = h * head_dim + p * half + j;
                 let gg_row = h * head_dim + 2 * j + p;
-                out[hf_row * cols..(hf_row + 1) * cols].copy_from_slice(&data[gg_row * cols..(gg_row + 1) * cols]);
+                out[hf_row * cols..(hf_row + 1) * cols]
+                    .copy_from_slice(&data[gg_row * cols..(gg_row + 1) * cols]);
             }
         }
     }
@@ -79,7 +80,8 @@ pub fn hf_config(f: &GgufFile) -> Result<Value, ModelError> {
         }
     };
     let need = |k: &str| {
-        meta_usize(f, &format!("{arch}.{k}")).ok_or_else(|| f.error(format!("missing metadata `{arch}.{k}`")))
+        meta_usize(f, &format!("{arch}.{k}"))
+            .ok_or_else(|| f.error(format!("missing metadata `{arch}.{k}`")))
     };
     let hidden = need("embedding_length")?;
     let heads = need("attention.head_count")?;
@@ -87,7 +89,8 @@ pub fn hf_config(f: &GgufFile) -> Result<Value, ModelError> {
     let layers = need("block_count")?;
     let inter = need("feed_forward_length")?;
     let ctx = need("context_length")?;
-    let head_dim = meta_usize(f, &format!("{arch}.attention.key_length")).unwrap_or(hidden / heads.max(1));
+    let head_dim =
+        meta_usize(f, &format!("{arch}.attention.key_length")).unwrap_or(hidden / heads.max(1));
     let eps = f
         .meta(&format!("{arch}.attention.layer_norm_rms_epsilon"))
         .and_then(MetaValue::as_f64)
@@ -97,8 +100,15 @@ pub fn hf_config(f: &GgufFile) -> Result<Value, ModelError> {
         .and_then(MetaValue::as_f64)
         .unwrap_or(10000.0);
     let vocab = meta_usize(f, &format!("{arch}.vocab_size"))
-        .or_else(|| f.meta("tokenizer.ggml.tokens").and_then(MetaValue::as_array).map(<[MetaValue]>::len))
-        .or_else(|| f.tensor_info("token_embd.weight").and_then(|t| t.dims.get(1).copied()))
+        .or_else(|| {
+            f.meta("tokenizer.ggml.tokens")
+                .and_then(MetaValue::as_array)
+                .map(<[MetaValue]>::len)
+        })
+        .or_else(|| {
+            f.tensor_info("token_embd.weight")
+                .and_then(|t| t.dims.get(1).copied())
+        })
         .ok_or_else(|| f.error("cannot determine the vocabulary size"))?;
     let tied = f.tensor_info("output.weight").is_none();
     let tok_id = |k: &str| meta_usize(f, &format!("tokenizer.ggml.{k}"));
@@ -138,9 +148,20 @@ pub fn hf_config(f: &GgufFile) -> Result<Value, ModelError> {
 
 /// llama3-style GGUFs carry `rope_freqs.weight` (per-frequency divisors) instead of scaling
 /// metadata; recognise the standard llama3 parameters from it.
-fn rope_scaling(f: &GgufFile, arch: &str, theta: f64, head_dim: usize) -> Result<Option<Value>, ModelError> {
-    if let Some(kind) = f.meta(&format!("{arch}.rope.scaling.type")).and_then(MetaValue::as_str) {
-        let factor = f.meta(&format!("{arch}.rope.scaling.factor")).and_then(MetaValue::as_f64).unwrap_or(1.0);
+fn rope_scaling(
+    f: &GgufFile,
+    arch: &str,
+    theta: f64,
+    head_dim: usize,
+) -> Result<Option<Value>, ModelError> {
+    if let Some(kind) = f
+        .meta(&format!("{arch}.rope.scaling.type"))
+        .and_then(MetaValue::as_str)
+    {
+        let factor = f
+            .meta(&format!("{arch}.rope.scaling.factor"))
+            .and_then(MetaValue::as_f64)
+            .unwrap_or(1.0);
         return Ok(match kind {
             "none" => None,
             "linear" => Some(json!({"rope_type": "linear", "factor": factor})),
@@ -164,7 +185,9 @@ fn rope_scaling(f: &GgufFile, arch: &str, theta: f64, head_dim: usize) -> Result
             ((base / d) - scaled[i]).abs() <= 1e-3 * scaled[i].abs()
         });
     if !ok {
-        return Err(f.error("`rope_freqs.weight` does not match llama3 scaling (factor 8, low 1, high 4, 8192)"));
+        return Err(f.error(
+            "`rope_freqs.weight` does not match llama3 scaling (factor 8, low 1, high 4, 8192)",
+        ));
     }
     Ok(Some(candidate))
 }
@@ -190,8 +213,15 @@ pub fn hf_tensors(f: &GgufFile, cfg: &Value) -> Result<Vec<ConvertedTensor>, Mod
                 data = unpermute_rows(&data, kv_heads, head_dim, cols);
             }
         }
-        if permute && shape.len() == 1 && (name.ends_with("q_proj.bias") || name.ends_with("k_proj.bias")) {
-            let h = if name.contains("q_proj") { heads } else { kv_heads };
+        if permute
+            && shape.len() == 1
+            && (name.ends_with("q_proj.bias") || name.ends_with("k_proj.bias"))
+        {
+            let h = if name.contains("q_proj") {
+                heads
+            } else {
+                kv_heads
+            };
             data = unpermute_rows(&data, h, head_dim, 1);
         }
         out.push(ConvertedTensor { name, shape, data });
@@ -205,9 +235,18 @@ mod tests {
 
     #[test]
     fn names_map_to_hf() {
-        assert_eq!(hf_name("blk.3.attn_q.weight").as_deref(), Some("model.layers.3.self_attn.q_proj.weight"));
-        assert_eq!(hf_name("blk.0.ffn_norm.weight").as_deref(), Some("model.layers.0.post_attention_layernorm.weight"));
-        assert_eq!(hf_name("token_embd.weight").as_deref(), Some("model.embed_tokens.weight"));
+        assert_eq!(
+            hf_name("blk.3.attn_q.weight").as_deref(),
+            Some("model.layers.3.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.post_attention_layernorm.weight")
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").as_deref(),
+            Some("model.embed_tokens.weight")
+        );
         assert_eq!(hf_name("rope_freqs.weight"), None);
     }
 

@@ -25,9 +25,21 @@ pub fn dequantize(file: &GgufFile, info: &TensorInfo) -> Result<Vec<f32>, ModelE
     let elems: usize = info.dims.iter().product();
     let mut out = Vec::with_capacity(elems);
     match info.ggml_type {
-        0 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
-        1 => out.extend(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())),
-        30 => out.extend(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())),
+        0 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        1 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        30 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
         // Q4_0: d (f16), 16 bytes of nibbles; x = (q - 8) d.
         2 => dequant_blocks(bytes, 18, &mut out, |b, y| {
             let d = f16_at(b, 0);
@@ -90,7 +102,9 @@ pub fn dequantize(file: &GgufFile, info: &TensorInfo) -> Result<Vec<f32>, ModelE
             // candle reads blocks in place; give it a suitably aligned copy.
             let mut aligned = vec![0u64; bytes.len().div_ceil(8)];
             // SAFETY: `aligned` has at least `bytes.len()` bytes.
-            let dst = unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr() as *mut u8, bytes.len()) };
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(aligned.as_mut_ptr() as *mut u8, bytes.len())
+            };
             dst.copy_from_slice(bytes);
             let dims: Vec<usize> = info.dims.iter().rev().copied().collect();
             let q = qtensor_from_ggml(dtype, dst, dims, &Device::Cpu)
@@ -99,7 +113,12 @@ pub fn dequantize(file: &GgufFile, info: &TensorInfo) -> Result<Vec<f32>, ModelE
                 .map_err(|e| file.error(format!("tensor `{}`: {e}", info.name)))?;
             out = q;
         }
-        other => return Err(file.error(format!("tensor `{}`: unsupported ggml type {other}", info.name))),
+        other => {
+            return Err(file.error(format!(
+                "tensor `{}`: unsupported ggml type {other}",
+                info.name
+            )))
+        }
     }
     if out.len() != elems {
         return Err(file.error(format!(

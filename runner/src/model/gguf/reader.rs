@@ -118,13 +118,17 @@ impl<'a> Cursor<'a> {
         }
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ModelError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
-            self.err(format!(
-                "truncated: {what} needs {n} bytes at offset {} but the file has {} bytes",
-                self.pos,
-                self.data.len()
-            ))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                self.err(format!(
+                    "truncated: {what} needs {n} bytes at offset {} but the file has {} bytes",
+                    self.pos,
+                    self.data.len()
+                ))
+            })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -187,7 +191,9 @@ impl<'a> Cursor<'a> {
             10 => MetaValue::U64(self.u64(key)?),
             11 => MetaValue::I64(self.u64(key)? as i64),
             12 => MetaValue::F64(f64::from_bits(self.u64(key)?)),
-            other => return Err(self.err(format!("metadata `{key}` has unknown value type {other}"))),
+            other => {
+                return Err(self.err(format!("metadata `{key}` has unknown value type {other}")))
+            }
         })
     }
 }
@@ -208,7 +214,9 @@ impl GgufFile {
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(c.err(format!("unsupported GGUF version {version} (supported: 2, 3)")));
+            return Err(c.err(format!(
+                "unsupported GGUF version {version} (supported: 2, 3)"
+            )));
         }
         let n_tensors = c.count("tensor count", 24)?;
         let n_kv = c.count("metadata count", 12)?;
@@ -224,7 +232,9 @@ impl GgufFile {
             let name = c.string("tensor name")?;
             let n_dims = c.u32(&name)? as usize;
             if n_dims == 0 || n_dims > 4 {
-                return Err(c.err(format!("tensor `{name}` has {n_dims} dimensions (expected 1..4)")));
+                return Err(c.err(format!(
+                    "tensor `{name}` has {n_dims} dimensions (expected 1..4)"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims);
             for _ in 0..n_dims {
@@ -239,7 +249,9 @@ impl GgufFile {
             .and_then(MetaValue::as_u64)
             .unwrap_or(32) as usize;
         if alignment == 0 || !alignment.is_power_of_two() {
-            return Err(c.err(format!("general.alignment {alignment} is not a power of two")));
+            return Err(c.err(format!(
+                "general.alignment {alignment} is not a power of two"
+            )));
         }
         let data_start = c.pos.div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(raw_infos.len());
@@ -258,7 +270,9 @@ impl GgufFile {
             match (start, end) {
                 (Some(start), Some(end)) if end <= mmap.len() => {
                     if offset % alignment != 0 {
-                        return Err(c.err(format!("tensor `{name}` offset {offset} is not aligned to {alignment}")));
+                        return Err(c.err(format!(
+                            "tensor `{name}` offset {offset} is not aligned to {alignment}"
+                        )));
                     }
                     tensors.push(TensorInfo {
                         name,

@@ -13,7 +13,13 @@ const QUERY_CHUNK: usize = 32;
 /// Query `t` of batch row `b` sits at absolute position `starts[b] + t` and attends to
 /// positions `0..=starts[b] + t` of KV row `rows[b]`.
 /// Returns `[batch, tokens, q_heads * head_dim]`.
-pub fn causal_attention(q: &[f32], s: &AttnShape, rows: &[usize], starts: &[usize], kv: &KvBuffer) -> Vec<f32> {
+pub fn causal_attention(
+    q: &[f32],
+    s: &AttnShape,
+    rows: &[usize],
+    starts: &[usize],
+    kv: &KvBuffer,
+) -> Vec<f32> {
     let d = s.head_dim;
     let g = s.groups();
     let scale = 1.0 / (d as f32).sqrt();

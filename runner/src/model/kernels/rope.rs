@@ -81,7 +81,8 @@ pub fn rope_qkv_into(
             for h in 0..s.kv_heads {
                 let off = ((row * heads + h) * cap + pos) * dim;
                 let k_src = &src[(s.q_heads + h) * d..(s.q_heads + h + 1) * d];
-                let v_src = &src[(s.q_heads + s.kv_heads + h) * d..(s.q_heads + s.kv_heads + h + 1) * d];
+                let v_src =
+                    &src[(s.q_heads + s.kv_heads + h) * d..(s.q_heads + s.kv_heads + h + 1) * d];
                 // SAFETY: rows[b] are distinct, so (row, h, pos) is unique to this task.
                 unsafe {
                     rotate(k_src, c, sn, k_ptr.slice(off, d));

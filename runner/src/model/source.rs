@@ -1,0 +1,36 @@
+//! Opening a model from what a user points at: an HF directory, a `.gguf` file (imported once
+//! into a cache directory next to it), or the embedded default.
+
+use super::error::{ModelError, Result};
+use super::hf_dir::{load_hf_dir, HfModel};
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+
+/// Resolves `path` to an HF directory, importing a GGUF into `<cache>/gguf-<sha-prefix>/` first.
+pub fn resolve_hf_dir(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        let digest = crate::embedded::sha256_file(path).map_err(|e| ModelError::io(path, e))?;
+        let out = crate::embedded::cache_dir().join(format!("gguf-{}", &digest[..16]));
+        if !out.join("config.json").exists() {
+            super::import::import_gguf(path, &out)?;
+        }
+        return Ok(out);
+    }
+    Err(ModelError::Missing {
+        dir: path.display().to_string(),
+        name: "model".into(),
+        hint: "expected an HF model directory or a .gguf file".into(),
+    })
+}
+
+/// Opens a model on CPU in f32 (the CPU compute type).
+pub fn open_model(path: &Path) -> Result<HfModel> {
+    let dir = resolve_hf_dir(path)?;
+    load_hf_dir(&dir, &Device::Cpu, DType::F32)
+}
