@@ -1,0 +1,12 @@
+//! Text generation: batched greedy/sampled decoding with a KV cache, continuous refilling of
+//! finished rows, stop strings and end-of-sequence tokens.
+
+pub mod engine;
+pub mod rng;
+pub mod sampler;
+pub mod stop;
+
+pub use engine::{generate, generate_all, Completion, GenerateParams, GenerationStats};
+pub use rng::SplitMix64;
+pub use sampler::SamplingParams;
+pub use stop::FinishReason;
