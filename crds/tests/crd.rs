@@ -35,7 +35,10 @@ fn committed_crd_is_up_to_date() {
 fn generated_yaml_parses_back_to_the_same_definition() {
     let yaml = crd_yaml().expect("CRD serializes");
     let parsed: Value = serde_yaml::from_str(&yaml).expect("generated CRD is YAML");
-    assert!(parsed == serde_json::to_value(crd()).unwrap(), "YAML round trip changed the CRD");
+    assert!(
+        parsed == serde_json::to_value(crd()).unwrap(),
+        "YAML round trip changed the CRD"
+    );
 }
 
 #[test]
@@ -78,6 +81,60 @@ fn cel_rules_compile_and_have_messages() {
             let rule = r["rule"].as_str().unwrap_or("");
             assert!(!rule.contains(f), "{f} in {rule}");
         }
+    }
+}
+
+#[test]
+fn cel_rules_pass_static_analysis() {
+    // kube-cel's scope check (only self/oldSelf and the root variables) and its coarse cost
+    // estimate, run on the schema node that carries each rule.
+    let mut nodes = Vec::new();
+    rule_nodes(&open_api_v3_schema(), &mut nodes);
+    assert!(!nodes.is_empty());
+    for node in nodes {
+        let compiled = kube::core::cel::compile_schema(&node);
+        for rule in node["x-kubernetes-validations"].as_array().unwrap() {
+            let rule = rule["rule"].as_str().unwrap();
+            let warnings = kube::core::cel::analyze_rule(
+                rule,
+                &compiled,
+                kube::core::cel::ScopeContext::CrdValidation,
+            );
+            // kube-cel's scope check also reports comprehension variables (`m` in
+            // `list.all(m, ...)`); those are bound by the macro, not free.
+            let bound: Vec<String> = comprehension_vars(rule);
+            let real: Vec<_> = warnings
+                .iter()
+                .filter(|w| {
+                    !(w.kind == kube::core::cel::WarningKind::WrongScope
+                        && bound
+                            .iter()
+                            .any(|v| w.message.contains(&format!("variable '{v}'"))))
+                })
+                .collect();
+            assert!(real.is_empty(), "{rule}: {real:?}");
+        }
+    }
+}
+
+fn comprehension_vars(rule: &str) -> Vec<String> {
+    let re = regex::Regex::new(
+        r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,",
+    )
+    .unwrap();
+    re.captures_iter(rule).map(|c| c[1].to_string()).collect()
+}
+
+fn rule_nodes(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("x-kubernetes-validations") {
+                out.push(v.clone());
+            }
+            m.values().for_each(|c| rule_nodes(c, out));
+        }
+        Value::Array(a) => a.iter().for_each(|c| rule_nodes(c, out)),
+        _ => {}
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) fn builtin_uri_message(field: &str) -> kube::core::Message {
 /// Record layout of a data set file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+// Bounds the string for the apiserver's CEL cost estimate.
+#[schemars(extend("maxLength" = 16))]
 pub enum DatasetFormat {
     /// Stanford Alpaca: a JSON array (or JSONL) of `{instruction, input, output}` records.
     Alpaca,

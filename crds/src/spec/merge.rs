@@ -9,6 +9,8 @@ use super::recovery::RecoveryMethod;
 /// How merged weights are interpolated.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+// Bounds the string for the apiserver's CEL cost estimate.
+#[schemars(extend("maxLength" = 16))]
 pub enum MergeMethod {
     /// Spherical linear interpolation between exactly two models (mergekit `slerp`; nearly
     /// colinear tensors fall back to linear interpolation).

@@ -112,3 +112,26 @@ impl ModelSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_and_display_name() {
+        let embedded = ModelSpec::default();
+        assert_eq!(embedded.source(), ModelSource::Embedded);
+        assert_eq!(embedded.display_name(), EMBEDDED_MODEL_NAME);
+        let dir = ModelSpec {
+            source: "s3://models/llama-3.2-1b/".into(),
+            ..ModelSpec::default()
+        };
+        assert_eq!(dir.source(), ModelSource::Uri("s3://models/llama-3.2-1b/"));
+        assert_eq!(dir.display_name(), "llama-3.2-1b");
+        let named = ModelSpec {
+            name: Some("tiny".into()),
+            ..dir
+        };
+        assert_eq!(named.display_name(), "tiny");
+    }
+}

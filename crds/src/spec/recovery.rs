@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
+// Bounds the string for the apiserver's CEL cost estimate.
+#[schemars(extend("maxLength" = 32))]
 pub enum RecoveryMethod {
     /// No recovery: the pruned model as is.
     #[serde(rename = "none")]
@@ -409,5 +411,53 @@ impl Default for RecoverySpec {
             checkpoint_every: 0,
             train_limit: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_map_to_data_and_loss() {
+        let r = |m: RecoveryMethod| m.recipe(0.3);
+        assert_eq!(r(RecoveryMethod::None), None);
+        let sft = r(RecoveryMethod::Sft).unwrap();
+        assert_eq!(
+            (sft.data, sft.cross_entropy_weight, sft.kd_weight),
+            (TrainingData::Original, 1.0, 0.0)
+        );
+        let sd = r(RecoveryMethod::SelfDistill).unwrap();
+        assert_eq!(
+            (sd.data, sd.cross_entropy_weight, sd.kd_weight),
+            (TrainingData::Distilled, 1.0, 0.0)
+        );
+        let kd = r(RecoveryMethod::LogitKd).unwrap();
+        assert_eq!(
+            (kd.data, kd.cross_entropy_weight, kd.kd_weight),
+            (TrainingData::Original, 0.0, 1.0)
+        );
+        let mix = r(RecoveryMethod::SelfDistillLogitKd).unwrap();
+        assert_eq!(mix.data, TrainingData::Distilled);
+        assert!((mix.cross_entropy_weight - 0.7).abs() < 1e-12 && mix.kd_weight == 0.3);
+        assert!(mix.needs_teacher() && !sd.needs_teacher());
+    }
+
+    #[test]
+    fn names_and_slugs() {
+        for m in RecoveryMethod::ALL {
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+            assert_eq!(serde_json::from_str::<RecoveryMethod>(&json).unwrap(), m);
+            let slug = m.slug();
+            assert!(
+                slug.bytes().all(|c| c.is_ascii_lowercase() || c == b'-'),
+                "{slug}"
+            );
+        }
+        assert_eq!(RecoveryMethod::SftLogitKd.slug(), "sft-logit-kd");
+        let slugs: std::collections::BTreeSet<&str> =
+            RecoveryMethod::ALL.iter().map(|m| m.slug()).collect();
+        assert_eq!(slugs.len(), RecoveryMethod::ALL.len(), "slugs are unique");
     }
 }

@@ -9,6 +9,8 @@ use crate::builtin::BuiltinDataset;
 /// Which model of each block size drafts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+// Bounds the string for the apiserver's CEL cost estimate.
+#[schemars(extend("maxLength" = 16))]
 pub enum DraftModel {
     /// The pruned model without recovery.
     #[default]
