@@ -584,3 +584,25 @@ fn invalid_specs_are_rejected_with_the_field_named() {
         assert!(err.to_string().contains(field), "{err} should name {field}");
     }
 }
+
+#[test]
+fn status_entries_start_pending() {
+    use pruneforge_api::status::{LayerScoreStatus, StagePhase, StageStatus};
+    let p = plan(&full_spec()).unwrap();
+    let entries: Vec<StageStatus> = p.stages().iter().map(StageStatus::pending).collect();
+    assert_eq!(entries.len(), p.len());
+    assert!(entries
+        .iter()
+        .all(|e| e.phase == StagePhase::Pending && !e.phase.is_done()));
+    assert_eq!(entries[2].id, "prune-n4");
+    assert_eq!(entries[2].kind, StageKind::Prune);
+    let scores = LayerScoreStatus {
+        block_size: 6,
+        start: 13,
+        end: 18,
+        score: 0.2,
+        metric: pruneforge_api::spec::ScoreMetric::AngularLastToken,
+        scores_uri: None,
+    };
+    assert_eq!(scores.block_range(), "13-18");
+}

@@ -4,7 +4,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{DatasetFormat, DatasetRef};
+use super::dataset::{builtin_uri_message, builtin_uri_rule, DatasetFormat, DatasetRef};
 use crate::builtin::BuiltinDataset;
 
 /// A benchmark task.
@@ -75,7 +75,8 @@ impl EvalTaskName {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.uri) || !self.uri.contains('://') || self.uri.matches('^(file|s3|gs|az)://.+')").message("spec.evaluation.tasks[].uri: only the schemes file://, s3://, gs:// and az:// are supported (or builtin:<name>, or a plain path)").field_path(".uri")
+    validation = Rule::new("!has(self.uri) || !self.uri.contains('://') || self.uri.matches('^(file|s3|gs|az)://.+')").message("spec.evaluation.tasks[].uri: only the schemes file://, s3://, gs:// and az:// are supported (or builtin:<name>, or a plain path)").field_path(".uri"),
+    validation = Rule::new(format!("!has(self.uri) || ({})", builtin_uri_rule())).message(builtin_uri_message("spec.evaluation.tasks[]")).field_path(".uri")
 )]
 pub struct EvalTask {
     /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k or

@@ -26,6 +26,13 @@ pub struct LayerScoreStatus {
     pub scores_uri: Option<String>,
 }
 
+impl LayerScoreStatus {
+    /// The dropped block as `start-end`, e.g. `13-18`.
+    pub fn block_range(&self) -> String {
+        format!("{}-{}", self.start, self.end)
+    }
+}
+
 /// A model artifact (pruned model, adapter or merged model).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

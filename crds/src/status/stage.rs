@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::StageKind;
+use crate::plan::{StageInstance, StageKind};
 
 /// Longest `message` kept in a stage status entry; the operator trims longer messages.
 pub const STAGE_MESSAGE_MAX: usize = 1024;
@@ -63,4 +63,22 @@ pub struct StageStatus {
     /// URI of the stage's `result.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_uri: Option<String>,
+}
+
+impl StageStatus {
+    /// The initial (Pending) entry of a planned stage.
+    pub fn pending(stage: &StageInstance) -> Self {
+        StageStatus {
+            id: stage.id.to_string(),
+            kind: stage.kind(),
+            key: stage.key.clone(),
+            phase: StagePhase::Pending,
+            attempts: 0,
+            start_time: None,
+            completion_time: None,
+            message: None,
+            job_name: None,
+            result_uri: None,
+        }
+    }
 }
