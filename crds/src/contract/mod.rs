@@ -1,0 +1,21 @@
+//! The stage contract: what a runner pod is asked to do ([`StageRequest`], passed as JSON) and
+//! what it reports back ([`StageResult`], written to `<output>/result.json` and, compacted, to
+//! the container's termination message).
+
+mod error;
+mod request;
+mod result;
+mod summary;
+mod termination;
+
+pub use error::ContractError;
+pub use request::{JobRef, ShardRef, StageInput, StageRequest};
+pub use result::{Outcome, StageResult};
+pub use summary::{
+    BlockScore, DistillSummary, EvalSummary, FinetuneSummary, ImportSummary, MergeSummary,
+    PruneSummary, ScoreSummary, SpeculateSummary, StageSummary, TaskScore,
+};
+pub use termination::TERMINATION_MESSAGE_LIMIT;
+
+/// Version of the request/result JSON; a runner refuses requests of another version.
+pub const CONTRACT_VERSION: u32 = 1;

@@ -1,0 +1,196 @@
+//! Compact per-kind result summaries (small enough for a termination message).
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ScoreMetric;
+
+/// Summary of a stage's result, tagged by kind (`{"kind": "eval", ...}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StageSummary {
+    /// `import`.
+    Import(ImportSummary),
+    /// `score`.
+    Score(ScoreSummary),
+    /// `prune`.
+    Prune(PruneSummary),
+    /// `distill`.
+    Distill(DistillSummary),
+    /// `finetune`.
+    Finetune(FinetuneSummary),
+    /// `merge`.
+    Merge(MergeSummary),
+    /// `eval`.
+    Eval(EvalSummary),
+    /// `speculate`.
+    Speculate(SpeculateSummary),
+}
+
+impl StageSummary {
+    /// The stage kind the summary belongs to.
+    pub fn kind(&self) -> crate::plan::StageKind {
+        use crate::plan::StageKind;
+        match self {
+            StageSummary::Import(_) => StageKind::Import,
+            StageSummary::Score(_) => StageKind::Score,
+            StageSummary::Prune(_) => StageKind::Prune,
+            StageSummary::Distill(_) => StageKind::Distill,
+            StageSummary::Finetune(_) => StageKind::Finetune,
+            StageSummary::Merge(_) => StageKind::Merge,
+            StageSummary::Eval(_) => StageKind::Eval,
+            StageSummary::Speculate(_) => StageKind::Speculate,
+        }
+    }
+
+    /// Drops optional detail (per-task standard errors and item counts, non-best scores) to
+    /// shrink the summary; the headline numbers stay.
+    pub(crate) fn shrink(&mut self) {
+        match self {
+            StageSummary::Eval(e) => {
+                for t in &mut e.tasks {
+                    t.stderr = None;
+                    t.items = None;
+                }
+            }
+            StageSummary::Score(s) => s.best.truncate(8),
+            _ => {}
+        }
+    }
+}
+
+/// `import`: the canonical model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    /// Decoder layers.
+    pub layers: u32,
+    /// Parameters.
+    pub parameters: u64,
+}
+
+/// Best block of one size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockScore {
+    /// Block size n.
+    pub block_size: u32,
+    /// First layer of the block (0-based).
+    pub start: u32,
+    /// Last layer of the block (0-based, inclusive).
+    pub end: u32,
+    /// Score of the block (lower = less important for angular/influence metrics; for perplexity
+    /// the perplexity without the block).
+    pub score: f64,
+}
+
+/// `score`: best allowed block per size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreSummary {
+    /// Metric.
+    pub metric: ScoreMetric,
+    /// Layers of the scored model.
+    pub layers: u32,
+    /// Best block per size, ascending by size.
+    pub best: Vec<BlockScore>,
+}
+
+/// `prune`: the dropped block and the model size before and after.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneSummary {
+    /// Block size n.
+    pub block_size: u32,
+    /// First dropped layer.
+    pub start: u32,
+    /// Last dropped layer (inclusive).
+    pub end: u32,
+    /// Layers before.
+    pub layers_before: u32,
+    /// Layers after.
+    pub layers_after: u32,
+    /// Parameters before.
+    pub parameters_before: u64,
+    /// Parameters after.
+    pub parameters_after: u64,
+}
+
+/// `distill`: how many rewrites passed the answer check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DistillSummary {
+    /// Items processed.
+    pub items: u64,
+    /// Rewrites kept (the rest fell back to the original answer).
+    pub kept: u64,
+    /// kept / items.
+    pub kept_rate: f64,
+}
+
+/// `finetune`: training totals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinetuneSummary {
+    /// Training loss over the last logging window.
+    pub final_loss: f64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Training tokens seen (answer tokens that carry loss).
+    pub tokens: u64,
+}
+
+/// `merge`: interpolation statistics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeSummary {
+    /// Tensors merged.
+    pub tensors: u64,
+    /// Tensors where slerp fell back to linear interpolation (nearly colinear).
+    pub fallback_count: u64,
+}
+
+/// One task's primary metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskScore {
+    /// Task name, e.g. `arc_easy`.
+    pub task: String,
+    /// Metric name, e.g. `acc_norm`, `mc2`, `exact_match`, `perplexity`.
+    pub metric: String,
+    /// Metric value.
+    pub value: f64,
+    /// Standard error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<f64>,
+    /// Items scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+}
+
+/// `eval`: per-task metrics and their average.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalSummary {
+    /// Per-task primary metrics, sorted by task.
+    pub tasks: Vec<TaskScore>,
+    /// Mean over the accuracy tasks (perplexity excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<f64>,
+    /// Mean token agreement with the base model's greedy outputs (drift enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_token_agreement: Option<f64>,
+}
+
+/// `speculate`: draft quality and speed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeculateSummary {
+    /// Accepted / proposed draft tokens.
+    pub acceptance_rate: f64,
+    /// Mean tokens accepted per verification step.
+    pub mean_accepted_length: f64,
+    /// Wall-clock speed-up over plain decoding.
+    pub speedup: f64,
+    /// Tokens proposed per step (k).
+    pub draft_tokens: u32,
+}

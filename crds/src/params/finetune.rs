@@ -1,0 +1,38 @@
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DistillDataset, LoraSpec, OptimizerSpec, RecoveryMethod, TrainingRecipe};
+
+/// `finetune`: LoRA on one pruned model with one recovery method. Inputs: `model` (the pruned
+/// model), `teacher` (the imported model, when the recipe uses logit distillation) and, for
+/// distilled data, `data-<name>` per distill stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FinetuneParams {
+    /// Block size of the pruned model.
+    pub block_size: u32,
+    /// The recovery method.
+    pub method: RecoveryMethod,
+    /// Data and loss weights of the method.
+    pub recipe: TrainingRecipe,
+    /// Original data sets (recipes on original data only; distilled data comes as inputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DistillDataset>,
+    /// LoRA shape.
+    pub lora: LoraSpec,
+    /// Optimizer and schedule.
+    pub optimizer: OptimizerSpec,
+    /// Softmax temperature of logit distillation (recipes with a KD term only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kd_temperature: Option<f64>,
+    /// Train on at most this many items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<u32>,
+    /// Checkpoint interval in steps (0: final adapter only). Not part of the cache key.
+    #[serde(default)]
+    pub checkpoint_every: u32,
+}
+
+impl FinetuneParams {
+    /// Serialized fields that steer execution but not the result; left out of the cache key.
+    pub const EXECUTION_ONLY_FIELDS: &'static [&'static str] = &["checkpointEvery"];
+}

@@ -1,0 +1,86 @@
+//! Resolved stage parameters: for each stage kind, exactly the parts of the spec that affect the
+//! stage's output. They are hashed into the stage's cache key (see [`crate::plan::key`]) and sent
+//! to the runner in the [`crate::contract::StageRequest`].
+
+mod distill;
+mod eval;
+mod finetune;
+mod import;
+mod merge;
+mod prune;
+mod score;
+mod speculate;
+
+use serde::{Deserialize, Serialize};
+
+pub use distill::DistillParams;
+pub use eval::EvalParams;
+pub use finetune::FinetuneParams;
+pub use import::ImportParams;
+pub use merge::MergeParams;
+pub use prune::PruneParams;
+pub use score::ScoreParams;
+pub use speculate::SpeculateParams;
+
+use crate::plan::StageKind;
+
+/// Parameters of one stage, tagged by kind. Serialized as `{"kind": "...", "params": {...}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "params", rename_all = "kebab-case")]
+pub enum StageParams {
+    /// Model source to canonical Hugging Face directory.
+    Import(ImportParams),
+    /// Layer importance scores.
+    Score(ScoreParams),
+    /// Drop one block.
+    Prune(PruneParams),
+    /// Rewrite one data set's answers with the unpruned model.
+    Distill(DistillParams),
+    /// LoRA fine-tune one pruned model with one recovery method.
+    Finetune(FinetuneParams),
+    /// Merge the fine-tuned models of one block size.
+    Merge(MergeParams),
+    /// Benchmark one model.
+    Eval(EvalParams),
+    /// Speculative decoding with one draft.
+    Speculate(SpeculateParams),
+}
+
+impl StageParams {
+    /// The stage kind these parameters belong to.
+    pub fn kind(&self) -> StageKind {
+        match self {
+            StageParams::Import(_) => StageKind::Import,
+            StageParams::Score(_) => StageKind::Score,
+            StageParams::Prune(_) => StageKind::Prune,
+            StageParams::Distill(_) => StageKind::Distill,
+            StageParams::Finetune(_) => StageKind::Finetune,
+            StageParams::Merge(_) => StageKind::Merge,
+            StageParams::Eval(_) => StageKind::Eval,
+            StageParams::Speculate(_) => StageKind::Speculate,
+        }
+    }
+
+    /// The JSON hashed into the cache key: the parameters without the fields that only steer
+    /// execution (e.g. `checkpointEvery`).
+    pub fn cache_material(&self) -> serde_json::Value {
+        let mut value = match self {
+            StageParams::Import(p) => serde_json::to_value(p),
+            StageParams::Score(p) => serde_json::to_value(p),
+            StageParams::Prune(p) => serde_json::to_value(p),
+            StageParams::Distill(p) => serde_json::to_value(p),
+            StageParams::Finetune(p) => serde_json::to_value(p),
+            StageParams::Merge(p) => serde_json::to_value(p),
+            StageParams::Eval(p) => serde_json::to_value(p),
+            StageParams::Speculate(p) => serde_json::to_value(p),
+        }
+        // Plain structs of strings, numbers and lists always serialize.
+        .unwrap_or(serde_json::Value::Null);
+        if let (StageParams::Finetune(_), Some(obj)) = (self, value.as_object_mut()) {
+            for field in FinetuneParams::EXECUTION_ONLY_FIELDS {
+                obj.remove(*field);
+            }
+        }
+        value
+    }
+}

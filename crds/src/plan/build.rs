@@ -1,0 +1,408 @@
+//! `plan(spec)`: check the spec and lay out the stage DAG.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::id::variant;
+use super::key::{artifact_uri, cache_key};
+use super::{Plan, PlanError, StageId, StageInstance};
+use crate::params::{
+    DistillParams, EvalParams, FinetuneParams, ImportParams, MergeParams, PruneParams, ScoreParams,
+    SpeculateParams, StageParams,
+};
+use crate::spec::{
+    DistillDataset, DraftModel, MergeMethod, PruneDistillJobSpec, RecoveryMethod, TrainingData,
+};
+
+/// Builds the stage plan of a spec. Pure: equal specs give equal plans. Only the spec parts a
+/// stage's output depends on enter its parameters and cache key; `runner`, `storage` (except
+/// the artifact root), `maxParallelStages`, `model.name`, `distillation.shards` and
+/// `recovery.checkpointEvery` change no key.
+pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
+    check(spec)?;
+    let mut builder = Builder {
+        root: spec.storage.root().to_string(),
+        stages: Vec::new(),
+    };
+
+    let block_sizes: Vec<u32> = spec
+        .pruning
+        .block_sizes
+        .iter()
+        .copied()
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let trained: Vec<RecoveryMethod> = spec
+        .recovery
+        .methods
+        .iter()
+        .copied()
+        .filter(|m| *m != RecoveryMethod::None)
+        .collect();
+
+    // import
+    let import = builder.add(
+        StageId::import(),
+        StageParams::Import(ImportParams {
+            source: spec.model.source.clone(),
+            format: spec.model.format,
+            dtype: spec.model.dtype,
+        }),
+        &[],
+        1,
+    );
+
+    // score
+    let score = builder.add(
+        StageId::score(),
+        StageParams::Score(ScoreParams {
+            calibration: spec.calibration.clone(),
+            metric: spec.pruning.metric,
+            block_sizes: block_sizes.clone(),
+            exclude_first_layer: spec.pruning.exclude_first_layer,
+            exclude_last_layer: spec.pruning.exclude_last_layer,
+        }),
+        &[("model", &import)],
+        1,
+    );
+
+    // prune, one per block size
+    let mut pruned: BTreeMap<u32, StageId> = BTreeMap::new();
+    for &n in &block_sizes {
+        let mut inputs = vec![("model", &import)];
+        if spec.pruning.start.is_none() {
+            inputs.push(("scores", &score));
+        }
+        let id = builder.add(
+            StageId::prune(n),
+            StageParams::Prune(PruneParams {
+                block_size: n,
+                start: spec.pruning.start,
+            }),
+            &inputs,
+            1,
+        );
+        pruned.insert(n, id);
+    }
+
+    // distill, one per data set, only when some method trains on distilled answers
+    let needs_distilled = trained
+        .iter()
+        .any(|m| m.training_data() == Some(TrainingData::Distilled));
+    let mut distilled: Vec<(String, StageId)> = Vec::new();
+    if needs_distilled {
+        for dataset in &spec.distillation.datasets {
+            let id = builder.add(
+                StageId::distill(&dataset.name),
+                StageParams::Distill(DistillParams {
+                    dataset: dataset.clone(),
+                    template: spec.distillation.template.clone(),
+                    answer_check: spec.distillation.answer_check.clone(),
+                    generation: spec.distillation.generation.clone(),
+                }),
+                &[("model", &import)],
+                spec.distillation.shards,
+            );
+            distilled.push((format!("data-{}", dataset.name), id));
+        }
+    }
+
+    // finetune, one per block size and trained method
+    let mut finetuned: BTreeMap<(u32, RecoveryMethod), StageId> = BTreeMap::new();
+    for &n in &block_sizes {
+        for &method in &trained {
+            let Some(recipe) = method.recipe(spec.recovery.kd.ratio) else {
+                continue;
+            };
+            let mut inputs: Vec<(&str, &StageId)> = vec![("model", &pruned[&n])];
+            if recipe.needs_teacher() {
+                inputs.push(("teacher", &import));
+            }
+            let datasets: Vec<DistillDataset> = match recipe.data {
+                TrainingData::Original => spec.distillation.datasets.clone(),
+                TrainingData::Distilled => {
+                    for (name, id) in &distilled {
+                        inputs.push((name.as_str(), id));
+                    }
+                    Vec::new()
+                }
+            };
+            let id = builder.add(
+                StageId::finetune(n, method),
+                StageParams::Finetune(FinetuneParams {
+                    block_size: n,
+                    method,
+                    recipe,
+                    datasets,
+                    lora: spec.recovery.lora.clone(),
+                    optimizer: spec.recovery.optimizer.clone(),
+                    kd_temperature: recipe
+                        .needs_teacher()
+                        .then_some(spec.recovery.kd.temperature),
+                    train_limit: spec.recovery.train_limit,
+                    checkpoint_every: spec.recovery.checkpoint_every,
+                }),
+                &inputs,
+                1,
+            );
+            finetuned.insert((n, method), id);
+        }
+    }
+
+    // merge, one per block size
+    let mut merged: BTreeMap<u32, StageId> = BTreeMap::new();
+    if spec.merge.enabled {
+        for &n in &block_sizes {
+            let names: Vec<String> = (0..spec.merge.models.len())
+                .map(|i| format!("model-{i}"))
+                .collect();
+            let mut inputs: Vec<(&str, &StageId)> = vec![("base", &pruned[&n])];
+            for (name, method) in names.iter().zip(&spec.merge.models) {
+                inputs.push((name.as_str(), &finetuned[&(n, *method)]));
+            }
+            let id = builder.add(
+                StageId::merge(n),
+                StageParams::Merge(MergeParams {
+                    block_size: n,
+                    method: spec.merge.method,
+                    t: spec.merge.t,
+                    t_gradient: spec.merge.t_gradient.clone(),
+                    models: spec.merge.models.clone(),
+                }),
+                &inputs,
+                1,
+            );
+            merged.insert(n, id);
+        }
+    }
+
+    // eval: base, then per block size the pruned, fine-tuned and merged models
+    let mut tasks = spec.evaluation.tasks.clone();
+    tasks.sort_by_key(|t| t.name);
+    let eval_params = |drift: bool| {
+        StageParams::Eval(EvalParams {
+            tasks: tasks.clone(),
+            seed: spec.evaluation.seed,
+            batch_size: spec.evaluation.batch_size,
+            drift: (drift && spec.evaluation.drift.enabled).then(|| spec.evaluation.drift.clone()),
+        })
+    };
+    let drift = spec.evaluation.drift.enabled;
+    builder.add(
+        StageId::eval(variant::BASE),
+        eval_params(false),
+        &[("model", &import)],
+        1,
+    );
+    for &n in &block_sizes {
+        let mut models: Vec<(String, &StageId)> = Vec::new();
+        if spec.recovery.methods.contains(&RecoveryMethod::None) {
+            models.push((variant::pruned(n), &pruned[&n]));
+        }
+        for &method in &trained {
+            models.push((variant::finetuned(n, method), &finetuned[&(n, method)]));
+        }
+        if let Some(id) = merged.get(&n) {
+            models.push((variant::merged(n), id));
+        }
+        for (name, model) in models {
+            let mut inputs = vec![("model", model)];
+            if drift {
+                inputs.push(("base", &import));
+            }
+            builder.add(StageId::eval(&name), eval_params(true), &inputs, 1);
+        }
+    }
+
+    // speculate, one per block size
+    if spec.speculative.enabled {
+        for &n in &block_sizes {
+            let draft = match spec.speculative.draft {
+                DraftModel::Pruned => &pruned[&n],
+                DraftModel::Merged => &merged[&n],
+            };
+            let s = &spec.speculative;
+            builder.add(
+                StageId::speculate(n),
+                StageParams::Speculate(SpeculateParams {
+                    block_size: n,
+                    draft: s.draft,
+                    draft_tokens: s.draft_tokens,
+                    max_new_tokens: s.max_new_tokens,
+                    temperature: s.temperature,
+                    prompts: s.prompts.clone(),
+                    seed: s.seed,
+                }),
+                &[("target", &import), ("draft", draft)],
+                1,
+            );
+        }
+    }
+
+    Ok(Plan::new(
+        builder.root,
+        spec.max_parallel_stages.max(1),
+        builder.stages,
+    ))
+}
+
+struct Builder {
+    root: String,
+    stages: Vec<StageInstance>,
+}
+
+impl Builder {
+    /// Appends a stage whose inputs are already in the plan (so the order stays topological) and
+    /// returns its id.
+    fn add(
+        &mut self,
+        id: StageId,
+        params: StageParams,
+        inputs: &[(&str, &StageId)],
+        shards: u32,
+    ) -> StageId {
+        let inputs: BTreeMap<String, StageId> = inputs
+            .iter()
+            .map(|(name, id)| (name.to_string(), (*id).clone()))
+            .collect();
+        let input_keys: BTreeMap<String, String> = inputs
+            .iter()
+            .map(|(name, dep)| {
+                let key = self
+                    .stages
+                    .iter()
+                    .find(|s| &s.id == dep)
+                    .map(|s| s.key.clone())
+                    // Unreachable: `add` is only called with ids it returned earlier.
+                    .unwrap_or_default();
+                (name.clone(), key)
+            })
+            .collect();
+        let key = cache_key(&params, &input_keys);
+        let artifact_uri = artifact_uri(&self.root, params.kind(), &key);
+        self.stages.push(StageInstance {
+            id: id.clone(),
+            params,
+            inputs,
+            key,
+            artifact_uri,
+            shards: shards.max(1),
+        });
+        id
+    }
+}
+
+/// Checks what the planner relies on. The CRD's schema and CEL rules reject the same specs in a
+/// cluster; this keeps local runs (no apiserver) just as strict.
+fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
+    let sizes = &spec.pruning.block_sizes;
+    if sizes.is_empty() {
+        return Err(PlanError::NoBlockSizes);
+    }
+    let mut seen = BTreeSet::new();
+    for &n in sizes {
+        if n == 0 {
+            return Err(PlanError::ZeroBlockSize);
+        }
+        if !seen.insert(n) {
+            return Err(PlanError::DuplicateBlockSize(n));
+        }
+    }
+
+    let methods = &spec.recovery.methods;
+    if methods.is_empty() {
+        return Err(PlanError::NoRecoveryMethods);
+    }
+    let mut seen = BTreeSet::new();
+    for &m in methods {
+        if !seen.insert(m) {
+            return Err(PlanError::DuplicateRecoveryMethod(m));
+        }
+    }
+    if spec.distillation.datasets.is_empty() {
+        if let Some(&m) = methods.iter().find(|m| m.training_data().is_some()) {
+            return Err(PlanError::MissingDatasets(m));
+        }
+    }
+    let mut names = BTreeSet::new();
+    for d in &spec.distillation.datasets {
+        if !is_dataset_name(&d.name) {
+            return Err(PlanError::InvalidDatasetName(d.name.clone()));
+        }
+        if !names.insert(d.name.as_str()) {
+            return Err(PlanError::DuplicateDatasetName(d.name.clone()));
+        }
+    }
+    if spec.distillation.shards == 0 {
+        return Err(PlanError::ZeroShards);
+    }
+
+    if spec.merge.enabled {
+        let models = &spec.merge.models;
+        if models.len() < 2 {
+            return Err(PlanError::TooFewMergeModels(models.len()));
+        }
+        if spec.merge.method == MergeMethod::Slerp && models.len() != 2 {
+            return Err(PlanError::SlerpNeedsTwoModels(models.len()));
+        }
+        let mut seen = BTreeSet::new();
+        for &m in models {
+            if m == RecoveryMethod::None || !methods.contains(&m) {
+                return Err(PlanError::MergeModelNotTrained(m));
+            }
+            if !seen.insert(m) {
+                return Err(PlanError::DuplicateMergeModel(m));
+            }
+        }
+        if !(0.0..=1.0).contains(&spec.merge.t) {
+            return Err(PlanError::MergeFactorOutOfRange {
+                field: "t",
+                value: spec.merge.t.to_string(),
+            });
+        }
+        if let Some(v) = spec
+            .merge
+            .t_gradient
+            .iter()
+            .find(|v| !(0.0..=1.0).contains(*v))
+        {
+            return Err(PlanError::MergeFactorOutOfRange {
+                field: "tGradient",
+                value: v.to_string(),
+            });
+        }
+    }
+    if spec.speculative.enabled
+        && spec.speculative.draft == DraftModel::Merged
+        && !spec.merge.enabled
+    {
+        return Err(PlanError::MergedDraftWithoutMerge);
+    }
+
+    let mut tasks = BTreeSet::new();
+    for t in &spec.evaluation.tasks {
+        if !tasks.insert(t.name) {
+            return Err(PlanError::DuplicateEvalTask(t.name.as_str().to_string()));
+        }
+    }
+
+    let uri = &spec.storage.uri;
+    let scheme_ok = ["file://", "s3://", "gs://", "az://"]
+        .iter()
+        .any(|p| uri.starts_with(p) && uri.len() > p.len());
+    if !scheme_ok {
+        return Err(PlanError::InvalidStorageUri(uri.clone()));
+    }
+    Ok(())
+}
+
+/// 1-32 characters of `[a-z0-9-]`, starting and ending with a letter or digit.
+fn is_dataset_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let ok_char = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && bytes.iter().all(ok_char)
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
+}

@@ -1,0 +1,66 @@
+//! Why a spec cannot be planned.
+
+use crate::spec::RecoveryMethod;
+
+/// A spec the planner rejects. Each message names the field to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// `pruning.blockSizes` is empty.
+    #[error("spec.pruning.blockSizes is empty; list at least one block size, e.g. [6]")]
+    NoBlockSizes,
+    /// A block size of 0.
+    #[error(
+        "spec.pruning.blockSizes: block size 0 is not allowed; every block size must be at least 1"
+    )]
+    ZeroBlockSize,
+    /// A block size listed twice.
+    #[error("spec.pruning.blockSizes lists {0} twice")]
+    DuplicateBlockSize(u32),
+    /// `recovery.methods` is empty.
+    #[error("spec.recovery.methods is empty; list at least one method (e.g. none)")]
+    NoRecoveryMethods,
+    /// A recovery method listed twice.
+    #[error("spec.recovery.methods lists {0} twice")]
+    DuplicateRecoveryMethod(RecoveryMethod),
+    /// A training method without data sets.
+    #[error("spec.distillation.datasets is empty, but spec.recovery.methods has {0}, which trains on those data sets; add at least one data set")]
+    MissingDatasets(RecoveryMethod),
+    /// A data set name that is not a lowercase DNS label of at most 32 characters.
+    #[error("spec.distillation.datasets: name {0:?} must be 1-32 lowercase letters, digits or '-', starting and ending with a letter or digit")]
+    InvalidDatasetName(String),
+    /// Two data sets with the same name.
+    #[error("spec.distillation.datasets: name {0:?} is used twice")]
+    DuplicateDatasetName(String),
+    /// `distillation.shards` is 0.
+    #[error("spec.distillation.shards must be at least 1")]
+    ZeroShards,
+    /// Merge enabled with fewer than two models.
+    #[error("spec.merge.models: merging needs at least 2 models, got {0}")]
+    TooFewMergeModels(usize),
+    /// slerp with other than two models.
+    #[error("spec.merge.models: slerp merges exactly 2 models, got {0}")]
+    SlerpNeedsTwoModels(usize),
+    /// A merged model whose method is not run or has no fine-tuned model.
+    #[error("spec.merge.models: {0} is not a fine-tuned model of this job; list it in spec.recovery.methods (none cannot be merged)")]
+    MergeModelNotTrained(RecoveryMethod),
+    /// A model merged twice.
+    #[error("spec.merge.models lists {0} twice")]
+    DuplicateMergeModel(RecoveryMethod),
+    /// An interpolation factor outside [0, 1].
+    #[error("spec.merge.{field} must be between 0 and 1, got {value}")]
+    MergeFactorOutOfRange {
+        /// `t` or `tGradient`.
+        field: &'static str,
+        /// The offending value.
+        value: String,
+    },
+    /// The merged draft without merging.
+    #[error("spec.speculative.draft is merged, but spec.merge.enabled is false")]
+    MergedDraftWithoutMerge,
+    /// A task listed twice.
+    #[error("spec.evaluation.tasks lists {0} twice")]
+    DuplicateEvalTask(String),
+    /// Storage URI with an unsupported scheme.
+    #[error("spec.storage.uri {0:?} must start with file://, s3://, gs:// or az://")]
+    InvalidStorageUri(String),
+}

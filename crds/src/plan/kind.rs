@@ -1,0 +1,64 @@
+//! Stage kinds.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a stage does. Each kind is one runner subcommand.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageKind {
+    /// Model source to canonical Hugging Face directory.
+    Import,
+    /// Layer importance scores.
+    Score,
+    /// Drop one block of layers.
+    Prune,
+    /// Self-data distillation of one data set.
+    Distill,
+    /// LoRA fine-tuning of one pruned model.
+    Finetune,
+    /// Merge fine-tuned models.
+    Merge,
+    /// Benchmarks of one model.
+    Eval,
+    /// Speculative decoding.
+    Speculate,
+}
+
+impl StageKind {
+    /// Every kind, in pipeline order.
+    pub const ALL: [StageKind; 8] = [
+        StageKind::Import,
+        StageKind::Score,
+        StageKind::Prune,
+        StageKind::Distill,
+        StageKind::Finetune,
+        StageKind::Merge,
+        StageKind::Eval,
+        StageKind::Speculate,
+    ];
+
+    /// The kind's name, as in JSON, artifact paths and runner subcommands.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Import => "import",
+            StageKind::Score => "score",
+            StageKind::Prune => "prune",
+            StageKind::Distill => "distill",
+            StageKind::Finetune => "finetune",
+            StageKind::Merge => "merge",
+            StageKind::Eval => "eval",
+            StageKind::Speculate => "speculate",
+        }
+    }
+}
+
+impl fmt::Display for StageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,71 @@
+//! Which layers to score and drop.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Layer-importance metric used to choose the block to drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreMetric {
+    /// Angular distance between the hidden states entering and leaving the block, at the last
+    /// token of each calibration sequence (Gromov et al.).
+    #[default]
+    AngularLastToken,
+    /// Angular distance averaged over all tokens.
+    AngularAllTokens,
+    /// ShortGPT Block Influence (1 - cosine similarity per layer), summed over the block.
+    BlockInfluence,
+    /// Calibration perplexity of the model with the block removed.
+    Perplexity,
+}
+
+/// Pruning: drop the least important contiguous block of `n` layers, for each `n` in
+/// `blockSizes`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.blockSizes.all(n, n >= 1)").message("spec.pruning.blockSizes: every block size must be at least 1").field_path(".blockSizes")
+)]
+pub struct PruningSpec {
+    /// Layer-importance metric: angular-last-token, angular-all-tokens, block-influence or
+    /// perplexity.
+    #[serde(default)]
+    pub metric: ScoreMetric,
+    /// Numbers of consecutive layers to drop; one pruned model per entry.
+    #[serde(default = "default_block_sizes")]
+    #[schemars(length(min = 1, max = 8), inner(range(min = 1, max = 256)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub block_sizes: Vec<u32>,
+    /// Never drop the first layer.
+    #[serde(default = "default_true")]
+    pub exclude_first_layer: bool,
+    /// Never drop the last layer.
+    #[serde(default = "default_true")]
+    pub exclude_last_layer: bool,
+    /// Drop the block starting at this layer (0-based) instead of the best-scored one; applies to
+    /// every block size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1024))]
+    pub start: Option<u32>,
+}
+
+fn default_block_sizes() -> Vec<u32> {
+    vec![6]
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for PruningSpec {
+    fn default() -> Self {
+        PruningSpec {
+            metric: ScoreMetric::default(),
+            block_sizes: default_block_sizes(),
+            exclude_first_layer: true,
+            exclude_last_layer: true,
+            start: None,
+        }
+    }
+}

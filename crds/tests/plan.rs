@@ -1,0 +1,608 @@
+//! Properties of the stage plan: ids, topological order, readiness, and which changes move
+//! which cache keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use pruneforge_api::params::StageParams;
+use pruneforge_api::plan::{plan, Plan, PlanError, StageId, StageKind};
+use pruneforge_api::spec::{
+    DataKind, DatasetFormat, DistillDataset, DraftModel, EvalTask, EvalTaskName, MergeMethod,
+    PruneDistillJobSpec, RecoveryMethod,
+};
+
+fn gsm8k() -> DistillDataset {
+    DistillDataset {
+        name: "gsm8k".into(),
+        uri: "builtin:gsm8k-train".into(),
+        format: DatasetFormat::Gsm8k,
+        fields: None,
+        kind: DataKind::Math,
+        limit: Some(32),
+        offset: 0,
+    }
+}
+
+/// Block sizes 4 and 6; none, sft, self-distill, self-distill+logit-kd; merge; speculate.
+fn full_spec() -> PruneDistillJobSpec {
+    let mut spec = PruneDistillJobSpec::with_storage("s3://bucket/pf");
+    spec.pruning.block_sizes = vec![6, 4];
+    spec.distillation.datasets = vec![gsm8k()];
+    spec.recovery.methods = vec![
+        RecoveryMethod::None,
+        RecoveryMethod::Sft,
+        RecoveryMethod::SelfDistill,
+        RecoveryMethod::SelfDistillLogitKd,
+    ];
+    spec.merge.enabled = true;
+    spec.speculative.enabled = true;
+    spec
+}
+
+fn keys(p: &Plan) -> BTreeMap<String, String> {
+    p.stages()
+        .iter()
+        .map(|s| (s.id.to_string(), s.key.clone()))
+        .collect()
+}
+
+/// Ids whose key differs between two plans with the same stages.
+fn changed(a: &Plan, b: &Plan) -> BTreeSet<String> {
+    let (ka, kb) = (keys(a), keys(b));
+    assert_eq!(
+        ka.keys().collect::<Vec<_>>(),
+        kb.keys().collect::<Vec<_>>(),
+        "same stages expected"
+    );
+    ka.iter()
+        .filter(|(id, k)| kb[*id] != **k)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+fn ids(p: &Plan) -> BTreeSet<String> {
+    p.stages().iter().map(|s| s.id.to_string()).collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn stage_ids_and_inputs() {
+    let p = plan(&full_spec()).unwrap();
+    let expected = [
+        "import",
+        "score",
+        "prune-n4",
+        "prune-n6",
+        "distill-gsm8k",
+        "finetune-n4-sft",
+        "finetune-n4-self-distill",
+        "finetune-n4-self-distill-logit-kd",
+        "finetune-n6-sft",
+        "finetune-n6-self-distill",
+        "finetune-n6-self-distill-logit-kd",
+        "merge-n4",
+        "merge-n6",
+        "eval-base",
+        "eval-n4",
+        "eval-n4-sft",
+        "eval-n4-self-distill",
+        "eval-n4-self-distill-logit-kd",
+        "eval-n4-merged",
+        "eval-n6",
+        "eval-n6-sft",
+        "eval-n6-self-distill",
+        "eval-n6-self-distill-logit-kd",
+        "eval-n6-merged",
+        "speculate-n4",
+        "speculate-n6",
+    ];
+    let got: Vec<String> = p
+        .topological_order()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(got, expected);
+
+    let inputs = |id: &str| -> BTreeMap<String, String> {
+        p.get(id)
+            .unwrap()
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    };
+    let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(inputs("import"), m(&[]));
+    assert_eq!(inputs("score"), m(&[("model", "import")]));
+    assert_eq!(
+        inputs("prune-n6"),
+        m(&[("model", "import"), ("scores", "score")])
+    );
+    assert_eq!(inputs("distill-gsm8k"), m(&[("model", "import")]));
+    assert_eq!(inputs("finetune-n6-sft"), m(&[("model", "prune-n6")]));
+    assert_eq!(
+        inputs("finetune-n6-self-distill"),
+        m(&[("model", "prune-n6"), ("data-gsm8k", "distill-gsm8k")])
+    );
+    assert_eq!(
+        inputs("finetune-n6-self-distill-logit-kd"),
+        m(&[
+            ("model", "prune-n6"),
+            ("teacher", "import"),
+            ("data-gsm8k", "distill-gsm8k")
+        ])
+    );
+    assert_eq!(
+        inputs("merge-n6"),
+        m(&[
+            ("base", "prune-n6"),
+            ("model-0", "finetune-n6-sft"),
+            ("model-1", "finetune-n6-self-distill")
+        ])
+    );
+    assert_eq!(inputs("eval-base"), m(&[("model", "import")]));
+    assert_eq!(inputs("eval-n6"), m(&[("model", "prune-n6")]));
+    assert_eq!(inputs("eval-n6-merged"), m(&[("model", "merge-n6")]));
+    assert_eq!(
+        inputs("speculate-n6"),
+        m(&[("target", "import"), ("draft", "prune-n6")])
+    );
+
+    // Parameters are typed per kind and hold what the stage needs.
+    match &p.get("finetune-n6-sft").unwrap().params {
+        StageParams::Finetune(f) => {
+            assert_eq!(
+                f.datasets,
+                vec![gsm8k()],
+                "sft trains on the original data sets"
+            );
+            assert_eq!(f.kd_temperature, None);
+            assert_eq!(f.recipe.kd_weight, 0.0);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &p.get("finetune-n6-self-distill-logit-kd").unwrap().params {
+        StageParams::Finetune(f) => {
+            assert!(f.datasets.is_empty(), "distilled data comes as inputs");
+            assert_eq!(f.recipe.kd_weight, 0.5);
+            assert_eq!(f.recipe.cross_entropy_weight, 0.5);
+            assert_eq!(f.kd_temperature, Some(1.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    for s in p.stages() {
+        assert_eq!(s.kind(), s.params.kind());
+        assert_eq!(
+            s.artifact_uri,
+            format!("s3://bucket/pf/{}/{}/", s.kind(), &s.key[..16]),
+            "{}",
+            s.id
+        );
+        assert_eq!(s.key.len(), 64);
+        assert!(s.key.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+    // Distinct work has distinct keys.
+    let unique: BTreeSet<&String> = p.stages().iter().map(|s| &s.key).collect();
+    assert_eq!(unique.len(), p.len());
+}
+
+#[test]
+fn order_is_topological_and_ready_drives_a_full_run() {
+    let p = plan(&full_spec()).unwrap();
+    let position: BTreeMap<&StageId, usize> = p
+        .stages()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (&s.id, i))
+        .collect();
+    for (i, s) in p.stages().iter().enumerate() {
+        for dep in s.dependencies() {
+            assert!(position[dep] < i, "{} depends on later {}", s.id, dep);
+        }
+    }
+
+    let mut finished = BTreeSet::new();
+    assert_eq!(p.ready(&finished), vec![StageId::import()]);
+    let mut waves = 0;
+    while finished.len() < p.len() {
+        let ready = p.ready(&finished);
+        assert!(!ready.is_empty(), "stuck with {finished:?}");
+        for id in &ready {
+            let stage = p.get(id.as_str()).unwrap();
+            assert!(stage.dependencies().iter().all(|d| finished.contains(*d)));
+            assert!(!finished.contains(id));
+        }
+        finished.extend(ready);
+        waves += 1;
+    }
+    assert!(p.ready(&finished).is_empty());
+    // import, score+distill+eval-base, prune, finetune+eval-pruned+speculate, merge+eval, eval-merged
+    assert_eq!(waves, 6);
+
+    let after_import: BTreeSet<String> = p
+        .ready(&BTreeSet::from([StageId::import()]))
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(after_import, set(&["score", "distill-gsm8k", "eval-base"]));
+}
+
+#[test]
+fn downstream_of_score_excludes_independent_stages() {
+    let p = plan(&full_spec()).unwrap();
+    let down: BTreeSet<String> = p
+        .downstream(&StageId::score())
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(
+        down.contains("prune-n6")
+            && down.contains("eval-n6-merged")
+            && down.contains("speculate-n4")
+    );
+    for id in ["import", "score", "distill-gsm8k", "eval-base"] {
+        assert!(!down.contains(id), "{id}");
+    }
+    assert_eq!(
+        p.dependents(&StageId::prune(6))
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        set(&[
+            "finetune-n6-sft",
+            "finetune-n6-self-distill",
+            "finetune-n6-self-distill-logit-kd",
+            "merge-n6",
+            "eval-n6",
+            "speculate-n6"
+        ])
+    );
+}
+
+#[test]
+fn planning_is_deterministic() {
+    assert_eq!(plan(&full_spec()).unwrap(), plan(&full_spec()).unwrap());
+    // Block size order in the spec does not matter.
+    let mut reordered = full_spec();
+    reordered.pruning.block_sizes = vec![4, 6];
+    assert_eq!(plan(&full_spec()).unwrap(), plan(&reordered).unwrap());
+}
+
+#[test]
+fn eval_task_changes_move_only_eval_keys() {
+    let a = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.evaluation
+        .tasks
+        .push(EvalTask::new(EvalTaskName::Gsm8k));
+    let b = plan(&spec).unwrap();
+    let moved = changed(&a, &b);
+    let evals: BTreeSet<String> = ids(&a)
+        .into_iter()
+        .filter(|i| i.starts_with("eval-"))
+        .collect();
+    assert_eq!(moved, evals);
+
+    let mut spec = full_spec();
+    spec.evaluation.tasks[0].limit = Some(10);
+    assert_eq!(changed(&a, &plan(&spec).unwrap()), evals);
+
+    // Task order is not part of the key.
+    let mut spec = full_spec();
+    spec.evaluation.tasks.reverse();
+    assert!(changed(&a, &plan(&spec).unwrap()).is_empty());
+}
+
+#[test]
+fn calibration_changes_move_score_and_everything_downstream() {
+    let a = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.calibration.sequences = 32;
+    let b = plan(&spec).unwrap();
+    let moved = changed(&a, &b);
+    let expected: BTreeSet<String> = std::iter::once("score".to_string())
+        .chain(
+            a.downstream(&StageId::score())
+                .iter()
+                .map(|s| s.to_string()),
+        )
+        .collect();
+    assert_eq!(moved, expected);
+    for id in ["import", "distill-gsm8k", "eval-base"] {
+        assert!(!moved.contains(id), "{id}");
+    }
+}
+
+#[test]
+fn execution_settings_move_no_key() {
+    let a = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.runner.image = Some("registry.example/pruneforge:dev".into());
+    spec.runner.gpu.count = 2;
+    spec.runner.resources = Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("64Gi".into()),
+        )])),
+        ..Default::default()
+    });
+    spec.runner.queue_name = Some("gpu".into());
+    spec.max_parallel_stages = 8;
+    spec.model.name = Some("smol".into());
+    spec.distillation.shards = 8;
+    spec.recovery.checkpoint_every = 10;
+    spec.storage.secret_ref = Some("creds".into());
+    let b = plan(&spec).unwrap();
+    assert!(changed(&a, &b).is_empty());
+    let uris = |p: &Plan| {
+        p.stages()
+            .iter()
+            .map(|s| s.artifact_uri.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(uris(&a), uris(&b));
+    assert_eq!(b.get("distill-gsm8k").unwrap().shards, 8);
+    assert_eq!(b.max_parallel_stages, 8);
+    match &b.get("finetune-n4-sft").unwrap().params {
+        StageParams::Finetune(f) => assert_eq!(f.checkpoint_every, 10),
+        other => panic!("{other:?}"),
+    }
+
+    // Another storage root moves the artifact paths, not the keys.
+    let mut spec = full_spec();
+    spec.storage.uri = "gs://other/root/".into();
+    let c = plan(&spec).unwrap();
+    assert!(changed(&a, &c).is_empty());
+    assert!(c
+        .stages()
+        .iter()
+        .all(|s| s.artifact_uri.starts_with("gs://other/root/")));
+}
+
+#[test]
+fn distillation_changes_move_only_distilled_branches() {
+    let a = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.distillation.generation.max_new_tokens = 128;
+    let moved = changed(&a, &plan(&spec).unwrap());
+    let expected = set(&[
+        "distill-gsm8k",
+        "finetune-n4-self-distill",
+        "finetune-n4-self-distill-logit-kd",
+        "finetune-n6-self-distill",
+        "finetune-n6-self-distill-logit-kd",
+        "merge-n4",
+        "merge-n6",
+        "eval-n4-self-distill",
+        "eval-n4-self-distill-logit-kd",
+        "eval-n4-merged",
+        "eval-n6-self-distill",
+        "eval-n6-self-distill-logit-kd",
+        "eval-n6-merged",
+    ]);
+    assert_eq!(moved, expected);
+
+    // kd.ratio only moves the methods with a KD term.
+    let mut spec = full_spec();
+    spec.recovery.kd.ratio = 0.25;
+    assert_eq!(
+        changed(&a, &plan(&spec).unwrap()),
+        set(&[
+            "finetune-n4-self-distill-logit-kd",
+            "finetune-n6-self-distill-logit-kd",
+            "eval-n4-self-distill-logit-kd",
+            "eval-n6-self-distill-logit-kd"
+        ])
+    );
+}
+
+#[test]
+fn explicit_start_drops_the_score_dependency() {
+    let mut spec = full_spec();
+    spec.pruning.start = Some(13);
+    let a = plan(&spec).unwrap();
+    let prune = a.get("prune-n6").unwrap();
+    assert_eq!(prune.dependencies().len(), 1);
+    assert!(prune.inputs.contains_key("model"));
+    // Then the calibration no longer reaches the pruned models.
+    spec.calibration.seq_len = 256;
+    let b = plan(&spec).unwrap();
+    assert_eq!(changed(&a, &b), set(&["score"]));
+}
+
+#[test]
+fn equal_work_is_shared_between_jobs() {
+    // Two jobs that differ only in their benchmarks share every artifact but the eval ones.
+    let a = plan(&full_spec()).unwrap();
+    let mut other = full_spec();
+    other.evaluation.tasks = vec![EvalTask::new(EvalTaskName::Perplexity)];
+    let b = plan(&other).unwrap();
+    for s in a.stages().iter().filter(|s| s.kind() != StageKind::Eval) {
+        assert_eq!(s.artifact_uri, b.get(s.id.as_str()).unwrap().artifact_uri);
+    }
+}
+
+#[test]
+fn optional_stages_follow_the_spec() {
+    let mut spec = PruneDistillJobSpec::with_storage("file://./out");
+    spec.recovery.methods = vec![RecoveryMethod::None];
+    let p = plan(&spec).unwrap();
+    assert_eq!(
+        ids(&p),
+        set(&["import", "score", "prune-n6", "eval-base", "eval-n6"])
+    );
+
+    // sft alone needs no distill stage; logit-kd alone needs the teacher.
+    let mut spec = PruneDistillJobSpec::with_storage("file://./out");
+    spec.distillation.datasets = vec![gsm8k()];
+    spec.recovery.methods = vec![RecoveryMethod::Sft, RecoveryMethod::LogitKd];
+    let p = plan(&spec).unwrap();
+    assert!(!ids(&p).iter().any(|i| i.starts_with("distill-")));
+    assert!(
+        !ids(&p).contains("eval-n6"),
+        "no `none` method, no pruned-only eval"
+    );
+    assert!(p
+        .get("finetune-n6-logit-kd")
+        .unwrap()
+        .inputs
+        .contains_key("teacher"));
+
+    // Drift adds the base model as an input of every non-base eval.
+    let mut spec = full_spec();
+    spec.evaluation.drift.enabled = true;
+    let p = plan(&spec).unwrap();
+    assert!(!p.get("eval-base").unwrap().inputs.contains_key("base"));
+    assert_eq!(
+        p.get("eval-n6-sft").unwrap().inputs["base"].as_str(),
+        "import"
+    );
+
+    // A merged draft.
+    let mut spec = full_spec();
+    spec.speculative.draft = DraftModel::Merged;
+    let p = plan(&spec).unwrap();
+    assert_eq!(
+        p.get("speculate-n4").unwrap().inputs["draft"].as_str(),
+        "merge-n4"
+    );
+}
+
+/// A change to the spec, the expected error, the field its message names.
+type Case = (
+    Box<dyn Fn(&mut PruneDistillJobSpec)>,
+    PlanError,
+    &'static str,
+);
+
+#[test]
+fn invalid_specs_are_rejected_with_the_field_named() {
+    let cases: Vec<Case> = vec![
+        (
+            Box::new(|s| s.pruning.block_sizes.clear()),
+            PlanError::NoBlockSizes,
+            "spec.pruning.blockSizes",
+        ),
+        (
+            Box::new(|s| s.pruning.block_sizes = vec![0]),
+            PlanError::ZeroBlockSize,
+            "spec.pruning.blockSizes",
+        ),
+        (
+            Box::new(|s| s.pruning.block_sizes = vec![4, 4]),
+            PlanError::DuplicateBlockSize(4),
+            "spec.pruning.blockSizes",
+        ),
+        (
+            Box::new(|s| s.recovery.methods.clear()),
+            PlanError::NoRecoveryMethods,
+            "spec.recovery.methods",
+        ),
+        (
+            Box::new(|s| {
+                s.distillation.datasets.clear();
+                s.merge.enabled = false;
+            }),
+            PlanError::MissingDatasets(RecoveryMethod::Sft),
+            "spec.distillation.datasets",
+        ),
+        (
+            Box::new(|s| s.distillation.datasets.push(gsm8k())),
+            PlanError::DuplicateDatasetName("gsm8k".into()),
+            "spec.distillation.datasets",
+        ),
+        (
+            Box::new(|s| s.distillation.datasets[0].name = "GSM8K".into()),
+            PlanError::InvalidDatasetName("GSM8K".into()),
+            "spec.distillation.datasets",
+        ),
+        (
+            Box::new(|s| s.merge.models = vec![RecoveryMethod::Sft]),
+            PlanError::TooFewMergeModels(1),
+            "spec.merge.models",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.models = vec![
+                    RecoveryMethod::Sft,
+                    RecoveryMethod::SelfDistill,
+                    RecoveryMethod::SelfDistillLogitKd,
+                ]
+            }),
+            PlanError::SlerpNeedsTwoModels(3),
+            "spec.merge.models",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Linear;
+                s.merge.models = vec![RecoveryMethod::Sft, RecoveryMethod::LogitKd];
+            }),
+            PlanError::MergeModelNotTrained(RecoveryMethod::LogitKd),
+            "spec.merge.models",
+        ),
+        (
+            Box::new(|s| s.merge.t_gradient = vec![0.0, 1.2]),
+            PlanError::MergeFactorOutOfRange {
+                field: "tGradient",
+                value: "1.2".into(),
+            },
+            "spec.merge.tGradient",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.enabled = false;
+                s.speculative.draft = DraftModel::Merged;
+            }),
+            PlanError::MergedDraftWithoutMerge,
+            "spec.speculative.draft",
+        ),
+        (
+            Box::new(|s| s.evaluation.tasks.push(EvalTask::new(EvalTaskName::Piqa))),
+            PlanError::DuplicateEvalTask("piqa".into()),
+            "spec.evaluation.tasks",
+        ),
+        (
+            Box::new(|s| s.storage.uri = "/tmp/out".into()),
+            PlanError::InvalidStorageUri("/tmp/out".into()),
+            "spec.storage.uri",
+        ),
+    ];
+    for (mutate, expected, field) in cases {
+        let mut spec = full_spec();
+        mutate(&mut spec);
+        let err = plan(&spec).unwrap_err();
+        assert_eq!(err, expected);
+        assert!(err.to_string().contains(field), "{err} should name {field}");
+    }
+}
+
+#[test]
+fn status_entries_start_pending() {
+    use pruneforge_api::status::{LayerScoreStatus, StagePhase, StageStatus};
+    let p = plan(&full_spec()).unwrap();
+    let entries: Vec<StageStatus> = p.stages().iter().map(StageStatus::pending).collect();
+    assert_eq!(entries.len(), p.len());
+    assert!(entries
+        .iter()
+        .all(|e| e.phase == StagePhase::Pending && !e.phase.is_done()));
+    assert_eq!(entries[2].id, "prune-n4");
+    assert_eq!(entries[2].kind, StageKind::Prune);
+    let scores = LayerScoreStatus {
+        block_size: 6,
+        start: 13,
+        end: 18,
+        score: 0.2,
+        metric: pruneforge_api::spec::ScoreMetric::AngularLastToken,
+        scores_uri: None,
+    };
+    assert_eq!(scores.block_range(), "13-18");
+}
