@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod embedded;
+pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod stages;

@@ -53,6 +53,20 @@ impl KvBuffer {
         }
     }
 
+    /// Copies positions `0..len` of row `src_row` into row `dst_row` of the same buffer.
+    pub fn copy_row(&mut self, src_row: usize, dst_row: usize, len: usize) {
+        if src_row == dst_row {
+            return;
+        }
+        let n = len * self.dim;
+        for h in 0..self.heads {
+            let s = (src_row * self.heads + h) * self.cap * self.dim;
+            let d = (dst_row * self.heads + h) * self.cap * self.dim;
+            self.k.copy_within(s..s + n, d);
+            self.v.copy_within(s..s + n, d);
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         (self.k.len() + self.v.len()) * std::mem::size_of::<f32>()
     }

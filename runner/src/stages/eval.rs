@@ -1,0 +1,664 @@
+//! Stage `eval`: benchmarks one model with lm-evaluation-harness semantics and writes
+//! `eval.json` (lm-eval's results shape plus our summary and, given the base model's
+//! `eval.json` of the same configuration, recovery %) and `items.jsonl` (one line per scored
+//! document: log-likelihoods, predictions, generations) into `out_dir`.
+//!
+//! Tasks: arc_easy, arc_challenge, hellaswag, piqa, winogrande (partial scoring), mmlu
+//! (5-shot unless told otherwise; macro and micro), truthfulqa_mc2, gsm8k (5-shot greedy
+//! generation, strict and flexible match) and perplexity (held-out text). See
+//! [`crate::eval`] for the scoring and [`crate::eval::report`] for the report and the main
+//! metric of each task.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::{Result, StageError};
+use crate::data::builtin::BUILTIN_PREFIX;
+use crate::data::tasks::{self, TaskConfig, TaskDocs, TaskFiles};
+use crate::data::{resolve_dataset, DataRoot, Selection, TaskName};
+use crate::eval::generation::{self, GenOptions};
+use crate::eval::perplexity::{self, PerplexitySource, TokenRow};
+use crate::eval::report::{self, TaskOutcome, TaskReport};
+use crate::eval::{
+    multiple_choice, score, Recovery, ScoreStats, ScorerOptions, TaskRecovery, TaskScore,
+};
+use crate::generate::GenerationStats;
+use crate::model::{open_model, Llama};
+use crate::tokenizer::Tokenizer;
+use crate::util::fs::{write_atomic, write_json_atomic};
+
+/// The results file.
+pub const EVAL_JSON: &str = "eval.json";
+/// The per-document log.
+pub const ITEMS_JSONL: &str = "items.jsonl";
+
+/// One task to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k or
+    /// perplexity.
+    pub name: String,
+    /// Few-shot examples; `None`: 5 for mmlu and gsm8k, 0 for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shots: Option<usize>,
+    /// Documents scored (perplexity: rows; default 64 held-out rows for the Alpaca source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Documents skipped first.
+    #[serde(default)]
+    pub offset: usize,
+    /// Read the documents from here instead of the public slice: a path, `file://PATH` or
+    /// `builtin:NAME`. Few-shot examples still come from the task's train/dev split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+impl TaskSpec {
+    /// A task on its public slice with default shots.
+    pub fn new(name: &str) -> Self {
+        TaskSpec {
+            name: name.to_string(),
+            shots: None,
+            limit: None,
+            offset: 0,
+            uri: None,
+        }
+    }
+}
+
+impl FromStr for TaskSpec {
+    type Err = StageError;
+
+    /// `NAME[:SHOTS[:LIMIT[:OFFSET]]][@URI]`; empty fields keep the default (`mmlu::100`).
+    fn from_str(spec: &str) -> Result<Self> {
+        let (s, uri) = match spec.split_once('@') {
+            Some((s, uri)) if !uri.is_empty() => (s, Some(uri.to_string())),
+            Some(_) => {
+                return Err(StageError::Input(format!(
+                    "task `{spec}`: nothing after `@` (expected a path or builtin:NAME)"
+                )))
+            }
+            None => (spec, None),
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() > 4 || parts[0].is_empty() {
+            return Err(StageError::Input(format!(
+                "task `{spec}`: expected NAME[:SHOTS[:LIMIT[:OFFSET]]][@URI], e.g. arc_easy:0:200"
+            )));
+        }
+        let number = |i: usize, what: &str| -> Result<Option<usize>> {
+            match parts.get(i).filter(|p| !p.is_empty()) {
+                None => Ok(None),
+                Some(p) => p.parse().map(Some).map_err(|_| {
+                    StageError::Input(format!(
+                        "task `{spec}`: {what} must be a non-negative integer, got `{p}`"
+                    ))
+                }),
+            }
+        };
+        Ok(TaskSpec {
+            name: parts[0].to_string(),
+            shots: number(1, "shots")?,
+            limit: number(2, "limit")?,
+            offset: number(3, "offset")?.unwrap_or(0),
+            uri,
+        })
+    }
+}
+
+/// Settings of the eval stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalParams {
+    pub tasks: Vec<TaskSpec>,
+    /// Seed of the few-shot sampler (lm-eval's default 1234).
+    pub seed: i64,
+    /// Sequences per forward pass (scoring) and rows decoded together (generation).
+    pub batch_size: usize,
+    /// Model window; default: the model's `max_position_embeddings`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<usize>,
+    /// New tokens per generation (lm-eval's `max_gen_toks`).
+    pub max_gen_tokens: usize,
+    /// Share context prefixes through the KV cache (CPU); off runs every input on its own.
+    pub prefix_cache: bool,
+    /// Data root; default: found as [`DataRoot::discover`] does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for EvalParams {
+    fn default() -> Self {
+        EvalParams {
+            tasks: [
+                "arc_easy",
+                "arc_challenge",
+                "hellaswag",
+                "piqa",
+                "winogrande",
+                "mmlu",
+                "truthfulqa_mc2",
+            ]
+            .map(TaskSpec::new)
+            .to_vec(),
+            seed: tasks::fewshot::DEFAULT_FEWSHOT_SEED,
+            batch_size: 16,
+            max_length: None,
+            max_gen_tokens: 256,
+            prefix_cache: true,
+            data_dir: None,
+        }
+    }
+}
+
+/// Few-shot examples of a task when the spec gives none.
+pub fn default_shots(task: TaskName) -> usize {
+    match task {
+        TaskName::Mmlu | TaskName::Gsm8k => 5,
+        _ => 0,
+    }
+}
+
+/// What the stage returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalSummary {
+    /// Main metric per task, in run order.
+    pub tasks: Vec<TaskScore>,
+    /// Mean of the accuracy tasks' main metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<f64>,
+    /// average ÷ base average × 100 over the tasks both runs have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<TaskRecovery>,
+    /// Log-likelihood scoring speed: tokens run through the model per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_tokens_per_s: Option<f64>,
+    /// Generation speed (GSM8K): new tokens per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_tokens_per_s: Option<f64>,
+}
+
+/// A task with its files resolved.
+struct ResolvedTask {
+    name: TaskName,
+    spec: TaskSpec,
+    shots: usize,
+    files: TaskFiles,
+}
+
+fn resolve_uri(uri: &str, root: &DataRoot) -> Result<PathBuf> {
+    if uri.starts_with(BUILTIN_PREFIX) {
+        return Ok(resolve_dataset(uri, Some(root))?);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Ok(PathBuf::from(path));
+    }
+    if uri.contains("://") {
+        return Err(StageError::Input(format!(
+            "task uri `{uri}`: the eval stage reads local files; download it first or pass a \
+             path, file://PATH or builtin:NAME"
+        )));
+    }
+    Ok(PathBuf::from(uri))
+}
+
+/// PIQA keeps labels beside the items: `valid.jsonl` → `valid-labels.lst`,
+/// `valid.public.jsonl` → `valid-labels.public.lst`.
+pub fn piqa_labels_path(items: &Path) -> Option<PathBuf> {
+    let name = items.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".jsonl")?;
+    let labels = match stem.split_once('.') {
+        Some((head, rest)) => format!("{head}-labels.{rest}.lst"),
+        None => format!("{stem}-labels.lst"),
+    };
+    Some(items.with_file_name(labels))
+}
+
+fn resolve_tasks(params: &EvalParams) -> Result<Vec<ResolvedTask>> {
+    if params.tasks.is_empty() {
+        return Err(StageError::Input("no eval tasks given".into()));
+    }
+    if params.batch_size == 0 {
+        return Err(StageError::Input("batch_size must be at least 1".into()));
+    }
+    let root = match &params.data_dir {
+        Some(dir) => DataRoot::new(dir.clone()),
+        None => DataRoot::discover()?,
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for spec in &params.tasks {
+        let name = TaskName::parse(&spec.name)?;
+        if !seen.insert(name) {
+            return Err(StageError::Input(format!(
+                "task {name} is listed twice; results are keyed by task name"
+            )));
+        }
+        let shots = spec.shots.unwrap_or_else(|| default_shots(name));
+        if name == TaskName::Perplexity && shots > 0 {
+            return Err(StageError::Input(format!(
+                "perplexity has no prompts, so shots must be 0 (got {shots})"
+            )));
+        }
+        if spec.limit == Some(0) {
+            return Err(StageError::Input(format!(
+                "task {name}: limit 0 scores nothing; leave it unset for all documents"
+            )));
+        }
+        let mut files = TaskFiles::public(name, &root);
+        if let Some(uri) = &spec.uri {
+            files.docs = resolve_uri(uri, &root)?;
+            if name == TaskName::Piqa {
+                files.labels = piqa_labels_path(&files.docs);
+                match &files.labels {
+                    Some(l) if l.is_file() => {}
+                    _ => {
+                        return Err(StageError::Input(format!(
+                            "piqa uri {uri}: the labels file {} is missing (PIQA keeps \
+                             labels beside the items: valid.jsonl + valid-labels.lst)",
+                            files
+                                .labels
+                                .as_deref()
+                                .map_or("<name>-labels.lst".into(), |p| p.display().to_string())
+                        )))
+                    }
+                }
+            }
+        }
+        if !files.docs.exists() {
+            return Err(StageError::Input(format!(
+                "task {name}: {} does not exist",
+                files.docs.display()
+            )));
+        }
+        out.push(ResolvedTask {
+            name,
+            spec: spec.clone(),
+            shots,
+            files,
+        });
+    }
+    Ok(out)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| StageError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        StageError::Input(format!(
+            "{}: not valid JSON ({e}); pass a base eval.json",
+            path.display()
+        ))
+    })
+}
+
+/// Everything a task evaluation needs from the run.
+struct Context<'a> {
+    model: &'a Llama,
+    tokenizer: &'a Tokenizer,
+    params: &'a EvalParams,
+    scorer: ScorerOptions,
+    ll_stats: ScoreStats,
+    gen_stats: GenerationStats,
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn selected<T>(task: TaskName, items: Vec<T>, sel: Selection) -> Result<Vec<T>> {
+    let total = items.len();
+    let picked = sel.apply(items);
+    if picked.is_empty() {
+        return Err(StageError::Input(format!(
+            "task {task}: offset {} leaves no documents (the task has {total})",
+            sel.offset
+        )));
+    }
+    Ok(picked)
+}
+
+fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> {
+    let started = Instant::now();
+    let config = TaskConfig {
+        num_fewshot: t.shots,
+        seed: ctx.params.seed,
+        selection: Selection::ALL,
+    };
+    let mut limit = t.spec.limit;
+    let mut task_config = json!({
+        "task": t.name.as_str(),
+        "num_fewshot": t.shots,
+        "fewshot_seed": ctx.params.seed,
+        "offset": t.spec.offset,
+        "docs_file": file_name(&t.files.docs),
+        "files": {
+            "docs": t.files.docs,
+            "labels": t.files.labels,
+            "shots": if t.shots > 0 { t.files.shots.clone() } else { None },
+        },
+        "target_delimiter": tasks::doc::TARGET_DELIMITER,
+        "fewshot_delimiter": tasks::fewshot::FEWSHOT_DELIMITER,
+        "max_length": ctx.scorer.max_length,
+    });
+    let (outcome, n_original, n_effective, output_type): (TaskOutcome, usize, usize, &str) =
+        if t.name == TaskName::Perplexity {
+            let source = PerplexitySource::for_path(&t.files.docs);
+            limit = limit.or(source.default_limit());
+            let rows = perplexity::load_rows(&source, ctx.tokenizer)?;
+            let n = rows.len();
+            let rows = selected(t.name, rows, Selection::new(t.spec.offset, limit))?;
+            let out = perplexity_outcome(ctx, &rows)?;
+            (out, n, rows.len(), "loglikelihood_rolling")
+        } else {
+            match tasks::build(t.name, &t.files, &config)? {
+                TaskDocs::MultipleChoice(docs) => {
+                    let n = docs.len();
+                    let docs = selected(t.name, docs, Selection::new(t.spec.offset, limit))?;
+                    let scored = multiple_choice::score_docs(
+                        ctx.model,
+                        ctx.tokenizer,
+                        &docs,
+                        &ctx.scorer,
+                        &mut ctx.ll_stats,
+                    )?;
+                    let out = multiple_choice::outcome(t.name, &docs, &scored)?;
+                    (out, n, docs.len(), "multiple_choice")
+                }
+                TaskDocs::Generation(docs) => {
+                    let n = docs.len();
+                    let docs = selected(t.name, docs, Selection::new(t.spec.offset, limit))?;
+                    let opts = GenOptions {
+                        batch_size: ctx.params.batch_size,
+                        max_gen_tokens: ctx.params.max_gen_tokens,
+                        max_length: ctx.scorer.max_length,
+                    };
+                    if let Some(obj) = task_config.as_object_mut() {
+                        obj.insert(
+                            "generation_kwargs".into(),
+                            json!({
+                                "until": docs.first().map(|d| d.stop.clone()),
+                                "do_sample": false,
+                                "max_gen_toks": ctx.params.max_gen_tokens,
+                            }),
+                        );
+                    }
+                    let out = generation::evaluate(
+                        ctx.model,
+                        ctx.tokenizer,
+                        &docs,
+                        &opts,
+                        &mut ctx.gen_stats,
+                    )?;
+                    (out, n, docs.len(), "generate_until")
+                }
+                TaskDocs::Perplexity(_) => {
+                    return Err(StageError::Input(
+                        "internal: perplexity documents from the task builder".into(),
+                    ))
+                }
+            }
+        };
+    if let Some(obj) = task_config.as_object_mut() {
+        obj.insert("limit".into(), json!(limit));
+        obj.insert("output_type".into(), json!(output_type));
+        obj.insert(
+            "metric_list".into(),
+            json!(outcome
+                .metrics
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| !k.contains("_stderr"))
+                .collect::<Vec<_>>()),
+        );
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        task = t.name.as_str(),
+        documents = n_effective,
+        seconds,
+        metrics = %multiple_choice::summary_line(&outcome),
+        "task evaluated"
+    );
+    Ok(TaskReport {
+        task: t.name,
+        outcome,
+        n_original,
+        n_effective,
+        num_fewshot: t.shots,
+        config: task_config,
+        seconds,
+    })
+}
+
+fn perplexity_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOutcome> {
+    let per_row: Vec<Vec<crate::eval::EncodedRequest>> = rows
+        .iter()
+        .map(|r| perplexity::rolling_requests(&r.tokens, ctx.scorer.max_length))
+        .collect();
+    let flat: Vec<_> = per_row.iter().flatten().cloned().collect();
+    let mut scores = score(ctx.model, &flat, &ctx.scorer, &mut ctx.ll_stats)?.into_iter();
+    let mut summed = Vec::with_capacity(rows.len());
+    let mut out = TaskOutcome::default();
+    for (row, reqs) in rows.iter().zip(&per_row) {
+        let windows: Vec<_> = scores.by_ref().take(reqs.len()).collect();
+        let (nll, tokens) = perplexity::row_nll(&windows);
+        out.items.push(json!({
+            "task": TaskName::Perplexity.as_str(),
+            "idx": row.idx,
+            "tokens_scored": tokens,
+            "nll": nll,
+        }));
+        summed.push((row, nll, tokens));
+    }
+    let s = perplexity::aggregate(&summed);
+    if s.tokens == 0 {
+        return Err(StageError::Input(
+            "perplexity: the selected rows have no token to score (rows need at least 2 tokens)"
+                .into(),
+        ));
+    }
+    out.metrics = vec![
+        ("perplexity,none".into(), s.perplexity),
+        ("nll_per_token,none".into(), s.nll_per_token),
+        ("tokens,none".into(), s.tokens as f64),
+        ("rows,none".into(), s.rows as f64),
+    ];
+    for (k, v) in [
+        ("word_perplexity,none", s.word_perplexity),
+        ("byte_perplexity,none", s.byte_perplexity),
+        ("bits_per_byte,none", s.bits_per_byte),
+    ] {
+        if let Some(v) = v {
+            out.metrics.push((k.into(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the eval stage: `model_dir` (HF directory or .gguf), optionally the base model's
+/// `eval.json` for recovery, results into `out_dir`.
+pub fn run(
+    model_dir: &Path,
+    base_eval: Option<&Path>,
+    params: &EvalParams,
+    out_dir: &Path,
+) -> Result<EvalSummary> {
+    // Bad task specs and a bad base file fail before the model is loaded.
+    resolve_tasks(params)?;
+    if let Some(p) = base_eval {
+        read_json(p)?;
+    }
+    let hf = open_model(model_dir)?;
+    run_with_model(
+        &hf.model,
+        &hf.tokenizer,
+        &model_dir.display().to_string(),
+        base_eval,
+        params,
+        out_dir,
+    )
+}
+
+/// [`run`] on a model already in memory; `model_label` is recorded as the model in eval.json.
+pub fn run_with_model(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    model_label: &str,
+    base_eval: Option<&Path>,
+    params: &EvalParams,
+    out_dir: &Path,
+) -> Result<EvalSummary> {
+    let started = Instant::now();
+    let tasks = resolve_tasks(params)?;
+    let base = base_eval
+        .map(|p| read_json(p).map(|v| (p, v)))
+        .transpose()?;
+    let max_pos = model.config.max_position_embeddings;
+    let max_length = params.max_length.unwrap_or(max_pos);
+    if !(2..=max_pos).contains(&max_length) {
+        return Err(StageError::Input(format!(
+            "max_length must be between 2 and the model's max_position_embeddings ({max_pos}), \
+             got {max_length}"
+        )));
+    }
+    let mut scorer = ScorerOptions::new(params.batch_size, max_length);
+    scorer.prefix_cache = params.prefix_cache;
+    let mut ctx = Context {
+        model,
+        tokenizer,
+        params,
+        scorer,
+        ll_stats: ScoreStats::default(),
+        gen_stats: GenerationStats::default(),
+    };
+    let mut reports = Vec::with_capacity(tasks.len());
+    for t in &tasks {
+        reports.push(evaluate_task(&mut ctx, t)?);
+    }
+    let scores = report::task_scores(&reports)?;
+    let configs: Map<String, Value> = reports
+        .iter()
+        .map(|r| (r.task.as_str().to_string(), r.config.clone()))
+        .collect();
+    let recovery: Option<Recovery> = base
+        .as_ref()
+        .map(|(p, v)| report::recovery(&scores, &configs, v, &p.display().to_string()))
+        .transpose()?;
+    let ll = &ctx.ll_stats;
+    let gen = &ctx.gen_stats;
+    let throughput = json!({
+        "loglikelihood": {
+            "stats": ll,
+            "forward_tokens_per_s": ll.forward_tokens_per_s(),
+            "request_tokens_per_s": ll.request_tokens_per_s(),
+        },
+        "generation": gen,
+        "total_seconds": started.elapsed().as_secs_f64(),
+    });
+    let run_config = json!({
+        "model": model_label,
+        "layers": model.num_layers(),
+        "parameters": model.config.parameter_count(),
+        "batch_size": params.batch_size,
+        "max_length": max_length,
+        "max_gen_tokens": params.max_gen_tokens,
+        "seed": params.seed,
+        "prefix_cache": params.prefix_cache,
+        "device": format!("{:?}", model.device()),
+    });
+    let doc = report::eval_json(&reports, &scores, recovery.as_ref(), run_config, throughput);
+    let mut items = String::new();
+    for r in &reports {
+        for item in &r.outcome.items {
+            items.push_str(&item.to_string());
+            items.push('\n');
+        }
+    }
+    std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
+    let items_path = out_dir.join(ITEMS_JSONL);
+    write_atomic(&items_path, items.as_bytes()).map_err(|e| StageError::io(&items_path, e))?;
+    let eval_path = out_dir.join(EVAL_JSON);
+    write_json_atomic(&eval_path, &doc).map_err(|e| StageError::io(&eval_path, e))?;
+    Ok(EvalSummary {
+        average: report::average(&scores),
+        tasks: scores,
+        recovery_percent: recovery.as_ref().and_then(|r| r.average_percent),
+        recovery: recovery.map(|r| r.tasks).unwrap_or_default(),
+        forward_tokens_per_s: (ll.forward_tokens > 0).then(|| ll.forward_tokens_per_s()),
+        generated_tokens_per_s: (gen.generated_tokens > 0).then_some(gen.tokens_per_s),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_specs_parse() {
+        let t: TaskSpec = "arc_easy:0:200".parse().expect("valid");
+        assert_eq!((t.shots, t.limit, t.offset), (Some(0), Some(200), 0));
+        let t: TaskSpec = "mmlu::100:8".parse().expect("valid");
+        assert_eq!((t.shots, t.limit, t.offset), (None, Some(100), 8));
+        let t: TaskSpec = "piqa".parse().expect("valid");
+        assert_eq!(t, TaskSpec::new("piqa"));
+        let t: TaskSpec = "perplexity:0:8@/d/ids.safetensors".parse().expect("valid");
+        assert_eq!(t.uri.as_deref(), Some("/d/ids.safetensors"));
+        assert_eq!(t.limit, Some(8));
+        assert!("piqa@".parse::<TaskSpec>().is_err());
+        assert!("arc_easy:x".parse::<TaskSpec>().is_err());
+        assert!(":1".parse::<TaskSpec>().is_err());
+        assert!("a:1:2:3:4".parse::<TaskSpec>().is_err());
+    }
+
+    #[test]
+    fn piqa_labels_beside_items() {
+        assert_eq!(
+            piqa_labels_path(Path::new("/d/valid.public.jsonl")),
+            Some(PathBuf::from("/d/valid-labels.public.lst"))
+        );
+        assert_eq!(
+            piqa_labels_path(Path::new("valid.jsonl")),
+            Some(PathBuf::from("valid-labels.lst"))
+        );
+        assert_eq!(piqa_labels_path(Path::new("valid.txt")), None);
+    }
+
+    #[test]
+    fn params_from_json_with_defaults() {
+        let p: EvalParams = serde_json::from_value(json!({
+            "tasks": [{"name": "gsm8k", "limit": 10}],
+            "batch_size": 4
+        }))
+        .expect("valid");
+        assert_eq!(p.tasks[0].shots, None);
+        assert_eq!(p.max_gen_tokens, 256);
+        assert!(serde_json::from_value::<EvalParams>(json!({"bogus": 1})).is_err());
+        let bad = EvalParams {
+            tasks: vec![TaskSpec::new("arc_easy"), TaskSpec::new("arc_easy")],
+            data_dir: Some(PathBuf::from(".")),
+            ..EvalParams::default()
+        };
+        assert!(resolve_tasks(&bad).is_err());
+        let remote = EvalParams {
+            tasks: vec![TaskSpec {
+                uri: Some("s3://bucket/x.jsonl".into()),
+                ..TaskSpec::new("arc_easy")
+            }],
+            data_dir: Some(PathBuf::from(".")),
+            ..EvalParams::default()
+        };
+        let err = resolve_tasks(&remote).err().expect("remote uri refused");
+        assert!(err.to_string().contains("local files"), "{err}");
+    }
+}

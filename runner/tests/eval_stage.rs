@@ -1,0 +1,192 @@
+//! The eval stage end to end on small slices of every task kind (multiple choice, few-shot
+//! MMLU, TruthfulQA mc2, GSM8K generation, perplexity): eval.json in lm-eval's shape,
+//! items.jsonl, recovery against a base eval, and clear errors for bad input.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use pruneforge::stages::eval::{run, run_with_model, EvalParams, TaskSpec, EVAL_JSON, ITEMS_JSONL};
+use serde_json::Value;
+
+fn params() -> EvalParams {
+    let tasks = [
+        "arc_easy:0:6",
+        "winogrande:0:4",
+        "mmlu:1:4",
+        "truthfulqa_mc2:0:3",
+        "gsm8k:1:2",
+        "perplexity:0:2",
+    ]
+    .iter()
+    .map(|s| s.parse::<TaskSpec>().expect("spec"))
+    .collect();
+    EvalParams {
+        tasks,
+        batch_size: 4,
+        max_gen_tokens: 32,
+        data_dir: Some(shared_dir().join("data")),
+        ..EvalParams::default()
+    }
+}
+
+fn read(path: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+}
+
+#[test]
+fn eval_stage_writes_lm_eval_results_and_recovery() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = embedded_model();
+    let p = params();
+    let base_dir = tmp.path().join("base");
+    let base = run_with_model(&m.model, &m.tokenizer, "base", None, &p, &base_dir).expect("base");
+    let doc = read(base_dir.join(EVAL_JSON));
+    let results = &doc["results"];
+    for key in [
+        "acc,none",
+        "acc_stderr,none",
+        "acc_norm,none",
+        "acc_norm_bytes,none",
+    ] {
+        assert!(results["arc_easy"][key].is_number(), "arc_easy {key}");
+    }
+    assert!(results["mmlu"]["acc_macro,none"].is_number());
+    assert_eq!(
+        doc["group_subtasks"]["mmlu"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert!(results["mmlu_abstract_algebra"]["acc,none"].is_number());
+    let mc2 = results["truthfulqa_mc2"]["mc2,none"].as_f64().expect("mc2");
+    assert!((0.0..=1.0).contains(&mc2));
+    assert_eq!(results["truthfulqa_mc2"]["acc,none"].as_f64(), Some(mc2));
+    for f in ["strict-match", "flexible-extract"] {
+        assert!(results["gsm8k"][format!("exact_match,{f}").as_str()].is_number());
+    }
+    let ppl = results["perplexity"]["perplexity,none"]
+        .as_f64()
+        .expect("ppl");
+    assert!(ppl > 1.0 && ppl < 100.0, "perplexity {ppl}");
+    assert_eq!(results["perplexity"]["tokens,none"].as_f64(), Some(510.0));
+    assert_eq!(doc["n-samples"]["arc_easy"]["effective"], 6);
+    assert_eq!(doc["n-samples"]["arc_easy"]["original"], 200);
+    assert_eq!(doc["n-shot"]["mmlu"], 1);
+    assert_eq!(doc["configs"]["gsm8k"]["num_fewshot"], 1);
+    assert_eq!(doc["configs"]["perplexity"]["limit"], 2);
+    assert_eq!(base.tasks.len(), 6);
+    assert_eq!(base.tasks[2].metric, "acc_macro");
+    assert_eq!(base.tasks[3].metric, "mc2");
+    assert_eq!(base.tasks[4].metric, "exact_match,flexible-extract");
+    let acc_tasks: Vec<f64> = base.tasks[..5].iter().map(|t| t.value).collect();
+    let want_avg = acc_tasks.iter().sum::<f64>() / 5.0;
+    assert!((base.average.expect("average") - want_avg).abs() < 1e-12);
+    assert!(base.forward_tokens_per_s.expect("speed") > 0.0);
+    assert!(base.generated_tokens_per_s.expect("speed") > 0.0);
+
+    let items = std::fs::read_to_string(base_dir.join(ITEMS_JSONL)).expect("items");
+    let lines: Vec<Value> = items
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 6 + 4 + 4 + 3 + 2 + 2);
+    let gen = lines
+        .iter()
+        .find(|l| l["task"] == "gsm8k")
+        .expect("gsm8k item");
+    assert!(gen["generation"].is_string() && gen["filtered"]["flexible-extract"].is_string());
+    let arc = &lines[0];
+    assert_eq!(arc["lls"].as_array().map(Vec::len), Some(4));
+    assert!(arc["pred"]["acc_norm_bytes"].is_number());
+
+    // The pruned model against the base: recovery per task and of the average.
+    let mut pruned = embedded_model();
+    pruned.model.remove_layers(13, 6).expect("prune");
+    let out = tmp.path().join("pruned");
+    let base_eval = base_dir.join(EVAL_JSON);
+    let s = run_with_model(
+        &pruned.model,
+        &pruned.tokenizer,
+        "pruned",
+        Some(&base_eval),
+        &p,
+        &out,
+    )
+    .expect("pruned eval");
+    let doc = read(out.join(EVAL_JSON));
+    let rec = &doc["recovery"];
+    assert_eq!(rec["tasks"].as_array().map(Vec::len), Some(6));
+    for (t, (own, b)) in s.recovery.iter().zip(s.tasks.iter().zip(&base.tasks)) {
+        assert_eq!((t.value, t.base), (own.value, b.value));
+        match t.percent {
+            Some(pct) if own.higher_is_better => {
+                assert!((pct - own.value / b.value * 100.0).abs() < 1e-9)
+            }
+            Some(pct) => assert!((pct - b.value / own.value * 100.0).abs() < 1e-9),
+            None => assert_eq!(b.value, 0.0),
+        }
+    }
+    let ppl_rec = s
+        .recovery
+        .iter()
+        .find(|t| t.task == "perplexity")
+        .expect("ppl");
+    assert!(
+        ppl_rec.percent.expect("defined") < 100.0,
+        "the pruned model is worse"
+    );
+    let want = s.average.expect("avg") / base.average.expect("avg") * 100.0;
+    assert!((s.recovery_percent.expect("recovery") - want).abs() < 1e-9);
+
+    // A base run with other settings is refused.
+    let mut other = p.clone();
+    other.tasks[0].limit = Some(5);
+    let err = run_with_model(
+        &pruned.model,
+        &pruned.tokenizer,
+        "pruned",
+        Some(&base_eval),
+        &other,
+        &tmp.path().join("other"),
+    )
+    .expect_err("settings differ");
+    assert!(err.to_string().contains("arc_easy limit"), "{err}");
+}
+
+#[test]
+fn bad_input_fails_before_loading_the_model() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let model = tmp.path().join("no-model");
+    let mut p = params();
+    p.tasks = vec![TaskSpec::new("arc_hard")];
+    let err = run(&model, None, &p, tmp.path()).expect_err("unknown task");
+    assert!(err.to_string().contains("arc_easy"), "{err}");
+    p.tasks = vec!["perplexity:3".parse().expect("spec")];
+    let err = run(&model, None, &p, tmp.path()).expect_err("shots");
+    assert!(err.to_string().contains("shots must be 0"), "{err}");
+    p.tasks = vec![TaskSpec {
+        uri: Some(tmp.path().join("missing.jsonl").display().to_string()),
+        ..TaskSpec::new("arc_easy")
+    }];
+    let err = run(&model, None, &p, tmp.path()).expect_err("missing file");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    p.tasks = vec![TaskSpec::new("arc_easy")];
+    let err = run(&model, Some(&tmp.path().join("nope.json")), &p, tmp.path())
+        .expect_err("missing base eval");
+    assert!(err.to_string().contains("nope.json"), "{err}");
+    assert!(
+        !tmp.path().join(EVAL_JSON).exists(),
+        "nothing written on error"
+    );
+}
+
+#[test]
+fn offset_past_the_end_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = embedded_model();
+    let mut p = params();
+    p.tasks = vec!["arc_easy:0:5:999".parse().expect("spec")];
+    let err = run_with_model(&m.model, &m.tokenizer, "m", None, &p, tmp.path())
+        .expect_err("offset too large");
+    assert!(err.to_string().contains("leaves no documents"), "{err}");
+}
