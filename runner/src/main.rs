@@ -1,3 +1,39 @@
+//! `pruneforge`: the runner command line.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pruneforge",
+    version,
+    about = "Depth-prune a Llama-family LLM and win its quality back"
+)]
+struct Cli {
+    /// Log format: text in a terminal, JSON lines otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = cli::logging::LogFormat::Auto)]
+    log_format: cli::logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert a GGUF file into an HF model directory.
+    Import(cli::import::ImportArgs),
+    /// Generate text with a model.
+    Generate(cli::generate::GenerateArgs),
+    /// Throughput benchmarks (forward, generate).
+    Bench(cli::bench::BenchArgs),
+}
+
 fn main() -> anyhow::Result<()> {
-    Ok(())
+    let cli = Cli::parse();
+    cli::logging::init(cli.log_format);
+    match cli.command {
+        Command::Import(a) => cli::import::run(a),
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+    }
 }

@@ -153,6 +153,7 @@ pub fn generate(
 
     loop {
         // Refill free rows with new prompts (prefill one prompt at a time).
+        #[allow(clippy::needless_range_loop)]
         for slot in 0..rows {
             while slots[slot].is_none() {
                 let Some(index) = pending.pop_front() else {

@@ -1,0 +1,6 @@
+//! The `pruneforge` command line: one file per subcommand.
+
+pub mod bench;
+pub mod generate;
+pub mod import;
+pub mod logging;
