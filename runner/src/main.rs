@@ -24,6 +24,8 @@ enum Command {
     Import(cli::import::ImportArgs),
     /// Generate text with a model.
     Generate(cli::generate::GenerateArgs),
+    /// Self-data distillation: the original model rewrites an SFT set.
+    Distill(cli::distill::DistillArgs),
     /// Throughput benchmarks (forward, generate).
     Bench(cli::bench::BenchArgs),
 }
@@ -35,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Import(a) => cli::import::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::Distill(a) => cli::distill::run(a),
     }
 }

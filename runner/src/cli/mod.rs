@@ -1,6 +1,7 @@
 //! The `pruneforge` command line: one file per subcommand.
 
 pub mod bench;
+pub mod distill;
 pub mod generate;
 pub mod import;
 pub mod logging;

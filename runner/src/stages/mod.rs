@@ -4,6 +4,7 @@
 //! orchestration (`pruneforge stage`, `pruneforge run`) maps the stage contract of
 //! `pruneforge-api` onto these functions and moves artifacts to and from storage.
 
+pub mod distill;
 pub mod error;
 
 pub use error::{Result, StageError};
