@@ -15,8 +15,8 @@ pub mod journal;
 pub mod shard;
 pub mod template;
 
-use crate::data::sft::{FieldMap, SftDataset, SftRecord, SftSchema};
-use crate::data::{DataRoot, Selection};
+use crate::data::sft::{SftDataset, SftRecord, SftSchema};
+use crate::data::DataRoot;
 use crate::generate::{generate_with_streams, FinishReason, GenerateParams, SamplingParams};
 use crate::model::open_model;
 use crate::stages::{Result, StageError};
@@ -26,7 +26,7 @@ use crate::util::progress::Progress;
 use check::{check, Decision, FallbackReason};
 use journal::{Entry, Journal};
 pub use pruneforge_api::params::DistillParams;
-use pruneforge_api::spec::{DataKind, DatasetFormat};
+use pruneforge_api::spec::DataKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,30 +52,7 @@ pub struct DistillSummary {
 
 /// The SFT records a distill dataset reference points at (offset/limit applied).
 pub fn load_input(params: &DistillParams, root: Option<&DataRoot>) -> Result<SftDataset> {
-    let d = &params.dataset;
-    let path = crate::data::resolve_dataset(&d.uri, root)?;
-    let schema = match d.format {
-        DatasetFormat::Gsm8k => SftSchema::Gsm8k,
-        DatasetFormat::Alpaca => match SftSchema::detect(&path)? {
-            SftSchema::Alpaca => SftSchema::Alpaca,
-            _ => SftSchema::Jsonl(FieldMap::alpaca()),
-        },
-        DatasetFormat::Jsonl => {
-            let f = d.fields.clone().unwrap_or_default();
-            SftSchema::Jsonl(FieldMap {
-                instruction: f.instruction,
-                input: f.input,
-                output: f.output,
-                id: None,
-                gold: None,
-            })
-        }
-    };
-    let ds = SftDataset::load(&path, schema)?;
-    Ok(ds.select(Selection {
-        offset: d.offset as usize,
-        limit: d.limit.map(|l| l as usize),
-    }))
+    super::inputs::load_sft(&params.dataset.dataset_ref(), root)
 }
 
 fn data_file_name(schema: &SftSchema) -> &'static str {

@@ -6,5 +6,7 @@
 
 pub mod distill;
 pub mod error;
+pub mod inputs;
+pub mod speculate;
 
 pub use error::{Result, StageError};
