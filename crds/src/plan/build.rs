@@ -188,12 +188,8 @@ pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
         })
     };
     let drift = spec.evaluation.drift.enabled;
-    builder.add(
-        StageId::eval(variant::BASE),
-        eval_params(false),
-        &[("model", &import)],
-        1,
-    );
+    let base_eval = StageId::eval(variant::BASE);
+    builder.add(base_eval.clone(), eval_params(false), &[("model", &import)], 1);
     for &n in &block_sizes {
         let mut models: Vec<(String, &StageId)> = Vec::new();
         if spec.recovery.methods.contains(&RecoveryMethod::None) {
@@ -206,7 +202,8 @@ pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
             models.push((variant::merged(n), id));
         }
         for (name, model) in models {
-            let mut inputs = vec![("model", model)];
+            // The base model's results give each variant its recovery %.
+            let mut inputs = vec![("model", model), ("base-eval", &base_eval)];
             if drift {
                 inputs.push(("base", &import));
             }
