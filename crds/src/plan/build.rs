@@ -189,7 +189,12 @@ pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
     };
     let drift = spec.evaluation.drift.enabled;
     let base_eval = StageId::eval(variant::BASE);
-    builder.add(base_eval.clone(), eval_params(false), &[("model", &import)], 1);
+    builder.add(
+        base_eval.clone(),
+        eval_params(false),
+        &[("model", &import)],
+        1,
+    );
     for &n in &block_sizes {
         let mut models: Vec<(String, &StageId)> = Vec::new();
         if spec.recovery.methods.contains(&RecoveryMethod::None) {

@@ -5,6 +5,7 @@
 //! `pruneforge-api` onto these functions and moves artifacts to and from storage.
 
 pub mod distill;
+pub mod drift;
 pub mod error;
 pub mod inputs;
 pub mod speculate;
