@@ -20,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a whole PruneDistillJob on this machine (artifacts cached by content key).
+    Run(cli::run::RunArgs),
+    /// Run one stage from a stage request (what a runner pod does).
+    Stage(cli::stage::StageArgs),
+    /// Write the HTML/Markdown report of a local run directory.
+    Report(cli::report::ReportArgs),
     /// Convert a GGUF file into an HF model directory.
     Import(cli::import::ImportArgs),
     /// Generate text with a model.
@@ -34,6 +40,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
     match cli.command {
+        Command::Run(a) => cli::run::run(a),
+        Command::Stage(a) => cli::stage::run(a),
+        Command::Report(a) => cli::report::run(a),
         Command::Import(a) => cli::import::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Bench(a) => cli::bench::run(a),

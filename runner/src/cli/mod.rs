@@ -5,3 +5,6 @@ pub mod distill;
 pub mod generate;
 pub mod import;
 pub mod logging;
+pub mod report;
+pub mod run;
+pub mod stage;

@@ -67,9 +67,15 @@ fn cache_dir_for(cache: &Path, uri: &str) -> PathBuf {
 pub fn materialize(uri: &str, cache: &Path) -> Result<PathBuf, ArtifactError> {
     let s = open(uri)?;
     let committed = s.is_committed("").map_err(st(uri))?;
-    let shards = if committed { vec![] } else { committed_shards(uri)? };
+    let shards = if committed {
+        vec![]
+    } else {
+        committed_shards(uri)?
+    };
     if !committed && shards.is_empty() {
-        return Err(ArtifactError::NotCommitted { uri: uri.to_string() });
+        return Err(ArtifactError::NotCommitted {
+            uri: uri.to_string(),
+        });
     }
     if let Some(root) = s.storage().local_root() {
         return Ok(root.to_path_buf());
@@ -80,7 +86,8 @@ pub fn materialize(uri: &str, cache: &Path) -> Result<PathBuf, ArtifactError> {
     } else {
         for i in shards {
             let prefix = format!("shards/{i:05}");
-            s.download_dir(&prefix, &local.join(&prefix)).map_err(st(uri))?;
+            s.download_dir(&prefix, &local.join(&prefix))
+                .map_err(st(uri))?;
         }
     }
     Ok(local)

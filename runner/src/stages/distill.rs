@@ -231,6 +231,7 @@ pub fn run_shard(
         generated_tokens,
         wall,
         resumed,
+        count,
     )
 }
 
@@ -244,6 +245,7 @@ fn write_shard_outputs(
     generated_tokens: usize,
     wall_s: f64,
     resumed: usize,
+    count: usize,
 ) -> Result<DistillSummary> {
     let mut records = Vec::with_capacity(range.len());
     let mut log = String::new();
@@ -254,7 +256,7 @@ fn write_shard_outputs(
         wall_s,
         tokens_per_s: generated_tokens as f64 / wall_s.max(1e-9),
         resumed_items: resumed,
-        shards: 1,
+        shards: count,
         ..Default::default()
     };
     for i in range {
@@ -300,6 +302,34 @@ fn write_shard_outputs(
 
 /// Combines shards `0..count` in order into the top-level data file, records and stats.
 pub fn gather(out_dir: &Path, count: usize) -> Result<DistillSummary> {
+    gather_into(out_dir, count, out_dir)
+}
+
+/// The shard count recorded by the shards of a distill output.
+pub fn shard_count(dir: &Path) -> Result<usize> {
+    let p = shard_dir(dir, 0).join("distill.json");
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| StageError::Input(format!("{}: {e}", p.display())))?;
+    let s: DistillSummary = serde_json::from_str(&text)
+        .map_err(|e| StageError::Input(format!("{}: {e}", p.display())))?;
+    Ok(s.shards.max(1))
+}
+
+/// The distilled data file of a distill output: the gathered file if there is one, else the
+/// shards are gathered into `scratch` first (a sharded artifact straight from the cluster).
+pub fn distilled_data(dir: &Path, scratch: &Path) -> Result<PathBuf> {
+    if let Ok(p) = find_data_file(dir) {
+        return Ok(p);
+    }
+    let count = shard_count(dir)?;
+    gather_into(dir, count, scratch)?;
+    find_data_file(scratch)
+}
+
+/// Reads shards `0..count` of `src` and writes the gathered outputs into `dest`.
+pub fn gather_into(src: &Path, count: usize, dest: &Path) -> Result<DistillSummary> {
+    let out_dir = dest;
+    std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
     let mut total = DistillSummary {
         shards: count,
         ..Default::default()
@@ -308,7 +338,7 @@ pub fn gather(out_dir: &Path, count: usize) -> Result<DistillSummary> {
     let mut records = Vec::new();
     let mut log = String::new();
     for k in 0..count {
-        let dir = shard_dir(out_dir, k);
+        let dir = shard_dir(src, k);
         let stats_path = dir.join("distill.json");
         let text = std::fs::read_to_string(&stats_path).map_err(|e| {
             StageError::Input(format!(

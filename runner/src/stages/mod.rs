@@ -7,6 +7,7 @@
 pub mod distill;
 pub mod drift;
 pub mod error;
+pub mod import;
 pub mod inputs;
 pub mod speculate;
 
