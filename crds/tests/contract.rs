@@ -177,7 +177,8 @@ fn summaries() -> Vec<StageSummary> {
                 items: Some(50),
             }],
             average: Some(0.5),
-            drift_token_agreement: None,
+            recovery: None,
+            drift_cosine: None,
         }),
         StageSummary::Speculate(SpeculateSummary {
             acceptance_rate: 0.6,
@@ -264,7 +265,8 @@ fn termination_message_fits_4096_bytes() {
         StageSummary::Eval(EvalSummary {
             tasks,
             average: Some(0.27),
-            drift_token_agreement: Some(0.8),
+            recovery: Some(91.2),
+            drift_cosine: Some(0.8),
         }),
         artifacts,
         3600.0,

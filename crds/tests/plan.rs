@@ -150,8 +150,14 @@ fn stage_ids_and_inputs() {
         ])
     );
     assert_eq!(inputs("eval-base"), m(&[("model", "import")]));
-    assert_eq!(inputs("eval-n6"), m(&[("model", "prune-n6")]));
-    assert_eq!(inputs("eval-n6-merged"), m(&[("model", "merge-n6")]));
+    assert_eq!(
+        inputs("eval-n6"),
+        m(&[("model", "prune-n6"), ("base-eval", "eval-base")])
+    );
+    assert_eq!(
+        inputs("eval-n6-merged"),
+        m(&[("model", "merge-n6"), ("base-eval", "eval-base")])
+    );
     assert_eq!(
         inputs("speculate-n6"),
         m(&[("target", "import"), ("draft", "prune-n6")])

@@ -3,8 +3,10 @@
 pub mod data;
 pub mod embedded;
 pub mod eval;
+pub mod exec;
 pub mod generate;
 pub mod model;
+pub mod report;
 pub mod stages;
 pub mod storage;
 pub mod tokenizer;

@@ -1,18 +1,54 @@
+//! `pruneforge`: the runner command line.
+
 mod cli;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// pruneforge runner: depth pruning, distillation, recovery, merge, eval, speculative decoding.
-#[derive(Debug, Parser)]
-#[command(name = "pruneforge", version)]
+#[derive(Parser, Debug)]
+#[command(
+    name = "pruneforge",
+    version,
+    about = "Depth-prune a Llama-family LLM and win its quality back"
+)]
+struct Cli {
+    /// Log format: text in a terminal, JSON lines otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = cli::logging::LogFormat::Auto)]
+    log_format: cli::logging::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
-    /// Benchmark a model (lm-eval semantics): eval.json and items.jsonl.
+    /// Run a whole PruneDistillJob on this machine (artifacts cached by content key).
+    Run(cli::run::RunArgs),
+    /// Run one stage from a stage request (what a runner pod does).
+    Stage(cli::stage::StageArgs),
+    /// Write the HTML/Markdown report of a local run directory.
+    Report(cli::report::ReportArgs),
+    /// Convert a GGUF file into an HF model directory.
+    Import(cli::import::ImportArgs),
+    /// Generate text with a model.
+    Generate(cli::generate::GenerateArgs),
+    /// Self-data distillation: the original model rewrites an SFT set.
+    Distill(cli::distill::DistillArgs),
+    /// Throughput benchmarks (forward, generate).
+    Bench(cli::bench::BenchArgs),
+    /// Benchmark a model (lm-eval semantics): eval.json and items.jsonl, recovery vs a base.
     Eval(cli::eval::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::init_tracing();
-    match Command::parse() {
-        Command::Eval(args) => cli::eval::run(args),
+    let cli = Cli::parse();
+    cli::logging::init(cli.log_format);
+    match cli.command {
+        Command::Run(a) => cli::run::run(a),
+        Command::Stage(a) => cli::stage::run(a),
+        Command::Report(a) => cli::report::run(a),
+        Command::Import(a) => cli::import::run(a),
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Distill(a) => cli::distill::run(a),
+        Command::Eval(a) => cli::eval::run(a),
     }
 }

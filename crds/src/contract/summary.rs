@@ -176,9 +176,13 @@ pub struct EvalSummary {
     /// Mean over the accuracy tasks (perplexity excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average: Option<f64>,
-    /// Mean token agreement with the base model's greedy outputs (drift enabled).
+    /// Recovery of the average against the base model's eval of the same config, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift_token_agreement: Option<f64>,
+    pub recovery: Option<f64>,
+    /// Mean cosine similarity of the variant's and the base model's response embeddings
+    /// (drift enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_cosine: Option<f64>,
 }
 
 /// `speculate`: draft quality and speed.

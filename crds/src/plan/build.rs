@@ -188,8 +188,9 @@ pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
         })
     };
     let drift = spec.evaluation.drift.enabled;
+    let base_eval = StageId::eval(variant::BASE);
     builder.add(
-        StageId::eval(variant::BASE),
+        base_eval.clone(),
         eval_params(false),
         &[("model", &import)],
         1,
@@ -206,7 +207,8 @@ pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
             models.push((variant::merged(n), id));
         }
         for (name, model) in models {
-            let mut inputs = vec![("model", model)];
+            // The base model's results give each variant its recovery %.
+            let mut inputs = vec![("model", model), ("base-eval", &base_eval)];
             if drift {
                 inputs.push(("base", &import));
             }

@@ -71,44 +71,35 @@ impl DistillDataset {
     }
 }
 
-/// Prompt the unpruned model sees when it rewrites an answer.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
+/// Prompt the unpruned model sees when it rewrites an answer. Every field is optional and
+/// overrides the default of the data set's kind: the two templates of the SDFT paper
+/// (Yang et al. 2024, arXiv 2402.13669). `general`: system "Below are an instruction that
+/// describes a task along with a reference answer. Using the reference answer as a guide, write
+/// your own response.", user "### Instruction:\n{instruction}\n\n### Reference Answer:\n{response}\n\n### Response:\n".
+/// `math`: system "You are an expert in math. Below are a math question and its reference
+/// answer. Refer to the reference answer and write a response that appropriately answers the
+/// question.", user "{instruction}\n\n{response}", and the answer starts with "Great! Let's
+/// think step by step.".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.user.contains('{instruction}') && self.user.contains('{response}')").message("spec.distillation.template.user must contain the placeholders {instruction} and {response}").field_path(".user")
+    validation = Rule::new("!has(self.user) || (self.user.contains('{instruction}') && self.user.contains('{response}'))").message("spec.distillation.template.user must contain the placeholders {instruction} and {response}").field_path(".user")
 )]
 pub struct PromptTemplate {
-    /// System message of the chat prompt; empty means none.
-    #[serde(default = "default_system")]
+    /// System message of the chat prompt (empty string: none). Default: by data set kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
-    pub system: String,
+    pub system: Option<String>,
     /// User message; `{instruction}` is replaced by the instruction (plus input) and `{response}`
-    /// by the reference answer.
-    #[serde(default = "default_user")]
+    /// by the reference answer. Default: by data set kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 8192))]
-    pub user: String,
-    /// Text the assistant turn starts with; it is not part of the rewritten answer.
-    #[serde(default)]
+    pub user: Option<String>,
+    /// Text the assistant turn starts with; it is not part of the rewritten answer. Default:
+    /// "Great! Let's think step by step." for math, none for general.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
-    pub response_prefix: String,
-}
-
-fn default_system() -> String {
-    "You are a helpful assistant.".into()
-}
-
-fn default_user() -> String {
-    "{instruction}\n\nHere is a reference answer:\n{response}\n\nRewrite the reference answer in your own words. Keep every fact and the final result unchanged.".into()
-}
-
-impl Default for PromptTemplate {
-    fn default() -> Self {
-        PromptTemplate {
-            system: default_system(),
-            user: default_user(),
-            response_prefix: String::new(),
-        }
-    }
+    pub response_prefix: Option<String>,
 }
 
 /// Which rewrites are kept; a rejected rewrite falls back to the original answer.

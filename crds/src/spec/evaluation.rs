@@ -108,8 +108,10 @@ impl EvalTask {
     }
 }
 
-/// Output drift: how far each variant's greedy generations move away from the unpruned model's
-/// (token agreement and ROUGE-L against the base model's outputs).
+/// Output drift (the forgetting measure of the Cerebras paper): for the same prompts, the
+/// base model's and the variant's greedy responses are embedded (mean-pooled final hidden
+/// state of the base model) and compared by cosine similarity; the mean is reported (higher =
+/// closer to the base).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftSpec {

@@ -119,8 +119,29 @@ pub fn generate(
     tokenizer: &Tokenizer,
     prompts: &[Vec<u32>],
     params: &GenerateParams,
+    on_complete: impl FnMut(Completion) -> Result<()>,
+) -> Result<GenerationStats> {
+    let streams: Vec<u64> = (0..prompts.len() as u64).collect();
+    generate_with_streams(model, tokenizer, prompts, &streams, params, on_complete)
+}
+
+/// Like [`generate`], with the random stream of each prompt given explicitly (e.g. its index
+/// in the whole data set), so sampled outputs do not depend on batching, sharding or resuming.
+pub fn generate_with_streams(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompts: &[Vec<u32>],
+    streams: &[u64],
+    params: &GenerateParams,
     mut on_complete: impl FnMut(Completion) -> Result<()>,
 ) -> Result<GenerationStats> {
+    if streams.len() != prompts.len() {
+        return Err(ModelError::Input(format!(
+            "{} streams for {} prompts",
+            streams.len(),
+            prompts.len()
+        )));
+    }
     params.sampling.validate().map_err(ModelError::Input)?;
     if params.batch_size == 0 {
         return Err(ModelError::Input("batch_size must be ≥ 1".into()));
@@ -153,6 +174,7 @@ pub fn generate(
 
     loop {
         // Refill free rows with new prompts (prefill one prompt at a time).
+        #[allow(clippy::needless_range_loop)]
         for slot in 0..rows {
             while slots[slot].is_none() {
                 let Some(index) = pending.pop_front() else {
@@ -170,7 +192,7 @@ pub fn generate(
                     prompt_len: prompt.len(),
                     limit: params.max_new_tokens.min(ctx - prompt.len()),
                     tokens: Vec::new(),
-                    rng: SplitMix64::for_item(params.sampling.seed, index as u64),
+                    rng: SplitMix64::for_item(params.sampling.seed, streams[index]),
                 };
                 if a.limit == 0 {
                     on_complete(Completion {

@@ -6,7 +6,9 @@ pub mod rng;
 pub mod sampler;
 pub mod stop;
 
-pub use engine::{generate, generate_all, Completion, GenerateParams, GenerationStats};
+pub use engine::{
+    generate, generate_all, generate_with_streams, Completion, GenerateParams, GenerationStats,
+};
 pub use rng::SplitMix64;
 pub use sampler::SamplingParams;
 pub use stop::FinishReason;

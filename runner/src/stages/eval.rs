@@ -187,6 +187,28 @@ pub struct EvalSummary {
     pub generated_tokens_per_s: Option<f64>,
 }
 
+impl EvalSummary {
+    /// The contract's compact summary (drift is measured by another stage).
+    pub fn to_contract(&self) -> pruneforge_api::contract::EvalSummary {
+        pruneforge_api::contract::EvalSummary {
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| pruneforge_api::contract::TaskScore {
+                    task: t.task.clone(),
+                    metric: t.metric.clone(),
+                    value: t.value,
+                    stderr: t.stderr,
+                    items: Some(t.items),
+                })
+                .collect(),
+            average: self.average,
+            recovery: self.recovery_percent,
+            drift_cosine: None,
+        }
+    }
+}
+
 /// A task with its files resolved.
 struct ResolvedTask {
     name: TaskName,

@@ -4,7 +4,12 @@
 //! orchestration (`pruneforge stage`, `pruneforge run`) maps the stage contract of
 //! `pruneforge-api` onto these functions and moves artifacts to and from storage.
 
+pub mod distill;
+pub mod drift;
 pub mod error;
 pub mod eval;
+pub mod import;
+pub mod inputs;
+pub mod speculate;
 
 pub use error::{Result, StageError};

@@ -217,6 +217,17 @@ pub(crate) fn check_segment(segment: &str) -> std::result::Result<(), String> {
 }
 
 fn parse_file_uri(uri: &str) -> Result<StorageUri> {
+    // `file://./out` and `file://../out`: a path relative to the current directory.
+    if let Some(rel) = uri
+        .trim()
+        .strip_prefix("file://")
+        .filter(|r| r.starts_with("./") || r.starts_with("../") || *r == ".")
+    {
+        let cwd = std::env::current_dir().map_err(|e| StorageError::io(".", e))?;
+        return Ok(StorageUri::Local {
+            root: normalize(&cwd.join(rel)),
+        });
+    }
     let url = url::Url::parse(uri.trim()).map_err(|e| {
         malformed(
             uri,
@@ -344,6 +355,13 @@ mod tests {
         assert!(err("s3://b/p?x=1").contains("not allowed"));
         assert!(err("s3:/b/p").contains("write s3://b/p"));
         assert!(err("file://host/p").contains("three slashes"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            StorageUri::parse("file://./out/x").unwrap(),
+            StorageUri::Local {
+                root: normalize(&cwd.join("out/x"))
+            }
+        );
         assert!(err("  ").contains("empty URI"));
     }
 }

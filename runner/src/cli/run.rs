@@ -1,0 +1,82 @@
+//! `pruneforge run JOB.yaml`: the whole job on this machine, artifacts cached by content key.
+
+use pruneforge::exec::local::{load_job, run_job, RunOptions, RunStatus, StageRun};
+use pruneforge::report::describe;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// A PruneDistillJob manifest (the same YAML the cluster takes).
+    pub job: PathBuf,
+    /// Storage root for artifacts, replacing spec.storage.uri (a path or file://, s3://, gs://,
+    /// az:// URI).
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// Working directory for in-progress stages (resume state).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Do not write the HTML/Markdown report at the end.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+fn status(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Cached => "cached",
+        RunStatus::Ran => "ran",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Skipped => "skipped",
+    }
+}
+
+fn line(i: usize, total: usize, r: &StageRun, done: bool) -> String {
+    if !done {
+        return format!("[{:>2}/{total}] {:<28} running…", i + 1, r.id);
+    }
+    let extra = r.message.clone().unwrap_or_else(|| describe(&r.summary));
+    format!(
+        "[{:>2}/{total}] {:<28} {:<7} {:>8.1}s  {extra}",
+        i + 1,
+        r.id,
+        status(r.status),
+        r.seconds
+    )
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let job = load_job(&args.job)?;
+    let opts = RunOptions {
+        storage: args.storage.clone(),
+        work_root: args.work_dir.clone(),
+        data_root: None,
+    };
+    let report = run_job(&job, &opts, |i, total, r, done| {
+        eprintln!("{}", line(i, total, r, done));
+    })?;
+    println!("\n{:<28} {:<8} {:>9}  result", "stage", "status", "seconds");
+    for r in &report.stages {
+        let extra = r.message.clone().unwrap_or_else(|| describe(&r.summary));
+        println!(
+            "{:<28} {:<8} {:>9.1}  {extra}",
+            r.id,
+            status(r.status),
+            r.seconds
+        );
+    }
+    println!(
+        "\n{} stages in {:.1}s; artifacts under {}",
+        report.stages.len(),
+        report.wall_s,
+        report.storage
+    );
+    if !args.no_report {
+        match pruneforge::report::write_for_run(&report) {
+            Ok(paths) => println!("report: {}", paths.join(", ")),
+            Err(e) => eprintln!("warning: report not written: {e}"),
+        }
+    }
+    if report.failed() {
+        anyhow::bail!("some stages failed or were skipped");
+    }
+    Ok(())
+}

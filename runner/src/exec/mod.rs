@@ -1,0 +1,14 @@
+//! Running stages: the stage contract of `pruneforge-api` (a [`StageRequest`] in, a
+//! [`StageResult`] out) mapped onto the stage functions, with artifacts moved to and from
+//! storage. The same code serves `pruneforge stage` (one pod, one stage) and `pruneforge run`
+//! (a whole job on this machine).
+//!
+//! [`StageRequest`]: pruneforge_api::contract::StageRequest
+//! [`StageResult`]: pruneforge_api::contract::StageResult
+
+pub mod artifacts;
+pub mod dispatch;
+pub mod local;
+pub mod request;
+
+pub use request::{execute_request, ExecContext, ExecError};

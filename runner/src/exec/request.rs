@@ -1,0 +1,106 @@
+//! Executing one stage request: materialise inputs, run the stage into a work directory,
+//! record `result.json`, commit the artifact (or the shard's sub-artifact).
+
+use super::artifacts::{self, ArtifactError};
+use super::dispatch::dispatch;
+use crate::data::DataRoot;
+use crate::stages::StageError;
+use pruneforge_api::contract::{StageRequest, StageResult};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("stage {stage}: {source}")]
+    Stage {
+        stage: String,
+        #[source]
+        source: StageError,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a runner keeps its working files.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    /// Per-stage work directories (resume state: distill journals, finetune checkpoints).
+    pub work_root: PathBuf,
+    /// Downloaded inputs (object storage only).
+    pub cache: PathBuf,
+    /// Where `builtin:` data sets live (None: discover).
+    pub data_root: Option<DataRoot>,
+    /// Run every shard of a sharded stage here and gather them (the local runner), instead of
+    /// only the request's shard (a pod of an Indexed Job).
+    pub all_shards: bool,
+}
+
+impl ExecContext {
+    pub fn work_dir(&self, req: &StageRequest) -> PathBuf {
+        let key: String = req.key.chars().take(16).collect();
+        let mut d = self.work_root.join(format!("{}-{key}", req.stage_id));
+        if let Some(s) = req.shard {
+            d = d.join(format!("shard-{:05}", s.index));
+        }
+        d
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+    move |source| ExecError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Runs `req` and commits its artifact. The returned result is also stored as `result.json`
+/// in the artifact. On failure the work directory is kept so a rerun resumes.
+pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageResult, ExecError> {
+    let started = Instant::now();
+    let mut inputs = BTreeMap::new();
+    for (name, input) in &req.inputs {
+        inputs.insert(
+            name.clone(),
+            artifacts::materialize(&input.uri, &ctx.cache)?,
+        );
+    }
+    let work = ctx.work_dir(req);
+    let out = work.join("out");
+    std::fs::create_dir_all(&out).map_err(io(&out))?;
+    tracing::info!(stage = %req.stage_id, kind = %req.params.kind(), key = %req.key, "stage started");
+    let outcome = dispatch(req, &inputs, &work, &out, ctx).map_err(|source| ExecError::Stage {
+        stage: req.stage_id.to_string(),
+        source,
+    })?;
+    let mut artifacts_map = BTreeMap::new();
+    for name in outcome.files {
+        artifacts_map.insert(name.clone(), format!("{}{}", req.output_uri, name));
+    }
+    let result = StageResult::succeeded(
+        req,
+        outcome.summary,
+        artifacts_map,
+        started.elapsed().as_secs_f64(),
+    );
+    // Sharded stages commit their shard directory as a sub-artifact.
+    let (local, sub) = match req.shard {
+        Some(s) if outcome.sharded => {
+            let sub = format!("shards/{:05}", s.index);
+            (out.join(&sub), sub)
+        }
+        _ => (out.clone(), String::new()),
+    };
+    crate::util::fs::write_atomic(&local.join("result.json"), result.to_json().as_bytes())
+        .map_err(io(&local))?;
+    artifacts::commit(&local, &req.output_uri, &sub)?;
+    let _ = std::fs::remove_dir_all(&work);
+    tracing::info!(stage = %req.stage_id, seconds = result.duration_seconds, "stage committed");
+    Ok(result)
+}

@@ -1,0 +1,121 @@
+//! Output drift, the forgetting measure of the Cerebras paper: the base model and a candidate
+//! answer the same prompts (greedy); both responses are embedded with the BASE model
+//! (mean-pooled final hidden state, after the final norm) and compared by cosine similarity.
+//! The mean over prompts is reported; higher = closer to the base model.
+
+use crate::data::DataRoot;
+use crate::generate::{generate_all, GenerateParams};
+use crate::model::{ForwardOptions, HfModel, Llama};
+use crate::stages::{Result, StageError};
+use crate::tokenizer::ChatMessage;
+use candle_core::Tensor;
+use pruneforge_api::spec::DriftSpec;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DriftReport {
+    pub prompts: usize,
+    pub mean_cosine: f64,
+    pub min_cosine: f64,
+    /// One entry per prompt: cosine and the two responses.
+    pub items: Vec<DriftItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DriftItem {
+    pub index: usize,
+    pub cosine: f64,
+    pub base: String,
+    pub candidate: String,
+}
+
+/// Mean-pooled final hidden state of `model` over `ids` (empty → `None`).
+pub fn embed(model: &Llama, ids: &[u32]) -> Result<Option<Vec<f64>>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), model.device())?;
+    let h = model.forward(&t, ForwardOptions::default())?.last_hidden;
+    let normed = model.final_norm(&h, false)?;
+    let mean = normed.mean(1)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Some(mean.into_iter().map(f64::from).collect()))
+}
+
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    (dot / (na * nb)).clamp(-1.0, 1.0)
+}
+
+pub fn measure(
+    base: &HfModel,
+    candidate: &HfModel,
+    spec: &DriftSpec,
+    root: Option<&DataRoot>,
+) -> Result<DriftReport> {
+    let mut prompts_ref = spec.prompts.clone();
+    prompts_ref.limit = Some(spec.limit);
+    let data = super::inputs::load_sft(&prompts_ref, root)?;
+    if data.records.is_empty() {
+        return Err(StageError::Input(
+            "evaluation.drift.prompts selects no records".into(),
+        ));
+    }
+    let prompts = data
+        .records
+        .iter()
+        .map(|r| {
+            base.tokenizer.encode_chat(
+                &[ChatMessage::user(super::distill::instruction_text(r))],
+                true,
+            )
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let params = GenerateParams {
+        max_new_tokens: spec.max_new_tokens as usize,
+        ..Default::default()
+    };
+    let (a, _) = generate_all(&base.model, &base.tokenizer, &prompts, &params)?;
+    let (b, _) = generate_all(&candidate.model, &candidate.tokenizer, &prompts, &params)?;
+    let mut items = Vec::with_capacity(a.len());
+    for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
+        let ea = embed(&base.model, &base.tokenizer.encode(&ra.text, false)?)?;
+        let eb = embed(&base.model, &base.tokenizer.encode(&rb.text, false)?)?;
+        let cos = match (ea, eb) {
+            (Some(x), Some(y)) => cosine(&x, &y),
+            (None, None) => 1.0,
+            _ => 0.0,
+        };
+        items.push(DriftItem {
+            index: i,
+            cosine: cos,
+            base: ra.text.clone(),
+            candidate: rb.text.clone(),
+        });
+    }
+    let n = items.len();
+    let mean_cosine = items.iter().map(|x| x.cosine).sum::<f64>() / n as f64;
+    let min_cosine = items.iter().map(|x| x.cosine).fold(f64::INFINITY, f64::min);
+    Ok(DriftReport {
+        prompts: n,
+        mean_cosine,
+        min_cosine,
+        items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine;
+
+    #[test]
+    fn cosine_basics() {
+        assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-12);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 3.0]).abs() < 1e-12);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+}

@@ -1,0 +1,33 @@
+//! Loading the data sets a stage's parameters point at.
+
+use crate::data::sft::{FieldMap, SftDataset, SftSchema};
+use crate::data::{DataRoot, Selection};
+use crate::stages::Result;
+use pruneforge_api::spec::{DatasetFormat, DatasetRef};
+
+/// The SFT records of `r` (path or builtin:NAME), offset and limit applied.
+pub fn load_sft(r: &DatasetRef, root: Option<&DataRoot>) -> Result<SftDataset> {
+    let path = crate::data::resolve_dataset(&r.uri, root)?;
+    let schema = match r.format {
+        DatasetFormat::Gsm8k => SftSchema::Gsm8k,
+        DatasetFormat::Alpaca => match SftSchema::detect(&path)? {
+            SftSchema::Alpaca => SftSchema::Alpaca,
+            _ => SftSchema::Jsonl(FieldMap::alpaca()),
+        },
+        DatasetFormat::Jsonl => {
+            let f = r.fields.clone().unwrap_or_default();
+            SftSchema::Jsonl(FieldMap {
+                instruction: f.instruction,
+                input: f.input,
+                output: f.output,
+                id: None,
+                gold: None,
+            })
+        }
+    };
+    let ds = SftDataset::load(&path, schema)?;
+    Ok(ds.select(Selection {
+        offset: r.offset as usize,
+        limit: r.limit.map(|l| l as usize),
+    }))
+}

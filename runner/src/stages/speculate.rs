@@ -1,0 +1,145 @@
+//! Stage `speculate`: speculative decoding with the pruned (or merged) model drafting for the
+//! base model. Reports the acceptance rate (accepted ÷ drafted), the mean accepted length per
+//! verification step, and tokens/s with and without speculation on prompts from a data set.
+//! With greedy decoding the output is checked to equal target-only decoding token for token.
+
+pub mod decoder;
+
+use crate::data::DataRoot;
+use crate::generate::{generate_all, GenerateParams, SamplingParams};
+use crate::model::open_model;
+use crate::stages::{Result, StageError};
+use crate::tokenizer::ChatMessage;
+use crate::util::fs::write_json_atomic;
+use crate::util::progress::Progress;
+use decoder::{speculative_generate, SpecConfig};
+pub use pruneforge_api::params::SpeculateParams;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SpeculateSummary {
+    pub prompts: usize,
+    pub draft_tokens: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// accepted ÷ drafted.
+    pub acceptance_rate: f64,
+    /// Accepted draft tokens per verification step.
+    pub mean_accepted_length: f64,
+    /// Tokens produced per target forward pass (accepted + 1 per step).
+    pub tokens_per_target_pass: f64,
+    pub generated_tokens: usize,
+    pub speculative_tok_s: f64,
+    pub baseline_tok_s: f64,
+    /// speculative ÷ baseline tokens/s.
+    pub speedup: f64,
+    /// Greedy runs: prompts whose speculative output equals target-only decoding.
+    pub identical_to_target: Option<usize>,
+}
+
+pub fn run(
+    target_dir: &Path,
+    draft_dir: &Path,
+    params: &SpeculateParams,
+    out_dir: &Path,
+    root: Option<&DataRoot>,
+) -> Result<SpeculateSummary> {
+    let data = super::inputs::load_sft(&params.prompts, root)?;
+    if data.records.is_empty() {
+        return Err(StageError::Input(
+            "speculative.prompts selects no records".into(),
+        ));
+    }
+    let target = open_model(target_dir)?;
+    let draft = open_model(draft_dir)?;
+    if draft.tokenizer.vocab_size() != target.tokenizer.vocab_size() {
+        return Err(StageError::Input(
+            "the draft and target tokenizers differ".into(),
+        ));
+    }
+    let prompts = data
+        .records
+        .iter()
+        .map(|r| {
+            let msg = ChatMessage::user(super::distill::instruction_text(r));
+            target.tokenizer.encode_chat(&[msg], true)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let sampling = SamplingParams {
+        temperature: params.temperature as f32,
+        top_p: 1.0,
+        top_k: 0,
+        seed: params.seed as u64,
+    };
+    let max_new = params.max_new_tokens as usize;
+    // Baseline: the target alone, one prompt at a time (as speculative decoding runs).
+    let base_params = GenerateParams {
+        max_new_tokens: max_new,
+        sampling: sampling.clone(),
+        stop: vec![],
+        stop_on_eos: true,
+        batch_size: 1,
+    };
+    let t0 = Instant::now();
+    let (baseline, base_stats) =
+        generate_all(&target.model, &target.tokenizer, &prompts, &base_params)?;
+    let base_s = t0.elapsed().as_secs_f64();
+    let mut summary = SpeculateSummary {
+        prompts: prompts.len(),
+        draft_tokens: params.draft_tokens as usize,
+        ..Default::default()
+    };
+    let mut identical = 0;
+    let mut log = String::new();
+    let mut progress = Progress::new("speculate", prompts.len() as u64);
+    let t1 = Instant::now();
+    for (i, p) in prompts.iter().enumerate() {
+        let cfg = SpecConfig {
+            k: params.draft_tokens as usize,
+            max_new_tokens: max_new,
+            sampling: &sampling,
+            eos: &target.tokenizer.eos_ids,
+            stream: i as u64,
+        };
+        let out = speculative_generate(&target.model, &draft.model, p, &cfg)?;
+        summary.drafted += out.drafted;
+        summary.accepted += out.accepted;
+        summary.generated_tokens += out.tokens.len();
+        let same = out.tokens == baseline[i].tokens;
+        identical += same as usize;
+        let line = serde_json::json!({"index": i, "steps": out.steps, "drafted": out.drafted,
+            "accepted": out.accepted, "tokens": out.tokens.len(), "identical_to_target": same,
+            "text": target.tokenizer.decode(&out.tokens, true)?});
+        log.push_str(&line.to_string());
+        log.push('\n');
+        summary.mean_accepted_length += out.steps as f64; // steps, normalised below
+        progress.inc(&format!(
+            "accepted {}/{}",
+            summary.accepted, summary.drafted
+        ));
+    }
+    progress.finish();
+    let spec_s = t1.elapsed().as_secs_f64();
+    let steps = summary.mean_accepted_length.max(1.0);
+    summary.acceptance_rate = summary.accepted as f64 / summary.drafted.max(1) as f64;
+    summary.mean_accepted_length = summary.accepted as f64 / steps;
+    summary.tokens_per_target_pass = (summary.accepted as f64 + steps) / steps;
+    summary.speculative_tok_s = summary.generated_tokens as f64 / spec_s.max(1e-9);
+    summary.baseline_tok_s = base_stats.generated_tokens as f64 / base_s.max(1e-9);
+    summary.speedup = summary.speculative_tok_s / summary.baseline_tok_s.max(1e-9);
+    summary.identical_to_target = sampling.is_greedy().then_some(identical);
+    std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
+    crate::util::fs::write_atomic(&out_dir.join("speculate.jsonl"), log.as_bytes())
+        .map_err(|e| StageError::io(out_dir, e))?;
+    write_json_atomic(&out_dir.join("speculate.json"), &summary)
+        .map_err(|e| StageError::io(out_dir, e))?;
+    tracing::info!(
+        acceptance_rate = summary.acceptance_rate,
+        speedup = summary.speedup,
+        mean_accepted_length = summary.mean_accepted_length,
+        "speculative decoding done"
+    );
+    Ok(summary)
+}
