@@ -252,7 +252,7 @@ mod tests {
         for r in reqs {
             assert!(!r.context.is_empty());
             let whole = r.context.len() + r.continuation.len();
-            assert!(whole.min(max_length + 1) - 1 >= r.continuation.len());
+            assert!(whole.min(max_length + 1) > r.continuation.len());
             out.extend_from_slice(&r.continuation);
         }
         out
@@ -272,9 +272,10 @@ mod tests {
         let toks: Vec<u32> = (0..23).collect();
         let reqs = rolling_requests(&toks, 5);
         assert_eq!(covered(&reqs, 5), (1..23).collect::<Vec<u32>>());
-        // First window: inputs 0..5 predict 1..6; then 5 new tokens with 5 inputs each.
+        // First window: inputs 0..5 predict 1..6; then 5 new tokens from 5 inputs each (the
+        // input is the last context token plus the continuation minus its last token).
         assert_eq!(reqs[0].continuation, vec![1, 2, 3, 4, 5]);
-        assert_eq!(reqs[1].context, vec![1, 2, 3, 4, 5]);
+        assert_eq!(reqs[1].context, vec![5]);
         assert_eq!(reqs[1].continuation, vec![6, 7, 8, 9, 10]);
         let last = reqs.last().expect("windows");
         assert_eq!(last.continuation, vec![21, 22]);

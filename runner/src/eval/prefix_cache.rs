@@ -494,7 +494,8 @@ mod tests {
         assert_eq!(used.len(), 5, "every leaf has its own row");
         // Capacity covers padding: 30 + 1 for the other root's children, 20 + 3 for ctx's.
         assert_eq!(plan.capacity, 31);
-        assert_eq!(plan.padded_tokens, 60 + 3 * 2 + 1 * 2 + 1);
+        // Top level 2 × 30; leaves [3, 2] × 3 wide, [1, 1] and [1].
+        assert_eq!(plan.padded_tokens, 60 + 6 + 2 + 1);
     }
 
     #[test]

@@ -169,6 +169,8 @@ type Need = (usize, usize, usize);
 struct Sink {
     logprobs: Vec<Vec<f64>>,
     greedy: Vec<bool>,
+    /// Log-probabilities filled in so far.
+    filled: usize,
 }
 
 /// Scores `requests` (results in request order).
@@ -201,6 +203,7 @@ pub fn score(
             .map(|p| vec![0.0; p.targets.len()])
             .collect(),
         greedy: vec![true; prepared.len()],
+        filled: 0,
     };
     let mut by_seq: Vec<Vec<usize>> = vec![Vec::new(); seqs.len()];
     for (r, p) in prepared.iter().enumerate() {
@@ -239,11 +242,27 @@ pub fn score(
             tokens: opts.max_batch_tokens,
         };
         let plan = Plan::new(&tree, limits);
+        tracing::debug!(
+            sequences = window.len(),
+            nodes = tree.nodes.len(),
+            levels = plan.levels.len(),
+            rows = plan.n_rows,
+            capacity = plan.capacity,
+            tokens = tree.tokens(),
+            "scoring window"
+        );
         local.forward_tokens += tree.tokens();
         local.padded_tokens += plan.padded_tokens;
         run_plan(
             model, &tree, &plan, &views, &needs, &prepared, ragged, &mut sink, &mut local,
         )?;
+    }
+    let expected: usize = prepared.iter().map(|p| p.targets.len()).sum();
+    if sink.filled != expected {
+        return Err(StageError::Input(format!(
+            "internal: {} of {expected} continuation tokens were scored",
+            sink.filled
+        )));
     }
     local.seconds = start.elapsed().as_secs_f64();
     stats.add(&local);
@@ -446,6 +465,7 @@ fn score_positions(
                 })?;
                 sink.logprobs[r][j] = f64::from(logit) - lse;
                 sink.greedy[r] &= argmax == target;
+                sink.filled += 1;
             }
         }
     }

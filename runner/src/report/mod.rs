@@ -130,8 +130,11 @@ fn evals(run: &RunReport) -> BTreeMap<String, BTreeMap<String, (String, f64)>> {
     out
 }
 
+/// Rows of the recovery table: variant name and one value per column.
+pub type RecoveryRows = Vec<(String, Vec<Option<f64>>)>;
+
 /// Recovery (variant ÷ base × 100) per task and for the average of accuracy tasks.
-pub fn recovery_table(run: &RunReport) -> (Vec<String>, Vec<(String, Vec<Option<f64>>)>) {
+pub fn recovery_table(run: &RunReport) -> (Vec<String>, RecoveryRows) {
     let e = evals(run);
     let Some(base) = e.get("base") else {
         return (vec![], vec![]);
