@@ -129,6 +129,10 @@ pub struct ScoreStats {
     pub logit_rows: usize,
     pub forward_calls: usize,
     pub seconds: f64,
+    /// Of which: forward passes through the layers (KV forks included).
+    pub forward_seconds: f64,
+    /// Of which: final norm, LM head and log-softmax at the scored positions.
+    pub logits_seconds: f64,
 }
 
 impl ScoreStats {
@@ -141,11 +145,19 @@ impl ScoreStats {
         self.logit_rows += o.logit_rows;
         self.forward_calls += o.forward_calls;
         self.seconds += o.seconds;
+        self.forward_seconds += o.forward_seconds;
+        self.logits_seconds += o.logits_seconds;
     }
 
     /// Tokens run through the model per second.
     pub fn forward_tokens_per_s(&self) -> f64 {
         self.forward_tokens as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Tokens per second of the forward passes alone (comparable to a plain forward pass
+    /// without the LM head).
+    pub fn forward_pass_tokens_per_s(&self) -> f64 {
+        self.forward_tokens as f64 / self.forward_seconds.max(1e-9)
     }
 
     /// Request input tokens scored per second (the speed-up of sharing shows here).
@@ -367,6 +379,7 @@ fn run_plan(
 ) -> Result<()> {
     let mut cache = ragged.then(|| model.new_cache(plan.n_rows.max(1), plan.capacity.max(1)));
     for level in &plan.levels {
+        let t0 = Instant::now();
         if let Some(cache) = cache.as_mut() {
             for &r in &level.fresh {
                 cache.reset_row(r);
@@ -375,7 +388,9 @@ fn run_plan(
                 cache.fork_row(f.src, f.dst, f.len)?;
             }
         }
+        stats.forward_seconds += t0.elapsed().as_secs_f64();
         for batch in &level.batches {
+            let t0 = Instant::now();
             let b = batch.nodes.len();
             let w = batch.width;
             let mut ids = vec![0u32; b * w];
@@ -401,6 +416,8 @@ fn run_plan(
                 }
             };
             stats.forward_calls += 1;
+            stats.forward_seconds += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
             let mut gather: Vec<u32> = Vec::new();
             let mut wanted: Vec<&[Need]> = Vec::new();
             for (i, &n) in batch.nodes.iter().enumerate() {
@@ -423,6 +440,7 @@ fn run_plan(
             let hidden_size = model.config.hidden_size;
             let flat = hidden.reshape((b * w, hidden_size))?;
             score_positions(model, &flat, &gather, &wanted, prepared, sink, stats)?;
+            stats.logits_seconds += t0.elapsed().as_secs_f64();
         }
     }
     Ok(())

@@ -583,6 +583,7 @@ pub fn run_with_model(
         "loglikelihood": {
             "stats": ll,
             "forward_tokens_per_s": ll.forward_tokens_per_s(),
+            "forward_pass_tokens_per_s": ll.forward_pass_tokens_per_s(),
             "request_tokens_per_s": ll.request_tokens_per_s(),
         },
         "generation": gen,
