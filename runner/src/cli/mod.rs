@@ -1,0 +1,3 @@
+//! The `pruneforge` command line: one file per subcommand.
+
+pub mod merge;
