@@ -32,6 +32,8 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Self-data distillation: the original model rewrites an SFT set.
     Distill(cli::distill::DistillArgs),
+    /// Merge models of the same shape (SLERP or linear, mergekit semantics).
+    Merge(cli::merge::MergeArgs),
     /// Throughput benchmarks (forward, generate).
     Bench(cli::bench::BenchArgs),
 }
@@ -47,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(a) => cli::generate::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Distill(a) => cli::distill::run(a),
+        Command::Merge(a) => cli::merge::run(a),
     }
 }

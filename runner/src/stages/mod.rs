@@ -9,6 +9,7 @@ pub mod drift;
 pub mod error;
 pub mod import;
 pub mod inputs;
+pub mod merge;
 pub mod speculate;
 
 pub use error::{Result, StageError};
