@@ -91,6 +91,40 @@ pub fn dispatch(
                 sharded: false,
             })
         }
+        StageParams::Merge(p) => {
+            // model-0, model-1, … in order; the first is mergekit's t = 0 end.
+            let mut models = Vec::new();
+            for i in 0.. {
+                match inputs.get(&format!("model-{i}")) {
+                    Some(m) => models.push(m.clone()),
+                    None => break,
+                }
+            }
+            let method = match p.method {
+                pruneforge_api::spec::MergeMethod::Slerp => stages::merge::MergeMethod::Slerp,
+                pruneforge_api::spec::MergeMethod::Linear => stages::merge::MergeMethod::Linear,
+            };
+            let t = if p.t_gradient.is_empty() {
+                stages::merge::TValue::Scalar(p.t)
+            } else {
+                stages::merge::TValue::List(p.t_gradient.clone())
+            };
+            let params = stages::merge::MergeParams {
+                method,
+                t,
+                weights: None,
+                normalize: true,
+            };
+            let s = stages::merge::run(&models, None, &params, out)?;
+            Ok(DispatchOutcome {
+                summary: StageSummary::Merge(c::MergeSummary {
+                    tensors: s.tensors as u64,
+                    fallback_count: s.fallback_count as u64,
+                }),
+                files: vec!["config.json".into(), "merge.json".into()],
+                sharded: false,
+            })
+        }
         other => Err(StageError::Input(format!(
             "stage kind `{}` is not wired yet",
             other.kind()
