@@ -5,5 +5,7 @@
 //! `pruneforge-api` onto these functions and moves artifacts to and from storage.
 
 pub mod error;
+pub mod prune;
+pub mod score;
 
 pub use error::{Result, StageError};
