@@ -7,6 +7,7 @@
 
 use candle_core::Device;
 use pruneforge::model::{open_model, ForwardOptions};
+use pruneforge::stages::score::angular::AngularAccumulator;
 use pruneforge::stages::score::{score_pass, TokenRows};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -59,8 +60,7 @@ fn main() -> anyhow::Result<()> {
         )?
         .hidden_states;
     let lengths = vec![rows.width(); t.dim(0)?];
-    let mut acc =
-        pruneforge::stages::score::angular::AngularAccumulator::new(model.num_layers(), &sizes);
+    let mut acc = AngularAccumulator::new(model.num_layers(), &sizes);
     let t0 = Instant::now();
     for _ in 0..3 {
         acc.add_batch(&hidden, &lengths)?;
@@ -106,6 +106,37 @@ fn main() -> anyhow::Result<()> {
     println!(
         "median wall: plain forward {p:.1} tokens/s, score pass {s:.1} tokens/s, score/plain = {:.3}",
         s / p
+    );
+    // Paired per batch: the same batch as a plain forward, then as the score pass does it
+    // (forward with hidden states + angular accumulation), back to back, so that background
+    // load hits both alike. Median of the per-batch ratios.
+    let mut ratios = Vec::new();
+    let mut acc = AngularAccumulator::new(model.num_layers(), &sizes);
+    for _ in 0..repeats {
+        for start in (0..rows.rows()).step_by(batch) {
+            let (t, lengths) = rows.batch(start..(start + batch).min(rows.rows()), &Device::Cpu)?;
+            let t0 = Instant::now();
+            model.forward(&t, ForwardOptions::default())?;
+            let plain_s = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let out = model.forward(
+                &t,
+                ForwardOptions {
+                    hidden_states: true,
+                    train: false,
+                },
+            )?;
+            acc.add_batch(&out.hidden_states, &lengths)?;
+            drop(out);
+            ratios.push(plain_s / t1.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "paired per batch ({} pairs): median score/plain = {:.3} (min {:.3}, max {:.3})",
+        ratios.len(),
+        median(ratios.clone()),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max)
     );
     if !plain_cpu.is_empty() {
         let (p, s) = (median(plain_cpu), median(score_cpu));
