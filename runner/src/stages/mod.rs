@@ -10,6 +10,8 @@ pub mod error;
 pub mod import;
 pub mod inputs;
 pub mod merge;
+pub mod prune;
+pub mod score;
 pub mod speculate;
 
 pub use error::{Result, StageError};
