@@ -20,12 +20,19 @@ pub struct DispatchOutcome {
 /// merge) or its `model/` (prune) or `merged/` (finetune) subdirectory.
 pub fn model_dir_of(artifact: &Path) -> Result<PathBuf> {
     for sub in ["", "model", "merged"] {
-        let d = if sub.is_empty() { artifact.to_path_buf() } else { artifact.join(sub) };
+        let d = if sub.is_empty() {
+            artifact.to_path_buf()
+        } else {
+            artifact.join(sub)
+        };
         if d.join("config.json").exists() {
             return Ok(d);
         }
     }
-    Err(StageError::Input(format!("{}: no model (config.json) in this artifact", artifact.display())))
+    Err(StageError::Input(format!(
+        "{}: no model (config.json) in this artifact",
+        artifact.display()
+    )))
 }
 
 fn model_input(inputs: &BTreeMap<String, PathBuf>, name: &str) -> Result<PathBuf> {
@@ -90,8 +97,8 @@ pub fn dispatch(
         }
         StageParams::Speculate(p) => {
             let s = stages::speculate::run(
-                input(inputs, "target")?,
-                input(inputs, "draft")?,
+                &model_input(inputs, "target")?,
+                &model_input(inputs, "draft")?,
                 p,
                 out,
                 root,
@@ -114,7 +121,12 @@ pub fn dispatch(
             let params = ScoreParams {
                 calibration: CalibrationData::Text {
                     dataset: p.calibration.dataset.uri.clone(),
-                    field: p.calibration.dataset.fields.as_ref().map(|f| f.instruction.clone()),
+                    field: p
+                        .calibration
+                        .dataset
+                        .fields
+                        .as_ref()
+                        .map(|f| f.instruction.clone()),
                     packing: Default::default(),
                 },
                 num_sequences: p.calibration.sequences as usize,
@@ -131,7 +143,8 @@ pub fn dispatch(
                 ..ScoreParams::default()
             };
             let s = stages::score::run(&model, &params, out)?;
-            let layers = crate::model::ModelConfig::from_json_file(&model.join("config.json"))?.num_hidden_layers;
+            let layers = crate::model::ModelConfig::from_json_file(&model.join("config.json"))?
+                .num_hidden_layers;
             Ok(DispatchOutcome {
                 summary: StageSummary::Score(c::ScoreSummary {
                     metric: p.metric,
@@ -158,7 +171,10 @@ pub fn dispatch(
                 Some(d) => Some(d.join("scores.json")),
                 None => None,
             };
-            let params = stages::prune::PruneParams::depth(p.start.map(|s| s as usize), p.block_size as usize);
+            let params = stages::prune::PruneParams::depth(
+                p.start.map(|s| s as usize),
+                p.block_size as usize,
+            );
             let r = stages::prune::run(&model, scores.as_deref(), &params, out)?;
             let start = r.removed_layers.first().copied().unwrap_or(0);
             let end = r.removed_layers.last().copied().unwrap_or(0);
