@@ -32,6 +32,14 @@ enum Command {
     Generate(cli::generate::GenerateArgs),
     /// Self-data distillation: the original model rewrites an SFT set.
     Distill(cli::distill::DistillArgs),
+    /// Score layer importance on calibration text (angular distance, Block Influence).
+    Score(cli::score::ScoreArgs),
+    /// Remove a block of layers and write the pruned model.
+    Prune(cli::prune::PruneArgs),
+    /// Perplexity of a model on token rows or text.
+    Ppl(cli::ppl::PplArgs),
+    /// Merge models of the same shape (SLERP or linear, mergekit semantics).
+    Merge(cli::merge::MergeArgs),
     /// Throughput benchmarks (forward, generate).
     Bench(cli::bench::BenchArgs),
     /// Benchmark a model (lm-eval semantics): eval.json and items.jsonl, recovery vs a base.
@@ -49,6 +57,10 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(a) => cli::generate::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Distill(a) => cli::distill::run(a),
+        Command::Merge(a) => cli::merge::run(a),
+        Command::Score(a) => cli::score::run(a),
+        Command::Prune(a) => cli::prune::run(a),
+        Command::Ppl(a) => cli::ppl::run(a),
         Command::Eval(a) => cli::eval::run(a),
     }
 }

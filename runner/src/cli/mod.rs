@@ -6,6 +6,18 @@ pub mod eval;
 pub mod generate;
 pub mod import;
 pub mod logging;
+pub mod merge;
+pub mod ppl;
+pub mod prune;
 pub mod report;
 pub mod run;
+pub mod score;
 pub mod stage;
+
+/// The model to use: the given path, or the embedded default model (fetched once).
+pub fn model_path(model: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    match model {
+        Some(p) => Ok(p),
+        None => Ok(pruneforge::embedded::ensure_hf_dir()?),
+    }
+}

@@ -30,22 +30,61 @@ fn st(uri: &str) -> impl FnOnce(StorageError) -> ArtifactError + '_ {
     }
 }
 
-pub fn open(uri: &str) -> Result<BlockingStorage, ArtifactError> {
-    BlockingStorage::open(uri).map_err(st(uri))
+/// An artifact: the store it lives in and its prefix there (`<kind>/<key>`, the last two path
+/// segments of the planner's artifact URI).
+pub struct Artifact {
+    pub store: BlockingStorage,
+    pub prefix: String,
 }
 
-/// Whether the artifact (or, for sharded stages, every listed shard) is committed.
+impl Artifact {
+    /// `<prefix>/<rel>` (or the prefix itself).
+    pub fn key(&self, rel: &str) -> String {
+        if rel.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
+    }
+}
+
+/// Splits an artifact URI into its store root and a two-segment prefix.
+pub fn split_uri(uri: &str) -> Result<(String, String), ArtifactError> {
+    let trimmed = uri.trim_end_matches('/');
+    let mut parts = trimmed.rsplitn(3, '/');
+    let (last, second, root) = (parts.next(), parts.next(), parts.next());
+    match (last, second, root) {
+        (Some(a), Some(b), Some(r))
+            if !a.is_empty() && !b.is_empty() && !r.ends_with(':') && !r.ends_with(":/") =>
+        {
+            Ok((r.to_string(), format!("{b}/{a}")))
+        }
+        _ => Err(ArtifactError::Io(format!(
+            "artifact URI {uri} must end in <kind>/<key> below a storage root"
+        ))),
+    }
+}
+
+pub fn open(uri: &str) -> Result<Artifact, ArtifactError> {
+    let (root, prefix) = split_uri(uri)?;
+    let store = BlockingStorage::open(&root).map_err(st(uri))?;
+    Ok(Artifact { store, prefix })
+}
+
+/// Whether the artifact is committed.
 pub fn is_committed(uri: &str) -> Result<bool, ArtifactError> {
-    open(uri)?.is_committed("").map_err(st(uri))
+    let a = open(uri)?;
+    a.store.is_committed(&a.prefix).map_err(st(uri))
 }
 
 /// Indices of committed shards under `<uri>/shards/`.
 pub fn committed_shards(uri: &str) -> Result<Vec<usize>, ArtifactError> {
-    let s = open(uri)?;
+    let a = open(uri)?;
     let mut out = Vec::new();
-    for o in s.list("shards").map_err(st(uri))? {
+    for o in a.store.list(&a.key("shards")).map_err(st(uri))? {
         let key = o.key.to_string();
         let parts: Vec<&str> = key.rsplit('/').take(3).collect();
+        // <prefix>/shards/<index>/_SUCCESS
         if parts.len() == 3 && parts[0] == "_SUCCESS" && parts[2] == "shards" {
             if let Ok(i) = parts[1].parse::<usize>() {
                 out.push(i);
@@ -65,8 +104,8 @@ fn cache_dir_for(cache: &Path, uri: &str) -> PathBuf {
 /// A local directory holding the artifact at `uri`: the artifact itself on local storage,
 /// else a verified download under `cache`. Sharded artifacts are materialised shard by shard.
 pub fn materialize(uri: &str, cache: &Path) -> Result<PathBuf, ArtifactError> {
-    let s = open(uri)?;
-    let committed = s.is_committed("").map_err(st(uri))?;
+    let a = open(uri)?;
+    let committed = a.store.is_committed(&a.prefix).map_err(st(uri))?;
     let shards = if committed {
         vec![]
     } else {
@@ -77,16 +116,17 @@ pub fn materialize(uri: &str, cache: &Path) -> Result<PathBuf, ArtifactError> {
             uri: uri.to_string(),
         });
     }
-    if let Some(root) = s.storage().local_root() {
-        return Ok(root.to_path_buf());
+    if let Some(root) = a.store.storage().local_root() {
+        return Ok(root.join(&a.prefix));
     }
     let local = cache_dir_for(cache, uri);
     if committed {
-        s.download_dir("", &local).map_err(st(uri))?;
+        a.store.download_dir(&a.prefix, &local).map_err(st(uri))?;
     } else {
         for i in shards {
-            let prefix = format!("shards/{i:05}");
-            s.download_dir(&prefix, &local.join(&prefix))
+            let sub = format!("shards/{i:05}");
+            a.store
+                .download_dir(&a.key(&sub), &local.join(&sub))
                 .map_err(st(uri))?;
         }
     }
@@ -95,13 +135,33 @@ pub fn materialize(uri: &str, cache: &Path) -> Result<PathBuf, ArtifactError> {
 
 /// Uploads `local_dir` to `<uri>/<sub>` and commits it.
 pub fn commit(local_dir: &Path, uri: &str, sub: &str) -> Result<(), ArtifactError> {
-    let s = open(uri)?;
-    s.upload_dir(local_dir, sub).map_err(st(uri))?;
+    let a = open(uri)?;
+    a.store
+        .upload_dir(local_dir, &a.key(sub))
+        .map_err(st(uri))?;
     Ok(())
 }
 
 /// Reads a small file of a committed artifact (e.g. `result.json`).
 pub fn read_file(uri: &str, name: &str) -> Result<Vec<u8>, ArtifactError> {
-    let s = open(uri)?;
-    Ok(s.get_bytes(name).map_err(st(uri))?.to_vec())
+    let a = open(uri)?;
+    Ok(a.store.get_bytes(&a.key(name)).map_err(st(uri))?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_uri;
+
+    #[test]
+    fn artifact_uris_split_into_root_and_prefix() {
+        assert_eq!(
+            split_uri("s3://bucket/runs/score/0123abcd/").unwrap(),
+            ("s3://bucket/runs".to_string(), "score/0123abcd".to_string())
+        );
+        assert_eq!(
+            split_uri("file:///tmp/out/import/ab/").unwrap(),
+            ("file:///tmp/out".to_string(), "import/ab".to_string())
+        );
+        assert!(split_uri("s3://bucket/x/").is_err());
+    }
 }

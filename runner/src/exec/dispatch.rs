@@ -16,6 +16,29 @@ pub struct DispatchOutcome {
     pub sharded: bool,
 }
 
+/// The HF model directory inside a model-producing artifact: the artifact root (import,
+/// merge) or its `model/` (prune) or `merged/` (finetune) subdirectory.
+pub fn model_dir_of(artifact: &Path) -> Result<PathBuf> {
+    for sub in ["", "model", "merged"] {
+        let d = if sub.is_empty() {
+            artifact.to_path_buf()
+        } else {
+            artifact.join(sub)
+        };
+        if d.join("config.json").exists() {
+            return Ok(d);
+        }
+    }
+    Err(StageError::Input(format!(
+        "{}: no model (config.json) in this artifact",
+        artifact.display()
+    )))
+}
+
+fn model_input(inputs: &BTreeMap<String, PathBuf>, name: &str) -> Result<PathBuf> {
+    model_dir_of(input(inputs, name)?)
+}
+
 fn input<'a>(inputs: &'a BTreeMap<String, PathBuf>, name: &str) -> Result<&'a Path> {
     inputs
         .get(name)
@@ -48,7 +71,7 @@ pub fn dispatch(
             })
         }
         StageParams::Distill(p) => {
-            let model = input(inputs, "model")?;
+            let model = &model_input(inputs, "model")?;
             let (count, index) = match req.shard {
                 Some(s) => (s.count as usize, s.index as usize),
                 None => (1, 0),
@@ -74,8 +97,8 @@ pub fn dispatch(
         }
         StageParams::Speculate(p) => {
             let s = stages::speculate::run(
-                input(inputs, "target")?,
-                input(inputs, "draft")?,
+                &model_input(inputs, "target")?,
+                &model_input(inputs, "draft")?,
                 p,
                 out,
                 root,
@@ -88,6 +111,118 @@ pub fn dispatch(
                     draft_tokens: s.draft_tokens as u32,
                 }),
                 files: vec!["speculate.json".into(), "speculate.jsonl".into()],
+                sharded: false,
+            })
+        }
+        StageParams::Score(p) => {
+            use pruneforge_api::spec::ScoreMetric as M;
+            use stages::score::{CalibrationData, ScoreMetric, ScoreParams};
+            let model = model_input(inputs, "model")?;
+            let params = ScoreParams {
+                calibration: CalibrationData::Text {
+                    dataset: p.calibration.dataset.uri.clone(),
+                    field: p
+                        .calibration
+                        .dataset
+                        .fields
+                        .as_ref()
+                        .map(|f| f.instruction.clone()),
+                    packing: Default::default(),
+                },
+                num_sequences: p.calibration.sequences as usize,
+                sequence_length: p.calibration.seq_len as usize,
+                block_sizes: Some(p.block_sizes.iter().map(|&n| n as usize).collect()),
+                metric: match p.metric {
+                    M::AngularLastToken => ScoreMetric::AngularLastToken,
+                    M::AngularAllTokens => ScoreMetric::AngularAllTokens,
+                    M::BlockInfluence => ScoreMetric::BlockInfluence,
+                    M::Perplexity => ScoreMetric::Perplexity,
+                },
+                include_first_layer: !p.exclude_first_layer,
+                include_last_layer: !p.exclude_last_layer,
+                ..ScoreParams::default()
+            };
+            let s = stages::score::run(&model, &params, out)?;
+            let layers = crate::model::ModelConfig::from_json_file(&model.join("config.json"))?
+                .num_hidden_layers;
+            Ok(DispatchOutcome {
+                summary: StageSummary::Score(c::ScoreSummary {
+                    metric: p.metric,
+                    layers: layers as u32,
+                    best: s
+                        .blocks
+                        .iter()
+                        .filter_map(|b| b.chosen.as_ref())
+                        .map(|b| c::BlockScore {
+                            block_size: b.n as u32,
+                            start: b.start as u32,
+                            end: b.end as u32,
+                            score: b.score,
+                        })
+                        .collect(),
+                }),
+                files: s.files.clone(),
+                sharded: false,
+            })
+        }
+        StageParams::Prune(p) => {
+            let model = model_input(inputs, "model")?;
+            let scores = match inputs.get("scores") {
+                Some(d) => Some(d.join("scores.json")),
+                None => None,
+            };
+            let params = stages::prune::PruneParams::depth(
+                p.start.map(|s| s as usize),
+                p.block_size as usize,
+            );
+            let r = stages::prune::run(&model, scores.as_deref(), &params, out)?;
+            let start = r.removed_layers.first().copied().unwrap_or(0);
+            let end = r.removed_layers.last().copied().unwrap_or(0);
+            Ok(DispatchOutcome {
+                summary: StageSummary::Prune(c::PruneSummary {
+                    block_size: p.block_size,
+                    start: start as u32,
+                    end: end as u32,
+                    layers_before: r.layers_before as u32,
+                    layers_after: r.layers_after as u32,
+                    parameters_before: r.params_before,
+                    parameters_after: r.params_after,
+                }),
+                files: vec!["prune.json".into(), "model/config.json".into()],
+                sharded: false,
+            })
+        }
+        StageParams::Merge(p) => {
+            // model-0, model-1, … in order; the first is mergekit's t = 0 end.
+            let mut models = Vec::new();
+            for i in 0.. {
+                match inputs.get(&format!("model-{i}")) {
+                    Some(m) => models.push(model_dir_of(m)?),
+                    None => break,
+                }
+            }
+            let method = match p.method {
+                pruneforge_api::spec::MergeMethod::Slerp => stages::merge::MergeMethod::Slerp,
+                pruneforge_api::spec::MergeMethod::Linear => stages::merge::MergeMethod::Linear,
+            };
+            let t = if p.t_gradient.is_empty() {
+                stages::merge::TValue::Scalar(p.t)
+            } else {
+                stages::merge::TValue::List(p.t_gradient.clone())
+            };
+            let params = stages::merge::MergeParams {
+                method,
+                t,
+                weights: None,
+                normalize: true,
+            };
+            let s = stages::merge::run(&models, None, &params, out)?;
+            Ok(DispatchOutcome {
+                summary: StageSummary::Merge(c::MergeSummary {
+                    tensors: s.tensors as u64,
+                    fallback_count: s.fallback_count as u64,
+                }),
+                files: vec!["config.json".into(), "merge.json".into()],
                 sharded: false,
             })
         }

@@ -310,6 +310,67 @@ impl Llama {
         })
     }
 
+    /// Runs only the decoder layers `layers` on hidden states `x` `[b, t, hidden]` at
+    /// positions `0..t` (no cache): a forward pass restarted from a hidden state kept by
+    /// [`Llama::forward`] with `hidden_states` (e.g. the tail of the model after a removed
+    /// block starts from `h_l` with layers `l + n..L`). An empty range returns `x`.
+    pub fn forward_layers(
+        &self,
+        x: &Tensor,
+        layers: std::ops::Range<usize>,
+        train: bool,
+    ) -> Result<Tensor> {
+        if layers.start > layers.end || layers.end > self.layers.len() {
+            return Err(ModelError::Input(format!(
+                "layer range {}..{} is outside the model's {} layers",
+                layers.start,
+                layers.end,
+                self.layers.len()
+            )));
+        }
+        let (b, t, h) = x.dims3()?;
+        if h != self.config.hidden_size {
+            return Err(ModelError::Input(format!(
+                "hidden states have width {h}, the model {}",
+                self.config.hidden_size
+            )));
+        }
+        let mut x = x.clone();
+        let starts = vec![0usize; b];
+        if self.use_fused(train) {
+            let c = &self.config;
+            let mut kv = KvBuffer::new(b, c.num_key_value_heads, t, c.head_dim);
+            let rows: Vec<usize> = (0..b).collect();
+            let x = x.contiguous()?;
+            return self.rope.with_tables(t, |tab| -> Result<Tensor> {
+                let mut x = x;
+                for layer in &self.layers[layers] {
+                    let io = AttnIo::Fused {
+                        kv: &mut kv,
+                        rows: &rows,
+                        starts: &starts,
+                        cos: &tab.cos,
+                        sin: &tab.sin,
+                    };
+                    x = layer.forward(&x, c, io, false)?;
+                }
+                Ok(x)
+            });
+        }
+        let (cos, sin) = self.rope_tensors(&starts, t)?;
+        let mask = ops::causal_mask(&starts, t, t, &self.device)?;
+        for layer in &self.layers[layers] {
+            let io = AttnIo::Generic {
+                cos: &cos,
+                sin: &sin,
+                mask: &mask,
+                past: None,
+            };
+            x = layer.forward(&x, &self.config, io, train)?;
+        }
+        Ok(x)
+    }
+
     /// A cache sized for `rows` sequences on this model's device.
     pub fn new_cache(&self, rows: usize, capacity: usize) -> KvCache {
         let c = &self.config;

@@ -106,6 +106,17 @@ impl SafetensorsWeights {
         f.metadata.info(name).map(|i| i.dtype)
     }
 
+    /// The shape of a tensor, read from the header (no data is touched).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let f = &self.files[*self.index.get(name)?];
+        f.metadata.info(name).map(|i| i.shape.clone())
+    }
+
+    /// The file that holds a tensor (for error messages).
+    pub fn file_of(&self, name: &str) -> Option<&Path> {
+        self.index.get(name).map(|&i| self.files[i].path.as_path())
+    }
+
     /// Loads `name` as f32 values and its shape.
     pub fn load_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let &fi = self.index.get(name).ok_or_else(|| ModelError::Tensor {

@@ -10,6 +10,9 @@ pub mod error;
 pub mod eval;
 pub mod import;
 pub mod inputs;
+pub mod merge;
+pub mod prune;
+pub mod score;
 pub mod speculate;
 
 pub use error::{Result, StageError};

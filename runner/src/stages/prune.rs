@@ -1,0 +1,260 @@
+//! Stage `prune`: removes layers from a model and writes the result as an HF directory.
+//!
+//! Depth pruning drops a contiguous block `[start, start + n)`, either given explicitly or the
+//! block `score` chose for size `n` (read from its `scores.json`, which must have been computed
+//! on the same weights). The layers after the block are renumbered and `num_hidden_layers` is
+//! updated. Output: `out_dir/model/` (config, safetensors, tokenizer files) and
+//! `out_dir/prune.json` (what was removed, parameters and FLOPs per token before and after).
+
+use crate::model::{open_model, save_hf_dir, ModelConfig};
+use crate::stages::score::digest::model_sha256;
+use crate::stages::score::{BlockChoice, ScoreMetric, ScoresFile};
+use crate::stages::{Result, StageError};
+use crate::util::fs::write_json_atomic;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const PRUNE_FILE: &str = "prune.json";
+/// The pruned model's directory inside the output directory.
+pub const MODEL_DIR: &str = "model";
+/// Context length at which FLOPs per token are reported unless told otherwise.
+pub const DEFAULT_FLOPS_CONTEXT: usize = 128;
+
+/// How to shrink the model. Only depth pruning exists so far; width pruning (heads, MLP
+/// channels) will be another variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PruneMethod {
+    /// Remove `n` consecutive layers starting at `start`; without `start`, the block chosen
+    /// for size `n` in `scores.json`.
+    Depth {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<usize>,
+        n: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneParams {
+    pub method: PruneMethod,
+    /// Context length for the FLOPs-per-token figures (attention cost grows with it).
+    #[serde(default = "default_flops_context")]
+    pub flops_context: usize,
+    /// Prune even when `scores.json` was computed on other weights (its model digest differs).
+    #[serde(default)]
+    pub allow_model_mismatch: bool,
+}
+
+fn default_flops_context() -> usize {
+    DEFAULT_FLOPS_CONTEXT
+}
+
+impl PruneParams {
+    pub fn depth(start: Option<usize>, n: usize) -> Self {
+        Self {
+            method: PruneMethod::Depth { start, n },
+            flops_context: DEFAULT_FLOPS_CONTEXT,
+            allow_model_mismatch: false,
+        }
+    }
+}
+
+/// Where the removed block came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Selection {
+    /// `start` was given.
+    Explicit,
+    /// Chosen by `score`.
+    Scores {
+        file: String,
+        metric: ScoreMetric,
+        choice: BlockChoice,
+    },
+}
+
+/// `prune.json`, also the stage summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub method: PruneMethod,
+    /// Removed layers, numbered as in the source model.
+    pub removed_layers: Vec<usize>,
+    pub selection: Selection,
+    pub source_model: String,
+    pub source_model_sha256: String,
+    /// The pruned model's HF directory, relative to the output directory.
+    pub model_dir: String,
+    pub layers_before: usize,
+    pub layers_after: usize,
+    pub params_before: u64,
+    pub params_after: u64,
+    pub flops_context: usize,
+    pub flops_per_token_before: u64,
+    pub flops_per_token_after: u64,
+    /// `params_after / params_before`.
+    pub params_ratio: f64,
+    /// `flops_per_token_after / flops_per_token_before`.
+    pub flops_ratio: f64,
+}
+
+/// Resolves the block `(start, n)` to remove.
+fn resolve_block(
+    method: &PruneMethod,
+    scores_path: Option<&Path>,
+    model_sha: &str,
+    layers: usize,
+    allow_mismatch: bool,
+) -> Result<(usize, usize, Selection)> {
+    let PruneMethod::Depth { start, n } = method;
+    let n = *n;
+    if n == 0 || n >= layers {
+        return Err(StageError::Input(format!(
+            "cannot remove {n} layers from a model of {layers}: n must be 1..={}",
+            layers.saturating_sub(1)
+        )));
+    }
+    if let Some(start) = *start {
+        if start + n > layers {
+            return Err(StageError::Input(format!(
+                "block {start}..={} does not fit a model of {layers} layers (0..={})",
+                start + n - 1,
+                layers - 1
+            )));
+        }
+        return Ok((start, n, Selection::Explicit));
+    }
+    let path = scores_path.ok_or_else(|| {
+        StageError::Input(
+            "no block to remove: give its start, or a scores.json from `pruneforge score` to choose it"
+                .into(),
+        )
+    })?;
+    let scores = ScoresFile::read(path)?;
+    if scores.model.num_hidden_layers != layers {
+        return Err(StageError::Input(format!(
+            "{} scores a model of {} layers, this one has {layers}",
+            path.display(),
+            scores.model.num_hidden_layers
+        )));
+    }
+    if scores.model.sha256 != model_sha {
+        if !allow_mismatch {
+            return Err(StageError::Input(format!(
+                "{} was computed on other weights (model sha256 {} vs {model_sha}); re-run `score` on this model or set allow_model_mismatch",
+                path.display(),
+                scores.model.sha256
+            )));
+        }
+        tracing::warn!(scores = %path.display(), "pruning with scores of other weights");
+    }
+    let choice = scores.chosen(n)?.clone();
+    if choice.n != n || choice.start + n > layers {
+        return Err(StageError::Input(format!(
+            "{}: the chosen block for n = {n} (start {}) is inconsistent",
+            path.display(),
+            choice.start
+        )));
+    }
+    Ok((
+        choice.start,
+        n,
+        Selection::Scores {
+            file: path.display().to_string(),
+            metric: scores.metric,
+            choice,
+        },
+    ))
+}
+
+/// Prunes the model at `model_path` (HF directory or .gguf). `scores` is the `scores.json` of
+/// `score` (needed when the method has no explicit start).
+pub fn run(
+    model_path: &Path,
+    scores: Option<&Path>,
+    params: &PruneParams,
+    out_dir: &Path,
+) -> Result<PruneReport> {
+    let target = out_dir.join(MODEL_DIR);
+    if target.exists() && !target.join("config.json").exists() {
+        return Err(StageError::Input(format!(
+            "{} exists and is not a model directory; refusing to replace it (choose another output directory)",
+            target.display()
+        )));
+    }
+    let mut hf = open_model(model_path)?;
+    let sha = model_sha256(&hf.dir)?;
+    let before: ModelConfig = hf.model.config.clone();
+    let layers = hf.model.num_layers();
+    let (start, n, selection) = resolve_block(
+        &params.method,
+        scores,
+        &sha,
+        layers,
+        params.allow_model_mismatch,
+    )?;
+    hf.model.remove_layers(start, n)?;
+    let after = &hf.model.config;
+    save_hf_dir(&hf.model, &hf.tokenizer, &target, hf.stored_dtype)?;
+    let (pb, pa) = (before.parameter_count(), after.parameter_count());
+    let (fb, fa) = (
+        before.flops_per_token(params.flops_context),
+        after.flops_per_token(params.flops_context),
+    );
+    let report = PruneReport {
+        method: PruneMethod::Depth {
+            start: Some(start),
+            n,
+        },
+        removed_layers: (start..start + n).collect(),
+        selection,
+        source_model: model_path.display().to_string(),
+        source_model_sha256: sha,
+        model_dir: MODEL_DIR.into(),
+        layers_before: layers,
+        layers_after: after.num_hidden_layers,
+        params_before: pb,
+        params_after: pa,
+        flops_context: params.flops_context,
+        flops_per_token_before: fb,
+        flops_per_token_after: fa,
+        params_ratio: pa as f64 / pb.max(1) as f64,
+        flops_ratio: fa as f64 / fb.max(1) as f64,
+    };
+    let path = out_dir.join(PRUNE_FILE);
+    write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;
+    tracing::info!(
+        removed = ?report.removed_layers,
+        layers = report.layers_after,
+        params_before = pb,
+        params_after = pa,
+        "pruned model written to {}",
+        target.display()
+    );
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_deserialize() {
+        let p: PruneParams =
+            serde_json::from_str(r#"{"method": {"kind": "depth", "n": 6}}"#).unwrap();
+        assert_eq!(p, PruneParams::depth(None, 6));
+        let p: PruneParams = serde_json::from_str(
+            r#"{"method": {"kind": "depth", "start": 13, "n": 6}, "flops_context": 2048}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.method,
+            PruneMethod::Depth {
+                start: Some(13),
+                n: 6
+            }
+        );
+        assert_eq!(p.flops_context, 2048);
+        assert!(serde_json::from_str::<PruneParams>(r#"{"method": {"kind": "width"}}"#).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! Choosing the block to remove for each block size: the argmin of the configured metric over
+//! the allowed starts, ties to the smallest start, with the runner-up and the margin.
+
+use serde::{Deserialize, Serialize};
+
+/// What a block is judged by (lower = less important = removed first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreMetric {
+    /// Angular distance between the hidden states entering and leaving the block, at the last
+    /// token of each sequence (Gromov et al., "The Unreasonable Ineffectiveness of the Deeper
+    /// Layers").
+    #[default]
+    AngularLastToken,
+    /// The same averaged over all real tokens.
+    AngularAllTokens,
+    /// Sum of ShortGPT Block Influence (`1 − mean cos(h_l, h_{l+1})`, all tokens) over the
+    /// block's layers.
+    BlockInfluence,
+    /// Calibration-set perplexity of the model with the block removed (exact, slower).
+    Perplexity,
+}
+
+impl ScoreMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AngularLastToken => "angular_last_token",
+            Self::AngularAllTokens => "angular_all_tokens",
+            Self::BlockInfluence => "block_influence",
+            Self::Perplexity => "perplexity",
+        }
+    }
+}
+
+impl std::str::FromStr for ScoreMetric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Self::AngularLastToken,
+            Self::AngularAllTokens,
+            Self::BlockInfluence,
+            Self::Perplexity,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown metric `{s}` (valid: angular_last_token, angular_all_tokens, block_influence, perplexity)")
+        })
+    }
+}
+
+/// Which layers a removed block may contain. Layer 0 (it turns token embeddings into the
+/// residual stream) and the last layer (it prepares the final norm and LM head) are usually
+/// essential, so both are excluded unless asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerLimits {
+    pub include_first_layer: bool,
+    pub include_last_layer: bool,
+}
+
+impl LayerLimits {
+    /// Starts `l` of blocks `[l, l + n)` allowed in a model of `num_layers` layers.
+    pub fn allowed_starts(&self, num_layers: usize, n: usize) -> Vec<usize> {
+        if n == 0 || n > num_layers {
+            return Vec::new();
+        }
+        (0..=num_layers - n)
+            .filter(|&l| self.include_first_layer || l >= 1)
+            .filter(|&l| self.include_last_layer || l + n < num_layers)
+            .collect()
+    }
+}
+
+/// The chosen block of one size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockChoice {
+    /// Block size.
+    pub n: usize,
+    /// First removed layer.
+    pub start: usize,
+    /// Last removed layer (inclusive).
+    pub end: usize,
+    /// The metric's value for this block.
+    pub score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_up_start: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_up_score: Option<f64>,
+    /// `runner_up_score − score` (≥ 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+}
+
+/// Argmin of `values[l]` over `starts` (ties → smallest `l`); `None` values (not computed)
+/// are skipped. `None` when no start is left.
+pub fn choose_block(n: usize, values: &[Option<f64>], starts: &[usize]) -> Option<BlockChoice> {
+    let mut ranked: Vec<(f64, usize)> = starts
+        .iter()
+        .filter_map(|&l| values.get(l).copied().flatten().map(|v| (v, l)))
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let &(score, start) = ranked.first()?;
+    let runner = ranked.get(1).copied();
+    Some(BlockChoice {
+        n,
+        start,
+        end: start + n - 1,
+        score,
+        runner_up_start: runner.map(|r| r.1),
+        runner_up_score: runner.map(|r| r.0),
+        margin: runner.map(|r| r.0 - score),
+    })
+}
+
+/// [`choose_block`] on a fully computed vector.
+pub fn choose_block_dense(n: usize, values: &[f64], starts: &[usize]) -> Option<BlockChoice> {
+    let v: Vec<Option<f64>> = values.iter().copied().map(Some).collect();
+    choose_block(n, &v, starts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_exclude_first_and_last_layer() {
+        let l = LayerLimits::default();
+        assert_eq!(l.allowed_starts(6, 2), vec![1, 2, 3]);
+        let all = LayerLimits {
+            include_first_layer: true,
+            include_last_layer: true,
+        };
+        assert_eq!(all.allowed_starts(6, 2), vec![0, 1, 2, 3, 4]);
+        assert!(l.allowed_starts(4, 3).is_empty());
+        assert!(l.allowed_starts(4, 5).is_empty());
+    }
+
+    #[test]
+    fn argmin_ties_runner_up_and_margin() {
+        let v = [Some(0.3), Some(0.1), None, Some(0.1), Some(0.25)];
+        let c = choose_block(2, &v, &[0, 1, 2, 3, 4]).unwrap();
+        assert_eq!((c.start, c.end, c.score), (1, 2, 0.1));
+        assert_eq!(c.runner_up_start, Some(3));
+        assert_eq!(c.margin, Some(0.0));
+        let c = choose_block(2, &v, &[4]).unwrap();
+        assert_eq!((c.start, c.runner_up_start, c.margin), (4, None, None));
+        assert!(choose_block(2, &v, &[2]).is_none());
+        assert_eq!(
+            "perplexity".parse::<ScoreMetric>(),
+            Ok(ScoreMetric::Perplexity)
+        );
+        assert!("cosine".parse::<ScoreMetric>().is_err());
+    }
+}
