@@ -167,10 +167,7 @@ pub fn dispatch(
         }
         StageParams::Prune(p) => {
             let model = model_input(inputs, "model")?;
-            let scores = match inputs.get("scores") {
-                Some(d) => Some(d.join("scores.json")),
-                None => None,
-            };
+            let scores = inputs.get("scores").map(|d| d.join("scores.json"));
             let params = stages::prune::PruneParams::depth(
                 p.start.map(|s| s as usize),
                 p.block_size as usize,
