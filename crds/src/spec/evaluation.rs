@@ -82,10 +82,11 @@ pub struct EvalTask {
     /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k or
     /// perplexity.
     pub name: EvalTaskName,
-    /// Few-shot examples per prompt (taken from the task's train/dev split).
-    #[serde(default)]
+    /// Few-shot examples per prompt (taken from the task's train/dev split). Unset: the task's
+    /// standard setting, 5 for mmlu (from dev) and gsm8k (from train), 0 for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 25))]
-    pub shots: u32,
+    pub shots: Option<u32>,
     /// Score at most this many items; unset means the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000000))]
@@ -101,7 +102,7 @@ impl EvalTask {
     pub fn new(name: EvalTaskName) -> Self {
         EvalTask {
             name,
-            shots: 0,
+            shots: None,
             limit: None,
             uri: None,
         }

@@ -189,6 +189,42 @@ pub fn dispatch(
                 sharded: false,
             })
         }
+        StageParams::Eval(p) => {
+            let model = model_input(inputs, "model")?;
+            let base_eval = inputs.get("base-eval").map(|d| d.join("eval.json"));
+            let params = stages::eval::EvalParams {
+                tasks: p
+                    .tasks
+                    .iter()
+                    .map(|t| stages::eval::TaskSpec {
+                        name: t.name.as_str().to_string(),
+                        shots: t.shots.map(|s| s as usize),
+                        limit: t.limit.map(|l| l as usize),
+                        offset: 0,
+                        uri: t.uri.clone(),
+                    })
+                    .collect(),
+                seed: p.seed as i64,
+                batch_size: p.batch_size.max(1) as usize,
+                data_dir: ctx.data_root.as_ref().map(|r| r.dir().to_path_buf()),
+                ..stages::eval::EvalParams::default()
+            };
+            let s = stages::eval::run(&model, base_eval.as_deref(), &params, out)?;
+            let mut summary = s.to_contract();
+            if let (Some(spec), Some(base)) = (&p.drift, inputs.get("base")) {
+                let base = crate::model::open_model(&model_dir_of(base)?)?;
+                let cand = crate::model::open_model(&model)?;
+                let report = stages::drift::measure(&base, &cand, spec, root)?;
+                crate::util::fs::write_json_atomic(&out.join("drift.json"), &report)
+                    .map_err(|e| StageError::io(out, e))?;
+                summary.drift_cosine = Some(report.mean_cosine);
+            }
+            Ok(DispatchOutcome {
+                summary: StageSummary::Eval(summary),
+                files: vec!["eval.json".into(), "items.jsonl".into()],
+                sharded: false,
+            })
+        }
         StageParams::Merge(p) => {
             // model-0, model-1, … in order; the first is mergekit's t = 0 end.
             let mut models = Vec::new();
