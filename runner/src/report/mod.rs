@@ -325,9 +325,12 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
         run.wall_s,
         stage_table_md(run)
     );
-    for (name, title, _) in charts(d) {
-        if let Some(dir) = image_dir {
-            let _ = writeln!(s, "![{title}]({dir}/{name}.svg)\n");
+    if let Some(dir) = image_dir {
+        for (i, (id, _)) in d.heatmaps.iter().enumerate() {
+            let _ = writeln!(s, "## Layer scores ({id})\n\nBlock size × start; darker = more important.\n\n![heatmap]({dir}/heatmap-{i}.svg)\n");
+        }
+        for (name, title, _) in charts(d) {
+            let _ = writeln!(s, "## {title}\n\n![{title}]({dir}/{name}.svg)\n");
         }
     }
     let rec = recovery_md(run);
