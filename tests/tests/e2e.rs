@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::Client;
 use pruneforge_api::status::{JobPhase, StagePhase, CONDITION_READY, CONDITION_STALLED};
 use pruneforge_api::PruneDistillJob;
 use pruneforge_operator::fake::FakeApiServer;
