@@ -17,11 +17,11 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use pruneforge_api::plan::StageKind;
+use pruneforge_api::status::stage::STAGE_MESSAGE_MAX;
 use pruneforge_api::status::{
     JobPhase, PruneDistillJobStatus, StagePhase, StageStatus, CONDITION_READY,
     CONDITION_RECONCILING, CONDITION_STALLED,
 };
-use pruneforge_api::status::stage::STAGE_MESSAGE_MAX;
 use pruneforge_api::{Plan, PlanError, StageId};
 
 use crate::conditions::{self, Desired};
@@ -195,10 +195,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 continue;
             }
             StagePhase::Failed if !generation_changed => {
-                failed.push((
-                    stage.id.clone(),
-                    entry.message.clone().unwrap_or_default(),
-                ));
+                failed.push((stage.id.clone(), entry.message.clone().unwrap_or_default()));
                 entries.push(entry);
                 continue;
             }
@@ -261,7 +258,10 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 decision.finished.push(Finished {
                     kind: stage.kind(),
                     succeeded: true,
-                    seconds: seconds_between(entry.start_time.as_ref(), entry.completion_time.as_ref()),
+                    seconds: seconds_between(
+                        entry.start_time.as_ref(),
+                        entry.completion_time.as_ref(),
+                    ),
                 });
                 decision.events.push(StageEvent::Succeeded {
                     stage: stage.id.clone(),
@@ -292,15 +292,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                             .clone()
                             .unwrap_or_else(|| inputs.now.clone()),
                     );
-                    entry.message = Some(format!(
-                        "failed after {} attempt(s): {why}",
-                        job.attempt
-                    ));
+                    entry.message = Some(format!("failed after {} attempt(s): {why}", job.attempt));
                     failed.push((stage.id.clone(), entry.message.clone().unwrap_or_default()));
                     decision.finished.push(Finished {
                         kind: stage.kind(),
                         succeeded: false,
-                        seconds: seconds_between(entry.start_time.as_ref(), entry.completion_time.as_ref()),
+                        seconds: seconds_between(
+                            entry.start_time.as_ref(),
+                            entry.completion_time.as_ref(),
+                        ),
                     });
                     decision.events.push(StageEvent::Failed {
                         stage: stage.id.clone(),
@@ -405,34 +405,68 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let progress = if running_ids.is_empty() {
         format!("{n_done}/{total} stages done")
     } else {
-        format!("{n_done}/{total} stages done; running: {}", running_ids.join(", "))
+        format!(
+            "{n_done}/{total} stages done; running: {}",
+            running_ids.join(", ")
+        )
     };
     let failure = failed
         .first()
         .map(|(id, m)| trim_message(&format!("stage {id} {m}")));
-    let reconciling = !all_done && !(halted && running_ids.is_empty());
+    let idle_after_failure = halted && running_ids.is_empty();
+    let reconciling = !(all_done || idle_after_failure);
     let desired = [
         if all_done {
-            Desired::new(CONDITION_READY, true, "Succeeded", format!("all {total} stages succeeded"))
+            Desired::new(
+                CONDITION_READY,
+                true,
+                "Succeeded",
+                format!("all {total} stages succeeded"),
+            )
         } else if let Some(f) = &failure {
             Desired::new(CONDITION_READY, false, "StageFailed", f.clone())
         } else {
             Desired::new(CONDITION_READY, false, "Progressing", progress.clone())
         },
         if reconciling {
-            Desired::new(CONDITION_RECONCILING, true, "StagesRunning", progress.clone())
+            Desired::new(
+                CONDITION_RECONCILING,
+                true,
+                "StagesRunning",
+                progress.clone(),
+            )
         } else if all_done {
-            Desired::new(CONDITION_RECONCILING, false, "Succeeded", format!("all {total} stages succeeded"))
+            Desired::new(
+                CONDITION_RECONCILING,
+                false,
+                "Succeeded",
+                format!("all {total} stages succeeded"),
+            )
         } else {
-            Desired::new(CONDITION_RECONCILING, false, "StageFailed", progress.clone())
+            Desired::new(
+                CONDITION_RECONCILING,
+                false,
+                "StageFailed",
+                progress.clone(),
+            )
         },
         match &failure {
             Some(f) => Desired::new(CONDITION_STALLED, true, "StageFailed", f.clone()),
-            None if all_done => Desired::new(CONDITION_STALLED, false, "Succeeded", format!("all {total} stages succeeded")),
+            None if all_done => Desired::new(
+                CONDITION_STALLED,
+                false,
+                "Succeeded",
+                format!("all {total} stages succeeded"),
+            ),
             None => Desired::new(CONDITION_STALLED, false, "Progressing", progress),
         },
     ];
-    status.conditions = conditions::build(&previous.conditions, desired, inputs.generation, &inputs.now);
+    status.conditions = conditions::build(
+        &previous.conditions,
+        desired,
+        inputs.generation,
+        &inputs.now,
+    );
     status.observed_generation = inputs.generation;
     decision
 }

@@ -142,7 +142,10 @@ pub async fn cleanup(
         if job.metadata.deletion_timestamp.is_none() {
             let job_name = job.name_any();
             info!(job = %job_name, "deleting running stage Job before artifact clean-up");
-            match jobs_api.delete(&job_name, &DeleteParams::foreground()).await {
+            match jobs_api
+                .delete(&job_name, &DeleteParams::foreground())
+                .await
+            {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e.into()),
@@ -174,7 +177,10 @@ pub async fn cleanup(
                                 EventType::Normal,
                                 "ArtifactCleanupStarted",
                                 "DeleteArtifacts",
-                                format!("deleting {} artifact prefix(es) with Job {gc_name}", prefixes.len()),
+                                format!(
+                                    "deleting {} artifact prefix(es) with Job {gc_name}",
+                                    prefixes.len()
+                                ),
                             ),
                         )
                         .await;
@@ -208,7 +214,10 @@ pub async fn cleanup(
                     EventType::Warning,
                     "ArtifactCleanupFailed",
                     "DeleteArtifacts",
-                    format!("clean-up Job {gc_name} failed ({reason}); artifacts may remain under {}", obj.spec.storage.root()),
+                    format!(
+                        "clean-up Job {gc_name} failed ({reason}); artifacts may remain under {}",
+                        obj.spec.storage.root()
+                    ),
                 ),
             )
             .await;

@@ -97,7 +97,10 @@ impl Operator {
     }
 
     /// Runs the controller until `shutdown` resolves.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    ) {
         controller::run(self.context, self.scope, self.concurrency, shutdown).await
     }
 }

@@ -95,14 +95,15 @@ async fn main() -> anyhow::Result<()> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -129,7 +130,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default().register(&mut registry));
     let state = ServerState::new(registry);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(server::serve(args.metrics_addr, state.clone(), stop_rx.clone()));
+    let server = tokio::spawn(server::serve(
+        args.metrics_addr,
+        state.clone(),
+        stop_rx.clone(),
+    ));
 
     // Signal → stop.
     {
@@ -158,7 +163,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_attempts: args.max_attempts,
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, Some(identity.clone())));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        Some(identity.clone()),
+    ));
 
     let mut exit_lost = false;
     if args.leader_election {
@@ -212,9 +222,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     }
 
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => error!(error = %e, "metrics endpoint failed"),
-        Ok(_) | Err(_) => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await {
+        error!(error = %e, "metrics endpoint failed");
     }
     if exit_lost {
         anyhow::bail!("lost leadership; exiting so a restart can compete for the lease again");

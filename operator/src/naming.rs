@@ -34,7 +34,11 @@ pub fn request_config_map_name(job: &str, stage: &str, key: &str) -> String {
 
 /// Name of the artifact clean-up Job of `job`.
 pub fn gc_job_name(job: &str, uid: &str) -> String {
-    let uid8: String = uid.chars().filter(|c| c.is_ascii_hexdigit()).take(8).collect();
+    let uid8: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
     bounded(job, &format!("gc-{uid8}"))
 }
 
@@ -96,7 +100,10 @@ mod tests {
         }
         assert_ne!(a, b);
         assert_ne!(a, c);
-        assert_eq!(a, stage_job_name(job, "finetune-n6-self-distill-logit-kd", KEY, 1));
+        assert_eq!(
+            a,
+            stage_job_name(job, "finetune-n6-self-distill-logit-kd", KEY, 1)
+        );
         assert!(is_dns_label(&gc_job_name(job, "9f1c2d3e-aaaa-bbbb")));
     }
 }

@@ -77,8 +77,15 @@ impl ObservedJob {
 /// How a Job ended: `Some(Ok(()))` complete, `Some(Err(reason))` failed, `None` not finished.
 pub fn job_outcome(job: &Job) -> Option<Result<(), String>> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
-    let is = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
-    if is("Complete").or_else(|| is("SuccessCriteriaMet")).is_some() {
+    let is = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if is("Complete")
+        .or_else(|| is("SuccessCriteriaMet"))
+        .is_some()
+    {
         return Some(Ok(()));
     }
     is("Failed").or_else(|| is("FailureTarget")).map(|c| {
@@ -141,8 +148,7 @@ fn observe_job(job: &Job, name: String, pods: &[&Pod]) -> Option<ObservedJob> {
         .next_back();
 
     let mut completion_time = status.completion_time.clone();
-    let state = if let Some(c) = condition("Complete").or_else(|| condition("SuccessCriteriaMet"))
-    {
+    let state = if let Some(c) = condition("Complete").or_else(|| condition("SuccessCriteriaMet")) {
         completion_time = completion_time.or_else(|| c.last_transition_time.clone());
         JobState::Succeeded
     } else if let Some(c) = condition("Failed").or_else(|| condition("FailureTarget")) {
@@ -275,14 +281,11 @@ fn pod_facts(pod: &Pod) -> PodFacts {
         None
     };
 
-    let waiting = state
-        .as_ref()
-        .and_then(|s| s.waiting.clone())
-        .filter(|w| {
-            w.reason
-                .as_deref()
-                .is_some_and(|r| STUCK_WAITING.contains(&r))
-        });
+    let waiting = state.as_ref().and_then(|s| s.waiting.clone()).filter(|w| {
+        w.reason
+            .as_deref()
+            .is_some_and(|r| STUCK_WAITING.contains(&r))
+    });
     let unschedulable = status
         .conditions
         .unwrap_or_default()

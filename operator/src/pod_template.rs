@@ -69,7 +69,11 @@ pub fn pod_template(p: &PodParams<'_>) -> Value {
         env_var("HOME", TMP_DIR),
         env_var("TMPDIR", TMP_DIR),
     ];
-    env.extend(p.env.iter().filter_map(|v| serde_json::from_value::<EnvVar>(v.clone()).ok()));
+    env.extend(
+        p.env
+            .iter()
+            .filter_map(|v| serde_json::from_value::<EnvVar>(v.clone()).ok()),
+    );
     for e in &runner.env {
         env.retain(|x| x.name != e.name);
         env.push(e.clone());
@@ -187,12 +191,10 @@ fn pull_policy(p: PullPolicy) -> &'static str {
 pub fn resources(runner: &RunnerSpec, gpus: bool) -> ResourceRequirements {
     let mut r = runner.resources.clone().unwrap_or_default();
     if gpus && runner.gpu.count > 0 {
-        r.limits
-            .get_or_insert_with(BTreeMap::new)
-            .insert(
-                runner.gpu.resource_name.clone(),
-                Quantity(runner.gpu.count.to_string()),
-            );
+        r.limits.get_or_insert_with(BTreeMap::new).insert(
+            runner.gpu.resource_name.clone(),
+            Quantity(runner.gpu.count.to_string()),
+        );
         if let Some(req) = r.requests.as_mut() {
             req.insert(
                 runner.gpu.resource_name.clone(),

@@ -17,21 +17,47 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 pub fn rules() -> Vec<PolicyRule> {
     vec![
         // Watch jobs, add/remove the finalizer.
-        rule("pruneforge.dev", &["prunedistilljobs"], &["get", "list", "watch", "patch", "update"]),
+        rule(
+            "pruneforge.dev",
+            &["prunedistilljobs"],
+            &["get", "list", "watch", "patch", "update"],
+        ),
         // Server-side apply of the status.
-        rule("pruneforge.dev", &["prunedistilljobs/status"], &["get", "patch", "update"]),
+        rule(
+            "pruneforge.dev",
+            &["prunedistilljobs/status"],
+            &["get", "patch", "update"],
+        ),
         // Owner references with blockOwnerDeletion on Jobs and ConfigMaps.
-        rule("pruneforge.dev", &["prunedistilljobs/finalizers"], &["update"]),
+        rule(
+            "pruneforge.dev",
+            &["prunedistilljobs/finalizers"],
+            &["update"],
+        ),
         // Stage and clean-up Jobs.
-        rule("batch", &["jobs"], &["get", "list", "watch", "create", "delete"]),
+        rule(
+            "batch",
+            &["jobs"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
         // Request ConfigMaps (server-side apply).
-        rule("", &["configmaps"], &["get", "list", "watch", "create", "patch", "update", "delete"]),
+        rule(
+            "",
+            &["configmaps"],
+            &[
+                "get", "list", "watch", "create", "patch", "update", "delete",
+            ],
+        ),
         // Termination messages and failure reasons of stage pods.
         rule("", &["pods"], &["get", "list", "watch"]),
         // Events about jobs.
         rule("events.k8s.io", &["events"], &["create", "patch"]),
         // Leader election.
-        rule("coordination.k8s.io", &["leases"], &["get", "create", "update"]),
+        rule(
+            "coordination.k8s.io",
+            &["leases"],
+            &["get", "create", "update"],
+        ),
     ]
 }
 

@@ -12,8 +12,8 @@ use pruneforge_api::params::StageParams;
 use pruneforge_api::plan::variant;
 use pruneforge_api::spec::DraftModel;
 use pruneforge_api::status::{
-    BestRecovery, EvaluationStatus, LayerScoreStatus, ModelArtifactStatus,
-    PruneDistillJobStatus, SpeculativeStatus,
+    BestRecovery, EvaluationStatus, LayerScoreStatus, ModelArtifactStatus, PruneDistillJobStatus,
+    SpeculativeStatus,
 };
 use pruneforge_api::{Plan, StageId, StageInstance};
 
@@ -32,7 +32,11 @@ pub fn summary_line(summary: &StageSummary) -> String {
                 .iter()
                 .map(|b| format!("n{}: {}-{} ({:.4})", b.block_size, b.start, b.end, b.score))
                 .collect();
-            format!("{} layers scored; best blocks {}", s.layers, blocks.join(", "))
+            format!(
+                "{} layers scored; best blocks {}",
+                s.layers,
+                blocks.join(", ")
+            )
         }
         StageSummary::Prune(s) => format!(
             "dropped layers {}-{}: {} -> {} layers, {} -> {} parameters",
@@ -124,7 +128,9 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
     let line = summary_line(&summary);
     match (&stage.params, summary) {
         (_, StageSummary::Score(s)) => {
-            let scores_uri = results.iter().find_map(|r| r.artifacts.get("scores").cloned());
+            let scores_uri = results
+                .iter()
+                .find_map(|r| r.artifacts.get("scores").cloned());
             status.layer_scores = s
                 .best
                 .iter()
@@ -274,9 +280,15 @@ pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet
     if !done.contains(&StageId::score()) {
         status.layer_scores.clear();
     }
-    status.pruned_models.retain(|m| done.contains(&producer::pruned(m)));
-    status.adapters.retain(|m| done.contains(&producer::adapter(m)));
-    status.merged_models.retain(|m| done.contains(&producer::merged(m)));
+    status
+        .pruned_models
+        .retain(|m| done.contains(&producer::pruned(m)));
+    status
+        .adapters
+        .retain(|m| done.contains(&producer::adapter(m)));
+    status
+        .merged_models
+        .retain(|m| done.contains(&producer::merged(m)));
     status
         .evaluations
         .retain(|e| done.contains(&producer::evaluation(e)));
@@ -291,10 +303,18 @@ pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet
             .unwrap_or(usize::MAX)
     };
     status.layer_scores.sort_by_key(|l| l.block_size);
-    status.pruned_models.sort_by_key(|m| order(&producer::pruned(m)));
-    status.adapters.sort_by_key(|m| order(&producer::adapter(m)));
-    status.merged_models.sort_by_key(|m| order(&producer::merged(m)));
-    status.evaluations.sort_by_key(|e| order(&producer::evaluation(e)));
+    status
+        .pruned_models
+        .sort_by_key(|m| order(&producer::pruned(m)));
+    status
+        .adapters
+        .sort_by_key(|m| order(&producer::adapter(m)));
+    status
+        .merged_models
+        .sort_by_key(|m| order(&producer::merged(m)));
+    status
+        .evaluations
+        .sort_by_key(|e| order(&producer::evaluation(e)));
     status.speculative.sort_by_key(|s| {
         producer::speculative(s)
             .map(|id| order(&id))
@@ -319,10 +339,13 @@ pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet
         .evaluations
         .iter()
         .filter_map(|e| e.recovery_percent.map(|p| (e, p)))
-        .fold(None::<(&EvaluationStatus, f64)>, |best, (e, p)| match best {
-            Some((_, bp)) if bp >= p => best,
-            _ => Some((e, p)),
-        })
+        .fold(
+            None::<(&EvaluationStatus, f64)>,
+            |best, (e, p)| match best {
+                Some((_, bp)) if bp >= p => best,
+                _ => Some((e, p)),
+            },
+        )
         .map(|(e, p)| BestRecovery {
             variant: e.variant.clone(),
             percent: p,

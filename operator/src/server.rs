@@ -51,7 +51,11 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
 /// Answers one request.
 pub fn handle(state: &ServerState, method: &Method, path: &str) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
     }
     match path {
         "/metrics" => {
@@ -62,7 +66,11 @@ pub fn handle(state: &ServerState, method: &Method, path: &str) -> Response<Full
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     out,
                 ),
-                Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n".into()),
+                Err(_) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "encoding failed\n".into(),
+                ),
             }
         }
         "/healthz" | "/livez" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -75,7 +83,11 @@ pub fn handle(state: &ServerState, method: &Method, path: &str) -> Response<Full
                 };
                 respond(StatusCode::OK, "text/plain", format!("ok ({role})\n"))
             } else {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into())
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready\n".into(),
+                )
             }
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),

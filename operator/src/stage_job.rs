@@ -31,13 +31,20 @@ pub fn stage_labels(job: &PruneDistillJob, stage: &StageInstance) -> BTreeMap<St
         (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
         (labels::JOB.to_string(), job.name_any()),
         (labels::STAGE.to_string(), stage.id.to_string()),
-        (labels::KEY.to_string(), labels::key_label(&stage.key).to_string()),
+        (
+            labels::KEY.to_string(),
+            labels::key_label(&stage.key).to_string(),
+        ),
         (labels::ROLE.to_string(), labels::ROLE_STAGE.to_string()),
     ])
 }
 
 /// The request ConfigMap of `stage` (one per cache key, shared by its attempts).
-pub fn request_config_map(job: &PruneDistillJob, plan: &Plan, stage: &StageInstance) -> Result<ConfigMap> {
+pub fn request_config_map(
+    job: &PruneDistillJob,
+    plan: &Plan,
+    stage: &StageInstance,
+) -> Result<ConfigMap> {
     let request = StageRequest::from_plan(
         plan,
         stage.id.as_str(),
@@ -164,7 +171,11 @@ pub fn gc_job(job: &PruneDistillJob, prefixes: &[String], settings: &Settings) -
         command.push("--prefix".into());
         command.push(p.clone());
     }
-    let image = spec.runner.image.as_deref().unwrap_or(&settings.runner_image);
+    let image = spec
+        .runner
+        .image
+        .as_deref()
+        .unwrap_or(&settings.runner_image);
     let template = pod_template::pod_template(&PodParams {
         image,
         command,

@@ -8,8 +8,8 @@ use pruneforge_api::status::{JobPhase, PruneDistillJobStatus, StagePhase};
 use pruneforge_api::{plan, Plan, PruneDistillJobSpec, StageRequest};
 use pruneforge_operator::decide::{decide, Decision, Inputs, StageEvent};
 use pruneforge_operator::fake::results;
-use pruneforge_operator::observe::{JobState, ObservedJob};
 use pruneforge_operator::naming;
+use pruneforge_operator::observe::{JobState, ObservedJob};
 
 const SPEC: &str = r#"
 pruning:
@@ -38,7 +38,15 @@ fn job(plan: &Plan, stage: &str, attempt: u32, state: JobState) -> ObservedJob {
     let s = plan.get(stage).expect("stage");
     let results = match state {
         JobState::Succeeded => {
-            let r = StageRequest::from_plan(plan, stage, JobRef { name: "j".into(), namespace: None }).expect("request");
+            let r = StageRequest::from_plan(
+                plan,
+                stage,
+                JobRef {
+                    name: "j".into(),
+                    namespace: None,
+                },
+            )
+            .expect("request");
             vec![results::succeeded(&r)]
         }
         _ => Vec::new(),
@@ -57,7 +65,12 @@ fn job(plan: &Plan, stage: &str, attempt: u32, state: JobState) -> ObservedJob {
     }
 }
 
-fn run(plan: &Plan, previous: &PruneDistillJobStatus, jobs: &[ObservedJob], generation: i64) -> Decision {
+fn run(
+    plan: &Plan,
+    previous: &PruneDistillJobStatus,
+    jobs: &[ObservedJob],
+    generation: i64,
+) -> Decision {
     decide(&Inputs {
         name: "j",
         plan,
@@ -99,7 +112,9 @@ fn first_decision_starts_only_stages_without_inputs() {
     assert!(d.delete.is_empty());
     assert_eq!(d.status.stages.len(), plan.len());
     assert_eq!(d.status.phase, Some(JobPhase::Running));
-    assert!(matches!(&d.events[0], StageEvent::Started { stage, attempt: 1, .. } if stage.as_str() == "import"));
+    assert!(
+        matches!(&d.events[0], StageEvent::Started { stage, attempt: 1, .. } if stage.as_str() == "import")
+    );
     assert!(d.in_progress());
 }
 
@@ -117,7 +132,10 @@ fn parallelism_is_bounded_by_max_parallel_stages() {
     jobs.push(job(&plan, "eval-base", 1, JobState::Running));
     let d2 = run(&plan, &d.status, &jobs, 1);
     assert_eq!(started(&d2), ["prune-n2"]);
-    assert_eq!(d2.status.current_stage.as_deref(), Some("prune-n2,eval-base"));
+    assert_eq!(
+        d2.status.current_stage.as_deref(),
+        Some("prune-n2,eval-base")
+    );
 }
 
 #[test]
@@ -128,7 +146,10 @@ fn running_jobs_are_not_started_twice() {
     let d = run(&plan, &first.status, &jobs, 1);
     assert!(d.start.is_empty());
     assert!(d.events.is_empty());
-    assert_eq!(d.status, first.status, "a stable state gives an identical status");
+    assert_eq!(
+        d.status, first.status,
+        "a stable state gives an identical status"
+    );
 }
 
 #[test]
@@ -137,7 +158,14 @@ fn failure_retries_then_fails_for_good() {
     let mut status = run(&plan, &PruneDistillJobStatus::default(), &[], 1).status;
     let mut jobs = Vec::new();
     for attempt in 1..=3 {
-        jobs.push(job(&plan, "import", attempt, JobState::Failed { reason: "BackoffLimitExceeded".into() }));
+        jobs.push(job(
+            &plan,
+            "import",
+            attempt,
+            JobState::Failed {
+                reason: "BackoffLimitExceeded".into(),
+            },
+        ));
         let d = run(&plan, &status, &jobs, 1);
         if attempt < 3 {
             assert_eq!(d.start.len(), 1);
@@ -160,7 +188,10 @@ fn changed_keys_delete_stale_jobs_and_rerun_dependants_only() {
     let plan = test_plan(SPEC);
     let (status, jobs) = run_all(&plan);
     assert_eq!(status.phase, Some(JobPhase::Succeeded));
-    assert!(status.stages.iter().all(|s| s.phase == StagePhase::Succeeded && s.attempts == 1));
+    assert!(status
+        .stages
+        .iter()
+        .all(|s| s.phase == StagePhase::Succeeded && s.attempts == 1));
 
     // A different block size for prune only affects score (block sizes are score params) —
     // use a pruning.start change instead: prune keys change, score's does not.

@@ -79,8 +79,12 @@ pub async fn install_crd(client: &Client, file: &Path) -> Result<(), ClusterErro
         })?;
     let name = crd.metadata.name.clone().unwrap_or_default();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&crd))
-        .await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let crd = api.get(&name).await?;
@@ -94,7 +98,10 @@ pub async fn install_crd(client: &Client, file: &Path) -> Result<(), ClusterErro
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(ClusterError::Timeout(Duration::from_secs(60), format!("CRD {name} Established")));
+            return Err(ClusterError::Timeout(
+                Duration::from_secs(60),
+                format!("CRD {name} Established"),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -143,7 +150,9 @@ pub async fn wait_for(
 
 /// Whether condition `type_` is True.
 pub fn condition_true(obj: &PruneDistillJob, type_: &str) -> bool {
-    obj.status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
+    obj.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    })
 }

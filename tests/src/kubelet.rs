@@ -114,7 +114,11 @@ impl FakeKubelet {
         let mut tasks = tokio::task::JoinSet::new();
         let mut runs = Vec::new();
         loop {
-            for pod in pods.list(&ListParams::default().labels(SELECTOR)).await?.items {
+            for pod in pods
+                .list(&ListParams::default().labels(SELECTOR))
+                .await?
+                .items
+            {
                 let name = pod.name_any();
                 let pending = pod
                     .status
@@ -213,11 +217,20 @@ impl FakeKubelet {
             }
         }
         let termination_log = dir.join("termination-log");
-        env.insert("PRUNEFORGE_DATA_DIR".into(), self.config.data_dir.display().to_string());
+        env.insert(
+            "PRUNEFORGE_DATA_DIR".into(),
+            self.config.data_dir.display().to_string(),
+        );
         env.insert("HOME".into(), dir.join("home").display().to_string());
         env.insert("TMPDIR".into(), dir.join("home").display().to_string());
-        env.insert("PRUNEFORGE_TERMINATION_LOG".into(), termination_log.display().to_string());
-        if let Some(index) = pod.annotations().get("batch.kubernetes.io/job-completion-index") {
+        env.insert(
+            "PRUNEFORGE_TERMINATION_LOG".into(),
+            termination_log.display().to_string(),
+        );
+        if let Some(index) = pod
+            .annotations()
+            .get("batch.kubernetes.io/job-completion-index")
+        {
             env.insert("JOB_COMPLETION_INDEX".into(), index.clone());
         }
         if let Ok(path) = std::env::var("PATH") {

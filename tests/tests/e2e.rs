@@ -55,7 +55,14 @@ fn summary(obj: &PruneDistillJob) -> String {
     let stages: Vec<String> = s
         .stages
         .iter()
-        .map(|st| format!("{}={:?}({})", st.id, st.phase, st.message.clone().unwrap_or_default()))
+        .map(|st| {
+            format!(
+                "{}={:?}({})",
+                st.id,
+                st.phase,
+                st.message.clone().unwrap_or_default()
+            )
+        })
         .collect();
     format!("phase {:?}; {}", s.phase, stages.join("; "))
 }
@@ -66,12 +73,19 @@ async fn e2e_quickstart_reaches_ready() {
         println!("skipped: PRUNEFORGE_E2E_KUBECONFIG not set");
         return;
     };
-    let client = cluster::client(&kubeconfig).await.expect("client from PRUNEFORGE_E2E_KUBECONFIG");
-    cluster::install_crd(&client, &env::repo_root().join("crds/pruneforge.dev_prunedistilljobs.yaml"))
+    let client = cluster::client(&kubeconfig)
         .await
-        .expect("install CRD");
+        .expect("client from PRUNEFORGE_E2E_KUBECONFIG");
+    cluster::install_crd(
+        &client,
+        &env::repo_root().join("crds/pruneforge.dev_prunedistilljobs.yaml"),
+    )
+    .await
+    .expect("install CRD");
     let ns = format!("pruneforge-e2e-{}", std::process::id());
-    cluster::create_namespace(&client, &ns).await.expect("namespace");
+    cluster::create_namespace(&client, &ns)
+        .await
+        .expect("namespace");
 
     let storage = tempfile::tempdir().expect("tempdir");
     let storage_uri = std::env::var("PRUNEFORGE_E2E_STORAGE_URI")
@@ -95,15 +109,20 @@ async fn e2e_quickstart_reaches_ready() {
             parallel: 1,
             poll: Duration::from_millis(500),
         };
-        let task = tokio::spawn(FakeKubelet::new(client.clone(), ns.clone(), config).run(stop_rx.clone()));
+        let task =
+            tokio::spawn(FakeKubelet::new(client.clone(), ns.clone(), config).run(stop_rx.clone()));
         (task, work)
     });
 
     let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
     let job = quickstart(&ns, "quickstart", &storage_uri);
-    api.patch("quickstart", &PatchParams::apply(cluster::MANAGER).force(), &Patch::Apply(&job))
-        .await
-        .expect("apply quickstart");
+    api.patch(
+        "quickstart",
+        &PatchParams::apply(cluster::MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await
+    .expect("apply quickstart");
     let result = cluster::wait_for(
         &api,
         "quickstart",
@@ -116,7 +135,9 @@ async fn e2e_quickstart_reaches_ready() {
     println!("{}", summary(&obj));
 
     // Deletion runs the finalizer.
-    api.delete("quickstart", &DeleteParams::default()).await.expect("delete");
+    api.delete("quickstart", &DeleteParams::default())
+        .await
+        .expect("delete");
     let gone = tokio::time::timeout(Duration::from_secs(60), async {
         while api.get_opt("quickstart").await.ok().flatten().is_some() {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,7 +153,11 @@ async fn e2e_quickstart_reaches_ready() {
     cluster::delete_namespace(&client, &ns).await;
 
     let ready = result.expect("job finished");
-    assert!(condition_true(&ready, CONDITION_READY), "not Ready: {}", summary(&ready));
+    assert!(
+        condition_true(&ready, CONDITION_READY),
+        "not Ready: {}",
+        summary(&ready)
+    );
     let status = ready.status.expect("status");
     assert_eq!(status.phase, Some(JobPhase::Succeeded));
     assert!(status.best_recovery.is_some());
@@ -195,7 +220,9 @@ async fn fake_kubelet_drives_the_operator_offline() {
     let storage_uri = format!("file://{}/out", storage.path().display());
     let mut job = quickstart(NS, "quickstart", &storage_uri);
     job.spec.distillation.shards = 2;
-    api.create(&PostParams::default(), &job).await.expect("create");
+    api.create(&PostParams::default(), &job)
+        .await
+        .expect("create");
 
     let done = cluster::wait_for(&api, "quickstart", Duration::from_secs(120), "Ready", |o| {
         condition_true(o, CONDITION_READY) || condition_true(o, CONDITION_STALLED)
@@ -203,12 +230,26 @@ async fn fake_kubelet_drives_the_operator_offline() {
     .await;
     let obj = api.get("quickstart").await.expect("get");
     let ready = done.unwrap_or_else(|e| panic!("{e}: {}", summary(&obj)));
-    assert!(condition_true(&ready, CONDITION_READY), "{}", summary(&ready));
+    assert!(
+        condition_true(&ready, CONDITION_READY),
+        "{}",
+        summary(&ready)
+    );
     let status = ready.status.clone().expect("status");
-    assert!(status.stages.iter().all(|s| s.phase == StagePhase::Succeeded));
+    assert!(status
+        .stages
+        .iter()
+        .all(|s| s.phase == StagePhase::Succeeded));
     // 1 import, 1 score, 1 prune, 2 distill shards, 2 finetunes, 1 merge, 5 evals, 1 speculate.
-    let distill = status.stages.iter().find(|s| s.id == "distill-gsm8k").expect("distill");
-    assert_eq!(distill.message.as_deref(), Some("kept 56/64 rewrites (87.5%)"));
+    let distill = status
+        .stages
+        .iter()
+        .find(|s| s.id == "distill-gsm8k")
+        .expect("distill");
+    assert_eq!(
+        distill.message.as_deref(),
+        Some("kept 56/64 rewrites (87.5%)")
+    );
     assert_eq!(status.evaluations.len(), 5);
     assert_eq!(status.speculative.len(), 1);
     assert_eq!(status.merged_models.len(), 1);
@@ -234,9 +275,13 @@ async fn fake_kubelet_drives_the_operator_offline() {
     )
     .await
     .expect("edit");
-    let stalled = cluster::wait_for(&api, "quickstart", Duration::from_secs(120), "Stalled", |o| {
-        condition_true(o, CONDITION_STALLED)
-    })
+    let stalled = cluster::wait_for(
+        &api,
+        "quickstart",
+        Duration::from_secs(120),
+        "Stalled",
+        |o| condition_true(o, CONDITION_STALLED),
+    )
     .await;
     let obj = api.get("quickstart").await.expect("get");
     let stalled = stalled.unwrap_or_else(|e| panic!("{e}: {}", summary(&obj)));
@@ -248,7 +293,9 @@ async fn fake_kubelet_drives_the_operator_offline() {
         .expect("eval-base");
     assert_eq!((base.phase, base.attempts), (StagePhase::Failed, 2));
     assert!(
-        base.message.as_deref().is_some_and(|m| m.contains("PRUNEFORGE_FAKE_FAIL_STAGE")),
+        base.message
+            .as_deref()
+            .is_some_and(|m| m.contains("PRUNEFORGE_FAKE_FAIL_STAGE")),
         "{:?}",
         base.message
     );
@@ -257,6 +304,9 @@ async fn fake_kubelet_drives_the_operator_offline() {
     let _ = op.await;
     let _ = jc.await;
     let runs = kubelet.await.expect("kubelet task").expect("kubelet");
-    assert!(runs.iter().filter(|r| r.exit_code != 0).count() == 2, "{runs:?}");
+    assert!(
+        runs.iter().filter(|r| r.exit_code != 0).count() == 2,
+        "{runs:?}"
+    );
     drop(server);
 }

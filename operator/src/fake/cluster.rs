@@ -138,7 +138,14 @@ fn has_condition(job: &Value) -> bool {
         })
 }
 
-fn set_condition(store: &mut Store, mut job: Value, type_: &str, reason: &str, message: &str, counts: (usize, usize)) {
+fn set_condition(
+    store: &mut Store,
+    mut job: Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    counts: (usize, usize),
+) {
     let t = now();
     job["status"]["conditions"] = json!([{"type": type_, "status": "True", "reason": reason,
         "message": message, "lastTransitionTime": t, "lastProbeTime": t}]);
@@ -151,58 +158,87 @@ fn set_condition(store: &mut Store, mut job: Value, type_: &str, reason: &str, m
     store.put(BATCH, "jobs", job);
 }
 
-/// One round of a minimal Job controller over every Job: creates the missing pods of running
-/// (not suspended, not finished) Jobs, replaces failed pods within `backoffLimit`, and marks Jobs
-/// Complete (every index succeeded) or Failed (`BackoffLimitExceeded`). Returns the names of
-/// pods it created.
+/// One round of a minimal Job controller over every Job: see [`sync_job`]. Returns the names
+/// of pods it created.
 pub fn sync_jobs(store: &mut Store) -> Vec<String> {
-    let mut created = Vec::new();
     let jobs = store.list(BATCH, "jobs", None, &super::Selector::default());
+    let mut created = Vec::new();
     for job in jobs {
-        if has_condition(&job) || job.pointer("/spec/suspend") == Some(&json!(true)) {
-            continue;
+        created.extend(sync_job(store, &job));
+    }
+    created
+}
+
+/// One round of a minimal Job controller for one Job: creates the missing pods of a running (not
+/// suspended, not finished) Job, replaces failed pods within `backoffLimit` (per index for
+/// Indexed Jobs), and marks the Job Complete (every index succeeded) or Failed
+/// (`BackoffLimitExceeded`). Returns the names of pods it created.
+pub fn sync_job(store: &mut Store, job: &Value) -> Vec<String> {
+    let mut created = Vec::new();
+    if has_condition(job) || job.pointer("/spec/suspend") == Some(&json!(true)) {
+        return created;
+    }
+    let name = meta_str(job, "name");
+    let ns = meta_str(job, "namespace");
+    let indexed = job.pointer("/spec/completionMode") == Some(&json!("Indexed"));
+    let completions = job
+        .pointer("/spec/completions")
+        .and_then(|c| c.as_u64())
+        .unwrap_or(1) as u32;
+    let backoff = job
+        .pointer("/spec/backoffLimitPerIndex")
+        .or_else(|| job.pointer("/spec/backoffLimit"))
+        .and_then(|b| b.as_u64())
+        .unwrap_or(6) as usize;
+    let selector = super::Selector::parse(&format!("{}={name}", labels::POD_JOB_NAME));
+    let pods = store.list(CORE, "pods", Some(&ns), &selector);
+    let phase = |p: &Value| {
+        p.pointer("/status/phase")
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut succeeded = 0usize;
+    let mut failed_total = 0usize;
+    let mut job_failed = false;
+    for i in 0..completions {
+        let mine: Vec<&Value> = pods
+            .iter()
+            .filter(|p| pod_index(p).unwrap_or(0) == i)
+            .collect();
+        let ok = mine.iter().any(|p| phase(p) == "Succeeded");
+        let failed = mine.iter().filter(|p| phase(p) == "Failed").count();
+        let live = mine
+            .iter()
+            .any(|p| phase(p) != "Succeeded" && phase(p) != "Failed");
+        failed_total += failed;
+        if ok {
+            succeeded += 1;
+        } else if failed > backoff {
+            job_failed = true;
+        } else if !live {
+            let serial = pods.len() + created.len();
+            created.push(create_pod(store, job, indexed.then_some(i), serial));
         }
-        let name = meta_str(&job, "name");
-        let ns = meta_str(&job, "namespace");
-        let indexed = job.pointer("/spec/completionMode") == Some(&json!("Indexed"));
-        let completions = job.pointer("/spec/completions").and_then(|c| c.as_u64()).unwrap_or(1) as u32;
-        let backoff = job
-            .pointer("/spec/backoffLimitPerIndex")
-            .or_else(|| job.pointer("/spec/backoffLimit"))
-            .and_then(|b| b.as_u64())
-            .unwrap_or(6) as usize;
-        let selector = super::Selector::parse(&format!("{}={name}", labels::POD_JOB_NAME));
-        let pods = store.list(CORE, "pods", Some(&ns), &selector);
-        let index_of = |p: &Value| -> u32 {
-            p.pointer(&format!("/metadata/annotations/{}", labels::POD_COMPLETION_INDEX.replace('/', "~1")))
-                .and_then(|i| i.as_str())
-                .and_then(|i| i.parse().ok())
-                .unwrap_or(0)
-        };
-        let phase = |p: &Value| p.pointer("/status/phase").and_then(|x| x.as_str()).unwrap_or("").to_string();
-        let mut succeeded = 0usize;
-        let mut failed_total = 0usize;
-        let mut job_failed = false;
-        for i in 0..completions {
-            let mine: Vec<&Value> = pods.iter().filter(|p| index_of(p) == i).collect();
-            let ok = mine.iter().any(|p| phase(p) == "Succeeded");
-            let failed = mine.iter().filter(|p| phase(p) == "Failed").count();
-            let live = mine.iter().any(|p| phase(p) != "Succeeded" && phase(p) != "Failed");
-            failed_total += failed;
-            if ok {
-                succeeded += 1;
-            } else if failed > backoff {
-                job_failed = true;
-            } else if !live {
-                let serial = pods.len() + created.len();
-                created.push(create_pod(store, &job, indexed.then_some(i), serial));
-            }
-        }
-        if job_failed {
-            set_condition(store, job, "Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit", (succeeded, failed_total));
-        } else if succeeded == completions as usize {
-            set_condition(store, job, "Complete", "", "", (succeeded, failed_total));
-        }
+    }
+    if job_failed {
+        set_condition(
+            store,
+            job.clone(),
+            "Failed",
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+            (succeeded, failed_total),
+        );
+    } else if succeeded == completions as usize {
+        set_condition(
+            store,
+            job.clone(),
+            "Complete",
+            "",
+            "",
+            (succeeded, failed_total),
+        );
     }
     created
 }
@@ -241,9 +277,17 @@ impl FakeApiServer {
 
     /// Creates the pods of Job `job` if needed, terminates every pending one with
     /// `outcome(completion index)`, then lets the Job controller update the Job.
-    pub fn finish_job_with(&self, ns: &str, job: &str, outcome: impl Fn(Option<u32>) -> PodOutcome) {
+    pub fn finish_job_with(
+        &self,
+        ns: &str,
+        job: &str,
+        outcome: impl Fn(Option<u32>) -> PodOutcome,
+    ) {
         self.with(|s| {
-            sync_jobs(s);
+            let Some(j) = s.get(BATCH, "jobs", Some(ns), job).cloned() else {
+                return;
+            };
+            sync_job(s, &j);
             let selector = super::Selector::parse(&format!("{}={job}", labels::POD_JOB_NAME));
             for pod in s.list(CORE, "pods", Some(ns), &selector) {
                 if pod.pointer("/status/phase") == Some(&json!("Pending")) {
@@ -251,7 +295,9 @@ impl FakeApiServer {
                     terminate_pod(s, ns, &name, &outcome(pod_index(&pod)));
                 }
             }
-            sync_jobs(s);
+            if let Some(j) = s.get(BATCH, "jobs", Some(ns), job).cloned() {
+                sync_job(s, &j);
+            }
         })
     }
 
@@ -296,7 +342,9 @@ impl FakeApiServer {
             });
             self.finish_job_with(ns, name, |index| match &request {
                 Some(r) => {
-                    let r = r.for_shard(index.unwrap_or(0)).unwrap_or_else(|_| r.clone());
+                    let r = r
+                        .for_shard(index.unwrap_or(0))
+                        .unwrap_or_else(|_| r.clone());
                     PodOutcome::succeeded(super::results::succeeded(&r).to_termination_message())
                 }
                 None => PodOutcome::succeeded(""),

@@ -9,8 +9,8 @@
 
 mod body;
 pub mod cluster;
-pub mod results;
 mod path;
+pub mod results;
 mod store;
 
 pub use body::FakeBody;
@@ -73,7 +73,13 @@ impl FakeApiServer {
     }
 
     /// An object by API prefix, resource, namespace and name.
-    pub fn get(&self, prefix: &str, resource: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+    pub fn get(
+        &self,
+        prefix: &str,
+        resource: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
         self.with(|s| s.get(prefix, resource, Some(ns), name).cloned())
     }
 

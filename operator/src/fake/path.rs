@@ -21,9 +21,12 @@ impl ApiPath {
     /// Parses a request path.
     pub fn parse(path: &str) -> Option<ApiPath> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (prefix, rest) = match segs.first()? {
-            &"api" => (format!("/api/{}", segs.get(1)?), &segs[2..]),
-            &"apis" => (format!("/apis/{}/{}", segs.get(1)?, segs.get(2)?), &segs[3..]),
+        let (prefix, rest) = match *segs.first()? {
+            "api" => (format!("/api/{}", segs.get(1)?), &segs[2..]),
+            "apis" => (
+                format!("/apis/{}/{}", segs.get(1)?, segs.get(2)?),
+                &segs[3..],
+            ),
             _ => return None,
         };
         let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
@@ -147,7 +150,10 @@ mod tests {
         assert_eq!(p.name.as_deref(), Some("j1"));
         assert_eq!(p.subresource.as_deref(), Some("status"));
         let p = ApiPath::parse("/api/v1/pods").unwrap();
-        assert_eq!((p.prefix.as_str(), p.namespace, p.resource.as_str()), ("/api/v1", None, "pods"));
+        assert_eq!(
+            (p.prefix.as_str(), p.namespace, p.resource.as_str()),
+            ("/api/v1", None, "pods")
+        );
     }
 
     #[test]

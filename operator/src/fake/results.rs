@@ -92,7 +92,10 @@ pub fn succeeded(request: &StageRequest) -> StageResult {
         }),
     };
     let mut artifacts = BTreeMap::new();
-    artifacts.insert("result".to_string(), format!("{}result.json", request.output_uri));
+    artifacts.insert(
+        "result".to_string(),
+        format!("{}result.json", request.output_uri),
+    );
     StageResult::succeeded(request, summary, artifacts, 1.5)
 }
 

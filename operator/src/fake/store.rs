@@ -85,7 +85,10 @@ fn now() -> String {
 }
 
 fn meta(obj: &Value, field: &str) -> Option<String> {
-    obj.get("metadata")?.get(field)?.as_str().map(str::to_string)
+    obj.get("metadata")?
+        .get(field)?
+        .as_str()
+        .map(str::to_string)
 }
 
 impl Store {
@@ -97,40 +100,89 @@ impl Store {
         }
     }
 
+    /// Objects stored and their total serialized size in bytes (watch history included).
+    pub fn footprint(&self) -> (usize, usize) {
+        let objects: usize = self.objects.values().map(|m| m.len()).sum();
+        let bytes: usize = self
+            .objects
+            .values()
+            .flat_map(|m| m.values())
+            .chain(self.history.iter().map(|h| &h.3))
+            .map(|v| v.to_string().len())
+            .sum();
+        (objects, bytes)
+    }
+
+    /// Drops every object and the watch history (open watches stay open, unnotified). Lets a
+    /// benchmark measure the memory of what else lives in the process.
+    pub fn forget_objects(&mut self) {
+        self.objects = HashMap::new();
+        self.history = VecDeque::new();
+        self.requests = Vec::new();
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
     }
 
     /// An object.
-    pub fn get(&self, prefix: &str, resource: &str, ns: Option<&str>, name: &str) -> Option<&Value> {
+    pub fn get(
+        &self,
+        prefix: &str,
+        resource: &str,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Option<&Value> {
         self.objects
             .get(&(prefix.to_string(), resource.to_string()))?
             .get(&(ns.unwrap_or("").to_string(), name.to_string()))
     }
 
     /// Objects matching a namespace (any with `None`) and selector.
-    pub fn list(&self, prefix: &str, resource: &str, ns: Option<&str>, selector: &Selector) -> Vec<Value> {
-        let Some(map) = self.objects.get(&(prefix.to_string(), resource.to_string())) else {
+    pub fn list(
+        &self,
+        prefix: &str,
+        resource: &str,
+        ns: Option<&str>,
+        selector: &Selector,
+    ) -> Vec<Value> {
+        let Some(map) = self
+            .objects
+            .get(&(prefix.to_string(), resource.to_string()))
+        else {
             return Vec::new();
         };
-        map.iter()
-            .filter(|((n, _), _)| ns.is_none_or(|ns| ns == n))
-            .filter(|(_, v)| selector.matches(v.pointer("/metadata/labels").and_then(|l| l.as_object())))
-            .map(|(_, v)| v.clone())
-            .collect()
+        let matches = |v: &&Value| {
+            selector.matches(v.pointer("/metadata/labels").and_then(|l| l.as_object()))
+        };
+        match ns {
+            // Keys are (namespace, name): one namespace is a contiguous range.
+            Some(ns) => map
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v)
+                .filter(matches)
+                .cloned()
+                .collect(),
+            None => map.values().filter(matches).cloned().collect(),
+        }
     }
 
     fn notify(&mut self, kind: &Kind, type_: &'static str, obj: &Value) {
         let rv = self.rv;
-        self.history.push_back((rv, kind.clone(), type_, obj.clone()));
+        self.history
+            .push_back((rv, kind.clone(), type_, obj.clone()));
         while self.history.len() > HISTORY {
             self.history.pop_front();
         }
         let line = Bytes::from(format!("{}\n", json!({"type": type_, "object": obj})));
         let ns = meta(obj, "namespace").unwrap_or_default();
         let name = meta(obj, "name").unwrap_or_default();
-        let labels = obj.pointer("/metadata/labels").and_then(|l| l.as_object()).cloned();
+        let labels = obj
+            .pointer("/metadata/labels")
+            .and_then(|l| l.as_object())
+            .cloned();
         self.watchers.retain(|w| {
             if &w.kind != kind
                 || w.namespace.as_ref().is_some_and(|n| n != &ns)
@@ -231,12 +283,21 @@ impl Store {
                     .and_then(|f| f.strip_prefix("metadata.name="))
                     .map(str::to_string);
                 if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                    return self.watch(kind, path.namespace.clone(), selector, name, q.get("resourceVersion"));
+                    return self.watch(
+                        kind,
+                        path.namespace.clone(),
+                        selector,
+                        name,
+                        q.get("resourceVersion"),
+                    );
                 }
                 let items: Vec<Value> = self
                     .list(&kind.0, &kind.1, path.namespace.as_deref(), &selector)
                     .into_iter()
-                    .filter(|v| name.as_ref().is_none_or(|n| meta(v, "name").as_ref() == Some(n)))
+                    .filter(|v| {
+                        name.as_ref()
+                            .is_none_or(|n| meta(v, "name").as_ref() == Some(n))
+                    })
                     .collect();
                 let list_kind = items
                     .first()
@@ -268,7 +329,11 @@ impl Store {
                     },
                 };
                 if self.get(&kind.0, &kind.1, Some(&ns), &name).is_some() {
-                    return error_response(409, "AlreadyExists", &format!("{} {name:?} already exists", kind.1));
+                    return error_response(
+                        409,
+                        "AlreadyExists",
+                        &format!("{} {name:?} already exists", kind.1),
+                    );
                 }
                 obj["metadata"]["name"] = json!(name);
                 if path.namespace.is_some() {
@@ -285,14 +350,24 @@ impl Store {
                     return error_response(400, "BadRequest", "body is not JSON");
                 };
                 let Some(current) = self.get(&kind.0, &kind.1, Some(&ns), name).cloned() else {
-                    return error_response(404, "NotFound", &format!("{} {name:?} not found", kind.1));
+                    return error_response(
+                        404,
+                        "NotFound",
+                        &format!("{} {name:?} not found", kind.1),
+                    );
                 };
                 if let Some(rv) = meta(&obj, "resourceVersion") {
                     if Some(rv) != meta(&current, "resourceVersion") {
                         return error_response(409, "Conflict", "the object has been modified");
                     }
                 }
-                for f in ["uid", "creationTimestamp", "generation", "deletionTimestamp", "namespace"] {
+                for f in [
+                    "uid",
+                    "creationTimestamp",
+                    "generation",
+                    "deletionTimestamp",
+                    "namespace",
+                ] {
                     if let Some(v) = current.pointer(&format!("/metadata/{f}")) {
                         obj["metadata"][f] = v.clone();
                     }
@@ -302,7 +377,10 @@ impl Store {
                     merged["status"] = obj.get("status").cloned().unwrap_or(Value::Null);
                     obj = merged;
                 } else if current.get("spec") != obj.get("spec") {
-                    let g = current.pointer("/metadata/generation").and_then(|g| g.as_i64()).unwrap_or(1);
+                    let g = current
+                        .pointer("/metadata/generation")
+                        .and_then(|g| g.as_i64())
+                        .unwrap_or(1);
                     obj["metadata"]["generation"] = json!(g + 1);
                 }
                 let stored = self.put(&kind.0, &kind.1, obj);
@@ -310,7 +388,11 @@ impl Store {
             }
             (&Method::DELETE, Some(name)) => {
                 let Some(mut obj) = self.get(&kind.0, &kind.1, Some(&ns), name).cloned() else {
-                    return error_response(404, "NotFound", &format!("{} {name:?} not found", kind.1));
+                    return error_response(
+                        404,
+                        "NotFound",
+                        &format!("{} {name:?} not found", kind.1),
+                    );
                 };
                 let has_finalizers = obj
                     .pointer("/metadata/finalizers")
@@ -327,7 +409,11 @@ impl Store {
                     respond(200, &removed)
                 }
             }
-            _ => error_response(405, "MethodNotAllowed", "not supported by the fake apiserver"),
+            _ => error_response(
+                405,
+                "MethodNotAllowed",
+                "not supported by the fake apiserver",
+            ),
         }
     }
 
@@ -397,7 +483,10 @@ impl Store {
                 }
             }
             if next.get("spec") != current.get("spec") {
-                let g = current.pointer("/metadata/generation").and_then(|g| g.as_i64()).unwrap_or(1);
+                let g = current
+                    .pointer("/metadata/generation")
+                    .and_then(|g| g.as_i64())
+                    .unwrap_or(1);
                 next["metadata"]["generation"] = json!(g + 1);
             }
         }
@@ -431,8 +520,12 @@ impl Store {
     ) -> Response<FakeBody> {
         let (tx, rx) = unbounded_channel();
         let matches = |v: &Value| {
-            namespace.as_ref().is_none_or(|n| meta(v, "namespace").as_ref() == Some(n))
-                && name.as_ref().is_none_or(|n| meta(v, "name").as_ref() == Some(n))
+            namespace
+                .as_ref()
+                .is_none_or(|n| meta(v, "namespace").as_ref() == Some(n))
+                && name
+                    .as_ref()
+                    .is_none_or(|n| meta(v, "name").as_ref() == Some(n))
                 && selector.matches(v.pointer("/metadata/labels").and_then(|l| l.as_object()))
         };
         let since: Option<u64> = resource_version
@@ -442,7 +535,10 @@ impl Store {
             None => {
                 for v in self.list(&kind.0, &kind.1, namespace.as_deref(), &selector) {
                     if matches(&v) {
-                        let _ = tx.send(Bytes::from(format!("{}\n", json!({"type": "ADDED", "object": v}))));
+                        let _ = tx.send(Bytes::from(format!(
+                            "{}\n",
+                            json!({"type": "ADDED", "object": v})
+                        )));
                     }
                 }
             }
@@ -459,7 +555,10 @@ impl Store {
                 }
                 for (hrv, hkind, type_, obj) in &self.history {
                     if *hrv > rv && hkind == &kind && matches(obj) {
-                        let _ = tx.send(Bytes::from(format!("{}\n", json!({"type": type_, "object": obj}))));
+                        let _ = tx.send(Bytes::from(format!(
+                            "{}\n",
+                            json!({"type": type_, "object": obj})
+                        )));
                     }
                 }
             }

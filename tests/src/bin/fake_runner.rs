@@ -24,13 +24,15 @@ fn stage(args: &[String]) -> anyhow::Result<()> {
         [flag, path] if flag == "--request" => PathBuf::from(path),
         _ => bail!("usage: stage --request FILE"),
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut request = StageRequest::from_json(&text)?;
     if let Ok(index) = std::env::var("JOB_COMPLETION_INDEX") {
         let index: u32 = index.parse().context("JOB_COMPLETION_INDEX")?;
         request = request.for_shard(index)?;
     }
-    let fail = std::env::var("PRUNEFORGE_FAKE_FAIL_STAGE").is_ok_and(|s| s == request.stage_id.as_str());
+    let fail =
+        std::env::var("PRUNEFORGE_FAKE_FAIL_STAGE").is_ok_and(|s| s == request.stage_id.as_str());
     let result = if fail {
         results::failed(&request, "failing on request (PRUNEFORGE_FAKE_FAIL_STAGE)")
     } else {
@@ -44,8 +46,10 @@ fn stage(args: &[String]) -> anyhow::Result<()> {
         };
         std::fs::write(PathBuf::from(dir).join(name), result.to_json())?;
     }
-    let log = std::env::var("PRUNEFORGE_TERMINATION_LOG").unwrap_or_else(|_| "/dev/termination-log".into());
-    std::fs::write(&log, result.to_termination_message()).with_context(|| format!("writing {log}"))?;
+    let log = std::env::var("PRUNEFORGE_TERMINATION_LOG")
+        .unwrap_or_else(|_| "/dev/termination-log".into());
+    std::fs::write(&log, result.to_termination_message())
+        .with_context(|| format!("writing {log}"))?;
     if fail {
         std::process::exit(1);
     }
