@@ -79,15 +79,19 @@ struct RunArgs {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Rbac { name }) => {
-            print!("{}", rbac::cluster_role_yaml(&name)?);
-            Ok(())
-        }
-        Some(Command::Crd) => {
-            print!("{}", pruneforge_api::crd_yaml()?);
-            Ok(())
-        }
+        Some(Command::Rbac { name }) => write_stdout(&rbac::cluster_role_yaml(&name)?),
+        Some(Command::Crd) => write_stdout(&pruneforge_api::crd_yaml()?),
         None => run(cli.run).await,
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
