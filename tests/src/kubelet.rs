@@ -125,6 +125,7 @@ impl FakeKubelet {
                     .as_ref()
                     .and_then(|s| s.phase.as_deref())
                     .is_none_or(|p| p == "Pending");
+                // (pods it marked Running are in `seen`)
                 if !pending || pod.metadata.deletion_timestamp.is_some() || seen.contains(&name) {
                     continue;
                 }
@@ -238,6 +239,32 @@ impl FakeKubelet {
         }
 
         let started = Timestamp::now();
+        // Like a kubelet: the pod is bound and running before the container starts. A cluster
+        // that refuses this patch still gets the final one.
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let running = json!({"status": {
+            "phase": "Running",
+            "startTime": started.to_string(),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": started.to_string()},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": started.to_string()},
+            ],
+            "containerStatuses": [{
+                "name": "runner",
+                "image": container.image.clone().unwrap_or_default(),
+                "imageID": "",
+                "ready": true,
+                "restartCount": 0,
+                "started": true,
+                "state": {"running": {"startedAt": started.to_string()}},
+            }],
+        }});
+        if let Err(e) = pods
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
+            .await
+        {
+            eprintln!("fake kubelet: marking pod {name} running: {e}");
+        }
         let output = tokio::process::Command::new(&self.config.runner_bin)
             .args(&args)
             .env_clear()
@@ -275,7 +302,6 @@ impl FakeKubelet {
                 }},
             }],
         }});
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
         Ok(PodRun {
