@@ -9,6 +9,7 @@
 
 mod body;
 pub mod cluster;
+pub mod http;
 mod path;
 pub mod results;
 mod store;
@@ -19,7 +20,7 @@ pub use store::{Recorded, Store};
 
 use std::sync::{Arc, Mutex};
 
-use http::{Request, Response};
+use ::http::{Request, Response};
 use kube::client::Body;
 use kube::Client;
 use tokio::task::JoinHandle;
@@ -30,14 +31,18 @@ pub struct FakeApiServer {
     store: Arc<Mutex<Store>>,
 }
 
+impl Default for FakeApiServer {
+    fn default() -> Self {
+        FakeApiServer::new()
+    }
+}
+
 impl FakeApiServer {
     /// Starts a server and returns it with a client talking to it (default namespace
     /// `default`). Must be called inside a tokio runtime.
     pub fn start() -> (FakeApiServer, Client, JoinHandle<()>) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<FakeBody>>();
-        let server = FakeApiServer {
-            store: Arc::new(Mutex::new(Store::recording())),
-        };
+        let server = FakeApiServer::new();
         let store = server.store.clone();
         let task = tokio::spawn(async move {
             while let Some((request, respond)) = handle.next_request().await {
@@ -51,6 +56,19 @@ impl FakeApiServer {
             }
         });
         (server, Client::new(service, "default"), task)
+    }
+
+    /// A server with an empty store that records requests, not yet serving anything (see
+    /// [`FakeApiServer::start`] and [`http::serve`]).
+    pub fn new() -> FakeApiServer {
+        FakeApiServer {
+            store: Arc::new(Mutex::new(Store::recording())),
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, parts: &::http::request::Parts, body: &[u8]) -> Response<FakeBody> {
+        self.with(|s| s.handle(parts, body))
     }
 
     /// Runs `f` with the store locked.
