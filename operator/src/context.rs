@@ -1,0 +1,45 @@
+//! State shared by every reconcile.
+
+use std::sync::Arc;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// Field manager of every write (server-side apply of statuses and ConfigMaps, creates, patches).
+pub const FIELD_MANAGER: &str = "pruneforge-operator";
+
+/// What a reconcile needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Operator settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder (deduplicates repeated events into series).
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// A context; `instance` names this operator replica in Events (e.g. the pod name).
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+            metrics,
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Reconcile errors.
+
+/// Why a reconcile failed. Errors are retried (see `Settings::requeue_error`); a spec the
+/// planner rejects is not an error but a Stalled condition.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes api: {0}")]
+    Kube(#[from] kube::Error),
+    /// The object has no namespace (the resource is namespaced; this is an apiserver bug).
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+    /// Serializing an object failed.
+    #[error("serializing {what}: {source}")]
+    Serialize {
+        /// What was serialized.
+        what: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The stage request could not be built.
+    #[error("stage request of {stage}: {source}")]
+    Contract {
+        /// Stage id.
+        stage: String,
+        /// The contract error.
+        #[source]
+        source: pruneforge_api::contract::ContractError,
+    },
+}
+
+impl Error {
+    /// Short label for metrics (`error` label of `reconcile_errors_total`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::NoNamespace(_) => "no_namespace",
+            Error::Serialize { .. } => "serialize",
+            Error::Contract { .. } => "contract",
+        }
+    }
+}
+
+/// Result of reconcile steps.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

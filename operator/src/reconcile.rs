@@ -1,0 +1,272 @@
+//! The reconcile function: observe owned Jobs and Pods, decide, act, write the status.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use pruneforge_api::status::{PruneDistillJobStatus, StagePhase};
+use pruneforge_api::{plan, PruneDistillJob};
+use serde_json::json;
+use tracing::{debug, info, instrument, warn};
+
+use crate::context::{Context, FIELD_MANAGER};
+use crate::decide::{self, Decision, Inputs};
+use crate::error::{Error, Result};
+use crate::events;
+use crate::finalizer;
+use crate::labels;
+use crate::metrics::{KindLabels, StageLabels};
+use crate::naming;
+use crate::observe::{self, ObservedJob};
+use crate::stage_job;
+
+/// Reconciles one `PruneDistillJob`.
+#[instrument(skip_all, fields(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default()))]
+pub async fn reconcile(obj: Arc<PruneDistillJob>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer();
+    let ns = obj
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(obj.name_any()))?;
+    let api: Api<PruneDistillJob> = Api::namespaced(ctx.client.clone(), &ns);
+    if obj.meta().deletion_timestamp.is_some() {
+        return finalizer::cleanup(&obj, &ctx, &api).await;
+    }
+    if !finalizer::has(&obj) {
+        finalizer::add(&api, &obj).await?;
+    }
+    apply(&obj, &ctx, &api, &ns).await
+}
+
+/// Logs the error, counts it and retries later.
+pub fn error_policy(obj: Arc<PruneDistillJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), %error, "reconcile failed");
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            error: error.metric_label().into(),
+        })
+        .inc();
+    Action::requeue(ctx.settings.requeue_error)
+}
+
+/// Whether the Job is controlled by the object with this uid (a resource deleted and created
+/// again under the same name must not adopt the old one's Jobs).
+fn controlled_by(job_meta: &kube::api::ObjectMeta, uid: Option<&str>) -> bool {
+    match uid {
+        None => true,
+        Some(uid) => job_meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true)),
+    }
+}
+
+async fn apply(
+    obj: &PruneDistillJob,
+    ctx: &Context,
+    api: &Api<PruneDistillJob>,
+    ns: &str,
+) -> Result<Action> {
+    let name = obj.name_any();
+    let resource_key = format!("{ns}/{name}");
+    let now = Time(Timestamp::now());
+    let previous = obj.status.clone().unwrap_or_default();
+    let generation = obj.meta().generation;
+
+    let plan = match plan(&obj.spec) {
+        Ok(plan) => plan,
+        Err(error) => {
+            let status = decide::invalid_spec(&previous, &error, generation, &now);
+            if status != previous {
+                write_status(api, &name, &status).await?;
+                events::publish(
+                    ctx,
+                    obj,
+                    events::job_event(
+                        EventType::Warning,
+                        "InvalidSpec",
+                        "Plan",
+                        format!("invalid spec: {error}"),
+                    ),
+                )
+                .await;
+            }
+            ctx.metrics.set_active_jobs(&resource_key, 0);
+            return Ok(Action::requeue(ctx.settings.requeue_idle));
+        }
+    };
+
+    let client = ctx.client.clone();
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), ns);
+    let selector = labels::stage_selector(&name);
+    let uid = obj.meta().uid.as_deref();
+    let mut jobs = jobs_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    jobs.retain(|j| controlled_by(&j.metadata, uid));
+    let pods = if needs_pods(&jobs, &previous) {
+        let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        pods_api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+    } else {
+        Vec::new()
+    };
+    let observed = observe::observe(&jobs, &pods);
+
+    let decision = decide::decide(&Inputs {
+        name: &name,
+        plan: &plan,
+        previous: &previous,
+        generation,
+        jobs: &observed,
+        max_attempts: ctx.settings.max_attempts.max(1),
+        now,
+    });
+    act(obj, ctx, &plan, &decision, &observed, ns).await?;
+    if decision.status != previous {
+        write_status(api, &name, &decision.status).await?;
+    }
+    for ev in &decision.events {
+        events::publish(ctx, obj, events::stage_event(obj, ev)).await;
+    }
+    for f in &decision.finished {
+        if let Some(s) = f.seconds {
+            ctx.metrics
+                .stage_duration
+                .get_or_create(&StageLabels {
+                    kind: f.kind.to_string(),
+                    outcome: if f.succeeded { "succeeded" } else { "failed" }.into(),
+                })
+                .observe(s);
+        }
+    }
+    let active = decision
+        .status
+        .stages
+        .iter()
+        .filter(|s| s.phase == StagePhase::Running)
+        .count() as i64;
+    ctx.metrics.set_active_jobs(&resource_key, active);
+    debug!(
+        started = decision.start.len(),
+        deleted = decision.delete.len(),
+        active,
+        "reconciled"
+    );
+    Ok(Action::requeue(if decision.in_progress() {
+        ctx.settings.requeue_running
+    } else {
+        ctx.settings.requeue_idle
+    }))
+}
+
+/// Pods are read only while some live Job's stage is not recorded as finished.
+fn needs_pods(jobs: &[Job], previous: &PruneDistillJobStatus) -> bool {
+    jobs.iter()
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .any(|j| {
+            let l = j.labels();
+            let (Some(stage), Some(key)) = (l.get(labels::STAGE), l.get(labels::KEY)) else {
+                return false;
+            };
+            !previous.stages.iter().any(|s| {
+                &s.id == stage
+                    && labels::key_label(&s.key) == key
+                    && matches!(
+                        s.phase,
+                        StagePhase::Succeeded | StagePhase::Failed | StagePhase::Skipped
+                    )
+            })
+        })
+}
+
+async fn act(
+    obj: &PruneDistillJob,
+    ctx: &Context,
+    plan: &pruneforge_api::Plan,
+    decision: &Decision,
+    observed: &[ObservedJob],
+    ns: &str,
+) -> Result<()> {
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let cms_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    for start in &decision.start {
+        let Some(stage) = plan.get(start.stage.as_str()) else {
+            continue;
+        };
+        let cm = stage_job::request_config_map(obj, plan, stage)?;
+        let cm_name = cm.name_any();
+        cms_api.patch(&cm_name, &apply, &Patch::Apply(&cm)).await?;
+        let job = stage_job::stage_job(obj, stage, start.attempt, &start.job_name, &ctx.settings)?;
+        match jobs_api.create(&PostParams::default(), &job).await {
+            Ok(_) => {
+                info!(stage = %stage.id, attempt = start.attempt, job = %start.job_name, "stage started");
+                ctx.metrics
+                    .stages_started
+                    .get_or_create(&KindLabels {
+                        kind: stage.kind().to_string(),
+                    })
+                    .inc();
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                debug!(job = %start.job_name, "stage Job exists already");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let name = obj.name_any();
+    for job_name in &decision.delete {
+        info!(job = %job_name, "deleting stale stage Job");
+        ignore_not_found(jobs_api.delete(job_name, &DeleteParams::background()).await)?;
+        // Its request ConfigMap, unless the current plan still uses the same key.
+        if let Some(job) = observed.iter().find(|j| &j.name == job_name) {
+            let current = plan
+                .get(&job.stage)
+                .is_some_and(|s| job.matches_key(&s.key));
+            if !current && job.key.len() == 64 {
+                let cm = naming::request_config_map_name(&name, &job.stage, &job.key);
+                ignore_not_found(cms_api.delete(&cm, &DeleteParams::background()).await)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ignore_not_found<T>(r: std::result::Result<T, kube::Error>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the whole status with server-side apply (field manager `pruneforge-operator`).
+pub async fn write_status(
+    api: &Api<PruneDistillJob>,
+    name: &str,
+    status: &PruneDistillJobStatus,
+) -> Result<()> {
+    let patch = json!({
+        "apiVersion": format!("{}/{}", pruneforge_api::GROUP, pruneforge_api::VERSION),
+        "kind": pruneforge_api::KIND,
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! Stage results → the result summaries of the status (layer scores, pruned models, adapters,
+//! merged models, evaluations, speculative decoding, best recovery, pruned blocks).
+//!
+//! Every summary entry is produced by exactly one stage (see [`producer`]); entries whose
+//! producer is no longer done with its current cache key are dropped, so a spec edit never
+//! leaves stale numbers behind.
+
+use std::collections::BTreeSet;
+
+use pruneforge_api::contract::{StageResult, StageSummary};
+use pruneforge_api::params::StageParams;
+use pruneforge_api::plan::variant;
+use pruneforge_api::spec::DraftModel;
+use pruneforge_api::status::{
+    BestRecovery, EvaluationStatus, LayerScoreStatus, ModelArtifactStatus, PruneDistillJobStatus,
+    SpeculativeStatus,
+};
+use pruneforge_api::{Plan, StageId, StageInstance};
+
+/// One-line summary of a finished stage for its status `message`, e.g.
+/// `kept 28/32 rewrites (87.5%)`.
+pub fn summary_line(summary: &StageSummary) -> String {
+    match summary {
+        StageSummary::Import(s) => format!(
+            "{} layers, {} parameters",
+            s.layers,
+            human_count(s.parameters)
+        ),
+        StageSummary::Score(s) => {
+            let blocks: Vec<String> = s
+                .best
+                .iter()
+                .map(|b| format!("n{}: {}-{} ({:.4})", b.block_size, b.start, b.end, b.score))
+                .collect();
+            format!(
+                "{} layers scored; best blocks {}",
+                s.layers,
+                blocks.join(", ")
+            )
+        }
+        StageSummary::Prune(s) => format!(
+            "dropped layers {}-{}: {} -> {} layers, {} -> {} parameters",
+            s.start,
+            s.end,
+            s.layers_before,
+            s.layers_after,
+            human_count(s.parameters_before),
+            human_count(s.parameters_after)
+        ),
+        StageSummary::Distill(s) => format!(
+            "kept {}/{} rewrites ({:.1}%)",
+            s.kept,
+            s.items,
+            s.kept_rate * 100.0
+        ),
+        StageSummary::Finetune(s) => format!(
+            "final loss {:.4} after {} steps, {} tokens",
+            s.final_loss, s.steps, s.tokens
+        ),
+        StageSummary::Merge(s) => format!(
+            "merged {} tensors ({} linear fallbacks)",
+            s.tensors, s.fallback_count
+        ),
+        StageSummary::Eval(s) => match s.average {
+            Some(avg) => format!("average {:.4} over {} tasks", avg, s.tasks.len()),
+            None => format!("{} tasks", s.tasks.len()),
+        },
+        StageSummary::Speculate(s) => format!(
+            "acceptance {:.3}, mean accepted length {:.2}, speed-up {:.2}x",
+            s.acceptance_rate, s.mean_accepted_length, s.speedup
+        ),
+    }
+}
+
+fn human_count(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2}B", n as f64 / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1}M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}K", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Combines the results of a stage's shards into one summary: distill counts are summed, other
+/// kinds (never sharded) keep the first summary.
+pub fn combined_summary(results: &[StageResult]) -> Option<StageSummary> {
+    let mut summaries = results.iter().filter_map(|r| r.summary.clone());
+    let first = summaries.next()?;
+    match first {
+        StageSummary::Distill(mut total) => {
+            for s in summaries {
+                if let StageSummary::Distill(d) = s {
+                    total.items += d.items;
+                    total.kept += d.kept;
+                }
+            }
+            total.kept_rate = if total.items == 0 {
+                0.0
+            } else {
+                total.kept as f64 / total.items as f64
+            };
+            Some(StageSummary::Distill(total))
+        }
+        other => Some(other),
+    }
+}
+
+/// URI of a stage's `result.json`.
+pub fn result_uri(stage: &StageInstance) -> String {
+    format!("{}result.json", stage.artifact_uri)
+}
+
+/// Records the summary of a finished stage in the status lists (replacing the entry of the same
+/// variant).
+pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results: &[StageResult]) {
+    let Some(summary) = combined_summary(results) else {
+        return;
+    };
+    let artifact = |name: &str| {
+        results
+            .iter()
+            .find_map(|r| r.artifacts.get(name).cloned())
+            .unwrap_or_else(|| stage.artifact_uri.clone())
+    };
+    let line = summary_line(&summary);
+    match (&stage.params, summary) {
+        (_, StageSummary::Score(s)) => {
+            let scores_uri = results
+                .iter()
+                .find_map(|r| r.artifacts.get("scores").cloned());
+            status.layer_scores = s
+                .best
+                .iter()
+                .map(|b| LayerScoreStatus {
+                    block_size: b.block_size,
+                    start: b.start,
+                    end: b.end,
+                    score: b.score,
+                    metric: s.metric,
+                    scores_uri: scores_uri.clone(),
+                })
+                .collect();
+        }
+        (StageParams::Prune(p), StageSummary::Prune(_)) => upsert(
+            &mut status.pruned_models,
+            ModelArtifactStatus {
+                variant: variant::pruned(p.block_size),
+                block_size: p.block_size,
+                method: None,
+                uri: artifact("model"),
+                summary: Some(line),
+            },
+        ),
+        (StageParams::Finetune(p), StageSummary::Finetune(_)) => upsert(
+            &mut status.adapters,
+            ModelArtifactStatus {
+                variant: variant::finetuned(p.block_size, p.method),
+                block_size: p.block_size,
+                method: Some(p.method.slug().to_string()),
+                uri: artifact("adapter"),
+                summary: Some(line),
+            },
+        ),
+        (StageParams::Merge(p), StageSummary::Merge(_)) => upsert(
+            &mut status.merged_models,
+            ModelArtifactStatus {
+                variant: variant::merged(p.block_size),
+                block_size: p.block_size,
+                method: None,
+                uri: artifact("model"),
+                summary: Some(line),
+            },
+        ),
+        (StageParams::Eval(_), StageSummary::Eval(e)) => {
+            let name = eval_variant(&stage.id);
+            let entry = EvaluationStatus {
+                variant: name.clone(),
+                tasks: e.tasks.iter().map(|t| (t.task.clone(), t.value)).collect(),
+                average: e.average,
+                recovery_percent: None,
+                result_uri: Some(
+                    results
+                        .iter()
+                        .find_map(|r| r.artifacts.get("result").cloned())
+                        .unwrap_or_else(|| result_uri(stage)),
+                ),
+            };
+            match status.evaluations.iter_mut().find(|x| x.variant == name) {
+                Some(x) => *x = entry,
+                None => status.evaluations.push(entry),
+            }
+        }
+        (StageParams::Speculate(p), StageSummary::Speculate(s)) => {
+            let name = speculative_variant(p.block_size, p.draft);
+            let entry = SpeculativeStatus {
+                variant: name.clone(),
+                acceptance_rate: s.acceptance_rate,
+                mean_accepted_length: s.mean_accepted_length,
+                speedup: s.speedup,
+                result_uri: Some(
+                    results
+                        .iter()
+                        .find_map(|r| r.artifacts.get("result").cloned())
+                        .unwrap_or_else(|| result_uri(stage)),
+                ),
+            };
+            match status.speculative.iter_mut().find(|x| x.variant == name) {
+                Some(x) => *x = entry,
+                None => status.speculative.push(entry),
+            }
+        }
+        // import and distill have no list entry; mismatched kinds are ignored.
+        _ => {}
+    }
+}
+
+fn upsert(list: &mut Vec<ModelArtifactStatus>, entry: ModelArtifactStatus) {
+    match list.iter_mut().find(|x| x.variant == entry.variant) {
+        Some(x) => *x = entry,
+        None => list.push(entry),
+    }
+}
+
+/// `eval-n6-sft` → `n6-sft`.
+pub fn eval_variant(id: &StageId) -> String {
+    id.as_str()
+        .strip_prefix("eval-")
+        .unwrap_or(id.as_str())
+        .to_string()
+}
+
+/// Draft variant of speculative decoding: `n6` or `n6-merged`.
+pub fn speculative_variant(block_size: u32, draft: DraftModel) -> String {
+    match draft {
+        DraftModel::Pruned => variant::pruned(block_size),
+        DraftModel::Merged => variant::merged(block_size),
+    }
+}
+
+/// The stage that produced each kind of entry.
+mod producer {
+    use super::*;
+
+    pub fn pruned(m: &ModelArtifactStatus) -> StageId {
+        StageId::prune(m.block_size)
+    }
+
+    pub fn adapter(m: &ModelArtifactStatus) -> StageId {
+        // variant is n<n>-<method slug>; the finetune id is finetune-<variant>.
+        StageId::from(format!("finetune-{}", m.variant).as_str())
+    }
+
+    pub fn merged(m: &ModelArtifactStatus) -> StageId {
+        StageId::merge(m.block_size)
+    }
+
+    pub fn evaluation(e: &EvaluationStatus) -> StageId {
+        StageId::eval(&e.variant)
+    }
+
+    pub fn speculative(s: &SpeculativeStatus) -> Option<StageId> {
+        let n: u32 = s
+            .variant
+            .strip_prefix('n')?
+            .split('-')
+            .next()?
+            .parse()
+            .ok()?;
+        Some(StageId::speculate(n))
+    }
+}
+
+/// Drops every summary whose producing stage is not in `done` (finished with its current key),
+/// then derives the computed fields: recovery per evaluation, best recovery, pruned blocks; and
+/// sorts every list in plan order.
+pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet<StageId>) {
+    if !done.contains(&StageId::score()) {
+        status.layer_scores.clear();
+    }
+    status
+        .pruned_models
+        .retain(|m| done.contains(&producer::pruned(m)));
+    status
+        .adapters
+        .retain(|m| done.contains(&producer::adapter(m)));
+    status
+        .merged_models
+        .retain(|m| done.contains(&producer::merged(m)));
+    status
+        .evaluations
+        .retain(|e| done.contains(&producer::evaluation(e)));
+    status
+        .speculative
+        .retain(|s| producer::speculative(s).is_some_and(|id| done.contains(&id)));
+
+    let order = |id: &StageId| {
+        plan.stages()
+            .iter()
+            .position(|s| &s.id == id)
+            .unwrap_or(usize::MAX)
+    };
+    status.layer_scores.sort_by_key(|l| l.block_size);
+    status
+        .pruned_models
+        .sort_by_key(|m| order(&producer::pruned(m)));
+    status
+        .adapters
+        .sort_by_key(|m| order(&producer::adapter(m)));
+    status
+        .merged_models
+        .sort_by_key(|m| order(&producer::merged(m)));
+    status
+        .evaluations
+        .sort_by_key(|e| order(&producer::evaluation(e)));
+    status.speculative.sort_by_key(|s| {
+        producer::speculative(s)
+            .map(|id| order(&id))
+            .unwrap_or(usize::MAX)
+    });
+
+    // Recovery: average / base average × 100.
+    let base = status
+        .evaluations
+        .iter()
+        .find(|e| e.variant == variant::BASE)
+        .and_then(|e| e.average)
+        .filter(|b| *b > 0.0);
+    for e in &mut status.evaluations {
+        e.recovery_percent = match (e.variant.as_str(), base, e.average) {
+            (variant::BASE, _, _) => None,
+            (_, Some(b), Some(a)) => Some(round(a / b * 100.0, 2)),
+            _ => None,
+        };
+    }
+    status.best_recovery = status
+        .evaluations
+        .iter()
+        .filter_map(|e| e.recovery_percent.map(|p| (e, p)))
+        .fold(
+            None::<(&EvaluationStatus, f64)>,
+            |best, (e, p)| match best {
+                Some((_, bp)) if bp >= p => best,
+                _ => Some((e, p)),
+            },
+        )
+        .map(|(e, p)| BestRecovery {
+            variant: e.variant.clone(),
+            percent: p,
+        });
+
+    // Pruned blocks: the block each done prune stage dropped (fixed start, or the score stage's
+    // best block of that size).
+    let blocks: Vec<String> = plan
+        .stages()
+        .iter()
+        .filter(|s| done.contains(&s.id))
+        .filter_map(|s| match &s.params {
+            StageParams::Prune(p) => match p.start {
+                Some(start) => Some(format!("{}-{}", start, start + p.block_size - 1)),
+                None => status
+                    .layer_scores
+                    .iter()
+                    .find(|l| l.block_size == p.block_size)
+                    .map(|l| l.block_range()),
+            },
+            _ => None,
+        })
+        .collect();
+    status.pruned_blocks = (!blocks.is_empty()).then(|| blocks.join(","));
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}

@@ -1,0 +1,312 @@
+//! End-to-end: the operator in-process against a real cluster (`PRUNEFORGE_E2E_KUBECONFIG`),
+//! optionally playing the kubelet (`PRUNEFORGE_E2E_FAKE_KUBELET=1`, for clusters with an
+//! apiserver, etcd and controller-manager but no nodes); and, always, the same wiring against
+//! the in-memory apiserver to check the fake kubelet and the controller's watches offline.
+
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use pruneforge_api::status::{JobPhase, StagePhase, CONDITION_READY, CONDITION_STALLED};
+use pruneforge_api::PruneDistillJob;
+use pruneforge_operator::fake::FakeApiServer;
+use pruneforge_operator::{Operator, Scope, Settings};
+use pruneforge_tests::cluster::{self, condition_true};
+use pruneforge_tests::env;
+use pruneforge_tests::kubelet::{FakeKubelet, KubeletConfig};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+/// examples/quickstart.yaml with tiny limits, in `namespace`, storing under `storage_uri`.
+fn quickstart(namespace: &str, name: &str, storage_uri: &str) -> PruneDistillJob {
+    let path = env::repo_root().join("examples/quickstart.yaml");
+    let text = std::fs::read_to_string(&path).expect("examples/quickstart.yaml");
+    let mut v: Value = serde_yaml::from_str(&text).expect("quickstart parses");
+    v["metadata"] = json!({"name": name, "namespace": namespace});
+    let spec = &mut v["spec"];
+    spec["calibration"]["sequences"] = json!(4);
+    spec["calibration"]["seqLen"] = json!(32);
+    if let Some(ds) = spec["distillation"]["datasets"].as_array_mut() {
+        for d in ds {
+            d["limit"] = json!(4);
+        }
+    }
+    spec["distillation"]["generation"]["maxNewTokens"] = json!(32);
+    spec["recovery"]["optimizer"]["steps"] = json!(2);
+    spec["recovery"]["optimizer"]["warmupSteps"] = json!(1);
+    spec["recovery"]["optimizer"]["maxSeqLen"] = json!(128);
+    if let Some(tasks) = spec["evaluation"]["tasks"].as_array_mut() {
+        for t in tasks {
+            t["limit"] = json!(4);
+        }
+    }
+    spec["speculative"]["maxNewTokens"] = json!(16);
+    spec["speculative"]["prompts"]["limit"] = json!(2);
+    spec["storage"] = json!({"uri": storage_uri});
+    if let Ok(pvc) = std::env::var("PRUNEFORGE_E2E_PVC") {
+        spec["storage"]["pvcName"] = json!(pvc);
+    }
+    serde_json::from_value(v).expect("quickstart is a PruneDistillJob")
+}
+
+fn summary(obj: &PruneDistillJob) -> String {
+    let Some(s) = &obj.status else {
+        return "no status".into();
+    };
+    let stages: Vec<String> = s
+        .stages
+        .iter()
+        .map(|st| {
+            format!(
+                "{}={:?}({})",
+                st.id,
+                st.phase,
+                st.message.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    format!("phase {:?}; {}", s.phase, stages.join("; "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_quickstart_reaches_ready() {
+    let Some(kubeconfig) = env::kubeconfig() else {
+        println!("skipped: PRUNEFORGE_E2E_KUBECONFIG not set");
+        return;
+    };
+    let client = cluster::client(&kubeconfig)
+        .await
+        .expect("client from PRUNEFORGE_E2E_KUBECONFIG");
+    cluster::install_crd(
+        &client,
+        &env::repo_root().join("crds/pruneforge.dev_prunedistilljobs.yaml"),
+    )
+    .await
+    .expect("install CRD");
+    let ns = format!("pruneforge-e2e-{}", std::process::id());
+    cluster::create_namespace(&client, &ns)
+        .await
+        .expect("namespace");
+
+    let storage = tempfile::tempdir().expect("tempdir");
+    let storage_uri = std::env::var("PRUNEFORGE_E2E_STORAGE_URI")
+        .unwrap_or_else(|_| format!("file://{}/out", storage.path().display()));
+    let mut settings = Settings::default();
+    if let Ok(image) = std::env::var("PRUNEFORGE_E2E_RUNNER_IMAGE") {
+        settings.runner_image = image;
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let operator = Operator::new(client.clone(), settings, Scope::Namespace(ns.clone()));
+    let mut op_stop = stop_rx.clone();
+    let op = tokio::spawn(operator.run(async move {
+        let _ = op_stop.wait_for(|s| *s).await;
+    }));
+    let kubelet = env::fake_kubelet().then(|| {
+        let work = tempfile::tempdir().expect("tempdir");
+        let config = KubeletConfig {
+            runner_bin: env::runner_bin(),
+            data_dir: env::data_dir(),
+            work_dir: work.path().to_path_buf(),
+            parallel: 1,
+            poll: Duration::from_millis(500),
+        };
+        let task =
+            tokio::spawn(FakeKubelet::new(client.clone(), ns.clone(), config).run(stop_rx.clone()));
+        (task, work)
+    });
+
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
+    let job = quickstart(&ns, "quickstart", &storage_uri);
+    api.patch(
+        "quickstart",
+        &PatchParams::apply(cluster::MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await
+    .expect("apply quickstart");
+    let result = cluster::wait_for(
+        &api,
+        "quickstart",
+        Duration::from_secs(env::timeout_secs()),
+        "Ready or Stalled",
+        |o| condition_true(o, CONDITION_READY) || condition_true(o, CONDITION_STALLED),
+    )
+    .await;
+    let obj = api.get("quickstart").await.expect("get");
+    println!("{}", summary(&obj));
+
+    // Deletion runs the finalizer.
+    api.delete("quickstart", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let gone = tokio::time::timeout(Duration::from_secs(60), async {
+        while api.get_opt("quickstart").await.ok().flatten().is_some() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = op.await;
+    if let Some((task, _work)) = kubelet {
+        let runs = task.await.expect("kubelet task").expect("kubelet");
+        println!("fake kubelet ran {} pods", runs.len());
+    }
+    cluster::delete_namespace(&client, &ns).await;
+
+    let ready = result.expect("job finished");
+    assert!(
+        condition_true(&ready, CONDITION_READY),
+        "not Ready: {}",
+        summary(&ready)
+    );
+    let status = ready.status.expect("status");
+    assert_eq!(status.phase, Some(JobPhase::Succeeded));
+    assert!(status.best_recovery.is_some());
+    assert!(!status.evaluations.is_empty());
+    assert!(gone.is_ok(), "finalizer did not release the job");
+}
+
+/// The controller (with its watches), a minimal Job controller and the fake kubelet with a
+/// runner double, all against the in-memory apiserver: a sharded pipeline runs to Ready, a
+/// failing stage is retried and stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_kubelet_drives_the_operator_offline() {
+    const NS: &str = "offline";
+    let (server, client, _task) = FakeApiServer::start();
+    let storage = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let settings = Settings {
+        max_attempts: 2,
+        requeue_running: Duration::from_secs(2),
+        ..Settings::default()
+    };
+    let operator = Operator::new(client.clone(), settings, Scope::Namespace(NS.into()));
+    let mut op_stop = stop_rx.clone();
+    let op = tokio::spawn(operator.run(async move {
+        let _ = op_stop.wait_for(|s| *s).await;
+    }));
+    // The Job controller.
+    let jc = {
+        let server = server.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                server.sync_jobs();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        })
+    };
+    let runner = env!("CARGO_BIN_EXE_pruneforge-fake-runner");
+    let kubelet = tokio::spawn(
+        FakeKubelet::new(
+            client.clone(),
+            NS,
+            KubeletConfig {
+                runner_bin: runner.into(),
+                data_dir: storage.path().join("data"),
+                work_dir: work.path().to_path_buf(),
+                parallel: 2,
+                poll: Duration::from_millis(50),
+            },
+        )
+        .run(stop_rx.clone()),
+    );
+
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), NS);
+    let storage_uri = format!("file://{}/out", storage.path().display());
+    let mut job = quickstart(NS, "quickstart", &storage_uri);
+    job.spec.distillation.shards = 2;
+    api.create(&PostParams::default(), &job)
+        .await
+        .expect("create");
+
+    let done = cluster::wait_for(&api, "quickstart", Duration::from_secs(120), "Ready", |o| {
+        condition_true(o, CONDITION_READY) || condition_true(o, CONDITION_STALLED)
+    })
+    .await;
+    let obj = api.get("quickstart").await.expect("get");
+    let ready = done.unwrap_or_else(|e| panic!("{e}: {}", summary(&obj)));
+    assert!(
+        condition_true(&ready, CONDITION_READY),
+        "{}",
+        summary(&ready)
+    );
+    let status = ready.status.clone().expect("status");
+    assert!(status
+        .stages
+        .iter()
+        .all(|s| s.phase == StagePhase::Succeeded));
+    // 1 import, 1 score, 1 prune, 2 distill shards, 2 finetunes, 1 merge, 5 evals, 1 speculate.
+    let distill = status
+        .stages
+        .iter()
+        .find(|s| s.id == "distill-gsm8k")
+        .expect("distill");
+    assert_eq!(
+        distill.message.as_deref(),
+        Some("kept 56/64 rewrites (87.5%)")
+    );
+    assert_eq!(status.evaluations.len(), 5);
+    assert_eq!(status.speculative.len(), 1);
+    assert_eq!(status.merged_models.len(), 1);
+    assert!(status.best_recovery.is_some());
+    // The runner double wrote each stage's result.json where the status says.
+    for s in &status.stages {
+        let uri = s.result_uri.clone().expect("result uri");
+        let path = uri.trim_start_matches("file://");
+        let ok = std::path::Path::new(path).exists()
+            || std::path::Path::new(&path.replace("result.json", "result-0.json")).exists();
+        assert!(ok, "{uri}");
+    }
+
+    // A failing stage: retried once (max_attempts 2), then Stalled.
+    // (runner.env reaches the pod; the seed changes every eval key so the evals rerun.)
+    api.patch(
+        "quickstart",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {
+            "evaluation": {"seed": 7},
+            "runner": {"env": [{"name": "PRUNEFORGE_FAKE_FAIL_STAGE", "value": "eval-base"}]},
+        }})),
+    )
+    .await
+    .expect("edit");
+    let stalled = cluster::wait_for(
+        &api,
+        "quickstart",
+        Duration::from_secs(120),
+        "Stalled",
+        |o| condition_true(o, CONDITION_STALLED),
+    )
+    .await;
+    let obj = api.get("quickstart").await.expect("get");
+    let stalled = stalled.unwrap_or_else(|e| panic!("{e}: {}", summary(&obj)));
+    let base = stalled
+        .status
+        .as_ref()
+        .and_then(|s| s.stages.iter().find(|s| s.id == "eval-base"))
+        .cloned()
+        .expect("eval-base");
+    assert_eq!((base.phase, base.attempts), (StagePhase::Failed, 2));
+    assert!(
+        base.message
+            .as_deref()
+            .is_some_and(|m| m.contains("PRUNEFORGE_FAKE_FAIL_STAGE")),
+        "{:?}",
+        base.message
+    );
+
+    let _ = stop_tx.send(true);
+    let _ = op.await;
+    let _ = jc.await;
+    let runs = kubelet.await.expect("kubelet task").expect("kubelet");
+    assert!(
+        runs.iter().filter(|r| r.exit_code != 0).count() == 2,
+        "{runs:?}"
+    );
+    drop(server);
+}
