@@ -81,7 +81,8 @@ pub fn succeeded(request: &StageRequest) -> StageResult {
             StageSummary::Eval(EvalSummary {
                 tasks,
                 average,
-                drift_token_agreement: None,
+                recovery: None,
+                drift_cosine: None,
             })
         }
         StageParams::Speculate(p) => StageSummary::Speculate(SpeculateSummary {
