@@ -26,6 +26,8 @@ enum Command {
     Stage(cli::stage::StageArgs),
     /// Write the HTML/Markdown report of a local run directory.
     Report(cli::report::ReportArgs),
+    /// Delete artifacts from storage (retention policy Delete).
+    Gc(cli::gc::GcArgs),
     /// Convert a GGUF file into an HF model directory.
     Import(cli::import::ImportArgs),
     /// Generate text with a model.
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Stage(a) => cli::stage::run(a),
         Command::Report(a) => cli::report::run(a),
         Command::Import(a) => cli::import::run(a),
+        Command::Gc(a) => cli::gc::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::Distill(a) => cli::distill::run(a),

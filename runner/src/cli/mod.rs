@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod distill;
 pub mod eval;
+pub mod gc;
 pub mod generate;
 pub mod import;
 pub mod logging;

@@ -142,6 +142,12 @@ pub fn commit(local_dir: &Path, uri: &str, sub: &str) -> Result<(), ArtifactErro
     Ok(())
 }
 
+/// Deletes the artifact (its manifest first, so it never looks committed half-deleted).
+pub fn delete(uri: &str) -> Result<usize, ArtifactError> {
+    let a = open(uri)?;
+    a.store.delete_prefix(&a.prefix).map_err(st(uri))
+}
+
 /// Reads a small file of a committed artifact (e.g. `result.json`).
 pub fn read_file(uri: &str, name: &str) -> Result<Vec<u8>, ArtifactError> {
     let a = open(uri)?;

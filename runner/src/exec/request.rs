@@ -53,6 +53,28 @@ impl ExecContext {
     }
 }
 
+/// The stored result when the request's artifact (or its shard) is already committed.
+fn committed_result(req: &StageRequest) -> Option<StageResult> {
+    let sub = match req.shard {
+        Some(s) if s.count > 1 => format!("shards/{:05}/", s.index),
+        _ => String::new(),
+    };
+    let a = artifacts::open(&req.output_uri).ok()?;
+    if !a
+        .store
+        .is_committed(&a.key(sub.trim_end_matches('/')))
+        .ok()?
+    {
+        return None;
+    }
+    let bytes = a
+        .store
+        .get_bytes(&a.key(&format!("{sub}result.json")))
+        .ok()?;
+    let r = StageResult::from_json(std::str::from_utf8(&bytes).ok()?).ok()?;
+    (r.key == req.key && r.is_ok()).then_some(r)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
     move |source| ExecError::Io {
         path: path.display().to_string(),
@@ -64,6 +86,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
 /// in the artifact. On failure the work directory is kept so a rerun resumes.
 pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageResult, ExecError> {
     let started = Instant::now();
+    // The same key was computed before (this job or another): reuse it.
+    if let Some(done) = committed_result(req) {
+        tracing::info!(stage = %req.stage_id, key = %req.key, "artifact already committed; reusing it");
+        return Ok(done);
+    }
     let mut inputs = BTreeMap::new();
     for (name, input) in &req.inputs {
         inputs.insert(
