@@ -6,4 +6,5 @@ pub mod model;
 pub mod stages;
 pub mod storage;
 pub mod tokenizer;
+pub mod train;
 pub mod util;

@@ -5,5 +5,6 @@
 //! `pruneforge-api` onto these functions and moves artifacts to and from storage.
 
 pub mod error;
+pub mod finetune;
 
 pub use error::{Result, StageError};

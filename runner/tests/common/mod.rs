@@ -2,6 +2,8 @@
 //! the clone), and reading reference safetensors.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use pruneforge::model::{load_hf_dir, HfModel};
 use std::path::PathBuf;
 use std::sync::OnceLock;
