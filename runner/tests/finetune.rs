@@ -44,7 +44,9 @@ fn records(n: usize) -> Vec<SftRecord> {
 }
 
 fn examples(m: &HfModel, n: usize, max_len: usize) -> Vec<Example> {
-    tokenize(&m.tokenizer, &records(n), max_len).unwrap().examples
+    tokenize(&m.tokenizer, &records(n), max_len)
+        .unwrap()
+        .examples
 }
 
 fn batch_of(m: &HfModel, ex: &[Example]) -> Batch {
@@ -133,7 +135,12 @@ fn training_kernels_match_composable_ops_with_dropout() {
         results.push((loss, hl.ce_sum, grads_of(&lora, &hl.loss)));
     }
     let (a, b) = (&results[0], &results[1]);
-    assert!((a.0 - b.0).abs() < 1e-4 * a.0.abs(), "loss {} vs {}", a.0, b.0);
+    assert!(
+        (a.0 - b.0).abs() < 1e-4 * a.0.abs(),
+        "loss {} vs {}",
+        a.0,
+        b.0
+    );
     assert!((a.1 - b.1).abs() < 1e-4 * a.1.abs());
     let d = max_rel_diff(&a.2, &b.2);
     assert!(d < 2e-4, "gradients differ: max rel {d}");
@@ -164,7 +171,12 @@ fn kd_head_kernel_matches_composable_head() {
         comp.loss.to_scalar::<f32>().unwrap(),
     );
     assert!((lf - lc).abs() < 1e-4 * lc.abs(), "{lf} vs {lc}");
-    assert!((fused.kd_sum - comp.kd_sum).abs() < 1e-3 * comp.kd_sum.abs(), "{} vs {}", fused.kd_sum, comp.kd_sum);
+    assert!(
+        (fused.kd_sum - comp.kd_sum).abs() < 1e-3 * comp.kd_sum.abs(),
+        "{} vs {}",
+        fused.kd_sum,
+        comp.kd_sum
+    );
     assert!(comp.kd_sum > 0.0);
     let d = max_rel_diff(&grads_of(&lora, &fused.loss), &grads_of(&lora, &comp.loss));
     assert!(d < 2e-4, "KD gradients differ: max rel {d}");
@@ -200,17 +212,23 @@ fn lora_gradients_match_finite_differences() {
             .collect()
     };
     // Directional derivatives along the gradient and along a random direction.
-    let gnorm = g.iter().flatten().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let gnorm = g
+        .iter()
+        .flatten()
+        .map(|v| (*v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let mut rng = pruneforge::train::rng::TrainRng::new(17);
     let random: Vec<Vec<f32>> = g
         .iter()
-        .map(|v| v.iter().map(|_| if rng.next_f64() < 0.5 { -1.0 } else { 1.0 }).collect())
+        .map(|v| {
+            v.iter()
+                .map(|_| if rng.next_f64() < 0.5 { -1.0 } else { 1.0 })
+                .collect()
+        })
         .collect();
     let rnorm = (random.iter().map(Vec::len).sum::<usize>() as f64).sqrt();
-    for (name, dir, norm) in [
-        ("gradient", g.clone(), gnorm),
-        ("random", random, rnorm),
-    ] {
+    for (name, dir, norm) in [("gradient", g.clone(), gnorm), ("random", random, rnorm)] {
         let unit: Vec<Vec<f32>> = dir
             .iter()
             .map(|v| v.iter().map(|x| (*x as f64 / norm) as f32).collect())
@@ -224,7 +242,10 @@ fn lora_gradients_match_finite_differences() {
             .map(|(a, b)| *a as f64 * *b as f64)
             .sum();
         let rel = (fd - analytic).abs() / analytic.abs().max(1e-3 * gnorm);
-        assert!(rel < 1e-2, "{name}: finite difference {fd} vs analytic {analytic}");
+        assert!(
+            rel < 1e-2,
+            "{name}: finite difference {fd} vs analytic {analytic}"
+        );
     }
     // Single entries: the largest |grad| of A and B in the first and last adapter.
     let last = g.len() - 2;
@@ -257,8 +278,17 @@ fn merged_model_equals_adapter_model() {
     let ex = examples(&m, 2, 48);
     let tokens = Tensor::from_slice(&ex[0].tokens, (1, ex[0].tokens.len()), &Device::Cpu).unwrap();
     let logits = |model: &Llama| -> Vec<f32> {
-        let h = model.forward(&tokens, ForwardOptions::default()).unwrap().last_hidden;
-        model.logits(&h).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        let h = model
+            .forward(&tokens, ForwardOptions::default())
+            .unwrap()
+            .last_hidden;
+        model
+            .logits(&h)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     };
     let with_adapters = logits(&m.model);
     let base_model = open_model(&dir).unwrap();
@@ -274,7 +304,10 @@ fn merged_model_equals_adapter_model() {
         .zip(&base)
         .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
     assert!(diff < 1e-5, "merged vs adapter logits: {diff}");
-    assert!(moved > 1e-2, "the adapters must change the output ({moved})");
+    assert!(
+        moved > 1e-2,
+        "the adapters must change the output ({moved})"
+    );
 }
 
 #[test]
@@ -288,24 +321,53 @@ fn kd_ratio_zero_is_pure_ce_and_identical_teacher_gives_zero_kd() {
     // Fresh adapters (B = 0): the student is the teacher.
     let fresh = LoraSet::init(&student.model, &LoraParams::default(), 1).unwrap();
     fresh.attach(&mut student.model, 0).unwrap();
-    let hl = forward_loss(&student.model, Some(&teacher.model), &batch, weights(n, 1.0, 2.0), 16, false)
-        .unwrap();
-    assert!(hl.kd_sum.abs() / (n as f64) < 1e-5, "KD of identical models: {}", hl.kd_sum);
+    let hl = forward_loss(
+        &student.model,
+        Some(&teacher.model),
+        &batch,
+        weights(n, 1.0, 2.0),
+        16,
+        false,
+    )
+    .unwrap();
+    assert!(
+        hl.kd_sum.abs() / (n as f64) < 1e-5,
+        "KD of identical models: {}",
+        hl.kd_sum
+    );
     let g = grads_of(&fresh, &hl.loss);
     let gmax = g.iter().flatten().fold(0f32, |a, v| a.max(v.abs()));
     assert!(gmax < 1e-5, "KD gradient of identical models: {gmax}");
     // Ratio 0 with a teacher equals plain cross-entropy.
     let lora = random_lora(&student.model, 0.0, 2);
     lora.attach(&mut student.model, 0).unwrap();
-    let with_t = forward_loss(&student.model, Some(&teacher.model), &batch, weights(n, 0.0, 2.0), 16, false)
-        .unwrap();
-    let plain = forward_loss(&student.model, None, &batch, weights(n, 0.0, 2.0), 16, false).unwrap();
+    let with_t = forward_loss(
+        &student.model,
+        Some(&teacher.model),
+        &batch,
+        weights(n, 0.0, 2.0),
+        16,
+        false,
+    )
+    .unwrap();
+    let plain = forward_loss(
+        &student.model,
+        None,
+        &batch,
+        weights(n, 0.0, 2.0),
+        16,
+        false,
+    )
+    .unwrap();
     assert_eq!(
         with_t.loss.to_scalar::<f32>().unwrap(),
         plain.loss.to_scalar::<f32>().unwrap()
     );
     assert!(with_t.kd_sum > 0.0);
-    let d = max_rel_diff(&grads_of(&lora, &plain.loss), &grads_of(&lora, &with_t.loss));
+    let d = max_rel_diff(
+        &grads_of(&lora, &plain.loss),
+        &grads_of(&lora, &with_t.loss),
+    );
     assert!(d < 1e-6, "{d}");
 }
 
@@ -340,8 +402,18 @@ fn gradient_accumulation_equals_one_big_batch() {
     };
     // Same mean loss over the same answer tokens, same accumulated gradient (its norm).
     assert_eq!(runs[0].2, runs[1].2);
-    assert!((runs[0].0 - runs[1].0).abs() < 1e-5 * runs[0].0, "{} vs {}", runs[0].0, runs[1].0);
-    assert!((runs[0].1 - runs[1].1).abs() < 1e-4 * runs[0].1, "{} vs {}", runs[0].1, runs[1].1);
+    assert!(
+        (runs[0].0 - runs[1].0).abs() < 1e-5 * runs[0].0,
+        "{} vs {}",
+        runs[0].0,
+        runs[1].0
+    );
+    assert!(
+        (runs[0].1 - runs[1].1).abs() < 1e-4 * runs[0].1,
+        "{} vs {}",
+        runs[0].1,
+        runs[1].1
+    );
 }
 
 fn small_params(steps: u64) -> FinetuneParams {
@@ -402,7 +474,10 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
     assert_eq!(resumed.resumed_from_step, Some(3));
     let a = read_json(&full_dir.join("finetune.json"));
     let b = read_json(&crash_dir.join("finetune.json"));
-    let (ha, hb) = (a["history"].as_array().unwrap(), b["history"].as_array().unwrap());
+    let (ha, hb) = (
+        a["history"].as_array().unwrap(),
+        b["history"].as_array().unwrap(),
+    );
     assert_eq!(ha.len(), 6);
     assert_eq!(hb.len(), 6);
     for (x, y) in ha.iter().zip(hb) {
@@ -410,13 +485,18 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
         assert!((lx - ly).abs() < 1e-5, "step {}: {lx} vs {ly}", x["step"]);
         assert_eq!(x["tokens"], y["tokens"]);
     }
-    let ta = pruneforge::train::tensor_io::read(&full_dir.join("adapter_model.safetensors")).unwrap();
-    let tb = pruneforge::train::tensor_io::read(&crash_dir.join("adapter_model.safetensors")).unwrap();
+    let ta =
+        pruneforge::train::tensor_io::read(&full_dir.join("adapter_model.safetensors")).unwrap();
+    let tb =
+        pruneforge::train::tensor_io::read(&crash_dir.join("adapter_model.safetensors")).unwrap();
     assert_eq!(ta.len(), tb.len());
     for (k, (sa, va)) in &ta {
         let (sb, vb) = &tb[k];
         assert_eq!(sa, sb);
-        let d = va.iter().zip(vb).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let d = va
+            .iter()
+            .zip(vb)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(d < 1e-6, "{k}: {d}");
     }
     // PEFT layout: config fields and tensor names/shapes.
@@ -471,7 +551,12 @@ fn training_lowers_the_loss_and_writes_the_merged_model() {
         ..Default::default()
     };
     let s = run(&dir, None, &[alpaca()], &params, &out).unwrap();
-    assert!(s.final_loss < s.initial_loss - 0.5, "{} -> {}", s.initial_loss, s.final_loss);
+    assert!(
+        s.final_loss < s.initial_loss - 0.5,
+        "{} -> {}",
+        s.initial_loss,
+        s.final_loss
+    );
     assert!(out.join("merged/config.json").exists());
     let merged = open_model(&out.join("merged")).unwrap();
     assert_eq!(merged.model.config.num_hidden_layers, 2);
@@ -504,11 +589,20 @@ fn bad_inputs_get_clear_errors() {
     let mut p = small_params(2);
     p.optimizer.max_seq_len = 8;
     let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
-    assert!(e.contains("prompt alone") && e.contains("40 skipped"), "{e}");
+    assert!(
+        e.contains("prompt alone") && e.contains("40 skipped"),
+        "{e}"
+    );
     // Missing data file.
-    let e = run(&dir, None, &[tmp.path().join("nope.jsonl")], &small_params(2), &out)
-        .unwrap_err()
-        .to_string();
+    let e = run(
+        &dir,
+        None,
+        &[tmp.path().join("nope.jsonl")],
+        &small_params(2),
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("does not exist"), "{e}");
     // Divergence: a huge learning rate blows up after the first (checkpointed) step.
     let mut p = small_params(5);
@@ -523,7 +617,10 @@ fn bad_inputs_get_clear_errors() {
         "{e}"
     );
     let msg = e.to_string();
-    assert!(msg.contains("not finite") && msg.contains("last good checkpoint"), "{msg}");
+    assert!(
+        msg.contains("not finite") && msg.contains("last good checkpoint"),
+        "{msg}"
+    );
     let latest = read_json(&nan_out.join("checkpoints/latest.json"));
     assert!(latest["step"].as_u64().unwrap() >= 1);
 }
@@ -537,10 +634,16 @@ fn tokenization_masks_the_prompt_and_keeps_the_answer() {
     assert_eq!(tok.examples.len(), 20);
     assert_eq!(tok.truncated, 0);
     for (e, r) in tok.examples.iter().zip(&recs) {
-        let prompt = m.tokenizer.decode(&e.tokens[..e.prompt_len], false).unwrap();
+        let prompt = m
+            .tokenizer
+            .decode(&e.tokens[..e.prompt_len], false)
+            .unwrap();
         assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
         assert!(prompt.contains(&r.instruction));
-        let answer = m.tokenizer.decode(&e.tokens[e.prompt_len..], false).unwrap();
+        let answer = m
+            .tokenizer
+            .decode(&e.tokens[e.prompt_len..], false)
+            .unwrap();
         assert_eq!(answer, format!("{}<|im_end|>\n", r.output));
     }
     let cut = tokenize(&m.tokenizer, &recs, 60).unwrap();

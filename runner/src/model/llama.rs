@@ -309,11 +309,24 @@ impl Llama {
             })?;
         } else if self.use_train_kernels(opts.train) {
             let rope = self.train_rope(t);
+            let (cos, sin) = self.rope_tensors(&starts, t)?;
+            let mask = ops::causal_mask(&starts, t, t, &self.device)?;
             for layer in &self.layers {
                 if opts.hidden_states {
                     hidden_states.push(x.clone());
                 }
-                x = layer.forward_train(&x, &self.config, &rope)?;
+                x = match layer.forward_train(&x, &self.config, &rope)? {
+                    Some(y) => y,
+                    None => {
+                        let io = AttnIo::Generic {
+                            cos: &cos,
+                            sin: &sin,
+                            mask: &mask,
+                            past: None,
+                        };
+                        layer.forward(&x, &self.config, io, true)?
+                    }
+                };
             }
         } else {
             let (cos, sin) = self.rope_tensors(&starts, t)?;

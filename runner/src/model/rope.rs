@@ -40,7 +40,7 @@ pub fn inverse_frequencies(cfg: &ModelConfig) -> Vec<f32> {
                 } else {
                     freq
                 };
-                let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                 let out = if medium {
                     let smooth =
                         (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);

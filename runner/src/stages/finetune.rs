@@ -140,7 +140,10 @@ pub fn data_files_of(path: &Path) -> Result<Vec<PathBuf>> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             n.starts_with("part-") && (n.ends_with(".jsonl") || n.ends_with(".json"))
         })
         .collect();
@@ -298,7 +301,9 @@ pub fn run(
             )));
         }
     }
-    let mut max_len = opt_p.max_seq_len.min(student.config.max_position_embeddings);
+    let mut max_len = opt_p
+        .max_seq_len
+        .min(student.config.max_position_embeddings);
     if let Some(t) = &teacher {
         max_len = max_len.min(t.model.config.max_position_embeddings);
     }
@@ -489,7 +494,7 @@ pub fn run(
         }
     }
     let h = &state.history;
-    let window = h.len().min(10).max(1);
+    let window = h.len().clamp(1, 10);
     let final_loss = if h.is_empty() {
         f64::NAN
     } else {
@@ -535,7 +540,10 @@ pub fn run(
         "finetune: {} steps, loss {:.3} -> {:.3}",
         summary.steps, summary.initial_loss, summary.final_loss
     );
-    write_atomic(&svg_path, crate::train::plot::loss_svg(h, &title).as_bytes())
-        .map_err(|e| StageError::io(&svg_path, e))?;
+    write_atomic(
+        &svg_path,
+        crate::train::plot::loss_svg(h, &title).as_bytes(),
+    )
+    .map_err(|e| StageError::io(&svg_path, e))?;
     Ok(summary)
 }

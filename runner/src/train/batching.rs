@@ -213,7 +213,11 @@ impl DataOrder {
             };
             self.batches = self.epoch_batches(self.pos.epoch);
         }
-        let b = self.batches.get(self.pos.cursor).cloned().unwrap_or_default();
+        let b = self
+            .batches
+            .get(self.pos.cursor)
+            .cloned()
+            .unwrap_or_default();
         self.pos.cursor += 1;
         b
     }

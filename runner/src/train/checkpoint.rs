@@ -4,9 +4,9 @@
 //! Layout under the checkpoint root: `step-00000050/` (`adapter_model.safetensors` with PEFT
 //! names, `optimizer.safetensors` with `<name>.exp_avg` / `<name>.exp_avg_sq`, `state.json`)
 //! and `latest.json` naming the newest complete one. A checkpoint directory is built under a
-//! temporary name and renamed into place; only then is `latest.json` replaced (temporary file
-//! + rename) and older checkpoints removed, so a crash at any moment leaves the previous
-//! checkpoint usable.
+//! temporary name and renamed into place; only then is `latest.json` replaced (a temporary
+//! file renamed over it) and older checkpoints removed, so a crash at any moment leaves the
+//! previous checkpoint usable.
 
 use super::batching::DataPosition;
 use super::error::{Result, TrainError};
@@ -98,7 +98,10 @@ pub fn save(root: &Path, lora: &LoraSet, opt: &AdamW, state: &TrainState) -> Res
     let target = root.join(&name);
     let staging = StagingDir::new(&target).map_err(|e| TrainError::io(&target, e))?;
     tensor_io::write(&staging.path().join(ADAPTER), &lora.peft_tensors()?)?;
-    tensor_io::write(&staging.path().join(OPTIMIZER), &optimizer_tensors(lora, opt)?)?;
+    tensor_io::write(
+        &staging.path().join(OPTIMIZER),
+        &optimizer_tensors(lora, opt)?,
+    )?;
     let state_path = staging.path().join(STATE);
     write_json_atomic(&state_path, state).map_err(|e| TrainError::io(&state_path, e))?;
     let dir = staging.commit().map_err(|e| TrainError::io(&target, e))?;
@@ -129,7 +132,8 @@ pub fn load_latest(root: &Path, lora: &LoraSet, opt: &mut AdamW) -> Result<Optio
     if !latest_path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&latest_path).map_err(|e| TrainError::io(&latest_path, e))?;
+    let text =
+        std::fs::read_to_string(&latest_path).map_err(|e| TrainError::io(&latest_path, e))?;
     let latest: Latest = serde_json::from_str(&text)
         .map_err(|e| TrainError::checkpoint(&latest_path, format!("not valid: {e}")))?;
     let dir = root.join(&latest.dir);
@@ -141,7 +145,11 @@ pub fn load_latest(root: &Path, lora: &LoraSet, opt: &mut AdamW) -> Result<Optio
     lora.load_named(&tensor_io::read(&adapter)?, &adapter)?;
     let opt_path = dir.join(OPTIMIZER);
     let moments = tensor_io::read(&opt_path)?;
-    let names: Vec<String> = lora.peft_tensors()?.into_iter().map(|(n, _, _)| n).collect();
+    let names: Vec<String> = lora
+        .peft_tensors()?
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
     for (i, name) in names.iter().enumerate() {
         for (suffix, buf) in [("exp_avg", &mut opt.m[i]), ("exp_avg_sq", &mut opt.v[i])] {
             let key = format!("{name}.{suffix}");
@@ -151,7 +159,11 @@ pub fn load_latest(root: &Path, lora: &LoraSet, opt: &mut AdamW) -> Result<Optio
             if values.len() != buf.len() {
                 return Err(TrainError::checkpoint(
                     &opt_path,
-                    format!("tensor `{key}` has {} values, expected {}", values.len(), buf.len()),
+                    format!(
+                        "tensor `{key}` has {} values, expected {}",
+                        values.len(),
+                        buf.len()
+                    ),
                 ));
             }
             buf.copy_from_slice(values);

@@ -13,7 +13,9 @@ pub fn batch_nll(model: &Llama, batch: &Batch) -> Result<(f64, usize)> {
     }
     let device = model.device();
     let tokens = Tensor::from_slice(&batch.tokens, (batch.rows, batch.len), device)?;
-    let h = model.forward(&tokens, ForwardOptions::default())?.last_hidden;
+    let h = model
+        .forward(&tokens, ForwardOptions::default())?
+        .last_hidden;
     let hidden = model.config.hidden_size;
     let h = h.reshape((batch.rows * batch.len, hidden))?;
     let mut total = 0f64;
@@ -41,7 +43,11 @@ pub fn mean_nll(model: &Llama, examples: &[Example], batch_size: usize, pad: u32
         sum += s;
         count += c;
     }
-    Ok(if count == 0 { f64::NAN } else { sum / count as f64 })
+    Ok(if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
+    })
 }
 
 /// Mean NLL of every next token of `rows` (token windows scored alone, no BOS): the
@@ -55,4 +61,41 @@ pub fn windows_nll(model: &Llama, rows: &[Vec<u32>], batch_size: usize) -> Resul
         })
         .collect();
     mean_nll(model, &examples, batch_size, 0)
+}
+
+/// Rows of an integer token tensor (`input_ids` [rows, len], I64/I32/U32) in a safetensors
+/// file, e.g. ../shared/reference/heldout_ids.safetensors.
+pub fn read_token_windows(path: &std::path::Path, name: &str) -> Result<Vec<Vec<u32>>> {
+    use super::error::TrainError;
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| TrainError::checkpoint(path, e.to_string()))?;
+    let view = st
+        .tensor(name)
+        .map_err(|_| TrainError::checkpoint(path, format!("no tensor `{name}`")))?;
+    let shape = view.shape().to_vec();
+    if shape.len() != 2 {
+        return Err(TrainError::checkpoint(
+            path,
+            format!("`{name}` must be 2-D, is {shape:?}"),
+        ));
+    }
+    let data = view.data();
+    let ids: Vec<u32> = match view.dtype() {
+        safetensors::Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()) as u32)
+            .collect(),
+        safetensors::Dtype::I32 | safetensors::Dtype::U32 => data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect(),
+        other => {
+            return Err(TrainError::checkpoint(
+                path,
+                format!("`{name}` has dtype {other:?}, expected an integer type"),
+            ))
+        }
+    };
+    Ok(ids.chunks(shape[1].max(1)).map(<[u32]>::to_vec).collect())
 }

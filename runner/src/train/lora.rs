@@ -294,8 +294,7 @@ impl LoraSet {
             .map_err(|e| TrainError::checkpoint(&cfg_path, format!("not valid JSON: {e}")))?;
         let get_f = |k: &str| cfg.get(k).and_then(Value::as_f64);
         let params = LoraParams {
-            rank: get_f("r")
-                .ok_or_else(|| TrainError::checkpoint(&cfg_path, "missing `r`"))?
+            rank: get_f("r").ok_or_else(|| TrainError::checkpoint(&cfg_path, "missing `r`"))?
                 as usize,
             alpha: get_f("lora_alpha")
                 .ok_or_else(|| TrainError::checkpoint(&cfg_path, "missing `lora_alpha`"))?,
@@ -307,7 +306,10 @@ impl LoraSet {
                 .iter()
                 .filter_map(|v| v.as_str().map(String::from))
                 .collect(),
-            rslora: cfg.get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+            rslora: cfg
+                .get("use_rslora")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         };
         params.validate()?;
         let set = Self::init(model, &params, 0)?;
@@ -317,11 +319,7 @@ impl LoraSet {
     }
 
     /// Sets the variables from PEFT-named tensors.
-    pub fn load_named(
-        &self,
-        tensors: &std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-        origin: &Path,
-    ) -> Result<()> {
+    pub fn load_named(&self, tensors: &super::tensor_io::TensorMap, origin: &Path) -> Result<()> {
         let mut values = Vec::new();
         for ad in &self.adapters {
             let p = peft_prefix(ad.layer, ad.module);

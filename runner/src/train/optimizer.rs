@@ -61,7 +61,10 @@ impl OptimizerParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Input(m));
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("optimizer.lr must be a positive number, got {}", self.lr));
+            return bad(format!(
+                "optimizer.lr must be a positive number, got {}",
+                self.lr
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return bad(format!(
@@ -226,7 +229,11 @@ mod tests {
                 1e-2,
                 0.1,
             );
-            assert!((p[0][j] as f64 - want).abs() < 1e-6, "{} vs {want}", p[0][j]);
+            assert!(
+                (p[0][j] as f64 - want).abs() < 1e-6,
+                "{} vs {want}",
+                p[0][j]
+            );
         }
     }
 

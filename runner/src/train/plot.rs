@@ -31,19 +31,32 @@ fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
+
+/// A named, coloured line: `(name, colour, points)`.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 /// The SVG document: loss per step, plus CE and KD when distillation was on.
 pub fn loss_svg(history: &[StepLog], title: &str) -> String {
-    let mut series: Vec<(&str, &str, Vec<(f64, f64)>)> = vec![(
+    let mut series: Vec<Series> = vec![(
         "loss",
         "#1f77b4",
         history.iter().map(|s| (s.step as f64, s.loss)).collect(),
     )];
     if history.iter().any(|s| s.kd != 0.0) {
-        series.push(("ce", "#2ca02c", history.iter().map(|s| (s.step as f64, s.ce)).collect()));
-        series.push(("kd", "#d62728", history.iter().map(|s| (s.step as f64, s.kd)).collect()));
+        series.push((
+            "ce",
+            "#2ca02c",
+            history.iter().map(|s| (s.step as f64, s.ce)).collect(),
+        ));
+        series.push((
+            "kd",
+            "#d62728",
+            history.iter().map(|s| (s.step as f64, s.kd)).collect(),
+        ));
     }
     let finite = |v: &f64| v.is_finite();
     let ys: Vec<f64> = series
@@ -53,7 +66,9 @@ pub fn loss_svg(history: &[StepLog], title: &str) -> String {
         .collect();
     let (mut ymin, mut ymax) = ys
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if !ymin.is_finite() {
         (ymin, ymax) = (0.0, 1.0);
     }
@@ -62,9 +77,20 @@ pub fn loss_svg(history: &[StepLog], title: &str) -> String {
         ymax += 0.5;
     }
     let pad = (ymax - ymin) * 0.05;
-    let (ymin, ymax) = ((ymin - pad).max(if ymin >= 0.0 { 0.0 } else { f64::MIN }), ymax + pad);
-    let xmax = history.last().map(|s| s.step as f64).unwrap_or(1.0).max(1.0);
-    let xmin = history.first().map(|s| s.step as f64).unwrap_or(0.0).min(xmax - 1.0);
+    let (ymin, ymax) = (
+        (ymin - pad).max(if ymin >= 0.0 { 0.0 } else { f64::MIN }),
+        ymax + pad,
+    );
+    let xmax = history
+        .last()
+        .map(|s| s.step as f64)
+        .unwrap_or(1.0)
+        .max(1.0);
+    let xmin = history
+        .first()
+        .map(|s| s.step as f64)
+        .unwrap_or(0.0)
+        .min(xmax - 1.0);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let sx = |x: f64| LEFT + (x - xmin) / (xmax - xmin) * pw;
@@ -119,14 +145,21 @@ pub fn loss_svg(history: &[StepLog], title: &str) -> String {
         TOP + ph / 2.0
     );
     for (i, (name, color, pts)) in series.iter().enumerate() {
-        let points: Vec<String> = pts
+        let finite: Vec<(f64, f64)> = pts
             .iter()
             .filter(|p| p.1.is_finite())
-            .map(|&(x, y)| format!("{:.2},{:.2}", sx(x), sy(y)))
+            .map(|&(x, y)| (sx(x), sy(y)))
             .collect();
-        if points.len() == 1 {
-            let _ = writeln!(s, r#"<circle cx="{}" r="3" fill="{color}"/>"#, points[0].replace(',', "\" cy=\""));
+        if let [(x, y)] = finite.as_slice() {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{x:.2}" cy="{y:.2}" r="3" fill="{color}"/>"#
+            );
         } else {
+            let points: Vec<String> = finite
+                .iter()
+                .map(|(x, y)| format!("{x:.2},{y:.2}"))
+                .collect();
             let _ = writeln!(
                 s,
                 r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,

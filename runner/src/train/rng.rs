@@ -78,7 +78,10 @@ mod tests {
         for _ in 0..40_000 {
             counts[a.below(4) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
         assert_ne!(mix(1, 2), mix(2, 1));
     }
 }

@@ -9,6 +9,9 @@ use std::path::Path;
 /// A named f32 tensor: name, shape, values.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
+/// Tensors by name: shape and values.
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Writes `tensors` as one safetensors file (temporary file, then rename).
 pub fn write(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     let raw: Vec<(String, RawTensor)> = tensors
@@ -25,18 +28,14 @@ pub fn write(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
     let meta: std::collections::HashMap<String, String> =
         [("format".to_string(), "pt".to_string())].into();
-    safetensors::serialize_to_file(
-        raw.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(meta),
-        &tmp,
-    )
-    .map_err(|e| TrainError::checkpoint(&tmp, e.to_string()))?;
+    safetensors::serialize_to_file(raw.iter().map(|(n, t)| (n.as_str(), t)), Some(meta), &tmp)
+        .map_err(|e| TrainError::checkpoint(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
     Ok(())
 }
 
 /// Reads every tensor of a safetensors file as f32.
-pub fn read(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read(path: &Path) -> Result<TensorMap> {
     if !path.exists() {
         return Err(TrainError::checkpoint(path, "file not found"));
     }

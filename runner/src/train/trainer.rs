@@ -4,8 +4,8 @@
 
 use super::batching::Batch;
 use super::error::{Result, TrainError};
-use super::loss::{head_loss, head_loss_composable, HeadInputs, HeadLoss, KdParams, LossWeights};
 use super::lora::LoraSet;
+use super::loss::{head_loss, head_loss_composable, HeadInputs, HeadLoss, KdParams, LossWeights};
 use super::optimizer::{clip_global_norm, AdamW};
 use super::rng::mix;
 use crate::model::{ForwardOptions, Llama};
@@ -218,7 +218,8 @@ impl<'a> Trainer<'a> {
         let mut times = PhaseTimes::default();
         let (mut loss, mut ce, mut kd) = (0f64, 0f64, 0f64);
         for (k, b) in micro.iter().enumerate() {
-            let (l, c, d) = self.micro_step(b, w, mix(dropout_seed, k as u64), &mut acc, &mut times)?;
+            let (l, c, d) =
+                self.micro_step(b, w, mix(dropout_seed, k as u64), &mut acc, &mut times)?;
             loss += l;
             ce += c;
             kd += d;

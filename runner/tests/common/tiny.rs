@@ -72,7 +72,11 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) {
         "hidden_act": "silu",
         "torch_dtype": "float32",
     });
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
     let mut rng = Rng(s.seed);
     let mut tensors: Vec<(String, RawTensor)> = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, values: Vec<f32>| {
@@ -80,7 +84,12 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) {
         t.shape = shape;
         tensors.push((name, t));
     };
-    let (h, q, kv, i) = (s.hidden, s.heads * s.head_dim, s.kv_heads * s.head_dim, s.intermediate);
+    let (h, q, kv, i) = (
+        s.hidden,
+        s.heads * s.head_dim,
+        s.kv_heads * s.head_dim,
+        s.intermediate,
+    );
     push(
         "model.embed_tokens.weight".into(),
         vec![s.vocab, h],
@@ -104,7 +113,11 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) {
                 rng.fill(rows * cols, b(cols), 0.0),
             );
         }
-        push(format!("{p}.input_layernorm.weight"), vec![h], rng.fill(h, 0.1, 1.0));
+        push(
+            format!("{p}.input_layernorm.weight"),
+            vec![h],
+            rng.fill(h, 0.1, 1.0),
+        );
         push(
             format!("{p}.post_attention_layernorm.weight"),
             vec![h],
@@ -114,7 +127,11 @@ pub fn write_tiny_model(dir: &Path, spec: &TinySpec) {
     push("model.norm.weight".into(), vec![h], rng.fill(h, 0.1, 1.0));
     write_safetensors(dir, &tensors, usize::MAX).unwrap();
     let tok = super::reference("tokenizer");
-    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
         std::fs::copy(tok.join(f), dir.join(f)).unwrap();
     }
 }

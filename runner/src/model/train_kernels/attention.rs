@@ -1,17 +1,17 @@
-//! RoPE + causal grouped-query attention as one autograd node: `qkv [b, t, q | k | v]` →
-//! `[b, t, q_heads * head_dim]`, positions `0..t` in every row (right padding is harmless:
-//! attention is causal). The softmax probabilities and the rotated queries and keys are kept
-//! for the backward pass:
+//! RoPE + causal grouped-query attention: `qkv [b, t, q | k | v]` → `[b, t, q_heads *
+//! head_dim]`, positions `0..t` in every row (right padding is harmless: attention is
+//! causal). The softmax probabilities and the rotated queries and keys are kept for the
+//! backward pass:
 //!
 //! `dV = P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(P * dP)) / sqrt(d)`, `dQ = dS K`,
 //! `dK = dS^T Q`, then the inverse rotation of `dQ` and `dK`.
 
+use super::fast_exp;
 use super::gemm::{matmul, Threads, View, ViewMut};
-use super::{cpu_slice, to_vec};
-use crate::model::kernels::{from_vec, SendPtr};
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use crate::model::kernels::SendPtr;
+use candle_core::{bail, Result};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const QUERY_CHUNK: usize = 32;
 
@@ -36,13 +36,14 @@ impl Dims {
     fn groups(&self) -> usize {
         self.q_heads / self.kv_heads
     }
-    fn q_dim(&self) -> usize {
+    pub fn q_dim(&self) -> usize {
         self.q_heads * self.head_dim
     }
-    fn kv_dim(&self) -> usize {
+    pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
     }
-    fn width(&self) -> usize {
+    /// Width of a fused `q | k | v` row.
+    pub fn width(&self) -> usize {
         self.q_dim() + 2 * self.kv_dim()
     }
     fn chunks(&self) -> usize {
@@ -50,8 +51,9 @@ impl Dims {
     }
 }
 
+/// What the backward pass needs from the forward pass.
 #[derive(Default)]
-struct Saved {
+pub struct Saved {
     /// Rotated queries `[b, kv, t, g, d]`.
     q: Vec<f32>,
     /// Rotated keys and values `[b, kv, t, d]`.
@@ -59,12 +61,6 @@ struct Saved {
     v: Vec<f32>,
     /// Probabilities per (b, kv head, query chunk): `[chunk rows * g, keys 0..chunk end]`.
     probs: Vec<Vec<f32>>,
-}
-
-struct Attention {
-    dims: Dims,
-    rope: RopeTables,
-    saved: Mutex<Saved>,
 }
 
 fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
@@ -86,28 +82,41 @@ fn unrotate(dy: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
     }
 }
 
-impl Attention {
-    fn tables(&self, pos: usize) -> (&[f32], &[f32]) {
-        let half = self.dims.head_dim / 2;
+impl RopeTables {
+    fn at(&self, pos: usize, half: usize) -> (&[f32], &[f32]) {
         (
-            &self.rope.cos[pos * half..(pos + 1) * half],
-            &self.rope.sin[pos * half..(pos + 1) * half],
+            &self.cos[pos * half..(pos + 1) * half],
+            &self.sin[pos * half..(pos + 1) * half],
         )
     }
 }
 
-impl CustomOp1 for Attention {
-    fn name(&self) -> &'static str {
-        "train-rope-attention"
+fn check(s: &Dims, rope: &RopeTables) -> Result<()> {
+    if s.head_dim % 2 != 0 || s.kv_heads == 0 || s.q_heads % s.kv_heads != 0 {
+        bail!("attention: unsupported head layout {s:?}")
     }
+    if rope.positions < s.tokens || rope.cos.len() < s.tokens * s.head_dim / 2 {
+        bail!(
+            "attention: rope tables cover {} positions, need {}",
+            rope.positions,
+            s.tokens
+        )
+    }
+    Ok(())
+}
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qkv = cpu_slice(storage, layout)?;
-        let s = self.dims;
+/// Attention over `qkv` (`[b, t, width]`) into `out` (`[b, t, q_dim]`).
+pub fn forward(qkv: &[f32], s: Dims, rope: &RopeTables, out: &mut [f32]) -> Result<Saved> {
+    check(&s, rope)?;
+    {
         let (d, g, kvh, tt) = (s.head_dim, s.groups(), s.kv_heads, s.tokens);
         let width = s.width();
         if qkv.len() != s.batch * tt * width {
-            bail!("attention: qkv has {} values, expected {}", qkv.len(), s.batch * tt * width)
+            bail!(
+                "attention: qkv has {} values, expected {}",
+                qkv.len(),
+                s.batch * tt * width
+            )
         }
         // Rotate q and k into head-major layouts.
         let mut q = vec![0f32; s.batch * tt * s.q_dim()];
@@ -121,13 +130,15 @@ impl CustomOp1 for Attention {
         (0..s.batch * tt).into_par_iter().for_each(|bt| {
             let (b, t) = (bt / tt, bt % tt);
             let row = &qkv[bt * width..(bt + 1) * width];
-            let (cos, sin) = self.tables(t);
+            let (cos, sin) = rope.at(t, d / 2);
             for h in 0..kvh {
                 for gi in 0..g {
                     let hq = h * g + gi;
                     let off = (((b * kvh + h) * tt + t) * g + gi) * d;
                     // SAFETY: (b, h, t, gi) is written by this task only.
-                    rotate(&row[hq * d..(hq + 1) * d], cos, sin, unsafe { qp.slice(off, d) });
+                    rotate(&row[hq * d..(hq + 1) * d], cos, sin, unsafe {
+                        qp.slice(off, d)
+                    });
                 }
                 let off = ((b * kvh + h) * tt + t) * d;
                 let kc = s.q_dim() + h * d;
@@ -139,7 +150,9 @@ impl CustomOp1 for Attention {
         let scale = 1.0 / (d as f32).sqrt();
         let chunks = s.chunks();
         let tasks = s.batch * kvh * chunks;
-        let mut out = vec![0f32; s.batch * tt * s.q_dim()];
+        if out.len() != s.batch * tt * s.q_dim() {
+            bail!("attention: output buffer has the wrong size")
+        }
         let op = SendPtr(out.as_mut_ptr());
         let probs: Vec<Result<Vec<f32>>> = (0..tasks)
             .into_par_iter()
@@ -169,7 +182,7 @@ impl CustomOp1 for Attention {
                     let max = valid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0f32;
                     for x in valid.iter_mut() {
-                        *x = (*x - max).exp();
+                        *x = fast_exp(*x - max);
                         sum += *x;
                     }
                     let inv = 1.0 / sum;
@@ -196,26 +209,31 @@ impl CustomOp1 for Attention {
             })
             .collect();
         let probs = probs.into_iter().collect::<Result<Vec<_>>>()?;
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Saved { q, k, v, probs };
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((s.batch, tt, s.q_dim())),
-        ))
+        Ok(Saved { q, k, v, probs })
     }
+}
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let s = self.dims;
+/// Gradient with respect to `qkv` (overwritten into `dqkv`) from the output gradient `dout`.
+pub fn backward(
+    saved: &Saved,
+    s: Dims,
+    rope: &RopeTables,
+    dout: &[f32],
+    dqkv: &mut [f32],
+) -> Result<()> {
+    check(&s, rope)?;
+    {
         let (d, g, kvh, tt) = (s.head_dim, s.groups(), s.kv_heads, s.tokens);
-        let saved = std::mem::take(&mut *self.saved.lock().unwrap_or_else(|e| e.into_inner()));
         if saved.probs.len() != s.batch * kvh * s.chunks() {
-            bail!("train-rope-attention: backward called twice or without forward")
+            bail!("attention backward: saved state does not match the shape")
         }
-        let dout = to_vec(grad)?;
         let width = s.width();
         let qd = s.q_dim();
         let scale = 1.0 / (d as f32).sqrt();
         let chunks = s.chunks();
-        let mut dqkv = vec![0f32; s.batch * tt * width];
+        if dqkv.len() != s.batch * tt * width || dout.len() != s.batch * tt * s.q_dim() {
+            bail!("attention backward: buffer sizes do not match the shape")
+        }
         let dp_ptr = SendPtr(dqkv.as_mut_ptr());
         let results: Vec<Result<()>> = (0..s.batch * kvh)
             .into_par_iter()
@@ -283,7 +301,7 @@ impl CustomOp1 for Attention {
                     for i in 0..m {
                         let t = t0 + i / g;
                         let hq = h * g + i % g;
-                        let (cos, sin) = self.tables(t);
+                        let (cos, sin) = rope.at(t, d / 2);
                         unrotate(&dq[i * d..(i + 1) * d], cos, sin, &mut rot);
                         let off = (b * tt + t) * width + hq * d;
                         // SAFETY: the q columns of heads h*g.. of batch row b belong to this task.
@@ -291,7 +309,7 @@ impl CustomOp1 for Attention {
                     }
                 }
                 for t in 0..tt {
-                    let (cos, sin) = self.tables(t);
+                    let (cos, sin) = rope.at(t, d / 2);
                     unrotate(&dk[t * d..(t + 1) * d], cos, sin, &mut rot);
                     let koff = (b * tt + t) * width + qd + h * d;
                     let voff = koff + s.kv_dim();
@@ -303,21 +321,6 @@ impl CustomOp1 for Attention {
             })
             .collect();
         results.into_iter().collect::<Result<Vec<_>>>()?;
-        Ok(Some(from_vec(dqkv, arg.dims())?))
+        Ok(())
     }
-}
-
-/// Causal attention with RoPE on a fused `qkv` projection `[b, t, q | k | v]`.
-pub fn attention(qkv: &Tensor, dims: Dims, rope: &RopeTables) -> Result<Tensor> {
-    if dims.head_dim % 2 != 0 || dims.q_heads % dims.kv_heads != 0 {
-        bail!("attention: unsupported head layout {dims:?}")
-    }
-    if rope.positions < dims.tokens || rope.cos.len() < dims.tokens * dims.head_dim / 2 {
-        bail!("attention: rope tables cover {} positions, need {}", rope.positions, dims.tokens)
-    }
-    qkv.contiguous()?.apply_op1(Attention {
-        dims,
-        rope: rope.clone(),
-        saved: Mutex::new(Saved::default()),
-    })
 }

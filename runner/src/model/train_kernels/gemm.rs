@@ -68,7 +68,14 @@ impl<'a> View<'a> {
     }
 
     fn check(&self) -> Result<()> {
-        check_bounds(self.data.len(), self.off, self.rows, self.cols, self.rs, self.cs)
+        check_bounds(
+            self.data.len(),
+            self.off,
+            self.rows,
+            self.cols,
+            self.rs,
+            self.cs,
+        )
     }
 }
 
@@ -236,7 +243,8 @@ mod tests {
         .unwrap();
         for i in 0..2 {
             for j in 0..4 {
-                let want: f32 = 1.0 + 2.0 * (0..3).map(|k| a[i * 3 + k] * b[j * 3 + k]).sum::<f32>();
+                let want: f32 =
+                    1.0 + 2.0 * (0..3).map(|k| a[i * 3 + k] * b[j * 3 + k]).sum::<f32>();
                 assert!((c[i * 4 + j] - want).abs() < 1e-5);
             }
         }

@@ -1,19 +1,49 @@
 //! RMSNorm with a frozen weight: `y = w * x * r`, `r = 1 / sqrt(mean(x^2) + eps)`.
 //! Backward: `dx = r * (w * dy) - x * r^3 * mean(w * dy * x)`.
 
-use super::{cpu_slice, to_vec};
-use crate::model::kernels::{from_vec, rms_norm::rms_norm_row, with_f32};
+use super::{cpu_slice, Data};
+use crate::model::kernels::{from_vec, rms_norm::rms_norm_row};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
-
-struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
-}
 
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let sum: f32 = x.iter().map(|v| v * v).sum();
     1.0 / (sum / x.len() as f32 + eps).sqrt()
+}
+
+/// `out = rmsnorm(x) * w` row by row (`w.len()` values per row).
+pub fn forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    out.par_chunks_mut(h)
+        .zip(x.par_chunks(h))
+        .with_min_len(8)
+        .for_each(|(o, xr)| rms_norm_row(xr, w, eps, o));
+}
+
+/// `dx (+)= d rmsnorm(x) * w / dx · dy`; adds into `dx` when `accumulate`.
+pub fn backward(x: &[f32], w: &[f32], eps: f32, dy: &[f32], dx: &mut [f32], accumulate: bool) {
+    let h = w.len();
+    dx.par_chunks_mut(h)
+        .zip(x.par_chunks(h).zip(dy.par_chunks(h)))
+        .with_min_len(8)
+        .for_each(|(o, (xr, gr))| {
+            let r = inv_rms(xr, eps);
+            let dot: f32 = xr.iter().zip(gr).zip(w).map(|((x, g), w)| x * g * w).sum();
+            let c = r * r * r * dot / h as f32;
+            for i in 0..h {
+                let v = r * w[i] * gr[i] - xr[i] * c;
+                if accumulate {
+                    o[i] += v;
+                } else {
+                    o[i] = v;
+                }
+            }
+        });
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
 }
 
 impl CustomOp1 for RmsNorm {
@@ -23,15 +53,9 @@ impl CustomOp1 for RmsNorm {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu_slice(storage, layout)?;
-        let hidden = self.weight.dim(0)?;
-        let out = with_f32(&self.weight, |w| {
-            let mut out = vec![0f32; x.len()];
-            out.par_chunks_mut(hidden)
-                .zip(x.par_chunks(hidden))
-                .with_min_len(8)
-                .for_each(|(o, xr)| rms_norm_row(xr, w, self.eps, o));
-            out
-        })?;
+        let w = Data::new(&self.weight)?;
+        let mut out = vec![0f32; x.len()];
+        forward(x, w.slice()?, self.eps, &mut out);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -39,24 +63,17 @@ impl CustomOp1 for RmsNorm {
         if !arg.track_op() {
             return Ok(None);
         }
-        let hidden = self.weight.dim(0)?;
-        let x = to_vec(arg)?;
-        let dy = to_vec(grad)?;
-        let dx = with_f32(&self.weight, |w| {
-            let mut dx = vec![0f32; x.len()];
-            dx.par_chunks_mut(hidden)
-                .zip(x.par_chunks(hidden).zip(dy.par_chunks(hidden)))
-                .with_min_len(8)
-                .for_each(|(o, (xr, gr))| {
-                    let r = inv_rms(xr, self.eps);
-                    let dot: f32 = xr.iter().zip(gr).zip(w).map(|((x, g), w)| x * g * w).sum();
-                    let c = r * r * r * dot / hidden as f32;
-                    for i in 0..hidden {
-                        o[i] = r * w[i] * gr[i] - xr[i] * c;
-                    }
-                });
-            dx
-        })?;
+        let (x, dy) = (arg.contiguous()?, grad.contiguous()?);
+        let (xd, dyd, w) = (Data::new(&x)?, Data::new(&dy)?, Data::new(&self.weight)?);
+        let mut dx = vec![0f32; x.elem_count()];
+        backward(
+            xd.slice()?,
+            w.slice()?,
+            self.eps,
+            dyd.slice()?,
+            &mut dx,
+            false,
+        );
         Ok(Some(from_vec(dx, arg.dims())?))
     }
 }
