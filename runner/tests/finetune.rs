@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use common::tiny::{write_tiny_model, TinySpec};
 use pruneforge::data::sft::SftRecord;
 use pruneforge::model::{open_model, ForwardOptions, HfModel, Llama};
-use pruneforge::stages::finetune::{run, FinetuneParams};
+use pruneforge::stages::finetune::{load_records, run, FinetuneParams};
 use pruneforge::stages::StageError;
 use pruneforge::train::batching::{tokenize, Batch, Example};
 use pruneforge::train::lora::{LoraParams, LoraSet};
@@ -541,7 +541,7 @@ fn training_lowers_the_loss_and_writes_the_merged_model() {
         optimizer: OptimizerParams {
             lr: 5e-3,
             warmup_steps: 1,
-            steps: 12,
+            steps: 30,
             batch_size: 4,
             max_seq_len: 64,
             ..Default::default()
@@ -648,4 +648,27 @@ fn tokenization_masks_the_prompt_and_keeps_the_answer() {
     }
     let cut = tokenize(&m.tokenizer, &recs, 60).unwrap();
     assert!(cut.truncated > 0 && cut.examples.iter().all(|e| e.tokens.len() <= 60));
+}
+
+#[test]
+fn shard_directories_are_read_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("distilled");
+    std::fs::create_dir_all(&shards).unwrap();
+    let line = |i: usize| {
+        format!("{{\"instruction\": \"q{i}\", \"input\": \"\", \"output\": \"a{i}\"}}\n")
+    };
+    std::fs::write(shards.join("part-00001.jsonl"), line(2) + &line(3)).unwrap();
+    std::fs::write(shards.join("part-00000.jsonl"), line(0) + &line(1)).unwrap();
+    std::fs::write(shards.join("notes.txt"), "ignored").unwrap();
+    let single = tmp.path().join("extra.jsonl");
+    std::fs::write(&single, line(4)).unwrap();
+    let (records, files) = load_records(&[shards.clone(), single]).unwrap();
+    let got: Vec<&str> = records.iter().map(|r| r.instruction.as_str()).collect();
+    assert_eq!(got, ["q0", "q1", "q2", "q3", "q4"]);
+    assert_eq!(files.len(), 3);
+    let empty = tmp.path().join("empty_dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = load_records(&[empty]).unwrap_err().to_string();
+    assert!(e.contains("part-*.jsonl"), "{e}");
 }

@@ -91,8 +91,11 @@ pub struct BenchReport {
     pub phases: PhaseTimes,
     /// Loss of every step (warm-up first): it must fall.
     pub losses: Vec<f64>,
-    /// CPU cores other processes used during each timed step.
+    /// CPU cores other processes used during each timed step (machine busy time minus ours;
+    /// includes hypervisor steal).
     pub foreign_cores: Vec<f64>,
+    /// CPU cores this process used during each timed step.
+    pub own_cores: Vec<f64>,
     /// /proc/loadavg before and after.
     pub loadavg_before: String,
     pub loadavg_after: String,
@@ -207,6 +210,7 @@ pub fn bench_train(
     let mut step_s = Vec::new();
     let mut phases = Vec::new();
     let mut foreign = Vec::new();
+    let mut own = Vec::new();
     let clk = 100.0; // USER_HZ
     for i in 0..=opts.repeats {
         let j0 = cpu_jiffies();
@@ -224,6 +228,7 @@ pub fn bench_train(
         if let (Some((b0, o0)), Some((b1, o1))) = (j0, j1) {
             let other = (b1 - b0) as f64 - (o1 - o0) as f64;
             foreign.push((other / clk / dt).max(0.0));
+            own.push((o1 - o0) as f64 / clk / dt);
         }
     }
     let med = median(&step_s);
@@ -252,6 +257,7 @@ pub fn bench_train(
         step_s,
         losses,
         foreign_cores: foreign,
+        own_cores: own,
         loadavg_before,
         loadavg_after: loadavg(),
     })

@@ -309,8 +309,8 @@ impl Llama {
             })?;
         } else if self.use_train_kernels(opts.train) {
             let rope = self.train_rope(t);
-            let (cos, sin) = self.rope_tensors(&starts, t)?;
-            let mask = ops::causal_mask(&starts, t, t, &self.device)?;
+            // Composable fallback for layers whose adapters the kernel does not cover.
+            let mut generic: Option<(Tensor, Tensor, Tensor)> = None;
             for layer in &self.layers {
                 if opts.hidden_states {
                     hidden_states.push(x.clone());
@@ -318,10 +318,18 @@ impl Llama {
                 x = match layer.forward_train(&x, &self.config, &rope)? {
                     Some(y) => y,
                     None => {
+                        if generic.is_none() {
+                            let (cos, sin) = self.rope_tensors(&starts, t)?;
+                            let mask = ops::causal_mask(&starts, t, t, &self.device)?;
+                            generic = Some((cos, sin, mask));
+                        }
+                        let (cos, sin, mask) = generic.as_ref().ok_or_else(|| {
+                            ModelError::Input("rotary tables for the composable path".into())
+                        })?;
                         let io = AttnIo::Generic {
-                            cos: &cos,
-                            sin: &sin,
-                            mask: &mask,
+                            cos,
+                            sin,
+                            mask,
                             past: None,
                         };
                         layer.forward(&x, &self.config, io, true)?

@@ -95,7 +95,7 @@ pub struct FinetuneSummary {
     pub tokens_per_s: f64,
     /// All input tokens (prompt + answer, no padding) per second of training wall time.
     pub input_tokens_per_s: f64,
-    /// Loss of the first step.
+    /// Mean loss of the first `min(10, steps)` steps.
     pub initial_loss: f64,
     /// Mean loss of the last `min(10, steps)` steps.
     pub final_loss: f64,
@@ -509,7 +509,11 @@ pub fn run(
             0.0
         },
         input_tokens_per_s: input_tokens as f64 / session_s,
-        initial_loss: h.first().map(|s| s.loss).unwrap_or(f64::NAN),
+        initial_loss: if h.is_empty() {
+            f64::NAN
+        } else {
+            h[..window].iter().map(|s| s.loss).sum::<f64>() / window as f64
+        },
         final_loss,
         examples: examples.len(),
         truncated: tokenized.truncated,

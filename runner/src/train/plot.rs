@@ -20,14 +20,11 @@ fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
         .map(|m| m * mag)
         .find(|s| span / s <= target as f64)
         .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() * step;
-    let mut out = Vec::new();
-    let mut v = first;
-    while v <= hi + step * 1e-9 {
-        out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
-        v += step;
-    }
-    out
+    let factor = 10f64.powi((1 - step.log10().floor() as i32).max(0));
+    let (k0, k1) = ((lo / step).ceil() as i64, (hi / step + 1e-9).floor() as i64);
+    (k0..=k1)
+        .map(|k| (k as f64 * step * factor).round() / factor)
+        .collect()
 }
 
 fn esc(s: &str) -> String {
