@@ -114,14 +114,12 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     // user nice system idle iowait irq softirq steal
     let busy = cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?;
     let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = own.rsplit_once(')')?.1;
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // Fields after the command: state(skipped, not numeric) ppid pgrp ... utime is field 14
-    // overall, i.e. index 11 among the numeric fields that follow the state letter.
-    Some((busy, f.get(10)? + f.get(11)?))
+    // After "pid (comm)": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+    // cmajflt utime stime ...
+    let f: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((busy, utime + stime))
 }
 
 fn loadavg() -> String {

@@ -475,6 +475,7 @@ pub fn run(
         }
     }
     let train_s = state.elapsed_s;
+    crate::model::train_kernels::pool::clear();
     let session_s = session.elapsed().as_secs_f64().max(1e-9);
 
     // Outputs.

@@ -17,6 +17,7 @@ use super::error::{Result, TrainError};
 use crate::model::kernels::{from_vec, with_f32};
 use crate::model::train_kernels::fast_exp as exp;
 use crate::model::train_kernels::gemm::{matmul, Threads, View, ViewMut};
+use crate::model::train_kernels::pool;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -212,9 +213,9 @@ impl CustomOp1 for HeadLossOp {
         let mut out = vec![0f32; m];
         let (mut ce_sum, mut kd_sum) = (0f64, 0f64);
         let chunk = self.chunk.max(1);
-        let mut zs = vec![0f32; chunk.min(m) * vocab];
+        let mut zs = pool::take(chunk.min(m) * vocab);
         let mut zt = if self.teacher.is_some() {
-            vec![0f32; chunk.min(m) * vocab]
+            pool::take(chunk.min(m) * vocab)
         } else {
             Vec::new()
         };
@@ -275,6 +276,8 @@ impl CustomOp1 for HeadLossOp {
             }
             Ok(())
         })??;
+        pool::give(zs);
+        pool::give(zt);
         *self.grad.lock().unwrap_or_else(|e| e.into_inner()) = grad;
         *self.sums.lock().unwrap_or_else(|e| e.into_inner()) = (ce_sum, kd_sum);
         Ok((CpuStorage::F32(out), Shape::from(m)))

@@ -8,6 +8,7 @@
 
 use super::fast_exp;
 use super::gemm::{matmul, Threads, View, ViewMut};
+use super::pool;
 use crate::model::kernels::SendPtr;
 use candle_core::{bail, Result};
 use rayon::prelude::*;
@@ -61,6 +62,16 @@ pub struct Saved {
     v: Vec<f32>,
     /// Probabilities per (b, kv head, query chunk): `[chunk rows * g, keys 0..chunk end]`.
     probs: Vec<Vec<f32>>,
+}
+
+impl Saved {
+    /// Hands the buffers back to the pool.
+    pub fn release(self) {
+        pool::give(self.q);
+        pool::give(self.k);
+        pool::give(self.v);
+        self.probs.into_iter().for_each(pool::give);
+    }
 }
 
 fn rotate(x: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32]) {
@@ -119,9 +130,9 @@ pub fn forward(qkv: &[f32], s: Dims, rope: &RopeTables, out: &mut [f32]) -> Resu
             )
         }
         // Rotate q and k into head-major layouts.
-        let mut q = vec![0f32; s.batch * tt * s.q_dim()];
-        let mut k = vec![0f32; s.batch * tt * s.kv_dim()];
-        let mut v = vec![0f32; s.batch * tt * s.kv_dim()];
+        let mut q = pool::take(s.batch * tt * s.q_dim());
+        let mut k = pool::take(s.batch * tt * s.kv_dim());
+        let mut v = pool::take(s.batch * tt * s.kv_dim());
         let (qp, kp, vp) = (
             SendPtr(q.as_mut_ptr()),
             SendPtr(k.as_mut_ptr()),
@@ -167,7 +178,7 @@ pub fn forward(qkv: &[f32], s: Dims, rope: &RopeTables, out: &mut [f32]) -> Resu
                 let q_blk = &q[(bh + t0) * g * d..(bh + t1) * g * d];
                 let k_blk = &k[bh * d..(bh + t1) * d];
                 let v_blk = &v[bh * d..(bh + t1) * d];
-                let mut p = vec![0f32; m * t1];
+                let mut p = pool::take(m * t1);
                 matmul(
                     ViewMut::new(&mut p, m, t1),
                     View::new(q_blk, m, d),

@@ -10,7 +10,7 @@
 
 use super::attention::{self, Dims, RopeTables};
 use super::linear::{self, AdapterSlot, Proj};
-use super::{cpu_slice, rms_norm, swiglu, Data};
+use super::{cpu_slice, pool, rms_norm, swiglu, Data};
 use crate::model::config::ModelConfig;
 use crate::model::kernels::from_vec;
 use crate::model::layer::DecoderLayer;
@@ -38,7 +38,28 @@ struct Saved {
     h2: Vec<f32>,
     gu: Vec<f32>,
     gu_lows: Vec<f32>,
+    act: Vec<f32>,
     down_lows: Vec<f32>,
+}
+
+impl Saved {
+    fn release(self) {
+        for b in [
+            self.h1,
+            self.qkv_lows,
+            self.attn,
+            self.o_lows,
+            self.x2,
+            self.h2,
+            self.gu,
+            self.gu_lows,
+            self.act,
+            self.down_lows,
+        ] {
+            pool::give(b);
+        }
+        self.attn_state.release();
+    }
 }
 
 struct LayerOp {
@@ -114,21 +135,21 @@ impl CustomOp2 for LayerOp {
             ProjData::new(&self.gu)?,
             ProjData::new(&self.down)?,
         );
-        let mut h1 = vec![0f32; n * h];
+        let mut h1 = pool::take(n * h);
         rms_norm::forward(x, ln1.slice()?, self.eps, &mut h1);
-        let mut qkv = vec![0f32; n * self.qkv.out_dim];
+        let mut qkv = pool::take(n * self.qkv.out_dim);
         let qkv_lows = linear::forward(&pqkv.proj()?, params, &h1, n, &mut qkv)?;
-        let mut attn = vec![0f32; n * self.dims.q_dim()];
+        let mut attn = pool::take(n * self.dims.q_dim());
         let attn_state = attention::forward(&qkv, self.dims, &self.rope, &mut attn)?;
-        drop(qkv);
-        let mut x2 = vec![0f32; n * h];
+        pool::give(qkv);
+        let mut x2 = pool::take(n * h);
         let o_lows = linear::forward(&po.proj()?, params, &attn, n, &mut x2)?;
         x2.iter_mut().zip(x).for_each(|(a, b)| *a += b);
-        let mut h2 = vec![0f32; n * h];
+        let mut h2 = pool::take(n * h);
         rms_norm::forward(&x2, ln2.slice()?, self.eps, &mut h2);
-        let mut gu = vec![0f32; n * 2 * self.inter];
+        let mut gu = pool::take(n * 2 * self.inter);
         let gu_lows = linear::forward(&pgu.proj()?, params, &h2, n, &mut gu)?;
-        let mut act = vec![0f32; n * self.inter];
+        let mut act = pool::take(n * self.inter);
         swiglu::forward(&gu, self.inter, &mut act);
         let mut y = vec![0f32; n * h];
         let down_lows = linear::forward(&pdown.proj()?, params, &act, n, &mut y)?;
@@ -143,6 +164,7 @@ impl CustomOp2 for LayerOp {
             h2,
             gu,
             gu_lows,
+            act,
             down_lows,
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -172,24 +194,21 @@ impl CustomOp2 for LayerOp {
         );
         let mut dparams = vec![0f32; params.len()];
         // y = x2 + down(act): dx2 = dy, d act = down^T dy.
-        let mut act = vec![0f32; n * self.inter];
-        swiglu::forward(&s.gu, self.inter, &mut act);
-        let mut dact = vec![0f32; n * self.inter];
+        let mut dact = pool::take(n * self.inter);
         linear::backward(
             &pdown.proj()?,
             params,
-            &act,
+            &s.act,
             &s.down_lows,
             dy,
             n,
             Some(&mut dact),
             &mut dparams,
         )?;
-        drop(act);
-        let mut dgu = vec![0f32; n * 2 * self.inter];
+        let mut dgu = pool::take(n * 2 * self.inter);
         swiglu::backward(&s.gu, self.inter, &dact, &mut dgu);
-        drop(dact);
-        let mut dh2 = vec![0f32; n * h];
+        pool::give(dact);
+        let mut dh2 = pool::take(n * h);
         linear::backward(
             &pgu.proj()?,
             params,
@@ -200,12 +219,13 @@ impl CustomOp2 for LayerOp {
             Some(&mut dh2),
             &mut dparams,
         )?;
-        drop(dgu);
-        let mut dx2 = dy.to_vec();
+        pool::give(dgu);
+        let mut dx2 = pool::take(n * h);
+        dx2.copy_from_slice(dy);
         rms_norm::backward(&s.x2, ln2.slice()?, self.eps, &dh2, &mut dx2, true);
-        drop(dh2);
+        pool::give(dh2);
         // x2 = x + o(attn).
-        let mut dattn = vec![0f32; n * self.dims.q_dim()];
+        let mut dattn = pool::take(n * self.dims.q_dim());
         linear::backward(
             &po.proj()?,
             params,
@@ -216,15 +236,11 @@ impl CustomOp2 for LayerOp {
             Some(&mut dattn),
             &mut dparams,
         )?;
-        let mut dqkv = vec![0f32; n * self.qkv.out_dim];
+        let mut dqkv = pool::take(n * self.qkv.out_dim);
         attention::backward(&s.attn_state, self.dims, &self.rope, &dattn, &mut dqkv)?;
-        drop(dattn);
+        pool::give(dattn);
         let want_dx = x_t.track_op();
-        let mut dh1 = if want_dx {
-            vec![0f32; n * h]
-        } else {
-            Vec::new()
-        };
+        let mut dh1 = if want_dx { pool::take(n * h) } else { Vec::new() };
         linear::backward(
             &pqkv.proj()?,
             params,
@@ -235,13 +251,18 @@ impl CustomOp2 for LayerOp {
             want_dx.then_some(dh1.as_mut_slice()),
             &mut dparams,
         )?;
+        pool::give(dqkv);
         let dx = if want_dx {
-            let mut dx = dx2;
+            let mut dx = vec![0f32; n * h];
+            dx.copy_from_slice(&dx2);
             rms_norm::backward(x, ln1.slice()?, self.eps, &dh1, &mut dx, true);
             Some(from_vec(dx, x_t.dims())?)
         } else {
             None
         };
+        pool::give(dx2);
+        pool::give(dh1);
+        s.release();
         let dp = if p_t.track_op() {
             Some(from_vec(dparams, p_t.dims())?)
         } else {

@@ -12,6 +12,7 @@
 
 use super::dropout;
 use super::gemm::{matmul, Threads, View, ViewMut};
+use super::pool;
 use candle_core::Result;
 use std::ops::Range;
 
@@ -79,7 +80,7 @@ pub fn forward(
         }
     }
     let lw = p.low_width();
-    let mut lows = vec![0f32; n * lw];
+    let mut lows = pool::take(n * lw);
     let mut buf = Vec::new();
     let mut col = 0;
     for a in p.adapters {
@@ -103,6 +104,7 @@ pub fn forward(
         )?;
         col += r;
     }
+    pool::give(buf);
     Ok(lows)
 }
 
@@ -197,5 +199,7 @@ pub fn backward(
         }
         col += r;
     }
+    pool::give(buf);
+    pool::give(tmp);
     Ok(())
 }

@@ -12,7 +12,8 @@
 //! - [`rms_norm`]: RMSNorm with a frozen weight (also a standalone op, for the final norm);
 //! - [`attention`]: RoPE + causal grouped-query attention, probabilities kept for backward;
 //! - [`swiglu`]: `silu(gate) * up` on a fused gate|up projection;
-//! - [`gemm`]: bounds-checked strided GEMM; [`dropout`]: counter-based dropout masks.
+//! - [`gemm`]: bounds-checked strided GEMM; [`dropout`]: counter-based dropout masks;
+//!   [`pool`]: reused activation buffers.
 //!
 //! The kernel path agrees with the composable path in [`super::ops`] (values and gradients;
 //! tested in `tests/finetune.rs`).
@@ -22,6 +23,7 @@ pub mod dropout;
 pub mod gemm;
 pub mod layer;
 pub mod linear;
+pub mod pool;
 pub mod rms_norm;
 pub mod swiglu;
 
