@@ -3,7 +3,9 @@
 //! projections, AdamW, one step = forward `[4, 256]` with shifted-label CE over every position +
 //! backward + AdamW update; one warm-up step, N timed steps, median), and the ratio to the
 //! PyTorch + PEFT figure recorded there. Also reports the time per phase and how busy the
-//! machine was (other processes' CPU use during the timed steps, from /proc).
+//! machine was (other processes' CPU use during each timed step, from /proc). With
+//! `--clean N` it keeps stepping until N steps were clean (other processes used < 0.1 core,
+//! perf.json's rule for its own figures) and reports their median as well.
 
 use anyhow::Context;
 use pruneforge::model::open_model;
@@ -44,6 +46,14 @@ pub struct BenchTrainArgs {
     pub dropout: f64,
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Keep stepping until this many timed steps were clean (other processes used less than
+    /// --max-foreign cores during the step, perf.json's rule) or --max-steps were taken.
+    #[arg(long, default_value_t = 0)]
+    pub clean: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub max_foreign: f64,
+    #[arg(long, default_value_t = 40)]
+    pub max_steps: usize,
     /// LM-head chunk (positions).
     #[arg(long, default_value_t = pruneforge::train::loss::DEFAULT_CHUNK)]
     pub chunk: usize,
@@ -72,6 +82,10 @@ pub struct BenchTrainOptions {
     pub repeats: usize,
     pub chunk: usize,
     pub composable: bool,
+    /// Clean timed steps wanted (0: just `repeats` steps).
+    pub clean: usize,
+    pub max_foreign: f64,
+    pub max_steps: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -96,6 +110,12 @@ pub struct BenchReport {
     pub foreign_cores: Vec<f64>,
     /// CPU cores this process used during each timed step.
     pub own_cores: Vec<f64>,
+    /// Wall time of the clean steps (other processes below `max_foreign` cores) and their
+    /// median, with the throughput it gives.
+    pub clean_step_s: Vec<f64>,
+    pub clean_median_s: Option<f64>,
+    pub clean_tok_s: Option<f64>,
+    pub clean_ratio_vs_pytorch: Option<f64>,
     /// /proc/loadavg before and after.
     pub loadavg_before: String,
     pub loadavg_after: String,
@@ -210,7 +230,14 @@ pub fn bench_train(
     let mut foreign = Vec::new();
     let mut own = Vec::new();
     let clk = 100.0; // USER_HZ
-    for i in 0..=opts.repeats {
+    let mut clean = Vec::new();
+    let mut i = 0usize;
+    loop {
+        let done_plain = opts.clean == 0 && i > opts.repeats;
+        let done_clean = opts.clean > 0 && (clean.len() >= opts.clean || i > opts.max_steps);
+        if done_plain || done_clean {
+            break;
+        }
         let j0 = cpu_jiffies();
         let t0 = Instant::now();
         let out = trainer.step(std::slice::from_ref(&batch), 1e-4, i as u64, i as u64)?;
@@ -218,15 +245,20 @@ pub fn bench_train(
         let j1 = cpu_jiffies();
         losses.push(out.loss);
         tracing::info!(step = i, seconds = dt, loss = out.loss, "bench step");
-        if i == 0 {
+        i += 1;
+        if i == 1 {
             continue; // warm-up
         }
         step_s.push(dt);
         phases.push(out.times);
         if let (Some((b0, o0)), Some((b1, o1))) = (j0, j1) {
             let other = (b1 - b0) as f64 - (o1 - o0) as f64;
-            foreign.push((other / clk / dt).max(0.0));
+            let f = (other / clk / dt).max(0.0);
+            foreign.push(f);
             own.push((o1 - o0) as f64 / clk / dt);
+            if f < opts.max_foreign {
+                clean.push(dt);
+            }
         }
     }
     let med = median(&step_s);
@@ -242,6 +274,8 @@ pub fn bench_train(
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| v.pointer("/fp32/lora_step/tok_s").and_then(|x| x.as_f64()))
         .filter(|_| b == 4 && t == 256 && opts.rank == 16);
+    let clean_median = (!clean.is_empty()).then(|| median(&clean));
+    let clean_tok_s = clean_median.map(|m| (b * t) as f64 / m);
     Ok(BenchReport {
         bench: "train",
         options: opts.clone(),
@@ -254,6 +288,10 @@ pub fn bench_train(
         phases: phases.get(med_idx).copied().unwrap_or_default(),
         step_s,
         losses,
+        clean_step_s: clean,
+        clean_median_s: clean_median,
+        clean_tok_s,
+        clean_ratio_vs_pytorch: clean_tok_s.zip(pytorch).map(|(a, p)| a / p),
         foreign_cores: foreign,
         own_cores: own,
         loadavg_before,
@@ -276,6 +314,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         repeats: a.repeats.max(1),
         chunk: a.chunk,
         composable: a.composable,
+        clean: a.clean,
+        max_foreign: a.max_foreign,
+        max_steps: a.max_steps.max(1),
     };
     let report = bench_train(&dir, &opts, &a.tokens, &a.reference)?;
     let text = serde_json::to_string_pretty(&report)?;
