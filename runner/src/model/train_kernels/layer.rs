@@ -240,7 +240,11 @@ impl CustomOp2 for LayerOp {
         attention::backward(&s.attn_state, self.dims, &self.rope, &dattn, &mut dqkv)?;
         pool::give(dattn);
         let want_dx = x_t.track_op();
-        let mut dh1 = if want_dx { pool::take(n * h) } else { Vec::new() };
+        let mut dh1 = if want_dx {
+            pool::take(n * h)
+        } else {
+            Vec::new()
+        };
         linear::backward(
             &pqkv.proj()?,
             params,
