@@ -10,4 +10,5 @@ pub mod report;
 pub mod stages;
 pub mod storage;
 pub mod tokenizer;
+pub mod train;
 pub mod util;

@@ -40,6 +40,8 @@ enum Command {
     Prune(cli::prune::PruneArgs),
     /// Perplexity of a model on token rows or text.
     Ppl(cli::ppl::PplArgs),
+    /// LoRA fine-tuning (SFT, self-distilled data, logit distillation).
+    Finetune(Box<cli::finetune::FinetuneArgs>),
     /// Merge models of the same shape (SLERP or linear, mergekit semantics).
     Merge(cli::merge::MergeArgs),
     /// Throughput benchmarks (forward, generate).
@@ -61,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => cli::bench::run(a),
         Command::Distill(a) => cli::distill::run(a),
         Command::Merge(a) => cli::merge::run(a),
+        Command::Finetune(a) => cli::finetune::run(*a),
         Command::Score(a) => cli::score::run(a),
         Command::Prune(a) => cli::prune::run(a),
         Command::Ppl(a) => cli::ppl::run(a),

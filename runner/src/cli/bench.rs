@@ -40,6 +40,8 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// One LoRA training step (forward + backward + AdamW) over a [batch, seq] block.
+    Train(super::bench_train::BenchTrainArgs),
     /// Greedy generation of N new tokens after the reference chat prompt.
     Generate {
         #[arg(long, default_value_t = 128)]
@@ -108,11 +110,33 @@ fn reference_figure(path: &PathBuf, pointer: &str) -> Option<f64> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        what,
+        model,
+        reference,
+        json,
+    } = args;
+    let what = match what {
+        BenchWhat::Train(a) => return super::bench_train::run(a, &model, &reference, &json),
+        other => other,
+    };
+    let args = BenchArgs {
+        what: BenchWhat::Forward {
+            batch: 0,
+            seq: 0,
+            backbone: false,
+            repeats: 0,
+        },
+        model,
+        reference,
+        json,
+    };
     let dir = super::generate::model_dir(&args.model)?;
     let m = pruneforge::model::open_model(&dir)
         .with_context(|| format!("loading {}", dir.display()))?;
     let threads = rayon::current_num_threads();
-    let report = match args.what {
+    let report = match what {
+        BenchWhat::Train(_) => anyhow::bail!("bench train is handled above"),
         BenchWhat::Forward {
             batch,
             seq,

@@ -1,8 +1,10 @@
 //! The `pruneforge` command line: one file per subcommand.
 
 pub mod bench;
+pub mod bench_train;
 pub mod distill;
 pub mod eval;
+pub mod finetune;
 pub mod gc;
 pub mod generate;
 pub mod import;

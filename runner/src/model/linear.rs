@@ -29,12 +29,21 @@ pub struct LoraAdapter {
     pub b: Tensor,
     pub scale: f64,
     pub dropout: f32,
+    /// Seed of the dropout mask (a pure function of the seed, see
+    /// [`super::train_kernels::dropout`]); the trainer sets a new one for every micro-batch.
+    pub dropout_seed: u64,
 }
 
 impl LoraAdapter {
     pub fn delta(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = if train && self.dropout > 0.0 {
-            candle_nn::ops::dropout(x, self.dropout)?
+            let mask = super::train_kernels::dropout::mask_tensor(
+                x.dims(),
+                self.dropout_seed,
+                self.dropout,
+                x.device(),
+            )?;
+            x.mul(&mask.to_dtype(x.dtype())?)?
         } else {
             x.clone()
         };

@@ -11,6 +11,7 @@ use super::layer::{AttnIo, DecoderLayer};
 use super::linear::{matmul_t, FusedLinear, LoraAdapter};
 use super::ops;
 use super::rope::RotaryTable;
+use super::train_kernels;
 use candle_core::{DType, Device, Tensor};
 
 /// The seven projection names of a decoder layer, in HF naming.
@@ -31,6 +32,9 @@ pub struct Llama {
     pub norm: Tensor,
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
+    /// Use the fused CPU training kernels ([`super::train_kernels`]) for `train: true` on CPU
+    /// f32 (default); `false` forces the composable ops (tests compare the two).
+    pub train_kernels: bool,
     rope: RotaryTable,
     device: Device,
 }
@@ -121,6 +125,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            train_kernels: true,
             device: device.clone(),
         };
         model.check_shapes()?;
@@ -237,6 +242,23 @@ impl Llama {
         !train && kernels::usable(&self.embed_tokens)
     }
 
+    fn use_train_kernels(&self, train: bool) -> bool {
+        train && self.train_kernels && train_kernels::usable(&self.embed_tokens)
+    }
+
+    /// cos/sin of positions `0..t` for the training kernels.
+    fn train_rope(&self, t: usize) -> train_kernels::attention::RopeTables {
+        let half = self.rope.half_dim();
+        let (cos, sin) = self.rope.with_tables(t, |tab| {
+            (tab.cos[..t * half].to_vec(), tab.sin[..t * half].to_vec())
+        });
+        train_kernels::attention::RopeTables {
+            cos: cos.into(),
+            sin: sin.into(),
+            positions: t,
+        }
+    }
+
     /// cos/sin `[b, t, d/2]` for positions `starts[r] + 0..t`.
     fn rope_tensors(&self, starts: &[usize], t: usize) -> Result<(Tensor, Tensor)> {
         let max = starts.iter().max().copied().unwrap_or(0) + t;
@@ -285,6 +307,35 @@ impl Llama {
                 }
                 Ok(x)
             })?;
+        } else if self.use_train_kernels(opts.train) {
+            let rope = self.train_rope(t);
+            // Composable fallback for layers whose adapters the kernel does not cover.
+            let mut generic: Option<(Tensor, Tensor, Tensor)> = None;
+            for layer in &self.layers {
+                if opts.hidden_states {
+                    hidden_states.push(x.clone());
+                }
+                x = match layer.forward_train(&x, &self.config, &rope)? {
+                    Some(y) => y,
+                    None => {
+                        if generic.is_none() {
+                            let (cos, sin) = self.rope_tensors(&starts, t)?;
+                            let mask = ops::causal_mask(&starts, t, t, &self.device)?;
+                            generic = Some((cos, sin, mask));
+                        }
+                        let (cos, sin, mask) = generic.as_ref().ok_or_else(|| {
+                            ModelError::Input("rotary tables for the composable path".into())
+                        })?;
+                        let io = AttnIo::Generic {
+                            cos,
+                            sin,
+                            mask,
+                            past: None,
+                        };
+                        layer.forward(&x, &self.config, io, true)?
+                    }
+                };
+            }
         } else {
             let (cos, sin) = self.rope_tensors(&starts, t)?;
             let mask = ops::causal_mask(&starts, t, t, &self.device)?;
@@ -472,6 +523,8 @@ impl Llama {
         let eps = self.config.rms_norm_eps;
         Ok(if self.use_fused(train) {
             kernels::rms_norm::rms_norm(h, &self.norm, eps as f32)?
+        } else if self.use_train_kernels(train) {
+            train_kernels::rms_norm::rms_norm(h, &self.norm, eps)?
         } else {
             ops::rms_norm(h, &self.norm, eps)?
         })

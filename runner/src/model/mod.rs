@@ -16,6 +16,7 @@ pub mod ops;
 pub mod rope;
 pub mod safetensors_io;
 pub mod source;
+pub mod train_kernels;
 
 pub use config::ModelConfig;
 pub use error::ModelError;

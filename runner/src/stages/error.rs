@@ -21,6 +21,8 @@ pub enum StageError {
     Input(String),
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
 }
 
 impl StageError {

@@ -8,6 +8,7 @@ pub mod distill;
 pub mod drift;
 pub mod error;
 pub mod eval;
+pub mod finetune;
 pub mod import;
 pub mod inputs;
 pub mod merge;

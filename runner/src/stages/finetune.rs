@@ -1,0 +1,554 @@
+//! Stage `finetune`: LoRA fine-tuning of a (pruned) model on SFT data, optionally with logit
+//! distillation from the unpruned teacher.
+//!
+//! Every recovery method is this one stage with different inputs:
+//!
+//! | method | `data_files` | `kd` | teacher |
+//! |---|---|---|---|
+//! | `sft` | the original SFT set | `None` | — |
+//! | `self-distill` | the distill stage's output (same schema; shards in order) | `None` | — |
+//! | `logit-kd` | the original set | `ratio: 1` | the unpruned model |
+//! | `sft+logit-kd` | the original set | `ratio: r` | the unpruned model |
+//! | `self-distill+logit-kd` | the distilled set | `ratio: r` | the unpruned model |
+//!
+//! The loss on answer tokens is `(1 - r) * CE + r * T^2 * KL(p_teacher || p_student)` at
+//! temperature `T` (see [`crate::train::loss`]); `r = 0` is plain SFT.
+//!
+//! Outputs in `out_dir`:
+//! - `adapter_config.json` + `adapter_model.safetensors`: the adapter in PEFT format
+//!   (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight` `[r, in]`, `lora_B`
+//!   `[out, r]`), loadable with `PeftModel.from_pretrained`;
+//! - `merged/`: the model with the adapter folded in, as an HF directory;
+//! - `finetune.json`: parameters, the loss curve (per optimizer step: loss, ce, kd, lr,
+//!   grad_norm, tokens), throughput, truncation counts, initial/final loss, held-out NLL;
+//! - `loss.svg`: the loss curve;
+//! - `checkpoints/`: the latest resumable checkpoint (when `checkpoint_every > 0`); a run
+//!   started again on the same `out_dir` resumes from it step for step.
+
+use super::{Result, StageError};
+use crate::data::sft::{SftDataset, SftRecord};
+use crate::model::{open_model, save_hf_dir, HfModel};
+use crate::train::batching::{tokenize, Batch, DataOrder, Example};
+use crate::train::checkpoint::{self, StepLog, TrainState};
+use crate::train::eval::mean_nll;
+use crate::train::lora::LoraSet;
+use crate::train::rng::TrainRng;
+use crate::train::schedule::learning_rate;
+use crate::train::trainer::{PhaseTimes, Trainer};
+use crate::train::{AdamW, KdParams, LoraParams, OptimizerParams, TrainError};
+use crate::util::fs::{write_atomic, write_json_atomic};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Parameters of a fine-tuning run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinetuneParams {
+    pub lora: LoraParams,
+    pub optimizer: OptimizerParams,
+    /// Logit distillation against the teacher; `None` trains on cross-entropy only.
+    pub kd: Option<KdParams>,
+    /// Save a resumable checkpoint every this many optimizer steps (and at the end);
+    /// 0 disables checkpoints. Does not change the result.
+    pub checkpoint_every: u64,
+    /// Train on at most this many records (after the hold-out split).
+    pub limit: Option<usize>,
+    /// Hold the last this-many records out of training and report the mean NLL of their
+    /// answers before and after (0: no held-out evaluation).
+    pub holdout: usize,
+    /// Write the merged model to `merged/`.
+    pub write_merged: bool,
+    /// Log progress every this many steps.
+    pub log_every: u64,
+    /// Stop this session after this many optimizer steps, as if interrupted (a checkpoint is
+    /// written when checkpoints are on; the next run resumes). For time-boxed sessions on
+    /// preemptible nodes; does not change the result.
+    pub stop_after: Option<u64>,
+}
+
+impl Default for FinetuneParams {
+    fn default() -> Self {
+        Self {
+            lora: LoraParams::default(),
+            optimizer: OptimizerParams::default(),
+            kd: None,
+            checkpoint_every: 50,
+            limit: None,
+            holdout: 0,
+            write_merged: true,
+            log_every: 10,
+            stop_after: None,
+        }
+    }
+}
+
+/// Compact result of the stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneSummary {
+    /// Optimizer steps taken (in total, including resumed ones).
+    pub steps: u64,
+    /// Answer tokens trained on (tokens that carry loss).
+    pub tokens: u64,
+    /// Answer tokens per second of training wall time.
+    pub tokens_per_s: f64,
+    /// All input tokens (prompt + answer, no padding) per second of training wall time.
+    pub input_tokens_per_s: f64,
+    /// Mean loss of the first `min(10, steps)` steps.
+    pub initial_loss: f64,
+    /// Mean loss of the last `min(10, steps)` steps.
+    pub final_loss: f64,
+    /// Training examples after filtering.
+    pub examples: usize,
+    /// Examples cut to `max_seq_len`.
+    pub truncated: usize,
+    /// Records skipped (prompt alone too long, or empty answer).
+    pub skipped: usize,
+    pub trainable_params: usize,
+    /// Step the run resumed from, when it did.
+    pub resumed_from_step: Option<u64>,
+    /// Mean NLL per answer token of the held-out records before and after training.
+    pub heldout_nll_before: Option<f64>,
+    pub heldout_nll_after: Option<f64>,
+    /// Training wall time (all sessions of a resumed run).
+    pub train_s: f64,
+    /// False when the session stopped early (`stop_after`): no adapter or merged model was
+    /// written yet.
+    pub completed: bool,
+}
+
+/// The SFT files to read for `path`: the file itself, or for a directory its `data.jsonl` /
+/// `data.json`, else its `part-*.jsonl` / `part-*.json` shards in name order.
+pub fn data_files_of(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        if !path.exists() {
+            return Err(StageError::Input(format!(
+                "training data {} does not exist",
+                path.display()
+            )));
+        }
+        return Ok(vec![path.to_path_buf()]);
+    }
+    for name in ["data.jsonl", "data.json"] {
+        if path.join(name).is_file() {
+            return Ok(vec![path.join(name)]);
+        }
+    }
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| StageError::io(path, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.starts_with("part-") && (n.ends_with(".jsonl") || n.ends_with(".json"))
+        })
+        .collect();
+    parts.sort();
+    if parts.is_empty() {
+        return Err(StageError::Input(format!(
+            "{} is a directory without data.jsonl, data.json or part-*.jsonl shards",
+            path.display()
+        )));
+    }
+    Ok(parts)
+}
+
+/// All records of `paths` (files or shard directories), concatenated in order.
+pub fn load_records(paths: &[PathBuf]) -> Result<(Vec<SftRecord>, Vec<PathBuf>)> {
+    if paths.is_empty() {
+        return Err(StageError::Input(
+            "no training data: pass at least one SFT file".into(),
+        ));
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        files.extend(data_files_of(p)?);
+    }
+    let mut records = Vec::new();
+    for f in &files {
+        records.extend(SftDataset::load_detected(f)?.records);
+    }
+    Ok((records, files))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What a checkpoint must agree with to be resumed: parameters (except the checkpoint
+/// interval and logging), data contents, and the models' configs and weight file sizes.
+fn fingerprint(
+    params: &FinetuneParams,
+    files: &[PathBuf],
+    student_dir: &Path,
+    teacher_dir: Option<&Path>,
+) -> Result<String> {
+    let mut p = params.clone();
+    p.checkpoint_every = 0;
+    p.log_every = 0;
+    p.write_merged = true;
+    p.stop_after = None;
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&p).unwrap_or_default());
+    for f in files {
+        let digest = crate::embedded::sha256_file(f).map_err(|e| StageError::io(f, e))?;
+        h.update(digest.as_bytes());
+    }
+    for dir in std::iter::once(student_dir).chain(teacher_dir) {
+        let cfg = dir.join("config.json");
+        if let Ok(text) = std::fs::read(&cfg) {
+            h.update(sha256_hex(&text).as_bytes());
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut sizes: Vec<(String, u64)> = entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map(|m| m.len()).unwrap_or(0),
+                    )
+                })
+                .collect();
+            sizes.sort();
+            h.update(format!("{sizes:?}").as_bytes());
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    student: String,
+    teacher: Option<String>,
+    data_files: Vec<String>,
+    params: &'a FinetuneParams,
+    max_seq_len_effective: usize,
+    summary: &'a FinetuneSummary,
+    input_tokens: u64,
+    phase_seconds: PhaseTimes,
+    threads: usize,
+    history: &'a [StepLog],
+}
+
+fn validate(params: &FinetuneParams) -> Result<()> {
+    params.lora.validate()?;
+    params.optimizer.validate()?;
+    if let Some(kd) = &params.kd {
+        kd.validate()?;
+    }
+    Ok(())
+}
+
+/// Runs the stage; see the module docs.
+pub fn run(
+    student_dir: &Path,
+    teacher_dir: Option<&Path>,
+    data_files: &[PathBuf],
+    params: &FinetuneParams,
+    out_dir: &Path,
+) -> Result<FinetuneSummary> {
+    validate(params)?;
+    let opt_p = &params.optimizer;
+    let teacher_dir = match (&params.kd, teacher_dir) {
+        (Some(_), None) => {
+            return Err(StageError::Input(
+                "kd is set but no teacher model was given: logit distillation needs the \
+                 unpruned model as teacher (or drop kd for plain SFT)"
+                    .into(),
+            ))
+        }
+        (None, Some(t)) => {
+            tracing::warn!(teacher = %t.display(), "a teacher was given but kd is not set; training on cross-entropy only");
+            None
+        }
+        (_, t) => t,
+    };
+
+    // Data.
+    let (mut records, files) = load_records(data_files)?;
+    let total_records = records.len();
+    if params.holdout >= records.len() && params.holdout > 0 {
+        return Err(StageError::Input(format!(
+            "holdout ({}) leaves no training records out of {}",
+            params.holdout,
+            records.len()
+        )));
+    }
+    let heldout_records = records.split_off(records.len() - params.holdout);
+    if let Some(limit) = params.limit {
+        records.truncate(limit);
+    }
+
+    // Models.
+    let HfModel {
+        model: mut student,
+        tokenizer,
+        stored_dtype,
+        ..
+    } = open_model(student_dir)?;
+    let teacher = teacher_dir.map(open_model).transpose()?;
+    if let Some(t) = &teacher {
+        if t.model.config.vocab_size != student.config.vocab_size {
+            return Err(StageError::Input(format!(
+                "teacher vocabulary ({}) differs from the student's ({}): logit distillation \
+                 needs the same tokenizer",
+                t.model.config.vocab_size, student.config.vocab_size
+            )));
+        }
+    }
+    let mut max_len = opt_p
+        .max_seq_len
+        .min(student.config.max_position_embeddings);
+    if let Some(t) = &teacher {
+        max_len = max_len.min(t.model.config.max_position_embeddings);
+    }
+    if max_len < opt_p.max_seq_len {
+        tracing::warn!(
+            requested = opt_p.max_seq_len,
+            used = max_len,
+            "max_seq_len exceeds the model's context; clamped"
+        );
+    }
+    let tokenized = tokenize(&tokenizer, &records, max_len)?;
+    let skipped = tokenized.skipped_prompt_too_long + tokenized.skipped_empty_answer;
+    if tokenized.examples.is_empty() {
+        return Err(StageError::Input(format!(
+            "no training examples left: {total_records} records read, {} held out, {} used; \
+             {} skipped because the prompt alone fills max_seq_len ({max_len}), {} with an \
+             empty answer. Raise max_seq_len or check the data",
+            heldout_records.len(),
+            records.len(),
+            tokenized.skipped_prompt_too_long,
+            tokenized.skipped_empty_answer
+        )));
+    }
+    let heldout = tokenize(&tokenizer, &heldout_records, max_len)?.examples;
+    let pad = tokenizer.pad_id.unwrap_or(0);
+    tracing::info!(
+        examples = tokenized.examples.len(),
+        truncated = tokenized.truncated,
+        skipped,
+        heldout = heldout.len(),
+        "training data ready"
+    );
+
+    // Trainable state, fresh or from the latest checkpoint.
+    let fp = fingerprint(params, &files, student_dir, teacher_dir)?;
+    let lora = LoraSet::init(&student, &params.lora, opt_p.seed)?;
+    let mut opt = AdamW::new(&lora.sizes(), opt_p);
+    let ckpt_root = out_dir.join("checkpoints");
+    let resumed = checkpoint::load_latest(&ckpt_root, &lora, &mut opt)?;
+    if let Some(s) = &resumed {
+        if s.fingerprint != fp {
+            return Err(StageError::Input(format!(
+                "{} holds a checkpoint of a different run (parameters, data or model changed); \
+                 remove it to start over, or rerun with the original inputs",
+                ckpt_root.display()
+            )));
+        }
+        tracing::info!(step = s.step, "resuming from checkpoint");
+    }
+    let resumed_from_step = resumed.as_ref().map(|s| s.step);
+    let mut state = match resumed {
+        Some(s) => s,
+        None => TrainState {
+            step: 0,
+            data: Default::default(),
+            rng: TrainRng::derive(opt_p.seed, 0xD20F),
+            adam_t: 0,
+            tokens_seen: 0,
+            elapsed_s: 0.0,
+            history: Vec::new(),
+            fingerprint: fp.clone(),
+            heldout_nll_before: None,
+        },
+    };
+    if state.heldout_nll_before.is_none() && !heldout.is_empty() {
+        state.heldout_nll_before = Some(mean_nll(&student, &heldout, opt_p.batch_size, pad)?);
+    }
+
+    let lengths: Vec<usize> = tokenized.examples.iter().map(|e| e.tokens.len()).collect();
+    let mut order = DataOrder::new(lengths, opt_p.batch_size, opt_p.seed);
+    order.restore(state.data);
+    let examples: &[Example] = &tokenized.examples;
+    let mut trainer = Trainer::new(
+        &mut student,
+        teacher.as_ref().map(|t| &t.model),
+        lora,
+        opt,
+        params.kd.clone(),
+        opt_p.max_grad_norm,
+    )?;
+    let mut phases = PhaseTimes::default();
+    let mut input_tokens = 0u64;
+    let mut last_ckpt: Option<u64> = resumed_from_step;
+    let session = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let session_start_step = state.step;
+    while state.step < opt_p.steps {
+        if params
+            .stop_after
+            .is_some_and(|n| state.step - session_start_step >= n)
+        {
+            break;
+        }
+        let t0 = Instant::now();
+        let lr = learning_rate(
+            state.step,
+            opt_p.steps,
+            opt_p.warmup_steps,
+            opt_p.lr,
+            opt_p.min_lr_ratio,
+        );
+        let micro: Vec<Batch> = (0..opt_p.grad_accum)
+            .map(|_| {
+                let idx = order.next_batch();
+                let refs: Vec<&Example> = idx.iter().map(|&i| &examples[i]).collect();
+                input_tokens += refs.iter().map(|e| e.tokens.len() as u64 - 1).sum::<u64>();
+                Batch::from_examples(&refs, pad)
+            })
+            .collect();
+        let dropout_seed = state.rng.next_u64();
+        let out = trainer
+            .step(&micro, lr, dropout_seed, state.step)
+            .map_err(|e| match e {
+                TrainError::NonFinite {
+                    step,
+                    what,
+                    value,
+                    hint,
+                } => TrainError::NonFinite {
+                    step,
+                    what,
+                    value,
+                    hint: match last_ckpt {
+                        Some(k) => format!(
+                            "{hint}; the last good checkpoint (step {k}) is in {}",
+                            ckpt_root.display()
+                        ),
+                        None => format!("{hint}; no checkpoint was written before"),
+                    },
+                },
+                other => other,
+            })?;
+        phases.add(&out.times);
+        state.step += 1;
+        state.tokens_seen += out.tokens;
+        state.data = order.position();
+        state.adam_t = trainer.opt.t;
+        state.elapsed_s = elapsed_before + session.elapsed().as_secs_f64();
+        state.history.push(StepLog {
+            step: state.step,
+            loss: out.loss,
+            ce: out.ce,
+            kd: out.kd,
+            lr,
+            grad_norm: out.grad_norm,
+            tokens: out.tokens,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+        if params.log_every > 0 && (state.step % params.log_every == 0 || state.step == 1) {
+            tracing::info!(
+                step = state.step,
+                loss = out.loss,
+                ce = out.ce,
+                kd = out.kd,
+                lr,
+                grad_norm = out.grad_norm,
+                tokens = out.tokens,
+                step_s = t0.elapsed().as_secs_f64(),
+                "train step"
+            );
+        }
+        let every = params.checkpoint_every;
+        let stopping = params
+            .stop_after
+            .is_some_and(|n| state.step - session_start_step >= n);
+        if every > 0 && (state.step % every == 0 || state.step == opt_p.steps || stopping) {
+            checkpoint::save(&ckpt_root, &trainer.lora, &trainer.opt, &state)?;
+            last_ckpt = Some(state.step);
+        }
+    }
+    let train_s = state.elapsed_s;
+    crate::model::train_kernels::pool::clear();
+    let session_s = session.elapsed().as_secs_f64().max(1e-9);
+
+    // Outputs.
+    std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
+    let completed = state.step >= opt_p.steps;
+    let lora = trainer.lora;
+    let mut heldout_nll_after = None;
+    if completed {
+        lora.save_peft(out_dir, &student_dir.display().to_string())?;
+        lora.attach(&mut student, 0)?;
+        student.merge_lora()?;
+        if params.write_merged {
+            save_hf_dir(&student, &tokenizer, &out_dir.join("merged"), stored_dtype)?;
+        }
+        if !heldout.is_empty() {
+            heldout_nll_after = Some(mean_nll(&student, &heldout, opt_p.batch_size, pad)?);
+        }
+    }
+    let h = &state.history;
+    let window = h.len().clamp(1, 10);
+    let final_loss = if h.is_empty() {
+        f64::NAN
+    } else {
+        h[h.len() - window..].iter().map(|s| s.loss).sum::<f64>() / window as f64
+    };
+    let summary = FinetuneSummary {
+        steps: state.step,
+        tokens: state.tokens_seen,
+        tokens_per_s: if train_s > 0.0 {
+            state.tokens_seen as f64 / train_s
+        } else {
+            0.0
+        },
+        input_tokens_per_s: input_tokens as f64 / session_s,
+        initial_loss: if h.is_empty() {
+            f64::NAN
+        } else {
+            h[..window].iter().map(|s| s.loss).sum::<f64>() / window as f64
+        },
+        final_loss,
+        examples: examples.len(),
+        truncated: tokenized.truncated,
+        skipped,
+        trainable_params: lora.trainable_params(),
+        resumed_from_step,
+        heldout_nll_before: state.heldout_nll_before,
+        heldout_nll_after,
+        train_s,
+        completed,
+    };
+    let report = Report {
+        student: student_dir.display().to_string(),
+        teacher: teacher_dir.map(|t| t.display().to_string()),
+        data_files: files.iter().map(|f| f.display().to_string()).collect(),
+        params,
+        max_seq_len_effective: max_len,
+        summary: &summary,
+        input_tokens,
+        phase_seconds: phases,
+        threads: rayon::current_num_threads(),
+        history: h,
+    };
+    let report_path = out_dir.join("finetune.json");
+    write_json_atomic(&report_path, &report).map_err(|e| StageError::io(&report_path, e))?;
+    let svg_path = out_dir.join("loss.svg");
+    let title = format!(
+        "finetune: {} steps, loss {:.3} -> {:.3}",
+        summary.steps, summary.initial_loss, summary.final_loss
+    );
+    write_atomic(
+        &svg_path,
+        crate::train::plot::loss_svg(h, &title).as_bytes(),
+    )
+    .map_err(|e| StageError::io(&svg_path, e))?;
+    Ok(summary)
+}

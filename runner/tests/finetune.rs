@@ -1,0 +1,674 @@
+//! Fine-tuning: training kernels against composable ops, LoRA gradients against finite
+//! differences, merge equivalence, KD properties, gradient accumulation, resume exactness,
+//! PEFT output and bad inputs. All on a tiny random model with the real SmolLM2 tokenizer.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::tiny::{write_tiny_model, TinySpec};
+use pruneforge::data::sft::SftRecord;
+use pruneforge::model::{open_model, ForwardOptions, HfModel, Llama};
+use pruneforge::stages::finetune::{load_records, run, FinetuneParams};
+use pruneforge::stages::StageError;
+use pruneforge::train::batching::{tokenize, Batch, Example};
+use pruneforge::train::lora::{LoraParams, LoraSet};
+use pruneforge::train::loss::LossWeights;
+use pruneforge::train::trainer::{forward_loss, Trainer};
+use pruneforge::train::{AdamW, KdParams, OptimizerParams, TrainError};
+use std::path::{Path, PathBuf};
+
+fn tiny(seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    write_tiny_model(
+        &dir,
+        &TinySpec {
+            seed,
+            ..Default::default()
+        },
+    );
+    (tmp, dir)
+}
+
+fn alpaca() -> PathBuf {
+    common::shared_dir().join("data/alpaca/alpaca_5000.json")
+}
+
+fn records(n: usize) -> Vec<SftRecord> {
+    pruneforge::data::SftDataset::load_detected(&alpaca())
+        .unwrap()
+        .records
+        .into_iter()
+        .take(n)
+        .collect()
+}
+
+fn examples(m: &HfModel, n: usize, max_len: usize) -> Vec<Example> {
+    tokenize(&m.tokenizer, &records(n), max_len)
+        .unwrap()
+        .examples
+}
+
+fn batch_of(m: &HfModel, ex: &[Example]) -> Batch {
+    let refs: Vec<&Example> = ex.iter().collect();
+    Batch::from_examples(&refs, m.tokenizer.pad_id.unwrap())
+}
+
+/// Adapters with random B (so that every gradient is non-zero).
+fn random_lora(model: &Llama, dropout: f64, seed: u64) -> LoraSet {
+    let lora = LoraSet::init(
+        model,
+        &LoraParams {
+            dropout,
+            ..Default::default()
+        },
+        seed,
+    )
+    .unwrap();
+    let mut rng = pruneforge::train::rng::TrainRng::new(seed ^ 99);
+    let values: Vec<Vec<f32>> = lora
+        .values()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i % 2 == 1 {
+                v.iter()
+                    .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.05) as f32)
+                    .collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    lora.set_values(&values).unwrap();
+    lora
+}
+
+fn weights(n: usize, ratio: f32, t: f32) -> LossWeights {
+    LossWeights {
+        ce: (1.0 - ratio) / n as f32,
+        kd: ratio / n as f32,
+        temperature: t,
+    }
+}
+
+fn grads_of(lora: &LoraSet, loss: &Tensor) -> Vec<Vec<f32>> {
+    let g = loss.backward().unwrap();
+    lora.vars()
+        .iter()
+        .map(|v| {
+            g.get(v.as_tensor())
+                .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .unwrap_or_else(|| vec![0.0; v.elem_count()])
+        })
+        .collect()
+}
+
+fn max_rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let scale = a
+        .iter()
+        .flatten()
+        .fold(0f64, |m, &v| m.max(v.abs() as f64))
+        .max(1e-12);
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .fold(0f64, |m, (&x, &y)| m.max((x - y).abs() as f64))
+        / scale
+}
+
+#[test]
+fn training_kernels_match_composable_ops_with_dropout() {
+    let (_t, dir) = tiny(3);
+    let mut m = open_model(&dir).unwrap();
+    let ex = examples(&m, 3, 80);
+    let batch = batch_of(&m, &ex);
+    let n = batch.target_count();
+    let lora = random_lora(&m.model, 0.1, 5);
+    let mut results = Vec::new();
+    for kernels in [true, false] {
+        m.model.train_kernels = kernels;
+        lora.attach(&mut m.model, 1234).unwrap();
+        let hl = forward_loss(&m.model, None, &batch, weights(n, 0.0, 1.0), 7, !kernels).unwrap();
+        let loss = hl.loss.to_scalar::<f32>().unwrap();
+        results.push((loss, hl.ce_sum, grads_of(&lora, &hl.loss)));
+    }
+    let (a, b) = (&results[0], &results[1]);
+    assert!(
+        (a.0 - b.0).abs() < 1e-4 * a.0.abs(),
+        "loss {} vs {}",
+        a.0,
+        b.0
+    );
+    assert!((a.1 - b.1).abs() < 1e-4 * a.1.abs());
+    let d = max_rel_diff(&a.2, &b.2);
+    assert!(d < 2e-4, "gradients differ: max rel {d}");
+    // Dropout is active: another seed changes the loss.
+    m.model.train_kernels = true;
+    lora.attach(&mut m.model, 999).unwrap();
+    let other = forward_loss(&m.model, None, &batch, weights(n, 0.0, 1.0), 7, false).unwrap();
+    assert!((other.loss.to_scalar::<f32>().unwrap() - a.0).abs() > 1e-6);
+}
+
+#[test]
+fn kd_head_kernel_matches_composable_head() {
+    let (_t, dir) = tiny(3);
+    let (_t2, tdir) = tiny(8);
+    let m = open_model(&dir).unwrap();
+    let teacher = open_model(&tdir).unwrap();
+    let mut student = m;
+    let ex = examples(&student, 3, 80);
+    let batch = batch_of(&student, &ex);
+    let n = batch.target_count();
+    let lora = random_lora(&student.model, 0.0, 5);
+    lora.attach(&mut student.model, 0).unwrap();
+    let w = weights(n, 0.3, 2.0);
+    let fused = forward_loss(&student.model, Some(&teacher.model), &batch, w, 5, false).unwrap();
+    let comp = forward_loss(&student.model, Some(&teacher.model), &batch, w, 5, true).unwrap();
+    let (lf, lc) = (
+        fused.loss.to_scalar::<f32>().unwrap(),
+        comp.loss.to_scalar::<f32>().unwrap(),
+    );
+    assert!((lf - lc).abs() < 1e-4 * lc.abs(), "{lf} vs {lc}");
+    assert!(
+        (fused.kd_sum - comp.kd_sum).abs() < 1e-3 * comp.kd_sum.abs(),
+        "{} vs {}",
+        fused.kd_sum,
+        comp.kd_sum
+    );
+    assert!(comp.kd_sum > 0.0);
+    let d = max_rel_diff(&grads_of(&lora, &fused.loss), &grads_of(&lora, &comp.loss));
+    assert!(d < 2e-4, "KD gradients differ: max rel {d}");
+}
+
+/// Loss in f64 from the per-position values (for finite differences).
+fn loss_at(m: &Llama, batch: &Batch, w: LossWeights) -> f64 {
+    let hl = forward_loss(m, None, batch, w, 64, false).unwrap();
+    hl.ce_sum * w.ce as f64
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let (_t, dir) = tiny(4);
+    let mut m = open_model(&dir).unwrap();
+    let ex = examples(&m, 2, 64);
+    let batch = batch_of(&m, &ex);
+    let w = weights(batch.target_count(), 0.0, 1.0);
+    let lora = random_lora(&m.model, 0.0, 6);
+    lora.attach(&mut m.model, 0).unwrap();
+    let hl = forward_loss(&m.model, None, &batch, w, 64, false).unwrap();
+    let g = grads_of(&lora, &hl.loss);
+    let theta = lora.values().unwrap();
+    let eval = |vals: &[Vec<f32>]| {
+        lora.set_values(vals).unwrap();
+        loss_at(&m.model, &batch, w)
+    };
+    let shifted = |dir: &[Vec<f32>], eps: f32| -> Vec<Vec<f32>> {
+        theta
+            .iter()
+            .zip(dir)
+            .map(|(t, d)| t.iter().zip(d).map(|(a, b)| a + eps * b).collect())
+            .collect()
+    };
+    // Directional derivatives along the gradient and along a random direction.
+    let gnorm = g
+        .iter()
+        .flatten()
+        .map(|v| (*v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mut rng = pruneforge::train::rng::TrainRng::new(17);
+    let random: Vec<Vec<f32>> = g
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|_| if rng.next_f64() < 0.5 { -1.0 } else { 1.0 })
+                .collect()
+        })
+        .collect();
+    let rnorm = (random.iter().map(Vec::len).sum::<usize>() as f64).sqrt();
+    for (name, dir, norm) in [("gradient", g.clone(), gnorm), ("random", random, rnorm)] {
+        let unit: Vec<Vec<f32>> = dir
+            .iter()
+            .map(|v| v.iter().map(|x| (*x as f64 / norm) as f32).collect())
+            .collect();
+        let eps = 1e-2f32;
+        let fd = (eval(&shifted(&unit, eps)) - eval(&shifted(&unit, -eps))) / (2.0 * eps as f64);
+        let analytic: f64 = g
+            .iter()
+            .flatten()
+            .zip(unit.iter().flatten())
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum();
+        let rel = (fd - analytic).abs() / analytic.abs().max(1e-3 * gnorm);
+        assert!(
+            rel < 1e-2,
+            "{name}: finite difference {fd} vs analytic {analytic}"
+        );
+    }
+    // Single entries: the largest |grad| of A and B in the first and last adapter.
+    let last = g.len() - 2;
+    for vi in [0usize, 1, last, last + 1] {
+        let (j, _) = g[vi]
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .unwrap();
+        let eps = 1e-2f32;
+        let mut plus = theta.clone();
+        plus[vi][j] += eps;
+        let mut minus = theta.clone();
+        minus[vi][j] -= eps;
+        let fd = (eval(&plus) - eval(&minus)) / (2.0 * eps as f64);
+        let a = g[vi][j] as f64;
+        assert!(
+            (fd - a).abs() < 2e-2 * a.abs() + 1e-6,
+            "var {vi} entry {j}: fd {fd} vs analytic {a}"
+        );
+    }
+}
+
+#[test]
+fn merged_model_equals_adapter_model() {
+    let (_t, dir) = tiny(5);
+    let mut m = open_model(&dir).unwrap();
+    let lora = random_lora(&m.model, 0.05, 9);
+    lora.attach(&mut m.model, 0).unwrap();
+    let ex = examples(&m, 2, 48);
+    let tokens = Tensor::from_slice(&ex[0].tokens, (1, ex[0].tokens.len()), &Device::Cpu).unwrap();
+    let logits = |model: &Llama| -> Vec<f32> {
+        let h = model
+            .forward(&tokens, ForwardOptions::default())
+            .unwrap()
+            .last_hidden;
+        model
+            .logits(&h)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let with_adapters = logits(&m.model);
+    let base_model = open_model(&dir).unwrap();
+    let base = logits(&base_model.model);
+    m.model.merge_lora().unwrap();
+    let merged = logits(&m.model);
+    let diff = with_adapters
+        .iter()
+        .zip(&merged)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    let moved = with_adapters
+        .iter()
+        .zip(&base)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(diff < 1e-5, "merged vs adapter logits: {diff}");
+    assert!(
+        moved > 1e-2,
+        "the adapters must change the output ({moved})"
+    );
+}
+
+#[test]
+fn kd_ratio_zero_is_pure_ce_and_identical_teacher_gives_zero_kd() {
+    let (_t, dir) = tiny(6);
+    let mut student = open_model(&dir).unwrap();
+    let teacher = open_model(&dir).unwrap();
+    let ex = examples(&student, 3, 64);
+    let batch = batch_of(&student, &ex);
+    let n = batch.target_count();
+    // Fresh adapters (B = 0): the student is the teacher.
+    let fresh = LoraSet::init(&student.model, &LoraParams::default(), 1).unwrap();
+    fresh.attach(&mut student.model, 0).unwrap();
+    let hl = forward_loss(
+        &student.model,
+        Some(&teacher.model),
+        &batch,
+        weights(n, 1.0, 2.0),
+        16,
+        false,
+    )
+    .unwrap();
+    assert!(
+        hl.kd_sum.abs() / (n as f64) < 1e-5,
+        "KD of identical models: {}",
+        hl.kd_sum
+    );
+    let g = grads_of(&fresh, &hl.loss);
+    let gmax = g.iter().flatten().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(gmax < 1e-5, "KD gradient of identical models: {gmax}");
+    // Ratio 0 with a teacher equals plain cross-entropy.
+    let lora = random_lora(&student.model, 0.0, 2);
+    lora.attach(&mut student.model, 0).unwrap();
+    let with_t = forward_loss(
+        &student.model,
+        Some(&teacher.model),
+        &batch,
+        weights(n, 0.0, 2.0),
+        16,
+        false,
+    )
+    .unwrap();
+    let plain = forward_loss(
+        &student.model,
+        None,
+        &batch,
+        weights(n, 0.0, 2.0),
+        16,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        with_t.loss.to_scalar::<f32>().unwrap(),
+        plain.loss.to_scalar::<f32>().unwrap()
+    );
+    assert!(with_t.kd_sum > 0.0);
+    let d = max_rel_diff(
+        &grads_of(&lora, &plain.loss),
+        &grads_of(&lora, &with_t.loss),
+    );
+    assert!(d < 1e-6, "{d}");
+}
+
+#[test]
+fn gradient_accumulation_equals_one_big_batch() {
+    let (_t, dir) = tiny(7);
+    let ex;
+    let pad;
+    let runs: Vec<(f64, f64, u64)> = {
+        let probe = open_model(&dir).unwrap();
+        ex = examples(&probe, 4, 64);
+        pad = probe.tokenizer.pad_id.unwrap();
+        let refs: Vec<&Example> = ex.iter().collect();
+        let splits: [Vec<Batch>; 2] = [
+            vec![Batch::from_examples(&refs, pad)],
+            vec![
+                Batch::from_examples(&refs[..2], pad),
+                Batch::from_examples(&refs[2..], pad),
+            ],
+        ];
+        splits
+            .iter()
+            .map(|micro| {
+                let mut m = open_model(&dir).unwrap();
+                let lora = random_lora(&m.model, 0.0, 3);
+                let opt = AdamW::new(&lora.sizes(), &OptimizerParams::default());
+                let mut tr = Trainer::new(&mut m.model, None, lora, opt, None, 1.0).unwrap();
+                let out = tr.step(micro, 1e-3, 5, 0).unwrap();
+                (out.loss, out.grad_norm, out.tokens)
+            })
+            .collect()
+    };
+    // Same mean loss over the same answer tokens, same accumulated gradient (its norm).
+    assert_eq!(runs[0].2, runs[1].2);
+    assert!(
+        (runs[0].0 - runs[1].0).abs() < 1e-5 * runs[0].0,
+        "{} vs {}",
+        runs[0].0,
+        runs[1].0
+    );
+    assert!(
+        (runs[0].1 - runs[1].1).abs() < 1e-4 * runs[0].1,
+        "{} vs {}",
+        runs[0].1,
+        runs[1].1
+    );
+}
+
+fn small_params(steps: u64) -> FinetuneParams {
+    FinetuneParams {
+        lora: LoraParams {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.05,
+            ..Default::default()
+        },
+        optimizer: OptimizerParams {
+            lr: 2e-3,
+            warmup_steps: 2,
+            steps,
+            batch_size: 2,
+            grad_accum: 2,
+            max_seq_len: 96,
+            seed: 11,
+            ..Default::default()
+        },
+        kd: None,
+        checkpoint_every: 2,
+        limit: Some(40),
+        holdout: 4,
+        write_merged: false,
+        log_every: 0,
+        stop_after: None,
+    }
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn resumed_run_continues_exactly_and_writes_peft_adapter() {
+    let (tmp, dir) = tiny(9);
+    let data = vec![alpaca()];
+    let full_dir = tmp.path().join("full");
+    let full = run(&dir, None, &data, &small_params(6), &full_dir).unwrap();
+    assert!(full.completed && full.steps == 6);
+    assert!(full.heldout_nll_before.is_some() && full.heldout_nll_after.is_some());
+    let crash_dir = tmp.path().join("crash");
+    let first = run(
+        &dir,
+        None,
+        &data,
+        &FinetuneParams {
+            stop_after: Some(3),
+            ..small_params(6)
+        },
+        &crash_dir,
+    )
+    .unwrap();
+    assert!(!first.completed && first.steps == 3);
+    assert!(!crash_dir.join("adapter_model.safetensors").exists());
+    let resumed = run(&dir, None, &data, &small_params(6), &crash_dir).unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(3));
+    let a = read_json(&full_dir.join("finetune.json"));
+    let b = read_json(&crash_dir.join("finetune.json"));
+    let (ha, hb) = (
+        a["history"].as_array().unwrap(),
+        b["history"].as_array().unwrap(),
+    );
+    assert_eq!(ha.len(), 6);
+    assert_eq!(hb.len(), 6);
+    for (x, y) in ha.iter().zip(hb) {
+        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((lx - ly).abs() < 1e-5, "step {}: {lx} vs {ly}", x["step"]);
+        assert_eq!(x["tokens"], y["tokens"]);
+    }
+    let ta =
+        pruneforge::train::tensor_io::read(&full_dir.join("adapter_model.safetensors")).unwrap();
+    let tb =
+        pruneforge::train::tensor_io::read(&crash_dir.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(ta.len(), tb.len());
+    for (k, (sa, va)) in &ta {
+        let (sb, vb) = &tb[k];
+        assert_eq!(sa, sb);
+        let d = va
+            .iter()
+            .zip(vb)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d < 1e-6, "{k}: {d}");
+    }
+    // PEFT layout: config fields and tensor names/shapes.
+    let cfg = read_json(&full_dir.join("adapter_config.json"));
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["task_type"], "CAUSAL_LM");
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["lora_alpha"], 8);
+    assert_eq!(cfg["bias"], "none");
+    assert_eq!(cfg["use_rslora"], false);
+    assert_eq!(cfg["target_modules"].as_array().unwrap().len(), 7);
+    let (sa, _) = &ta["base_model.model.model.layers.1.self_attn.k_proj.lora_A.weight"];
+    assert_eq!(sa, &vec![4, 64]);
+    let (sb, _) = &ta["base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"];
+    assert_eq!(sb, &vec![64, 4]);
+    assert_eq!(ta.len(), 2 * 7 * 2);
+    // The saved adapter reloads onto the model.
+    let m = open_model(&dir).unwrap();
+    let back = LoraSet::load_peft(&m.model, &full_dir).unwrap();
+    assert_eq!(back.params.rank, 4);
+    assert!(full_dir.join("loss.svg").exists());
+    assert_eq!(a["summary"]["truncated"], b["summary"]["truncated"]);
+    // A finished run started again does not train further.
+    let again = run(&dir, None, &data, &small_params(6), &full_dir).unwrap();
+    assert_eq!(again.resumed_from_step, Some(6));
+    // A checkpoint of another run is refused.
+    let err = run(&dir, None, &data, &small_params(7), &full_dir).unwrap_err();
+    assert!(err.to_string().contains("different run"), "{err}");
+}
+
+#[test]
+fn training_lowers_the_loss_and_writes_the_merged_model() {
+    let (tmp, dir) = tiny(10);
+    let out = tmp.path().join("out");
+    let params = FinetuneParams {
+        write_merged: true,
+        checkpoint_every: 0,
+        lora: LoraParams {
+            dropout: 0.0,
+            ..Default::default()
+        },
+        optimizer: OptimizerParams {
+            lr: 5e-3,
+            warmup_steps: 1,
+            steps: 30,
+            batch_size: 4,
+            max_seq_len: 64,
+            ..Default::default()
+        },
+        limit: Some(8),
+        holdout: 0,
+        ..Default::default()
+    };
+    let s = run(&dir, None, &[alpaca()], &params, &out).unwrap();
+    assert!(
+        s.final_loss < s.initial_loss - 0.5,
+        "{} -> {}",
+        s.initial_loss,
+        s.final_loss
+    );
+    assert!(out.join("merged/config.json").exists());
+    let merged = open_model(&out.join("merged")).unwrap();
+    assert_eq!(merged.model.config.num_hidden_layers, 2);
+    assert!(!out.join("checkpoints").exists());
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let (tmp, dir) = tiny(11);
+    let data = vec![alpaca()];
+    let out = tmp.path().join("bad");
+    // Unknown LoRA target.
+    let mut p = small_params(2);
+    p.lora.target_modules = vec!["q_proj".into(), "qkv".into()];
+    let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
+    assert!(e.contains("`qkv`") && e.contains("gate_proj"), "{e}");
+    // KD without a teacher.
+    let mut p = small_params(2);
+    p.kd = Some(KdParams::default());
+    let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
+    assert!(e.contains("teacher"), "{e}");
+    // Empty data set.
+    let empty = tmp.path().join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    let mut p = small_params(2);
+    p.holdout = 0;
+    let e = run(&dir, None, &[empty], &p, &out).unwrap_err().to_string();
+    assert!(e.contains("no training examples"), "{e}");
+    // Every prompt longer than max_seq_len.
+    let mut p = small_params(2);
+    p.optimizer.max_seq_len = 8;
+    let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
+    assert!(
+        e.contains("prompt alone") && e.contains("40 skipped"),
+        "{e}"
+    );
+    // Missing data file.
+    let e = run(
+        &dir,
+        None,
+        &[tmp.path().join("nope.jsonl")],
+        &small_params(2),
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    // Divergence: a huge learning rate blows up after the first (checkpointed) step.
+    let mut p = small_params(5);
+    p.optimizer.lr = 1e30;
+    p.optimizer.warmup_steps = 0;
+    p.optimizer.max_grad_norm = 0.0;
+    p.checkpoint_every = 1;
+    let nan_out = tmp.path().join("nan");
+    let e = run(&dir, None, &data, &p, &nan_out).unwrap_err();
+    assert!(
+        matches!(e, StageError::Train(TrainError::NonFinite { .. })),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("not finite") && msg.contains("last good checkpoint"),
+        "{msg}"
+    );
+    let latest = read_json(&nan_out.join("checkpoints/latest.json"));
+    assert!(latest["step"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn tokenization_masks_the_prompt_and_keeps_the_answer() {
+    let (_t, dir) = tiny(12);
+    let m = open_model(&dir).unwrap();
+    let recs = records(20);
+    let tok = tokenize(&m.tokenizer, &recs, 4096).unwrap();
+    assert_eq!(tok.examples.len(), 20);
+    assert_eq!(tok.truncated, 0);
+    for (e, r) in tok.examples.iter().zip(&recs) {
+        let prompt = m
+            .tokenizer
+            .decode(&e.tokens[..e.prompt_len], false)
+            .unwrap();
+        assert!(prompt.ends_with("<|im_start|>assistant\n"), "{prompt:?}");
+        assert!(prompt.contains(&r.instruction));
+        let answer = m
+            .tokenizer
+            .decode(&e.tokens[e.prompt_len..], false)
+            .unwrap();
+        assert_eq!(answer, format!("{}<|im_end|>\n", r.output));
+    }
+    let cut = tokenize(&m.tokenizer, &recs, 60).unwrap();
+    assert!(cut.truncated > 0 && cut.examples.iter().all(|e| e.tokens.len() <= 60));
+}
+
+#[test]
+fn shard_directories_are_read_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = tmp.path().join("distilled");
+    std::fs::create_dir_all(&shards).unwrap();
+    let line = |i: usize| {
+        format!("{{\"instruction\": \"q{i}\", \"input\": \"\", \"output\": \"a{i}\"}}\n")
+    };
+    std::fs::write(shards.join("part-00001.jsonl"), line(2) + &line(3)).unwrap();
+    std::fs::write(shards.join("part-00000.jsonl"), line(0) + &line(1)).unwrap();
+    std::fs::write(shards.join("notes.txt"), "ignored").unwrap();
+    let single = tmp.path().join("extra.jsonl");
+    std::fs::write(&single, line(4)).unwrap();
+    let (records, files) = load_records(&[shards.clone(), single]).unwrap();
+    let got: Vec<&str> = records.iter().map(|r| r.instruction.as_str()).collect();
+    assert_eq!(got, ["q0", "q1", "q2", "q3", "q4"]);
+    assert_eq!(files.len(), 3);
+    let empty = tmp.path().join("empty_dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = load_records(&[empty]).unwrap_err().to_string();
+    assert!(e.contains("part-*.jsonl"), "{e}");
+}
