@@ -309,6 +309,10 @@ fn default_max_grad_norm() -> f64 {
     1.0
 }
 
+fn default_checkpoint_every() -> u32 {
+    50
+}
+
 fn default_max_seq_len() -> u32 {
     512
 }
@@ -383,8 +387,9 @@ pub struct RecoverySpec {
     /// Logit distillation settings.
     #[serde(default)]
     pub kd: KdSpec,
-    /// Save a resumable checkpoint every this many steps; 0 saves only the final adapter.
-    #[serde(default)]
+    /// Save a resumable checkpoint every this many steps (a restarted stage resumes from the
+    /// last one); 0 saves only the final adapter.
+    #[serde(default = "default_checkpoint_every")]
     #[schemars(range(max = 1000000))]
     pub checkpoint_every: u32,
     /// Train on at most this many items (after each data set's own limit); unset means all.
@@ -408,7 +413,7 @@ impl Default for RecoverySpec {
             lora: LoraSpec::default(),
             optimizer: OptimizerSpec::default(),
             kd: KdSpec::default(),
-            checkpoint_every: 0,
+            checkpoint_every: default_checkpoint_every(),
             train_limit: None,
         }
     }

@@ -259,9 +259,121 @@ pub fn dispatch(
                 sharded: false,
             })
         }
-        other => Err(StageError::Input(format!(
-            "stage kind `{}` is not wired yet",
-            other.kind()
-        ))),
+        StageParams::Finetune(p) => {
+            let student = model_input(inputs, "model")?;
+            let teacher = match p.recipe.needs_teacher() {
+                true => Some(model_input(inputs, "teacher")?),
+                false => None,
+            };
+            let data_files = finetune_data(p, inputs, work, root)?;
+            let params = finetune_params(p);
+            let s = stages::finetune::run(&student, teacher.as_deref(), &data_files, &params, out)?;
+            // Checkpoints are resume state, not a result: keep them out of the artifact.
+            let _ = std::fs::remove_dir_all(out.join("checkpoints"));
+            Ok(DispatchOutcome {
+                summary: StageSummary::Finetune(c::FinetuneSummary {
+                    final_loss: s.final_loss,
+                    steps: s.steps,
+                    tokens: s.tokens,
+                }),
+                files: vec![
+                    "finetune.json".into(),
+                    "adapter_config.json".into(),
+                    "adapter_model.safetensors".into(),
+                    "merged/config.json".into(),
+                ],
+                sharded: false,
+            })
+        }
+    }
+}
+
+/// The training files of a finetune request: the distill stages' outputs (inputs
+/// `data-<name>`, in name order) or the original data sets, written to the work directory in
+/// a schema the finetune reader detects.
+fn finetune_data(
+    p: &pruneforge_api::params::FinetuneParams,
+    inputs: &BTreeMap<String, PathBuf>,
+    work: &Path,
+    root: Option<&crate::data::DataRoot>,
+) -> Result<Vec<PathBuf>> {
+    use crate::data::sft::{FieldMap, SftSchema};
+    use pruneforge_api::spec::TrainingData;
+    let mut files = Vec::new();
+    match p.recipe.data {
+        TrainingData::Distilled => {
+            for (name, dir) in inputs.iter().filter(|(n, _)| n.starts_with("data-")) {
+                let scratch = work.join("gathered").join(name);
+                files.push(stages::distill::distilled_data(dir, &scratch)?);
+            }
+            if files.is_empty() {
+                return Err(StageError::Input(
+                    "this recovery method trains on distilled data, but the request has no \
+                     `data-<name>` input from a distill stage"
+                        .into(),
+                ));
+            }
+        }
+        TrainingData::Original => {
+            for d in &p.datasets {
+                let mut ds = stages::inputs::load_sft(&d.dataset_ref(), root)?;
+                // Custom field names are not detectable: store with the Alpaca names.
+                if matches!(ds.schema, SftSchema::Jsonl(_)) {
+                    ds.schema = SftSchema::Jsonl(FieldMap::alpaca());
+                }
+                let path = work.join("original").join(format!("{}.jsonl", d.name));
+                ds.write(&path)?;
+                files.push(path);
+            }
+            if files.is_empty() {
+                return Err(StageError::Input(
+                    "no training data: set spec.distillation.datasets".into(),
+                ));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The runner's fine-tuning parameters for the API's.
+fn finetune_params(
+    p: &pruneforge_api::params::FinetuneParams,
+) -> stages::finetune::FinetuneParams {
+    use crate::train::{KdParams, LoraParams, OptimizerParams};
+    let o = &p.optimizer;
+    let defaults = stages::finetune::FinetuneParams::default();
+    stages::finetune::FinetuneParams {
+        lora: LoraParams {
+            rank: p.lora.rank as usize,
+            alpha: p.lora.alpha,
+            dropout: p.lora.dropout,
+            target_modules: p
+                .lora
+                .target_modules
+                .iter()
+                .filter_map(|t| serde_json::to_value(t).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            rslora: p.lora.rslora,
+        },
+        optimizer: OptimizerParams {
+            lr: o.learning_rate,
+            weight_decay: o.weight_decay,
+            warmup_steps: o.warmup_steps as u64,
+            steps: o.steps as u64,
+            batch_size: o.batch_size as usize,
+            grad_accum: o.grad_accumulation as usize,
+            max_grad_norm: o.max_grad_norm,
+            max_seq_len: o.max_seq_len as usize,
+            seed: o.seed as u64,
+            ..OptimizerParams::default()
+        },
+        kd: p.recipe.needs_teacher().then(|| KdParams {
+            temperature: p.kd_temperature.unwrap_or(1.0),
+            ratio: p.recipe.kd_weight,
+        }),
+        checkpoint_every: p.checkpoint_every as u64,
+        limit: p.train_limit.map(|l| l as usize),
+        ..defaults
     }
 }

@@ -56,14 +56,15 @@ pub struct ReportData {
     pub loss_curves: Vec<(String, Vec<(f64, f64)>)>,
 }
 
-/// Per-step losses from a finetune artifact's `finetune.json` (`loss_curve` or `steps`
-/// arrays of objects with `step` and `loss`).
+/// Per-step losses from a finetune artifact's `finetune.json` (its `history`, or a
+/// `loss_curve` / `steps` array, of objects with `step` and `loss`).
 fn loss_curve(text: &str) -> Vec<(f64, f64)> {
     let Ok(v) = serde_json::from_str::<Value>(text) else {
         return vec![];
     };
     let arr = v
-        .get("loss_curve")
+        .get("history")
+        .or_else(|| v.get("loss_curve"))
         .or_else(|| v.get("steps"))
         .and_then(Value::as_array);
     arr.map(|a| {
