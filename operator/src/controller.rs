@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -27,18 +27,40 @@ pub enum Scope {
     Cluster,
     /// One namespace (a Role suffices).
     Namespace(String),
+    /// Several namespaces (a Role in each); one watch per namespace.
+    Namespaces(Vec<String>),
 }
 
 impl Scope {
-    /// The scope for an optional `--namespace`.
+    /// The scope for an optional `--namespace`: empty means every namespace; a
+    /// comma-separated list (`team-a,team-b`) scopes to those namespaces.
     pub fn from_namespace(ns: Option<String>) -> Self {
-        match ns {
-            Some(ns) if !ns.is_empty() => Scope::Namespace(ns),
-            _ => Scope::Cluster,
+        let mut list: Vec<String> = ns
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        list.sort();
+        list.dedup();
+        match list.len() {
+            0 => Scope::Cluster,
+            1 => Scope::Namespace(list.remove(0)),
+            _ => Scope::Namespaces(list),
         }
     }
 
-    fn api<K>(&self, client: Client) -> Api<K>
+    /// The single-namespace (or cluster-wide) scopes this scope is made of.
+    pub fn parts(&self) -> Vec<Scope> {
+        match self {
+            Scope::Namespaces(list) => list.iter().cloned().map(Scope::Namespace).collect(),
+            other => vec![other.clone()],
+        }
+    }
+
+    /// The API for `K` in a single-namespace or cluster scope (the first namespace of a list).
+    pub fn api<K>(&self, client: Client) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         K::DynamicType: Default,
@@ -46,6 +68,10 @@ impl Scope {
         match self {
             Scope::Cluster => Api::all(client),
             Scope::Namespace(ns) => Api::namespaced(client, ns),
+            Scope::Namespaces(list) => match list.first() {
+                Some(ns) => Api::namespaced(client, ns),
+                None => Api::all(client),
+            },
         }
     }
 }
@@ -57,8 +83,23 @@ fn pod_owner(pod: Pod) -> Option<ObjectRef<PruneDistillJob>> {
     Some(ObjectRef::new(job).within(&ns))
 }
 
-/// Runs the controller until `shutdown` resolves; reconciles in flight then finish.
+/// Runs the controller until `shutdown` resolves; reconciles in flight then finish. A scope of
+/// several namespaces runs one controller per namespace, side by side.
 pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let shutdown = shutdown.boxed().shared();
+    let runs = scope.parts().into_iter().map(|part| {
+        let stop = shutdown.clone();
+        run_one(ctx.clone(), part, concurrency, stop)
+    });
+    futures_util::future::join_all(runs).await;
+}
+
+async fn run_one(
     ctx: Arc<Context>,
     scope: Scope,
     concurrency: u16,
@@ -87,4 +128,28 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn namespace_flag_takes_a_comma_separated_list() {
+        assert_eq!(Scope::from_namespace(None), Scope::Cluster);
+        assert_eq!(Scope::from_namespace(Some(String::new())), Scope::Cluster);
+        assert_eq!(
+            Scope::from_namespace(Some("team-a".into())),
+            Scope::Namespace("team-a".into())
+        );
+        let s = Scope::from_namespace(Some("team-b, team-a,,team-b".into()));
+        assert_eq!(s, Scope::Namespaces(vec!["team-a".into(), "team-b".into()]));
+        assert_eq!(
+            s.parts(),
+            vec![
+                Scope::Namespace("team-a".into()),
+                Scope::Namespace("team-b".into())
+            ]
+        );
+    }
 }

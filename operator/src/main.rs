@@ -43,7 +43,7 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
     #[arg(long, env = "PRUNEFORGE_NAMESPACE")]
     namespace: Option<String>,
     /// Address of the /metrics, /healthz and /readyz endpoint.
@@ -52,6 +52,18 @@ struct RunArgs {
     /// Runner image for jobs that do not set spec.runner.image.
     #[arg(long, env = "PRUNEFORGE_RUNNER_IMAGE", default_value = settings::DEFAULT_RUNNER_IMAGE)]
     runner_image: String,
+    /// Runner image for jobs that request GPUs and do not set spec.runner.image.
+    #[arg(long, env = "PRUNEFORGE_RUNNER_CUDA_IMAGE")]
+    runner_cuda_image: Option<String>,
+    /// GPU extended resource name for jobs that keep the default (nvidia.com/gpu).
+    #[arg(long, env = "PRUNEFORGE_GPU_RESOURCE_NAME")]
+    gpu_resource_name: Option<String>,
+    /// Storage credentials Secret for jobs with object storage that set no secretRef.
+    #[arg(long, env = "PRUNEFORGE_STORAGE_SECRET")]
+    storage_secret: Option<String>,
+    /// Service account of runner pods for jobs that set no spec.runner.serviceAccountName.
+    #[arg(long, env = "PRUNEFORGE_RUNNER_SERVICE_ACCOUNT")]
+    runner_service_account: Option<String>,
     /// Attempts (Jobs) per stage before the job is Stalled.
     #[arg(long, default_value_t = settings::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
@@ -83,6 +95,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Crd) => write_stdout(&pruneforge_api::crd_yaml()?),
         None => run(cli.run).await,
     }
+}
+
+/// `None` for an unset or empty flag (the chart passes empty values through).
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_ref().filter(|s| !s.trim().is_empty()).cloned()
 }
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
@@ -152,19 +169,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // The CRD must be served before anything else makes sense.
     let scope = Scope::from_namespace(args.namespace.clone());
-    let probe: Api<PruneDistillJob> = match &scope {
-        Scope::Cluster => Api::all(client.clone()),
-        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
-    };
-    probe
-        .list(&ListParams::default().limit(1))
-        .await
-        .context("PruneDistillJob is not served; install the CRD (pruneforge-operator crd | kubectl apply --server-side -f -)")?;
+    for part in scope.parts() {
+        let probe: Api<PruneDistillJob> = part.api(client.clone());
+        probe
+            .list(&ListParams::default().limit(1))
+            .await
+            .with_context(|| format!("cannot list PruneDistillJobs ({part:?}): install the CRD (pruneforge-operator crd | kubectl apply --server-side -f -) and check the operator's RBAC"))?;
+    }
     state.ready.store(true, Ordering::Relaxed);
 
     let settings = Settings {
         runner_image: args.runner_image.clone(),
         max_attempts: args.max_attempts,
+        runner_cuda_image: non_empty(&args.runner_cuda_image),
+        gpu_resource_name: non_empty(&args.gpu_resource_name),
+        storage_secret: non_empty(&args.storage_secret),
+        runner_service_account: non_empty(&args.runner_service_account),
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

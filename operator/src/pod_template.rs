@@ -146,11 +146,12 @@ pub fn pod_template(p: &PodParams<'_>) -> Value {
         "containers": [container],
         "volumes": volumes,
     });
-    match &runner.service_account_name {
-        Some(sa) => pod_spec["serviceAccountName"] = json!(sa),
-        // Stage pods never talk to the apiserver.
-        None => pod_spec["automountServiceAccountToken"] = json!(false),
+    // Runner pods never talk to the apiserver: no API token, with or without a service account
+    // (workload identity for object storage uses its own projected token).
+    if let Some(sa) = &runner.service_account_name {
+        pod_spec["serviceAccountName"] = json!(sa);
     }
+    pod_spec["automountServiceAccountToken"] = json!(false);
     if !runner.node_selector.is_empty() {
         pod_spec["nodeSelector"] = json!(runner.node_selector);
     }

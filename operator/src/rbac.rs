@@ -13,52 +13,55 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// Every rule, with the reason in the order used.
-pub fn rules() -> Vec<PolicyRule> {
+/// The rules the operator needs in every namespace it watches (a ClusterRole when it watches
+/// all of them), each with its reason. The Helm chart's `pruneforge.operatorRules` must equal
+/// these (a test in tests/tests/chart.rs compares them).
+pub fn operator_rules() -> Vec<PolicyRule> {
     vec![
-        // Watch jobs, add/remove the finalizer.
+        // Watch jobs; add and remove the finalizer (JSON patch).
         rule(
             "pruneforge.dev",
             &["prunedistilljobs"],
-            &["get", "list", "watch", "patch", "update"],
+            &["get", "list", "watch", "patch"],
         ),
         // Server-side apply of the status.
-        rule(
-            "pruneforge.dev",
-            &["prunedistilljobs/status"],
-            &["get", "patch", "update"],
-        ),
+        rule("pruneforge.dev", &["prunedistilljobs/status"], &["patch"]),
         // Owner references with blockOwnerDeletion on Jobs and ConfigMaps.
         rule(
             "pruneforge.dev",
             &["prunedistilljobs/finalizers"],
             &["update"],
         ),
-        // Stage and clean-up Jobs.
+        // Stage Jobs (list/watch/create/delete) and the clean-up Job (get by name).
         rule(
             "batch",
             &["jobs"],
             &["get", "list", "watch", "create", "delete"],
         ),
-        // Request ConfigMaps (server-side apply).
-        rule(
-            "",
-            &["configmaps"],
-            &[
-                "get", "list", "watch", "create", "patch", "update", "delete",
-            ],
-        ),
+        // Request ConfigMaps: server-side apply, listed and deleted with their stage.
+        rule("", &["configmaps"], &["list", "create", "patch", "delete"]),
         // Termination messages and failure reasons of stage pods.
         rule("", &["pods"], &["get", "list", "watch"]),
-        // Events about jobs.
+        rule("", &["pods/status"], &["get"]),
+        // Events about jobs (kube-runtime's Recorder: create, then patch for a series).
         rule("events.k8s.io", &["events"], &["create", "patch"]),
-        // Leader election.
-        rule(
-            "coordination.k8s.io",
-            &["leases"],
-            &["get", "create", "update"],
-        ),
     ]
+}
+
+/// The leader-election rule (a Role in the operator's namespace in the chart).
+pub fn leader_election_rules() -> Vec<PolicyRule> {
+    vec![rule(
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update"],
+    )]
+}
+
+/// Every rule: [`operator_rules`] and [`leader_election_rules`].
+pub fn rules() -> Vec<PolicyRule> {
+    let mut all = operator_rules();
+    all.extend(leader_election_rules());
+    all
 }
 
 /// The rules as a ClusterRole named `name`.

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use pruneforge_api::spec::{RunnerSpec, StorageSpec, DEFAULT_GPU_RESOURCE};
+
 /// Default number of attempts of a stage (Jobs created for it) before the job is Stalled.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// Default runner image when `spec.runner.image` is unset.
-pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/pruneforge/pruneforge:latest";
+/// Default runner image when `spec.runner.image` is unset (the chart's `runner.image`).
+pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/pruneforge/pruneforge-runner:latest";
 
 /// Settings shared by every reconcile.
 #[derive(Clone, Debug)]
@@ -23,6 +25,47 @@ pub struct Settings {
     pub requeue_error: Duration,
     /// `ttlSecondsAfterFinished` of the artifact clean-up Job.
     pub gc_ttl_seconds: i32,
+    /// Runner image for jobs that request GPUs (`spec.runner.gpu.count > 0`) and do not set
+    /// `spec.runner.image` (the candle `cuda` build); `None` uses `runner_image`.
+    pub runner_cuda_image: Option<String>,
+    /// Extended resource name for GPUs when a job keeps the default
+    /// (`nvidia.com/gpu`), e.g. `amd.com/gpu` cluster-wide; `None` keeps the spec's.
+    pub gpu_resource_name: Option<String>,
+    /// Secret with storage credentials for jobs with object storage (not `file://`) that do not
+    /// set `spec.storage.secretRef`.
+    pub storage_secret: Option<String>,
+    /// Service account of runner pods when `spec.runner.serviceAccountName` is unset (for
+    /// workload identity to object storage).
+    pub runner_service_account: Option<String>,
+}
+
+impl Settings {
+    /// The job's runner settings with the operator-wide defaults filled in.
+    pub fn effective_runner(&self, runner: &RunnerSpec) -> RunnerSpec {
+        let mut r = runner.clone();
+        if r.image.is_none() {
+            let cuda = self.runner_cuda_image.as_ref().filter(|_| r.gpu.count > 0);
+            r.image = Some(cuda.unwrap_or(&self.runner_image).clone());
+        }
+        if let Some(name) = &self.gpu_resource_name {
+            if r.gpu.resource_name == DEFAULT_GPU_RESOURCE {
+                r.gpu.resource_name = name.clone();
+            }
+        }
+        if r.service_account_name.is_none() {
+            r.service_account_name = self.runner_service_account.clone();
+        }
+        r
+    }
+
+    /// The job's storage settings with the operator-wide default secret filled in.
+    pub fn effective_storage(&self, storage: &StorageSpec) -> StorageSpec {
+        let mut s = storage.clone();
+        if s.secret_ref.is_none() && !s.uri.starts_with("file://") {
+            s.secret_ref = self.storage_secret.clone();
+        }
+        s
+    }
 }
 
 impl Default for Settings {
@@ -34,6 +77,74 @@ impl Default for Settings {
             requeue_idle: Duration::from_secs(30 * 60),
             requeue_error: Duration::from_secs(15),
             gc_ttl_seconds: 3600,
+            runner_cuda_image: None,
+            gpu_resource_name: None,
+            storage_secret: None,
+            runner_service_account: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart_like() -> Settings {
+        Settings {
+            runner_image: "registry/runner:1".into(),
+            runner_cuda_image: Some("registry/runner-cuda:1".into()),
+            gpu_resource_name: Some("amd.com/gpu".into()),
+            storage_secret: Some("s3-credentials".into()),
+            runner_service_account: Some("pruneforge-runner".into()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn gpu_jobs_get_the_cuda_image_and_cpu_jobs_the_cpu_image() {
+        let s = chart_like();
+        let mut runner = RunnerSpec::default();
+        assert_eq!(
+            s.effective_runner(&runner).image.as_deref(),
+            Some("registry/runner:1")
+        );
+        runner.gpu.count = 1;
+        let r = s.effective_runner(&runner);
+        assert_eq!(r.image.as_deref(), Some("registry/runner-cuda:1"));
+        assert_eq!(r.gpu.resource_name, "amd.com/gpu");
+        assert_eq!(r.service_account_name.as_deref(), Some("pruneforge-runner"));
+        // The spec wins where it says something.
+        runner.image = Some("mine:2".into());
+        runner.gpu.resource_name = "gpu.intel.com/i915".into();
+        runner.service_account_name = Some("own".into());
+        let r = s.effective_runner(&runner);
+        assert_eq!(r.image.as_deref(), Some("mine:2"));
+        assert_eq!(r.gpu.resource_name, "gpu.intel.com/i915");
+        assert_eq!(r.service_account_name.as_deref(), Some("own"));
+        // Without a CUDA image, GPU jobs use the runner image.
+        let plain = Settings::default();
+        let mut gpu = RunnerSpec::default();
+        gpu.gpu.count = 2;
+        assert_eq!(
+            plain.effective_runner(&gpu).image.as_deref(),
+            Some(DEFAULT_RUNNER_IMAGE)
+        );
+    }
+
+    #[test]
+    fn default_storage_secret_applies_to_object_storage_only() {
+        let s = chart_like();
+        let mut storage = StorageSpec::new("s3://bucket/prefix");
+        assert_eq!(
+            s.effective_storage(&storage).secret_ref.as_deref(),
+            Some("s3-credentials")
+        );
+        storage.secret_ref = Some("own".into());
+        assert_eq!(
+            s.effective_storage(&storage).secret_ref.as_deref(),
+            Some("own")
+        );
+        let file = StorageSpec::new("file:///data");
+        assert_eq!(s.effective_storage(&file).secret_ref, None);
     }
 }

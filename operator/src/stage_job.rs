@@ -85,7 +85,8 @@ pub fn stage_job(
     settings: &Settings,
 ) -> Result<Job> {
     let spec = &job.spec;
-    let runner = &spec.runner;
+    let runner = &settings.effective_runner(&spec.runner);
+    let storage = &settings.effective_storage(&spec.storage);
     let mut labels = stage_labels(job, stage);
     labels.insert(labels::ATTEMPT.into(), attempt.to_string());
     let mut job_labels = labels.clone();
@@ -102,7 +103,7 @@ pub fn stage_job(
         image,
         command: stage_command(),
         runner,
-        storage: &spec.storage,
+        storage,
         request_config_map: Some(&cm),
         labels,
         env,
@@ -171,16 +172,16 @@ pub fn gc_job(job: &PruneDistillJob, prefixes: &[String], settings: &Settings) -
         command.push("--prefix".into());
         command.push(p.clone());
     }
-    let image = spec
-        .runner
-        .image
-        .as_deref()
-        .unwrap_or(&settings.runner_image);
+    // The clean-up Job runs on CPU: the CPU runner image unless the spec names one.
+    let mut runner = settings.effective_runner(&spec.runner);
+    runner.image = spec.runner.image.clone();
+    let storage = settings.effective_storage(&spec.storage);
+    let image = runner.image.as_deref().unwrap_or(&settings.runner_image);
     let template = pod_template::pod_template(&PodParams {
         image,
         command,
-        runner: &spec.runner,
-        storage: &spec.storage,
+        runner: &runner,
+        storage: &storage,
         request_config_map: None,
         labels: labels.clone(),
         env: vec![env("PRUNEFORGE_JOB", &job.name_any())],

@@ -83,30 +83,11 @@ fn rule_table(rules: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
     table
 }
 
-/// Exactly what the operator does (see the operator's README and the chart's _helpers.tpl).
+/// Exactly what the operator does: `pruneforge-operator rbac` without the lease rule (the chart
+/// grants that in a Role of its own namespace).
 fn expected_operator_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
-    let rows: &[(&str, &str, &[&str])] = &[
-        (
-            "pruneforge.dev",
-            "prunedistilljobs",
-            &["get", "list", "watch", "patch", "update"],
-        ),
-        ("pruneforge.dev", "prunedistilljobs/status", &["patch"]),
-        ("pruneforge.dev", "prunedistilljobs/finalizers", &["update"]),
-        ("batch", "jobs", &["create", "delete", "list", "watch"]),
-        ("", "configmaps", &["create", "delete", "list", "watch"]),
-        ("", "pods", &["get", "list", "watch"]),
-        ("", "pods/status", &["get"]),
-        ("events.k8s.io", "events", &["create", "patch"]),
-    ];
-    rows.iter()
-        .map(|(g, r, verbs)| {
-            (
-                (g.to_string(), r.to_string()),
-                verbs.iter().map(|v| v.to_string()).collect(),
-            )
-        })
-        .collect()
+    let rules = serde_json::to_value(pruneforge_operator::rbac::operator_rules()).expect("rules");
+    rule_table(&rules)
 }
 
 fn assert_no_wildcards(object: &Value) {

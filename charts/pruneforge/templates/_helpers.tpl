@@ -85,17 +85,19 @@ app.kubernetes.io/component: operator
 RBAC rules of the operator in a watched namespace (a ClusterRole when watching all namespaces).
 Exactly the verbs the operator uses, no wildcards:
 - PruneDistillJobs: watched (get/list/watch), finalizer pruneforge.dev/artifacts added and removed
-  (patch/update), status written through the status subresource (patch);
+  (a JSON patch), status written through the status subresource (patch);
   prunedistilljobs/finalizers update lets owner references with blockOwnerDeletion point at a job
   (needed where the OwnerReferencesPermissionEnforcement admission plugin is on).
-- Jobs and ConfigMaps (the stage request): created, listed, watched and deleted, owned by the job.
+- Jobs: created, read (the clean-up Job by name), listed, watched and deleted, owned by the job.
+- ConfigMaps (the stage request): written by server-side apply (create/patch), listed and deleted.
+Kept equal to `pruneforge-operator rbac` by a test (tests/tests/chart.rs).
 - Pods of stage Jobs: read (get/list/watch) with their status (termination messages, failure reasons).
 - Events: kube-runtime's Recorder writes events.k8s.io/v1 Events (create, then patch for a series).
 */}}
 {{- define "pruneforge.operatorRules" -}}
 - apiGroups: ["pruneforge.dev"]
   resources: ["prunedistilljobs"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["pruneforge.dev"]
   resources: ["prunedistilljobs/status"]
   verbs: ["patch"]
@@ -104,10 +106,10 @@ Exactly the verbs the operator uses, no wildcards:
   verbs: ["update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "delete", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["create", "delete", "list", "watch"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]

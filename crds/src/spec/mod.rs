@@ -28,7 +28,7 @@ pub use recovery::{
     KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod, RecoverySpec, TrainingData,
     TrainingRecipe,
 };
-pub use runner::{GpuSpec, PullPolicy, RunnerSpec};
+pub use runner::{GpuSpec, PullPolicy, RunnerSpec, DEFAULT_GPU_RESOURCE};
 pub use speculative::{DraftModel, SpeculativeSpec};
 pub use storage::{Retention, StorageSpec};
 

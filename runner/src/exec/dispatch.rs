@@ -321,7 +321,9 @@ fn finetune_data(
                 if matches!(ds.schema, SftSchema::Jsonl(_)) {
                     ds.schema = SftSchema::Jsonl(FieldMap::alpaca());
                 }
-                let path = work.join("original").join(format!("{}.jsonl", d.name));
+                let dir = work.join("original");
+                std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+                let path = dir.join(format!("{}.jsonl", d.name));
                 ds.write(&path)?;
                 files.push(path);
             }
@@ -336,9 +338,7 @@ fn finetune_data(
 }
 
 /// The runner's fine-tuning parameters for the API's.
-fn finetune_params(
-    p: &pruneforge_api::params::FinetuneParams,
-) -> stages::finetune::FinetuneParams {
+fn finetune_params(p: &pruneforge_api::params::FinetuneParams) -> stages::finetune::FinetuneParams {
     use crate::train::{KdParams, LoraParams, OptimizerParams};
     let o = &p.optimizer;
     let defaults = stages::finetune::FinetuneParams::default();
