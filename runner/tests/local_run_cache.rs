@@ -1,0 +1,161 @@
+//! `pruneforge run` caching: a whole job on a tiny random-weight model, run again (everything
+//! cached), then with one field changed (exactly the dependent stages rerun).
+
+mod common;
+
+use common::tiny::{write_tiny_model, TinySpec};
+use pruneforge::exec::local::{load_job, run_job, RunOptions, RunReport, RunStatus};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn job_yaml(model: &Path, storage: &Path, steps: u32, arc_limit: u32) -> String {
+    format!(
+        r#"apiVersion: pruneforge.dev/v1alpha1
+kind: PruneDistillJob
+metadata:
+  name: tiny-cache
+spec:
+  model:
+    source: {model}
+    format: hf
+  calibration:
+    dataset:
+      uri: builtin:alpaca
+      format: alpaca
+    sequences: 4
+    seqLen: 16
+  pruning:
+    blockSizes: [1]
+  distillation:
+    datasets:
+      - name: gsm8k
+        uri: builtin:gsm8k-train
+        format: gsm8k
+        kind: math
+        limit: 4
+    generation:
+      maxNewTokens: 8
+      batchSize: 4
+  recovery:
+    methods: [none, sft, self-distill]
+    lora:
+      rank: 2
+      alpha: 4
+    optimizer:
+      steps: {steps}
+      warmupSteps: 1
+      batchSize: 2
+      maxSeqLen: 96
+  merge:
+    enabled: true
+    models: [sft, self-distill]
+  evaluation:
+    tasks:
+      - name: arc_easy
+        limit: {arc_limit}
+  storage:
+    uri: file://{storage}
+"#,
+        model = model.display(),
+        storage = storage.display(),
+    )
+}
+
+fn run(dir: &Path, yaml: &str) -> RunReport {
+    let path = dir.join("job.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let job = load_job(&path).expect("the job validates");
+    let report = run_job(&job, &RunOptions::default(), |_, _, _, _| {}).expect("run");
+    for s in &report.stages {
+        assert!(
+            matches!(s.status, RunStatus::Ran | RunStatus::Cached),
+            "stage {} {:?}: {:?}",
+            s.id,
+            s.status,
+            s.message
+        );
+    }
+    report
+}
+
+fn statuses(r: &RunReport) -> BTreeMap<String, RunStatus> {
+    r.stages.iter().map(|s| (s.id.clone(), s.status)).collect()
+}
+
+fn ran(r: &RunReport) -> Vec<String> {
+    r.stages
+        .iter()
+        .filter(|s| s.status == RunStatus::Ran)
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+#[test]
+fn unchanged_job_is_cached_and_a_changed_field_reruns_exactly_its_dependants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    write_tiny_model(
+        &model,
+        &TinySpec {
+            layers: 4,
+            ..TinySpec::default()
+        },
+    );
+    let storage = tmp.path().join("out");
+
+    // First run: every stage runs.
+    let first = run(tmp.path(), &job_yaml(&model, &storage, 2, 4));
+    let all: Vec<String> = first.stages.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(ran(&first), all, "{:?}", statuses(&first));
+    for kind in [
+        "import", "score", "prune", "distill", "finetune", "merge", "eval",
+    ] {
+        assert!(
+            first.stages.iter().any(|s| s.kind == kind),
+            "no {kind} stage in {all:?}"
+        );
+    }
+
+    // Same file again: nothing runs.
+    let again = run(tmp.path(), &job_yaml(&model, &storage, 2, 4));
+    assert!(ran(&again).is_empty(), "{:?}", statuses(&again));
+
+    // Only an eval field changed: only the eval stages rerun.
+    let eval_changed = run(tmp.path(), &job_yaml(&model, &storage, 2, 5));
+    let rerun = ran(&eval_changed);
+    let evals: Vec<String> = first
+        .stages
+        .iter()
+        .filter(|s| s.kind == "eval")
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(rerun, evals);
+
+    // An optimizer field changed: the finetunes, the merge and the evals of their models
+    // rerun; import, score, prune, distill and the base and pruned-only evals stay cached.
+    let steps_changed = run(tmp.path(), &job_yaml(&model, &storage, 3, 5));
+    let rerun = ran(&steps_changed);
+    let expected: Vec<String> = first
+        .stages
+        .iter()
+        .filter(|s| match s.kind.as_str() {
+            "finetune" | "merge" => true,
+            "eval" => {
+                s.id.contains("-sft") || s.id.contains("self-distill") || s.id.contains("merge")
+            }
+            _ => false,
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    assert_eq!(rerun, expected, "{:?}", statuses(&steps_changed));
+    assert!(rerun.iter().all(|id| id != "eval-base"));
+    // And the finetune's checkpoints are not part of its artifact.
+    let ft = steps_changed
+        .stages
+        .iter()
+        .find(|s| s.kind == "finetune")
+        .unwrap();
+    let local = ft.artifact_uri.trim_start_matches("file://");
+    assert!(Path::new(local).join("adapter_model.safetensors").exists());
+    assert!(!Path::new(local).join("checkpoints").exists());
+}
