@@ -50,7 +50,19 @@ enum Command {
     Eval(cli::eval::EvalArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with status 1 and their cause chain on stderr (no backtrace: they
+/// are input or environment problems, not bugs).
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
     match cli.command {
