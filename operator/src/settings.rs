@@ -37,11 +37,15 @@ pub struct Settings {
     /// Service account of runner pods when `spec.runner.serviceAccountName` is unset (for
     /// workload identity to object storage).
     pub runner_service_account: Option<String>,
+    /// Namespaces where `runner_service_account` exists (the chart creates it in every watched
+    /// namespace, or only in its own when watching all); jobs elsewhere keep their namespace's
+    /// default account. `None`: every namespace.
+    pub runner_service_account_namespaces: Option<Vec<String>>,
 }
 
 impl Settings {
-    /// The job's runner settings with the operator-wide defaults filled in.
-    pub fn effective_runner(&self, runner: &RunnerSpec) -> RunnerSpec {
+    /// The runner settings of a job in `namespace` with the operator-wide defaults filled in.
+    pub fn effective_runner(&self, runner: &RunnerSpec, namespace: Option<&str>) -> RunnerSpec {
         let mut r = runner.clone();
         if r.image.is_none() {
             let cuda = self.runner_cuda_image.as_ref().filter(|_| r.gpu.count > 0);
@@ -52,7 +56,12 @@ impl Settings {
                 r.gpu.resource_name = name.clone();
             }
         }
-        if r.service_account_name.is_none() {
+        let account_exists_here = match (&self.runner_service_account_namespaces, namespace) {
+            (None, _) => true,
+            (Some(list), Some(ns)) => list.iter().any(|n| n == ns),
+            (Some(_), None) => false,
+        };
+        if r.service_account_name.is_none() && account_exists_here {
             r.service_account_name = self.runner_service_account.clone();
         }
         r
@@ -81,6 +90,7 @@ impl Default for Settings {
             gpu_resource_name: None,
             storage_secret: None,
             runner_service_account: None,
+            runner_service_account_namespaces: None,
         }
     }
 }
@@ -96,6 +106,7 @@ mod tests {
             gpu_resource_name: Some("amd.com/gpu".into()),
             storage_secret: Some("s3-credentials".into()),
             runner_service_account: Some("pruneforge-runner".into()),
+            runner_service_account_namespaces: Some(vec!["team-a".into()]),
             ..Settings::default()
         }
     }
@@ -105,19 +116,22 @@ mod tests {
         let s = chart_like();
         let mut runner = RunnerSpec::default();
         assert_eq!(
-            s.effective_runner(&runner).image.as_deref(),
+            s.effective_runner(&runner, Some("team-a")).image.as_deref(),
             Some("registry/runner:1")
         );
         runner.gpu.count = 1;
-        let r = s.effective_runner(&runner);
+        let r = s.effective_runner(&runner, Some("team-a"));
         assert_eq!(r.image.as_deref(), Some("registry/runner-cuda:1"));
         assert_eq!(r.gpu.resource_name, "amd.com/gpu");
         assert_eq!(r.service_account_name.as_deref(), Some("pruneforge-runner"));
+        // Where the chart did not create the account, the namespace's default one is used.
+        let elsewhere = s.effective_runner(&runner, Some("team-b"));
+        assert_eq!(elsewhere.service_account_name, None);
         // The spec wins where it says something.
         runner.image = Some("mine:2".into());
         runner.gpu.resource_name = "gpu.intel.com/i915".into();
         runner.service_account_name = Some("own".into());
-        let r = s.effective_runner(&runner);
+        let r = s.effective_runner(&runner, Some("team-b"));
         assert_eq!(r.image.as_deref(), Some("mine:2"));
         assert_eq!(r.gpu.resource_name, "gpu.intel.com/i915");
         assert_eq!(r.service_account_name.as_deref(), Some("own"));
@@ -126,7 +140,7 @@ mod tests {
         let mut gpu = RunnerSpec::default();
         gpu.gpu.count = 2;
         assert_eq!(
-            plain.effective_runner(&gpu).image.as_deref(),
+            plain.effective_runner(&gpu, None).image.as_deref(),
             Some(DEFAULT_RUNNER_IMAGE)
         );
     }

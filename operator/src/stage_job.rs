@@ -85,7 +85,8 @@ pub fn stage_job(
     settings: &Settings,
 ) -> Result<Job> {
     let spec = &job.spec;
-    let runner = &settings.effective_runner(&spec.runner);
+    let namespace = job.namespace();
+    let runner = &settings.effective_runner(&spec.runner, namespace.as_deref());
     let storage = &settings.effective_storage(&spec.storage);
     let mut labels = stage_labels(job, stage);
     labels.insert(labels::ATTEMPT.into(), attempt.to_string());
@@ -173,7 +174,8 @@ pub fn gc_job(job: &PruneDistillJob, prefixes: &[String], settings: &Settings) -
         command.push(p.clone());
     }
     // The clean-up Job runs on CPU: the CPU runner image unless the spec names one.
-    let mut runner = settings.effective_runner(&spec.runner);
+    let namespace = job.namespace();
+    let mut runner = settings.effective_runner(&spec.runner, namespace.as_deref());
     runner.image = spec.runner.image.clone();
     let storage = settings.effective_storage(&spec.storage);
     let image = runner.image.as_deref().unwrap_or(&settings.runner_image);

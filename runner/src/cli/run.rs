@@ -1,6 +1,7 @@
 //! `pruneforge run JOB.yaml`: the whole job on this machine, artifacts cached by content key.
 
-use pruneforge::exec::local::{load_job, run_job, RunOptions, RunStatus, StageRun};
+use pruneforge::exec::artifacts;
+use pruneforge::exec::local::{load_job, plan_job, run_job, RunOptions, RunStatus, StageRun};
 use pruneforge::report::describe;
 use std::path::PathBuf;
 
@@ -18,6 +19,60 @@ pub struct RunArgs {
     /// Do not write the HTML/Markdown report at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Print the stage plan (order, inputs, cache key, cached or to run) and exit without
+    /// running anything.
+    #[arg(long)]
+    pub plan: bool,
+}
+
+/// `--plan`: what a run would do.
+fn print_plan(job: &pruneforge_api::PruneDistillJob, opts: &RunOptions) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let plan = plan_job(job, opts)?;
+    let order = plan.topological_order();
+    let mut out = format!(
+        "{:<28} {:<10} {:<14} {:<8} inputs\n",
+        "stage", "kind", "key", "state"
+    );
+    let mut to_run = 0;
+    for id in &order {
+        let Some(stage) = plan.get(id.as_str()) else {
+            continue;
+        };
+        let cached = artifacts::is_committed(&stage.artifact_uri).unwrap_or(false);
+        if !cached {
+            to_run += 1;
+        }
+        let inputs: Vec<String> = stage
+            .inputs
+            .iter()
+            .map(|(name, from)| format!("{name}={from}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:<14} {:<8} {}",
+            id.as_str(),
+            stage.params.kind().to_string(),
+            stage.key.chars().take(12).collect::<String>(),
+            if cached { "cached" } else { "to run" },
+            inputs.join(" ")
+        );
+    }
+    let _ = writeln!(out, "\n{to_run} of {} stages to run", order.len());
+    write_stdout(&out)
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn status(s: RunStatus) -> &'static str {
@@ -50,6 +105,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         work_root: args.work_dir.clone(),
         data_root: None,
     };
+    if args.plan {
+        return print_plan(&job, &opts);
+    }
     let report = run_job(&job, &opts, |i, total, r, done| {
         eprintln!("{}", line(i, total, r, done));
     })?;
