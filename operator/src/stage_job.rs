@@ -173,10 +173,11 @@ pub fn gc_job(job: &PruneDistillJob, prefixes: &[String], settings: &Settings) -
         command.push("--prefix".into());
         command.push(p.clone());
     }
-    // The clean-up Job runs on CPU: the CPU runner image unless the spec names one.
+    // The clean-up Job runs on CPU, so it gets the CPU runner image unless the spec names one.
+    let mut cpu_runner = spec.runner.clone();
+    cpu_runner.gpu.count = 0;
     let namespace = job.namespace();
-    let mut runner = settings.effective_runner(&spec.runner, namespace.as_deref());
-    runner.image = spec.runner.image.clone();
+    let runner = settings.effective_runner(&cpu_runner, namespace.as_deref());
     let storage = settings.effective_storage(&spec.storage);
     let image = runner.image.as_deref().unwrap_or(&settings.runner_image);
     let template = pod_template::pod_template(&PodParams {
