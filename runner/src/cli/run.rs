@@ -1,7 +1,8 @@
 //! `pruneforge run JOB.yaml`: the whole job on this machine, artifacts cached by content key.
 
-use pruneforge::exec::artifacts;
-use pruneforge::exec::local::{load_job, plan_job, run_job, RunOptions, RunStatus, StageRun};
+use pruneforge::exec::local::{
+    cached_result, load_job, plan_job, run_job, RunOptions, RunStatus, StageRun,
+};
 use pruneforge::report::describe;
 use std::path::PathBuf;
 
@@ -39,7 +40,8 @@ fn print_plan(job: &pruneforge_api::PruneDistillJob, opts: &RunOptions) -> anyho
         let Some(stage) = plan.get(id.as_str()) else {
             continue;
         };
-        let cached = artifacts::is_committed(&stage.artifact_uri).unwrap_or(false);
+        // The same test the run applies before skipping a stage.
+        let cached = cached_result(&stage.artifact_uri).is_some();
         if !cached {
             to_run += 1;
         }

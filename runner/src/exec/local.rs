@@ -121,7 +121,9 @@ fn local_root(uri: &str) -> Option<PathBuf> {
         })
 }
 
-fn cached_result(uri: &str) -> Option<StageResult> {
+/// The stored result of the stage whose artifact is `uri`, when it is committed (the stage is
+/// cached and a run skips it).
+pub fn cached_result(uri: &str) -> Option<StageResult> {
     if !artifacts::is_committed(uri).unwrap_or(false) {
         return None;
     }
