@@ -16,7 +16,9 @@ pub mod crd;
 pub mod params;
 pub mod plan;
 pub mod spec;
+pub mod stage_kind;
 pub mod status;
+pub mod uri;
 #[cfg(feature = "validate")]
 pub mod validate;
 

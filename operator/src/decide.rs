@@ -250,7 +250,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 );
                 entry.result_uri = Some(results::result_uri(stage));
                 entry.message = Some(match &summary {
-                    Some(s) => results::summary_line(s),
+                    Some(s) => s.one_line(),
                     None => "succeeded; its pod left no stage result in the termination message (see resultUri)".into(),
                 });
                 results::record(&mut decision.status, stage, &job.results);

@@ -17,73 +17,6 @@ use pruneforge_api::status::{
 };
 use pruneforge_api::{Plan, StageId, StageInstance};
 
-/// One-line summary of a finished stage for its status `message`, e.g.
-/// `kept 28/32 rewrites (87.5%)`.
-pub fn summary_line(summary: &StageSummary) -> String {
-    match summary {
-        StageSummary::Import(s) => format!(
-            "{} layers, {} parameters",
-            s.layers,
-            human_count(s.parameters)
-        ),
-        StageSummary::Score(s) => {
-            let blocks: Vec<String> = s
-                .best
-                .iter()
-                .map(|b| format!("n{}: {}-{} ({:.4})", b.block_size, b.start, b.end, b.score))
-                .collect();
-            format!(
-                "{} layers scored; best blocks {}",
-                s.layers,
-                blocks.join(", ")
-            )
-        }
-        StageSummary::Prune(s) => format!(
-            "dropped layers {}-{}: {} -> {} layers, {} -> {} parameters",
-            s.start,
-            s.end,
-            s.layers_before,
-            s.layers_after,
-            human_count(s.parameters_before),
-            human_count(s.parameters_after)
-        ),
-        StageSummary::Distill(s) => format!(
-            "kept {}/{} rewrites ({:.1}%)",
-            s.kept,
-            s.items,
-            s.kept_rate * 100.0
-        ),
-        StageSummary::Finetune(s) => format!(
-            "final loss {:.4} after {} steps, {} tokens",
-            s.final_loss, s.steps, s.tokens
-        ),
-        StageSummary::Merge(s) => format!(
-            "merged {} tensors ({} linear fallbacks)",
-            s.tensors, s.fallback_count
-        ),
-        StageSummary::Eval(s) => match s.average {
-            Some(avg) => format!("average {:.4} over {} tasks", avg, s.tasks.len()),
-            None => format!("{} tasks", s.tasks.len()),
-        },
-        StageSummary::Speculate(s) => format!(
-            "acceptance {:.3}, mean accepted length {:.2}, speed-up {:.2}x",
-            s.acceptance_rate, s.mean_accepted_length, s.speedup
-        ),
-    }
-}
-
-fn human_count(n: u64) -> String {
-    if n >= 1_000_000_000 {
-        format!("{:.2}B", n as f64 / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1}M", n as f64 / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1}K", n as f64 / 1e3)
-    } else {
-        n.to_string()
-    }
-}
-
 /// Combines the results of a stage's shards into one summary: distill counts are summed, other
 /// kinds (never sharded) keep the first summary.
 pub fn combined_summary(results: &[StageResult]) -> Option<StageSummary> {
@@ -125,7 +58,7 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
             .find_map(|r| r.artifacts.get(name).cloned())
             .unwrap_or_else(|| stage.artifact_uri.clone())
     };
-    let line = summary_line(&summary);
+    let line = summary.one_line();
     match (&stage.params, summary) {
         (_, StageSummary::Score(s)) => {
             let scores_uri = results

@@ -6,7 +6,8 @@
 //! alternate so that background load hits both alike; medians are reported.
 
 use candle_core::Device;
-use pruneforge::model::{open_model, ForwardOptions};
+use pruneforge::loader::open_model;
+use pruneforge::model::ForwardOptions;
 use pruneforge::stages::score::angular::AngularAccumulator;
 use pruneforge::stages::score::{score_pass, TokenRows};
 use std::path::PathBuf;

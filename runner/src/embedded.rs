@@ -138,6 +138,6 @@ pub fn ensure_hf_dir() -> Result<PathBuf, EmbeddedError> {
         return Ok(out);
     }
     let gguf = ensure_gguf()?;
-    crate::model::import::import_gguf(&gguf, &out)?;
+    crate::loader::gguf_import::import_gguf(&gguf, &out)?;
     Ok(out)
 }

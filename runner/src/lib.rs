@@ -2,11 +2,14 @@
 
 pub mod data;
 pub mod embedded;
+pub mod error;
 pub mod eval;
 pub mod exec;
 pub mod generate;
+pub mod loader;
 pub mod model;
 pub mod report;
+pub mod resolve;
 pub mod stages;
 pub mod storage;
 pub mod tokenizer;

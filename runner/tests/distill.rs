@@ -4,6 +4,7 @@ mod common;
 
 use common::tiny::{write_tiny_model, TinySpec};
 use pruneforge::data::sft::{SftDataset, SftSchema};
+use pruneforge::resolve::Resolver;
 use pruneforge::stages::distill::{self, DistillParams};
 use pruneforge_api::spec::{
     AnswerCheck, DataKind, DatasetFormat, DistillDataset, GenerationSpec, PromptTemplate,
@@ -55,9 +56,9 @@ fn shards_are_disjoint_and_gather_in_order() {
     write_tiny_model(&model, &TinySpec::default());
     let p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::Math, 7, 12);
     let one = tmp.path().join("one");
-    let s1 = distill::run(&model, &p, 1, &one, None).unwrap();
+    let s1 = distill::run(&model, &p, 1, &one, &Resolver::local()).unwrap();
     let three = tmp.path().join("three");
-    let s3 = distill::run(&model, &p, 3, &three, None).unwrap();
+    let s3 = distill::run(&model, &p, 3, &three, &Resolver::local()).unwrap();
     assert_eq!(s1.items, 7);
     assert_eq!(s3.items, 7);
     assert_eq!(s3.shards, 3);
@@ -93,7 +94,7 @@ fn restarted_shard_resumes_and_repairs_a_torn_line() {
     write_tiny_model(&model, &TinySpec::default());
     let p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::General, 6, 10);
     let full = tmp.path().join("full");
-    distill::run(&model, &p, 1, &full, None).unwrap();
+    distill::run(&model, &p, 1, &full, &Resolver::local()).unwrap();
     // Crash simulation: keep 4 journal lines plus half of the fifth.
     let journal = read(&full.join("shards/00000/journal.jsonl"));
     let lines: Vec<&str> = journal.lines().collect();
@@ -106,7 +107,7 @@ fn restarted_shard_resumes_and_repairs_a_torn_line() {
         &lines[4][..lines[4].len() / 2]
     );
     std::fs::write(resumed.join("shards/00000/journal.jsonl"), torn).unwrap();
-    let s = distill::run(&model, &p, 1, &resumed, None).unwrap();
+    let s = distill::run(&model, &p, 1, &resumed, &Resolver::local()).unwrap();
     assert_eq!(s.resumed_items, 4);
     assert_eq!(
         read(&full.join("data.jsonl")),
@@ -131,7 +132,7 @@ fn alpaca_arrays_stay_alpaca_arrays() {
         .to_string();
     let p = params(&uri, DatasetFormat::Alpaca, DataKind::General, 3, 8);
     let out = tmp.path().join("out");
-    distill::run(&model, &p, 1, &out, None).unwrap();
+    distill::run(&model, &p, 1, &out, &Resolver::local()).unwrap();
     let ds = SftDataset::load_detected(&out.join("data.json")).unwrap();
     assert_eq!(ds.schema, SftSchema::Alpaca);
     assert_eq!(ds.records.len(), 3);
@@ -144,7 +145,7 @@ fn bad_input_is_a_clear_error() {
     write_tiny_model(&model, &TinySpec::default());
     let mut p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::Math, 3, 8);
     p.dataset.offset = 10_000;
-    let e = distill::run(&model, &p, 1, &tmp.path().join("o"), None)
+    let e = distill::run(&model, &p, 1, &tmp.path().join("o"), &Resolver::local())
         .unwrap_err()
         .to_string();
     assert!(e.contains("selects no records"), "{e}");
@@ -153,11 +154,11 @@ fn bad_input_is_a_clear_error() {
         .display()
         .to_string();
     let p = params(&uri, DatasetFormat::Alpaca, DataKind::Math, 3, 8);
-    let e = distill::run(&model, &p, 1, &tmp.path().join("o2"), None)
+    let e = distill::run(&model, &p, 1, &tmp.path().join("o2"), &Resolver::local())
         .unwrap_err()
         .to_string();
     assert!(e.contains("no gold answer"), "{e}");
-    let e = distill::run_shard(&model, &p, 3, 2, &tmp.path().join("o3"), None)
+    let e = distill::run_shard(&model, &p, 3, 2, &tmp.path().join("o3"), &Resolver::local())
         .unwrap_err()
         .to_string();
     assert!(e.contains("shard 3 of 2"), "{e}");
@@ -167,7 +168,14 @@ fn bad_input_is_a_clear_error() {
 fn smollm2_rewrites_gsm8k_with_the_math_template() {
     let tmp = tempfile::tempdir().unwrap();
     let p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::Math, 2, 160);
-    let s = distill::run(&common::embedded_dir(), &p, 1, tmp.path(), None).unwrap();
+    let s = distill::run(
+        &common::embedded_dir(),
+        &p,
+        1,
+        tmp.path(),
+        &Resolver::local(),
+    )
+    .unwrap();
     assert_eq!(s.items, 2);
     assert!(s.generated_tokens > 0);
     let out = SftDataset::load(&tmp.path().join("data.jsonl"), SftSchema::Gsm8k).unwrap();

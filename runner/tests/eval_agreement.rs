@@ -17,7 +17,8 @@ use pruneforge::data::{DataRoot, Selection, TaskName};
 use pruneforge::eval::multiple_choice::{outcome, score_docs};
 use pruneforge::eval::perplexity::{self, PerplexitySource};
 use pruneforge::eval::{score, ScoreStats, ScorerOptions};
-use pruneforge::model::{ForwardOptions, HfModel};
+use pruneforge::loader::HfModel;
+use pruneforge::model::ForwardOptions;
 use serde_json::Value;
 
 /// Accuracy may differ from the reference by at most this much (1.5 points).

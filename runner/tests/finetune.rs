@@ -7,7 +7,8 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::tiny::{write_tiny_model, TinySpec};
 use pruneforge::data::sft::SftRecord;
-use pruneforge::model::{open_model, ForwardOptions, HfModel, Llama};
+use pruneforge::loader::{open_model, HfModel};
+use pruneforge::model::{ForwardOptions, Llama};
 use pruneforge::stages::finetune::{load_records, run, FinetuneParams};
 use pruneforge::stages::StageError;
 use pruneforge::train::batching::{tokenize, Batch, Example};
@@ -65,7 +66,7 @@ fn random_lora(model: &Llama, dropout: f64, seed: u64) -> LoraSet {
         seed,
     )
     .unwrap();
-    let mut rng = pruneforge::train::rng::TrainRng::new(seed ^ 99);
+    let mut rng = pruneforge::util::rng::SplitMix64::new(seed ^ 99);
     let values: Vec<Vec<f32>> = lora
         .values()
         .unwrap()
@@ -218,7 +219,7 @@ fn lora_gradients_match_finite_differences() {
         .map(|v| (*v as f64).powi(2))
         .sum::<f64>()
         .sqrt();
-    let mut rng = pruneforge::train::rng::TrainRng::new(17);
+    let mut rng = pruneforge::util::rng::SplitMix64::new(17);
     let random: Vec<Vec<f32>> = g
         .iter()
         .map(|v| {

@@ -3,10 +3,11 @@
 
 mod common;
 
+use pruneforge::loader::open_model;
 use pruneforge::model::safetensors_io::{
     encode_f32, write_safetensors, SafetensorsWeights, SaveDtype,
 };
-use pruneforge::model::{open_model, ForwardOptions};
+use pruneforge::model::ForwardOptions;
 use pruneforge::stages::merge::{self, MergeMethod, MergeParams, MergeReport, TValue};
 use safetensors::Dtype;
 use serde_json::json;
@@ -680,7 +681,7 @@ fn embedded_model_merged_with_itself_is_unchanged() {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let run = |m: &pruneforge::model::HfModel| -> Vec<f32> {
+    let run = |m: &pruneforge::loader::HfModel| -> Vec<f32> {
         let f = m.model.forward(&tokens, ForwardOptions::default()).unwrap();
         m.model
             .logits(&f.last_hidden)

@@ -6,7 +6,9 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use pruneforge::model::{load_hf_dir, ForwardOptions};
+use pruneforge::loader::load_hf_dir;
+use pruneforge::model::ForwardOptions;
+use pruneforge::resolve::Resolver;
 use pruneforge::stages::prune::{self, PruneParams};
 use pruneforge::stages::score::calibration::{self, CalibrationData};
 use pruneforge::stages::score::choose::choose_block_dense;
@@ -34,7 +36,13 @@ fn scored_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
-        let summary = score::run(&embedded_dir(), &calibration_params(), &dir).unwrap();
+        let summary = score::run(
+            &embedded_dir(),
+            &calibration_params(),
+            &Resolver::local(),
+            &dir,
+        )
+        .unwrap();
         println!(
             "score: {} tokens at {:.1} tokens/s",
             summary.tokens, summary.tokens_per_s
@@ -63,7 +71,14 @@ fn max_dev(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn calibration_ids_from_the_alpaca_stream_equal_the_reference() {
     let m = embedded_model();
-    let rows = calibration::build(&CalibrationData::default(), &m.tokenizer, 64, 128).unwrap();
+    let rows = calibration::build(
+        &CalibrationData::default(),
+        &m.tokenizer,
+        64,
+        128,
+        &Resolver::local(),
+    )
+    .unwrap();
     assert_eq!(
         (rows.rows(), rows.width(), rows.padded_rows()),
         (64, 128, 0)
@@ -177,7 +192,7 @@ fn perplexity_metric_reuses_hidden_states_and_matches_the_reference() {
         ..calibration_params()
     };
     let dir = tempfile::tempdir().unwrap();
-    score::run(&embedded_dir(), &params, dir.path()).unwrap();
+    score::run(&embedded_dir(), &params, &Resolver::local(), dir.path()).unwrap();
     let scores = ScoresFile::read(&dir.path().join("scores.json")).unwrap();
     let accuracy = read_json("accuracy.json");
     let want = &accuracy["perplexity"]["calibration_alpaca_64x128"];

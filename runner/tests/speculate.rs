@@ -71,7 +71,7 @@ fn identical_draft_accepts_everything_and_a_random_draft_changes_nothing() {
 
     let tmp = tempfile::tempdir().unwrap();
     common::tiny::write_tiny_model(tmp.path(), &common::tiny::TinySpec::default());
-    let tiny = pruneforge::model::open_model(tmp.path()).unwrap();
+    let tiny = pruneforge::loader::open_model(tmp.path()).unwrap();
     let out = speculative_generate(&target.model, &tiny.model, &prompt, &cfg).unwrap();
     assert_eq!(out.tokens, want, "a bad draft only costs speed");
     assert!(out.accepted < out.drafted);

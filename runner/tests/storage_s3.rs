@@ -5,140 +5,16 @@
 
 mod storage_common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod moto;
 
+use moto::{MotoServer, BUCKET};
 use object_store::{ObjectStoreExt, PutPayload};
 use pruneforge::storage::{
     Storage, StorageError, UploadEvent, MANIFEST_FILE, PRUNEFORGE_S3_ENDPOINT,
 };
 use storage_common::*;
 
-const BUCKET: &str = "pruneforge-test";
 const PREFIX: &str = "runs/job-1/prune";
-const INSTALL_HINT: &str = "python3 -m pip install 'moto[server]'";
-
-/// A moto S3 server child process; killed on drop.
-struct MotoServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl MotoServer {
-    fn start() -> Self {
-        match Command::new("python3")
-            .args(["-c", "import moto.server"])
-            .output()
-        {
-            Err(e) => {
-                panic!("cannot run python3 ({e}); install Python 3, then run: {INSTALL_HINT}")
-            }
-            Ok(out) if !out.status.success() => panic!(
-                "moto is not installed (import moto.server failed: {}); run: {INSTALL_HINT}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Ok(_) => {}
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("moto.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start moto ({e}); run: {INSTALL_HINT}"));
-        let mut server = MotoServer {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        server.wait_ready_and_create_bucket();
-        server
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready_and_create_bucket(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "moto exited early ({status}); log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            match self.request("PUT", &format!("/{BUCKET}")) {
-                Ok(response) if response.starts_with("HTTP/1.1 200") => return,
-                Ok(response) => panic!("creating bucket failed: {response}"),
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Err(e) => panic!(
-                    "moto did not answer on port {} within 60 s ({e}); log:\n{}",
-                    self.port,
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            }
-        }
-    }
-
-    /// One raw HTTP/1.1 request without a body (moto does not check signatures by default).
-    fn request(&self, method: &str, path: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    }
-
-    fn storage(&self) -> Storage {
-        let endpoint = self.endpoint();
-        Storage::open_with_env(
-            &format!("s3://{BUCKET}/pf-test"),
-            [
-                ("AWS_ENDPOINT_URL", endpoint.as_str()),
-                ("AWS_ALLOW_HTTP", "true"),
-                ("AWS_ACCESS_KEY_ID", "testing"),
-                ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ("AWS_REGION", "us-east-1"),
-            ],
-        )
-        .expect("open S3 storage")
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_with_multipart_file() {

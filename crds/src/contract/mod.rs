@@ -6,6 +6,7 @@ mod error;
 mod request;
 mod result;
 mod summary;
+mod summary_line;
 mod termination;
 
 pub use error::ContractError;

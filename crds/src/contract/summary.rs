@@ -28,8 +28,8 @@ pub enum StageSummary {
 
 impl StageSummary {
     /// The stage kind the summary belongs to.
-    pub fn kind(&self) -> crate::plan::StageKind {
-        use crate::plan::StageKind;
+    pub fn kind(&self) -> crate::stage_kind::StageKind {
+        use crate::stage_kind::StageKind;
         match self {
             StageSummary::Import(_) => StageKind::Import,
             StageSummary::Score(_) => StageKind::Score,

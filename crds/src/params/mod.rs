@@ -22,7 +22,12 @@ pub use prune::PruneParams;
 pub use score::ScoreParams;
 pub use speculate::SpeculateParams;
 
-use crate::plan::StageKind;
+use crate::stage_kind::StageKind;
+
+/// Marks the cache material of a score stage whose calibration records are read with their
+/// format, offset and limit honoured where older runners read them otherwise (see
+/// [`ScoreParams::calibration_reads_records_differently`]).
+pub const CALIBRATION_RECORDS_FIELD: &str = "calibrationReadAsRecords";
 
 /// Parameters of one stage, tagged by kind. Serialized as `{"kind": "...", "params": {...}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,10 +81,19 @@ impl StageParams {
         }
         // Plain structs of strings, numbers and lists always serialize.
         .unwrap_or(serde_json::Value::Null);
-        if let (StageParams::Finetune(_), Some(obj)) = (self, value.as_object_mut()) {
-            for field in FinetuneParams::EXECUTION_ONLY_FIELDS {
-                obj.remove(*field);
+        match (self, value.as_object_mut()) {
+            (StageParams::Finetune(_), Some(obj)) => {
+                for field in FinetuneParams::EXECUTION_ONLY_FIELDS {
+                    obj.remove(*field);
+                }
             }
+            (StageParams::Score(p), Some(obj)) if p.calibration_reads_records_differently() => {
+                obj.insert(
+                    CALIBRATION_RECORDS_FIELD.into(),
+                    serde_json::Value::Bool(true),
+                );
+            }
+            _ => {}
         }
         value
     }

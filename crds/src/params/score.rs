@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{CalibrationSpec, ScoreMetric};
+use crate::builtin::BuiltinDataset;
+use crate::spec::{CalibrationSpec, DatasetFormat, ScoreMetric};
 
 /// `score`: layer importance on the calibration set for every block size; reports the best
 /// allowed block per size. Input `model`: the imported model.
@@ -17,4 +18,22 @@ pub struct ScoreParams {
     pub exclude_first_layer: bool,
     /// Never choose a block containing the last layer.
     pub exclude_last_layer: bool,
+}
+
+impl ScoreParams {
+    /// Whether the runner's calibration text for this request differs from what runners before
+    /// 0.2 read: they took the file by its extension (an Alpaca `.json` array whole, a `.jsonl`
+    /// file's `text` field) and ignored `format`, `offset` and `limit`. Only a whole Alpaca
+    /// `.json` array (e.g. `builtin:alpaca`) reads the same both ways; every other reference
+    /// gets a new cache key (see [`super::StageParams::cache_material`]), so no stale score
+    /// artifact is reused.
+    pub fn calibration_reads_records_differently(&self) -> bool {
+        let d = &self.calibration.dataset;
+        let whole_alpaca_array = d.format == DatasetFormat::Alpaca
+            && d.offset == 0
+            && d.limit.is_none()
+            && d.fields.is_none()
+            && (d.uri == BuiltinDataset::Alpaca.uri() || d.uri.ends_with(".json"));
+        !whole_alpaca_array
+    }
 }

@@ -389,10 +389,7 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     }
 
     let uri = &spec.storage.uri;
-    let scheme_ok = ["file://", "s3://", "gs://", "az://"]
-        .iter()
-        .any(|p| uri.starts_with(p) && uri.len() > p.len());
-    if !scheme_ok {
+    if !crate::uri::has_supported_scheme(uri) {
         return Err(PlanError::InvalidStorageUri(uri.clone()));
     }
     Ok(())

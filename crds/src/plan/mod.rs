@@ -20,16 +20,15 @@ mod build;
 mod error;
 mod id;
 pub mod key;
-mod kind;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::stage_kind::StageKind;
 pub use build::plan;
 pub use error::PlanError;
 pub use id::{variant, StageId};
-pub use kind::StageKind;
 
 use crate::params::StageParams;
 

@@ -6,11 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::builtin::BuiltinDataset;
 
-/// CEL rule shared by every URI field that may name a data set: a URI with a scheme must
-/// use one of the supported schemes.
-pub(crate) const DATASET_URI_SCHEME_RULE: &str =
-    "!self.uri.contains('://') || self.uri.matches('^(file|s3|gs|az)://.+')";
-
 /// CEL rule: `builtin:` URIs must name a bundled data set.
 pub(crate) fn builtin_uri_rule() -> String {
     format!(
@@ -87,7 +82,7 @@ impl Default for FieldMapping {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new(DATASET_URI_SCHEME_RULE).message("uri: only the schemes file://, s3://, gs:// and az:// are supported (or builtin:<name>, or a plain path)").field_path(".uri"),
+    validation = Rule::new(crate::uri::cel_scheme_rule("self.uri")).message(format!("uri: only the schemes {} are supported (or builtin:<name>, or a plain path)", crate::uri::schemes_prose().replace(" or ", " and ")).as_str()).field_path(".uri"),
     validation = Rule::new(builtin_uri_rule()).message(builtin_uri_message("")).field_path(".uri"),
     validation = Rule::new("!has(self.fields) || self.format == 'jsonl'").message("fields: a field mapping is only used with format jsonl").field_path(".fields")
 )]

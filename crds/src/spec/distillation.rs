@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::{
     builtin_uri_message, builtin_uri_rule, DatasetFormat, DatasetRef, FieldMapping,
-    DATASET_URI_SCHEME_RULE,
 };
 
 /// What kind of answers a data set holds; decides the answer check.
@@ -26,7 +25,7 @@ pub enum DataKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new(DATASET_URI_SCHEME_RULE).message("spec.distillation.datasets[].uri: only the schemes file://, s3://, gs:// and az:// are supported (or builtin:<name>, or a plain path)").field_path(".uri"),
+    validation = Rule::new(crate::uri::cel_scheme_rule("self.uri")).message(format!("spec.distillation.datasets[].uri: only the schemes {} are supported (or builtin:<name>, or a plain path)", crate::uri::schemes_prose().replace(" or ", " and ")).as_str()).field_path(".uri"),
     validation = Rule::new(builtin_uri_rule()).message(builtin_uri_message("spec.distillation.datasets[]")).field_path(".uri"),
     validation = Rule::new("!has(self.fields) || self.format == 'jsonl'").message("spec.distillation.datasets[].fields: a field mapping is only used with format jsonl").field_path(".fields")
 )]

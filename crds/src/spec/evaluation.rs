@@ -75,7 +75,7 @@ impl EvalTaskName {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.uri) || !self.uri.contains('://') || self.uri.matches('^(file|s3|gs|az)://.+')").message("spec.evaluation.tasks[].uri: only the schemes file://, s3://, gs:// and az:// are supported (or builtin:<name>, or a plain path)").field_path(".uri"),
+    validation = Rule::new(format!("!has(self.uri) || {}", crate::uri::cel_scheme_rule("self.uri"))).message(format!("spec.evaluation.tasks[].uri: only the schemes {} are supported (or builtin:<name>, or a plain path)", crate::uri::schemes_prose().replace(" or ", " and ")).as_str()).field_path(".uri"),
     validation = Rule::new(format!("!has(self.uri) || ({})", builtin_uri_rule())).message(builtin_uri_message("spec.evaluation.tasks[]")).field_path(".uri")
 )]
 pub struct EvalTask {

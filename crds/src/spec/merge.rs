@@ -20,6 +20,16 @@ pub enum MergeMethod {
     Linear,
 }
 
+impl MergeMethod {
+    /// The name as written in manifests (and mergekit's method name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeMethod::Slerp => "slerp",
+            MergeMethod::Linear => "linear",
+        }
+    }
+}
+
 /// Merge the fine-tuned models of each block size into one model.
 ///
 /// The interpolation factor is `t` (0 keeps the first model, 1 the second). `tGradient`, when

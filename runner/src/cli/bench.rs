@@ -132,7 +132,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         json,
     };
     let dir = super::generate::model_dir(&args.model)?;
-    let m = pruneforge::model::open_model(&dir)
+    let m = pruneforge::loader::open_model(&dir)
         .with_context(|| format!("loading {}", dir.display()))?;
     let threads = rayon::current_num_threads();
     let report = match what {

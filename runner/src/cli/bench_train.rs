@@ -8,7 +8,7 @@
 //! perf.json's rule for its own figures) and reports their median as well.
 
 use anyhow::Context;
-use pruneforge::model::open_model;
+use pruneforge::loader::open_model;
 use pruneforge::train::batching::Batch;
 use pruneforge::train::lora::{LoraParams, LoraSet};
 use pruneforge::train::trainer::{PhaseTimes, Trainer};
@@ -153,11 +153,11 @@ fn token_rows(tokens_file: &Path, batch: usize, seq: usize, vocab: usize) -> Vec
                 .collect::<Vec<_>>()
         });
     from_file.unwrap_or_else(|| {
-        let mut rng = pruneforge::train::rng::TrainRng::new(7);
+        let mut rng = pruneforge::util::rng::SplitMix64::new(7);
         (0..batch)
             .map(|_| {
                 (0..seq)
-                    .map(|_| 100 + rng.below(vocab as u64 - 200) as u32)
+                    .map(|_| 100 + rng.below_unbiased(vocab as u64 - 200) as u32)
                     .collect()
             })
             .collect()

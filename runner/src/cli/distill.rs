@@ -92,9 +92,10 @@ pub fn run(a: DistillArgs) -> anyhow::Result<()> {
     let index = a
         .shard_index
         .or_else(distill::shard::completion_index_from_env);
+    let resolver = pruneforge::resolve::Resolver::local();
     let summary = match index {
-        Some(i) => distill::run_shard(&model, &params, i, a.shard_count, &a.out, None)?,
-        None => distill::run(&model, &params, a.shard_count, &a.out, None)?,
+        Some(i) => distill::run_shard(&model, &params, i, a.shard_count, &a.out, &resolver)?,
+        None => distill::run(&model, &params, a.shard_count, &a.out, &resolver)?,
     };
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use pruneforge::model::open_model;
+use pruneforge::loader::open_model;
 use pruneforge::stages::eval::{self, EvalParams, TaskSpec};
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! the student first and measuring held-out perplexity on token windows before and after.
 
 use anyhow::Context;
-use pruneforge::model::{open_model, save_hf_dir};
+use pruneforge::loader::{open_model, save_hf_dir};
 use pruneforge::stages::finetune::{run as run_stage, FinetuneParams};
 use pruneforge::train::eval::{read_token_windows, windows_nll};
 use pruneforge::train::KdParams;

@@ -34,14 +34,14 @@ pub struct GenerateArgs {
 
 pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(match model {
-        Some(p) => pruneforge::model::resolve_hf_dir(p)?,
+        Some(p) => pruneforge::loader::resolve_hf_dir(p)?,
         None => pruneforge::embedded::ensure_hf_dir()?,
     })
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let dir = model_dir(&args.model)?;
-    let m = pruneforge::model::open_model(&dir)
+    let m = pruneforge::loader::open_model(&dir)
         .with_context(|| format!("loading {}", dir.display()))?;
     let prompts = args
         .prompt

@@ -21,7 +21,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         (Some(g), _) => g.clone(),
         (None, _) => pruneforge::embedded::ensure_gguf()?,
     };
-    let report = pruneforge::model::import::import_gguf(&gguf, &args.out)
+    let report = pruneforge::loader::gguf_import::import_gguf(&gguf, &args.out)
         .with_context(|| format!("importing {}", gguf.display()))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("wrote {}", args.out.display());

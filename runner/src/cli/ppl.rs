@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use pruneforge::model::open_model;
+use pruneforge::loader::open_model;
 use pruneforge::stages::score::calibration::{self, CalibrationData, Packing};
 use pruneforge::stages::score::perplexity::perplexity;
 use pruneforge::stages::score::TokenRows;
@@ -53,7 +53,13 @@ pub fn run(args: PplArgs) -> anyhow::Result<()> {
                 packing: Packing::Stream,
             };
             (
-                calibration::build(&data, &hf.tokenizer, args.sequences, args.length)?,
+                calibration::build(
+                    &data,
+                    &hf.tokenizer,
+                    args.sequences,
+                    args.length,
+                    &pruneforge::resolve::Resolver::local(),
+                )?,
                 text.clone(),
             )
         }

@@ -38,7 +38,7 @@ pub struct ScoreArgs {
     /// Block sizes, comma-separated (default 1..=min(8, layers-1)).
     #[arg(long, value_delimiter = ',')]
     pub block_sizes: Option<Vec<usize>>,
-    /// angular_last_token, angular_all_tokens, block_influence or perplexity.
+    /// angular-last-token, angular-all-tokens, block-influence or perplexity (`_` for `-` works).
     #[arg(long, default_value = "angular_last_token")]
     pub metric: ScoreMetric,
     /// Allow the chosen blocks to contain layer 0.
@@ -93,8 +93,13 @@ impl ScoreArgs {
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let params = args.params();
     let model = super::model_path(args.model.clone())?;
-    let summary = score::run(&model, &params, &args.out)
-        .with_context(|| format!("scoring {}", model.display()))?;
+    let summary = score::run(
+        &model,
+        &params,
+        &pruneforge::resolve::Resolver::local(),
+        &args.out,
+    )
+    .with_context(|| format!("scoring {}", model.display()))?;
     for b in &summary.blocks {
         println!("{}", b.line);
     }

@@ -50,12 +50,7 @@ pub fn run(args: StageArgs) -> anyhow::Result<()> {
         shard.index = index as u32;
     }
     let work_root = args.work_dir.unwrap_or_else(default_work_dir);
-    let ctx = ExecContext {
-        cache: work_root.join(".cache"),
-        work_root,
-        data_root: None,
-        all_shards: false,
-    };
+    let ctx = ExecContext::new(work_root, None, false);
     let result = match execute_request(&request, &ctx) {
         Ok(r) => r,
         Err(e) => {

@@ -9,7 +9,6 @@
 //!   GSM8K; [`metrics`]: the metric functions.
 //! - [`csv`]: a CSV reader that parses like Python's `csv` module.
 
-pub mod atomic;
 pub mod builtin;
 pub mod calibration;
 pub mod csv;
@@ -22,6 +21,7 @@ pub mod selection;
 pub mod sft;
 pub mod tasks;
 pub mod text_source;
+pub mod token_ids;
 
 pub use builtin::{resolve_dataset, Builtin, DataRoot};
 pub use error::{DataError, Location};

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::atomic::write_atomic;
 use super::error::{DataError, Location, Result};
 use super::json::{read_json, read_jsonl, read_text, Record};
 use super::pystr::py_strip;
@@ -152,7 +151,12 @@ impl SftDataset {
 
     /// Writes the set to `path` in its schema (temporary file, then rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        write_atomic(path, self.to_file_string().as_bytes())
+        crate::util::fs::write_atomic(path, self.to_file_string().as_bytes()).map_err(|source| {
+            DataError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 }
 

@@ -11,9 +11,9 @@ use super::report::TaskOutcome;
 use crate::data::metrics::{gsm8k_exact_match, MeanStderr};
 use crate::data::tasks::gsm8k::{extract_flexible, extract_strict};
 use crate::data::tasks::GenDoc;
+use crate::error::{Result, StageError};
 use crate::generate::{generate_all, GenerateParams, GenerationStats, SamplingParams};
 use crate::model::Llama;
-use crate::stages::{Result, StageError};
 use crate::tokenizer::Tokenizer;
 
 /// Generation settings.

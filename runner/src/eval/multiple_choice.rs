@@ -14,8 +14,8 @@ use super::scorer::{encode_pair, score, EncodedRequest, LlScore, ScoreStats, Sco
 use crate::data::metrics::{self, MeanStderr};
 use crate::data::tasks::McDoc;
 use crate::data::TaskName;
+use crate::error::Result;
 use crate::model::Llama;
-use crate::stages::Result;
 use crate::tokenizer::Tokenizer;
 
 /// Log-likelihoods of every choice of every document (`[doc][choice]`).

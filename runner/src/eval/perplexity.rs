@@ -18,13 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
-use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::scorer::{EncodedRequest, LlScore};
 use crate::data::tasks::perplexity::source_for_path;
 use crate::data::TextSource;
-use crate::stages::{Result, StageError};
+use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 
 /// Tokens per held-out row.
@@ -121,52 +120,14 @@ pub fn load_rows(source: &PerplexitySource, tokenizer: &Tokenizer) -> Result<Vec
     }
 }
 
-/// Reads `input_ids` (any integer type, `[rows, len]` or `[len]`) from a safetensors file.
+/// Reads `input_ids` (`[rows, len]` or `[len]`) from a safetensors file; rows keep their real
+/// tokens (an `attention_mask`, when present, cuts the padding off) and empty rows are dropped.
 pub fn read_token_rows(path: &Path) -> Result<Vec<Vec<u32>>> {
-    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
-    let bad = |why: String| StageError::Input(format!("{}: {why}", path.display()));
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let t = st.tensor(TOKEN_TENSOR).map_err(|_| {
-        bad(format!(
-            "no tensor `{TOKEN_TENSOR}` (token ids, [rows, len]); it has: {}",
-            st.names().join(", ")
-        ))
-    })?;
-    let data = t.data();
-    let values: Vec<i64> = match t.dtype() {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect(),
-        Dtype::I32 => data
-            .chunks_exact(4)
-            .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        Dtype::U32 => data
-            .chunks_exact(4)
-            .map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        other => {
-            return Err(bad(format!(
-                "`{TOKEN_TENSOR}` has dtype {other:?}; token ids must be I64, I32 or U32"
-            )))
-        }
-    };
-    let ids = values
-        .into_iter()
-        .map(|v| u32::try_from(v).map_err(|_| bad(format!("token id {v} is not a valid id"))))
-        .collect::<Result<Vec<u32>>>()?;
-    match *t.shape() {
-        [len] => Ok(vec![ids].into_iter().filter(|_| len > 0).collect()),
-        [rows, len] if rows * len == ids.len() && len > 0 => {
-            Ok(ids.chunks(len).map(<[u32]>::to_vec).collect())
-        }
-        _ => Err(bad(format!(
-            "`{TOKEN_TENSOR}` has shape {:?}; expected [rows, len] or [len]",
-            t.shape()
-        ))),
-    }
+    let m = crate::data::token_ids::read_token_ids(path, TOKEN_TENSOR)?;
+    Ok((0..m.rows)
+        .map(|r| m.row(r).to_vec())
+        .filter(|r| !r.is_empty())
+        .collect())
 }
 
 /// The requests scoring tokens `1..L` of a row with windows of at most `max_length` inputs.

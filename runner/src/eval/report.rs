@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::data::TaskName;
-use crate::stages::{Result, StageError};
+use crate::error::{Result, StageError};
 
 /// The main metric of a task: `(summary name, results key, higher is better)`.
 pub fn main_metric(task: TaskName) -> (&'static str, &'static str, bool) {

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use super::prefix_cache::{BatchLimits, Plan, PrefixTree};
 use crate::data::tasks::split_trailing_whitespace;
+use crate::error::{Result, StageError};
 use crate::model::{ForwardOptions, Llama};
-use crate::stages::{Result, StageError};
 use crate::tokenizer::Tokenizer;
 
 /// A log-likelihood request as token ids: lm-eval's `(context_enc, continuation_enc)`.

@@ -148,6 +148,24 @@ pub fn delete(uri: &str) -> Result<usize, ArtifactError> {
     a.store.delete_prefix(&a.prefix).map_err(st(uri))
 }
 
+/// The stored, successful result of the artifact at `uri` (or of its shard sub-artifact
+/// `sub`, e.g. `shards/00003`), when it is committed: the stage need not run again.
+pub fn committed_result(uri: &str, sub: &str) -> Option<pruneforge_api::contract::StageResult> {
+    let a = open(uri).ok()?;
+    if !a.store.is_committed(&a.key(sub)).ok()? {
+        return None;
+    }
+    let name = if sub.is_empty() {
+        "result.json".to_string()
+    } else {
+        format!("{sub}/result.json")
+    };
+    let bytes = a.store.get_bytes(&a.key(&name)).ok()?;
+    let r =
+        pruneforge_api::contract::StageResult::from_json(std::str::from_utf8(&bytes).ok()?).ok()?;
+    r.is_ok().then_some(r)
+}
+
 /// Reads a small file of a committed artifact (e.g. `result.json`).
 pub fn read_file(uri: &str, name: &str) -> Result<Vec<u8>, ArtifactError> {
     let a = open(uri)?;

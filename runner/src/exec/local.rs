@@ -5,7 +5,8 @@
 //! it (distill journal, finetune checkpoints), and its dependants are skipped.
 
 use super::artifacts;
-use super::request::{execute_request, ExecContext};
+use super::context::ExecContext;
+use super::request::execute_request;
 use crate::data::DataRoot;
 use pruneforge_api::contract::{JobRef, StageRequest, StageResult, StageSummary};
 use pruneforge_api::plan::{plan, Plan};
@@ -124,11 +125,7 @@ fn local_root(uri: &str) -> Option<PathBuf> {
 /// The stored result of the stage whose artifact is `uri`, when it is committed (the stage is
 /// cached and a run skips it).
 pub fn cached_result(uri: &str) -> Option<StageResult> {
-    if !artifacts::is_committed(uri).unwrap_or(false) {
-        return None;
-    }
-    let bytes = artifacts::read_file(uri, "result.json").ok()?;
-    StageResult::from_json(std::str::from_utf8(&bytes).ok()?).ok()
+    artifacts::committed_result(uri, "")
 }
 
 /// Runs every stage of the job. `on_stage` sees each stage as it starts and ends.
@@ -148,12 +145,7 @@ pub fn run_job(
         Some(root) => root.join(".work"),
         None => std::env::temp_dir().join("pruneforge-work"),
     });
-    let ctx = ExecContext {
-        cache: work_root.join(".cache"),
-        work_root,
-        data_root: opts.data_root.clone(),
-        all_shards: true,
-    };
+    let ctx = ExecContext::new(work_root, opts.data_root.clone(), true);
     let name = job.metadata.name.clone().unwrap_or_else(|| "job".into());
     let job_ref = JobRef {
         name: name.clone(),

@@ -1,5 +1,5 @@
 //! Running stages: the stage contract of `pruneforge-api` (a [`StageRequest`] in, a
-//! [`StageResult`] out) mapped onto the stage functions, with artifacts moved to and from
+//! [`StageResult`] out) handed to the stage that owns it, with artifacts moved to and from
 //! storage. The same code serves `pruneforge stage` (one pod, one stage) and `pruneforge run`
 //! (a whole job on this machine).
 //!
@@ -7,8 +7,10 @@
 //! [`StageResult`]: pruneforge_api::contract::StageResult
 
 pub mod artifacts;
+pub mod context;
 pub mod dispatch;
 pub mod local;
 pub mod request;
 
-pub use request::{execute_request, ExecContext, ExecError};
+pub use context::ExecContext;
+pub use request::{execute_request, ExecError};

@@ -2,12 +2,12 @@
 //! record `result.json`, commit the artifact (or the shard's sub-artifact).
 
 use super::artifacts::{self, ArtifactError};
+use super::context::ExecContext;
 use super::dispatch::dispatch;
-use crate::data::DataRoot;
 use crate::stages::StageError;
 use pruneforge_api::contract::{StageRequest, StageResult};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,53 +28,6 @@ pub enum ExecError {
     },
 }
 
-/// Where a runner keeps its working files.
-#[derive(Debug, Clone)]
-pub struct ExecContext {
-    /// Per-stage work directories (resume state: distill journals, finetune checkpoints).
-    pub work_root: PathBuf,
-    /// Downloaded inputs (object storage only).
-    pub cache: PathBuf,
-    /// Where `builtin:` data sets live (None: discover).
-    pub data_root: Option<DataRoot>,
-    /// Run every shard of a sharded stage here and gather them (the local runner), instead of
-    /// only the request's shard (a pod of an Indexed Job).
-    pub all_shards: bool,
-}
-
-impl ExecContext {
-    pub fn work_dir(&self, req: &StageRequest) -> PathBuf {
-        let key: String = req.key.chars().take(16).collect();
-        let mut d = self.work_root.join(format!("{}-{key}", req.stage_id));
-        if let Some(s) = req.shard {
-            d = d.join(format!("shard-{:05}", s.index));
-        }
-        d
-    }
-}
-
-/// The stored result when the request's artifact (or its shard) is already committed.
-fn committed_result(req: &StageRequest) -> Option<StageResult> {
-    let sub = match req.shard {
-        Some(s) if s.count > 1 => format!("shards/{:05}/", s.index),
-        _ => String::new(),
-    };
-    let a = artifacts::open(&req.output_uri).ok()?;
-    if !a
-        .store
-        .is_committed(&a.key(sub.trim_end_matches('/')))
-        .ok()?
-    {
-        return None;
-    }
-    let bytes = a
-        .store
-        .get_bytes(&a.key(&format!("{sub}result.json")))
-        .ok()?;
-    let r = StageResult::from_json(std::str::from_utf8(&bytes).ok()?).ok()?;
-    (r.key == req.key && r.is_ok()).then_some(r)
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
     move |source| ExecError::Io {
         path: path.display().to_string(),
@@ -87,7 +40,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
 pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageResult, ExecError> {
     let started = Instant::now();
     // The same key was computed before (this job or another): reuse it.
-    if let Some(done) = committed_result(req) {
+    let shard_sub = match req.shard {
+        Some(s) if s.count > 1 => format!("shards/{:05}", s.index),
+        _ => String::new(),
+    };
+    if let Some(done) =
+        artifacts::committed_result(&req.output_uri, &shard_sub).filter(|r| r.key == req.key)
+    {
         tracing::info!(stage = %req.stage_id, key = %req.key, "artifact already committed; reusing it");
         return Ok(done);
     }

@@ -2,12 +2,12 @@
 //! one prompt; when a row finishes, the next prompt is prefilled into it while the other rows
 //! keep decoding.
 
-use super::rng::SplitMix64;
 use super::sampler::{sample, SamplingParams};
 use super::stop::{find_stop, FinishReason};
 use crate::model::error::{ModelError, Result};
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
+use crate::util::rng::SplitMix64;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

@@ -1,6 +1,6 @@
 //! Next-token selection: greedy, or temperature + top-k + top-p (nucleus) sampling.
 
-use super::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,11 +1,9 @@
 //! Our Llama-family model on candle: config, weights (safetensors, GGUF), fused CPU kernels,
-//! KV cache, LoRA hooks.
+//! KV cache, LoRA hooks. Loading a model with its tokenizer is [`crate::loader`].
 
 pub mod config;
 pub mod error;
 pub mod gguf;
-pub mod hf_dir;
-pub mod import;
 pub mod kernels;
 pub mod kv_buffer;
 pub mod kv_cache;
@@ -15,12 +13,9 @@ pub mod llama;
 pub mod ops;
 pub mod rope;
 pub mod safetensors_io;
-pub mod source;
 pub mod train_kernels;
 
 pub use config::ModelConfig;
 pub use error::ModelError;
-pub use hf_dir::{load_hf_dir, save_hf_dir, HfModel};
 pub use kv_cache::KvCache;
 pub use llama::{ForwardOptions, ForwardOutput, Llama};
-pub use source::{open_model, resolve_hf_dir};

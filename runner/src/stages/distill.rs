@@ -16,15 +16,16 @@ pub mod shard;
 pub mod template;
 
 use crate::data::sft::{SftDataset, SftRecord, SftSchema};
-use crate::data::DataRoot;
 use crate::generate::{generate_with_streams, FinishReason, GenerateParams, SamplingParams};
-use crate::model::open_model;
-use crate::stages::{Result, StageError};
+use crate::loader::open_model;
+use crate::resolve::Resolver;
+use crate::stages::{Outcome, Result, ShardRun, StageContext, StageError};
 use crate::tokenizer::ChatMessage;
 use crate::util::fs::write_json_atomic;
 use crate::util::progress::Progress;
 use check::{check, Decision, FallbackReason};
 use journal::{Entry, Journal};
+use pruneforge_api::contract::{self, StageSummary};
 pub use pruneforge_api::params::DistillParams;
 use pruneforge_api::spec::DataKind;
 use serde::{Deserialize, Serialize};
@@ -51,8 +52,8 @@ pub struct DistillSummary {
 }
 
 /// The SFT records a distill dataset reference points at (offset/limit applied).
-pub fn load_input(params: &DistillParams, root: Option<&DataRoot>) -> Result<SftDataset> {
-    super::inputs::load_sft(&params.dataset.dataset_ref(), root)
+pub fn load_input(params: &DistillParams, resolver: &Resolver) -> Result<SftDataset> {
+    super::inputs::load_sft(&params.dataset.dataset_ref(), resolver)
 }
 
 fn data_file_name(schema: &SftSchema) -> &'static str {
@@ -96,14 +97,14 @@ pub fn run_shard(
     index: usize,
     count: usize,
     out_dir: &Path,
-    root: Option<&DataRoot>,
+    resolver: &Resolver,
 ) -> Result<DistillSummary> {
     if count == 0 || index >= count {
         return Err(StageError::Input(format!(
             "shard {index} of {count} does not exist"
         )));
     }
-    let input = load_input(params, root)?;
+    let input = load_input(params, resolver)?;
     if input.records.is_empty() {
         return Err(StageError::Input(format!(
             "distill dataset `{}` ({}) selects no records: check offset/limit",
@@ -402,10 +403,32 @@ pub fn run(
     params: &DistillParams,
     shards: usize,
     out_dir: &Path,
-    root: Option<&DataRoot>,
+    resolver: &Resolver,
 ) -> Result<DistillSummary> {
     for k in 0..shards.max(1) {
-        run_shard(model_dir, params, k, shards.max(1), out_dir, root)?;
+        run_shard(model_dir, params, k, shards.max(1), out_dir, resolver)?;
     }
     gather(out_dir, shards.max(1))
+}
+
+/// The stage contract's `distill`: input `model` (the unpruned model) rewrites the data set;
+/// every shard here and gathered, or the request's one shard as a sub-artifact.
+pub fn run_request(p: &DistillParams, ctx: &StageContext) -> Result<Outcome> {
+    let model = ctx.model("model")?;
+    let (s, sharded) = match ctx.shards {
+        ShardRun::All { count } => (run(&model, p, count, ctx.out, ctx.resolver)?, false),
+        ShardRun::One { index, count } => (
+            run_shard(&model, p, index, count, ctx.out, ctx.resolver)?,
+            true,
+        ),
+    };
+    Ok(Outcome {
+        summary: StageSummary::Distill(contract::DistillSummary {
+            items: s.items as u64,
+            kept: s.kept as u64,
+            kept_rate: s.kept_rate,
+        }),
+        files: vec!["distill.json".into(), "records.jsonl".into()],
+        sharded,
+    })
 }

@@ -3,14 +3,18 @@
 //! (mean-pooled final hidden state, after the final norm) and compared by cosine similarity.
 //! The mean over prompts is reported; higher = closer to the base model.
 
-use crate::data::DataRoot;
 use crate::generate::{generate_all, GenerateParams};
-use crate::model::{ForwardOptions, HfModel, Llama};
+use crate::loader::HfModel;
+use crate::model::{ForwardOptions, Llama};
+use crate::resolve::Resolver;
 use crate::stages::{Result, StageError};
 use crate::tokenizer::ChatMessage;
 use candle_core::Tensor;
 use pruneforge_api::spec::DriftSpec;
 use serde::{Deserialize, Serialize};
+
+/// The drift report inside an eval artifact.
+pub const DRIFT_JSON: &str = "drift.json";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DriftReport {
@@ -55,11 +59,11 @@ pub fn measure(
     base: &HfModel,
     candidate: &HfModel,
     spec: &DriftSpec,
-    root: Option<&DataRoot>,
+    resolver: &Resolver,
 ) -> Result<DriftReport> {
     let mut prompts_ref = spec.prompts.clone();
     prompts_ref.limit = Some(spec.limit);
-    let data = super::inputs::load_sft(&prompts_ref, root)?;
+    let data = super::inputs::load_sft(&prompts_ref, resolver)?;
     if data.records.is_empty() {
         return Err(StageError::Input(
             "evaluation.drift.prompts selects no records".into(),

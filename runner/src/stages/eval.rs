@@ -17,7 +17,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::{Result, StageError};
+use super::{Outcome, Result, StageContext, StageError};
 use crate::data::builtin::BUILTIN_PREFIX;
 use crate::data::tasks::{self, TaskConfig, TaskDocs, TaskFiles};
 use crate::data::{resolve_dataset, DataRoot, Selection, TaskName};
@@ -28,9 +28,11 @@ use crate::eval::{
     multiple_choice, score, Recovery, ScoreStats, ScorerOptions, TaskRecovery, TaskScore,
 };
 use crate::generate::GenerationStats;
-use crate::model::{open_model, Llama};
+use crate::loader::open_model;
+use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_atomic, write_json_atomic};
+use pruneforge_api::contract::StageSummary;
 
 /// The results file.
 pub const EVAL_JSON: &str = "eval.json";
@@ -621,6 +623,43 @@ pub fn run_with_model(
         forward_tokens_per_s: (ll.forward_tokens > 0).then(|| ll.forward_tokens_per_s()),
         generated_tokens_per_s: (gen.generated_tokens > 0).then_some(gen.tokens_per_s),
     })
+}
+
+/// The stage contract's `eval`: input `model`, optionally `base-eval` (the base model's eval
+/// artifact, for recovery) and `base` (the unpruned model, for drift when `drift` is set).
+pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -> Result<Outcome> {
+    let model = ctx.model("model")?;
+    let base_eval = ctx.inputs.get("base-eval").map(|d| d.join(EVAL_JSON));
+    let params = EvalParams {
+        tasks: p
+            .tasks
+            .iter()
+            .map(|t| TaskSpec {
+                name: t.name.as_str().to_string(),
+                shots: t.shots.map(|s| s as usize),
+                limit: t.limit.map(|l| l as usize),
+                offset: 0,
+                uri: t.uri.clone(),
+            })
+            .collect(),
+        seed: p.seed as i64,
+        batch_size: p.batch_size.max(1) as usize,
+        data_dir: Some(ctx.resolver.data_root()?.dir().to_path_buf()),
+        ..EvalParams::default()
+    };
+    let s = run(&model, base_eval.as_deref(), &params, ctx.out)?;
+    let mut summary = s.to_contract();
+    let mut files = vec![EVAL_JSON, ITEMS_JSONL];
+    if let (Some(spec), Some(base)) = (&p.drift, ctx.inputs.get("base")) {
+        let base = open_model(&super::model_dir_of(base)?)?;
+        let candidate = open_model(&model)?;
+        let report = super::drift::measure(&base, &candidate, spec, ctx.resolver)?;
+        let path = ctx.out.join(super::drift::DRIFT_JSON);
+        write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;
+        summary.drift_cosine = Some(report.mean_cosine);
+        files.push(super::drift::DRIFT_JSON);
+    }
+    Ok(Outcome::new(StageSummary::Eval(summary), &files))
 }
 
 #[cfg(test)]

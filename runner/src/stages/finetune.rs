@@ -25,18 +25,19 @@
 //! - `checkpoints/`: the latest resumable checkpoint (when `checkpoint_every > 0`); a run
 //!   started again on the same `out_dir` resumes from it step for step.
 
-use super::{Result, StageError};
+use super::{Outcome, Result, StageContext, StageError};
 use crate::data::sft::{SftDataset, SftRecord};
-use crate::model::{open_model, save_hf_dir, HfModel};
+use crate::loader::{open_model, save_hf_dir, HfModel};
 use crate::train::batching::{tokenize, Batch, DataOrder, Example};
 use crate::train::checkpoint::{self, StepLog, TrainState};
 use crate::train::eval::mean_nll;
 use crate::train::lora::LoraSet;
-use crate::train::rng::TrainRng;
 use crate::train::schedule::learning_rate;
 use crate::train::trainer::{PhaseTimes, Trainer};
 use crate::train::{AdamW, KdParams, LoraParams, OptimizerParams, TrainError};
 use crate::util::fs::{write_atomic, write_json_atomic};
+use crate::util::rng::SplitMix64;
+use pruneforge_api::contract::{self, StageSummary};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -359,7 +360,7 @@ pub fn run(
         None => TrainState {
             step: 0,
             data: Default::default(),
-            rng: TrainRng::derive(opt_p.seed, 0xD20F),
+            rng: SplitMix64::derive(opt_p.seed, 0xD20F),
             adam_t: 0,
             tokens_seen: 0,
             elapsed_s: 0.0,
@@ -551,4 +552,123 @@ pub fn run(
     )
     .map_err(|e| StageError::io(&svg_path, e))?;
     Ok(summary)
+}
+
+/// The stage contract's `finetune`: input `model` (the pruned student), `teacher` when the
+/// recipe distills logits, and the training data (distilled inputs or the original sets).
+pub fn run_request(
+    p: &pruneforge_api::params::FinetuneParams,
+    ctx: &StageContext,
+) -> Result<Outcome> {
+    let student = ctx.model("model")?;
+    let teacher = match p.recipe.needs_teacher() {
+        true => Some(ctx.model("teacher")?),
+        false => None,
+    };
+    let data_files = finetune_data(p, ctx)?;
+    let params = finetune_params(p);
+    let s = run(&student, teacher.as_deref(), &data_files, &params, ctx.out)?;
+    // Checkpoints are resume state, not a result: keep them out of the artifact.
+    let _ = std::fs::remove_dir_all(ctx.out.join("checkpoints"));
+    Ok(Outcome::new(
+        StageSummary::Finetune(contract::FinetuneSummary {
+            final_loss: s.final_loss,
+            steps: s.steps,
+            tokens: s.tokens,
+        }),
+        &[
+            "finetune.json",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "merged/config.json",
+        ],
+    ))
+}
+
+/// The training files of a finetune request: the distill stages' outputs (inputs
+/// `data-<name>`, in name order) or the original data sets, written to the work directory in
+/// a schema the finetune reader detects.
+fn finetune_data(
+    p: &pruneforge_api::params::FinetuneParams,
+    ctx: &StageContext,
+) -> Result<Vec<PathBuf>> {
+    use crate::data::sft::{FieldMap, SftSchema};
+    use pruneforge_api::spec::TrainingData;
+    let mut files = Vec::new();
+    match p.recipe.data {
+        TrainingData::Distilled => {
+            for (name, dir) in ctx.inputs_with_prefix("data-") {
+                let scratch = ctx.work.join("gathered").join(name);
+                files.push(super::distill::distilled_data(dir, &scratch)?);
+            }
+            if files.is_empty() {
+                return Err(StageError::Input(
+                    "this recovery method trains on distilled data, but the request has no \
+                     `data-<name>` input from a distill stage"
+                        .into(),
+                ));
+            }
+        }
+        TrainingData::Original => {
+            for d in &p.datasets {
+                let mut ds = super::inputs::load_sft(&d.dataset_ref(), ctx.resolver)?;
+                // Custom field names are not detectable: store with the Alpaca names.
+                if matches!(ds.schema, SftSchema::Jsonl(_)) {
+                    ds.schema = SftSchema::Jsonl(FieldMap::alpaca());
+                }
+                let dir = ctx.work.join("original");
+                std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
+                let path = dir.join(format!("{}.jsonl", d.name));
+                ds.write(&path)?;
+                files.push(path);
+            }
+            if files.is_empty() {
+                return Err(StageError::Input(
+                    "no training data: set spec.distillation.datasets".into(),
+                ));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The runner's fine-tuning parameters for the API's.
+fn finetune_params(p: &pruneforge_api::params::FinetuneParams) -> FinetuneParams {
+    use crate::train::{KdParams, LoraParams, OptimizerParams};
+    let o = &p.optimizer;
+    let defaults = FinetuneParams::default();
+    FinetuneParams {
+        lora: LoraParams {
+            rank: p.lora.rank as usize,
+            alpha: p.lora.alpha,
+            dropout: p.lora.dropout,
+            target_modules: p
+                .lora
+                .target_modules
+                .iter()
+                .filter_map(|t| serde_json::to_value(t).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            rslora: p.lora.rslora,
+        },
+        optimizer: OptimizerParams {
+            lr: o.learning_rate,
+            weight_decay: o.weight_decay,
+            warmup_steps: o.warmup_steps as u64,
+            steps: o.steps as u64,
+            batch_size: o.batch_size as usize,
+            grad_accum: o.grad_accumulation as usize,
+            max_grad_norm: o.max_grad_norm,
+            max_seq_len: o.max_seq_len as usize,
+            seed: o.seed as u64,
+            ..OptimizerParams::default()
+        },
+        kd: p.recipe.needs_teacher().then(|| KdParams {
+            temperature: p.kd_temperature.unwrap_or(1.0),
+            ratio: p.recipe.kd_weight,
+        }),
+        checkpoint_every: p.checkpoint_every as u64,
+        limit: p.train_limit.map(|l| l as usize),
+        ..defaults
+    }
 }

@@ -2,9 +2,11 @@
 //! local or in object storage) becomes the job's canonical HF directory, stored in the
 //! requested dtype. Loading it once here proves every later stage can.
 
+use crate::loader::{open_model, resolve_hf_dir, save_hf_dir};
 use crate::model::safetensors_io::SaveDtype;
-use crate::model::{open_model, resolve_hf_dir, save_hf_dir};
-use crate::stages::{Result, StageError};
+use crate::resolve::Resolver;
+use crate::stages::{Outcome, Result, StageContext, StageError};
+use pruneforge_api::contract::{self, StageSummary};
 pub use pruneforge_api::params::ImportParams;
 use pruneforge_api::spec::model::EMBEDDED_SOURCE;
 use pruneforge_api::spec::{DType, ModelFormat};
@@ -20,69 +22,29 @@ pub struct ImportSummary {
     pub dtype: String,
 }
 
-fn is_remote(uri: &str) -> bool {
-    ["s3://", "gs://", "az://", "azure://"]
-        .iter()
-        .any(|s| uri.starts_with(s))
-}
-
-/// A local path for `source`, downloading remote sources into `cache` first.
-fn localize(source: &str, format: ModelFormat, cache: &Path) -> Result<PathBuf> {
+/// A local path for `source`: the embedded default, or whatever the resolver makes of a
+/// path or URI (object storage is downloaded; a committed HF directory is verified).
+fn localize(source: &str, resolver: &Resolver) -> Result<PathBuf> {
     if source == EMBEDDED_SOURCE {
         return crate::embedded::ensure_hf_dir().map_err(|e| StageError::Input(e.to_string()));
     }
-    if !is_remote(source) {
-        let p = source.strip_prefix("file://").unwrap_or(source);
-        return Ok(PathBuf::from(p));
-    }
-    let gguf = match format {
-        ModelFormat::Gguf => true,
-        ModelFormat::Hf => false,
-        ModelFormat::Auto => source.to_ascii_lowercase().ends_with(".gguf"),
-    };
-    if gguf {
-        let (dir, name) = source
-            .rsplit_once('/')
-            .ok_or_else(|| StageError::Input(format!("bad model URI {source}")))?;
-        let store = crate::storage::BlockingStorage::open(dir)
-            .map_err(|e| StageError::Input(format!("{source}: {e}")))?;
-        let bytes = store
-            .get_bytes(name)
-            .map_err(|e| StageError::Input(format!("{source}: {e}")))?;
-        std::fs::create_dir_all(cache).map_err(|e| StageError::io(cache, e))?;
-        let local = cache.join(name);
-        crate::util::fs::write_atomic(&local, &bytes).map_err(|e| StageError::io(&local, e))?;
-        Ok(local)
-    } else {
-        let local = cache.join("model");
-        let store = crate::storage::BlockingStorage::open(source)
-            .map_err(|e| StageError::Input(format!("{source}: {e}")))?;
-        if store.is_committed("").unwrap_or(false) {
-            store
-                .download_dir("", &local)
-                .map_err(|e| StageError::Input(format!("{source}: {e}")))?;
-        } else {
-            // A plain HF directory uploaded without our manifest: copy every object.
-            std::fs::create_dir_all(&local).map_err(|e| StageError::io(&local, e))?;
-            for o in store
-                .list("")
-                .map_err(|e| StageError::Input(format!("{source}: {e}")))?
-            {
-                let key = o.key.to_string();
-                let name = key.rsplit('/').next().unwrap_or(&key).to_string();
-                let bytes = store
-                    .get_bytes(&name)
-                    .map_err(|e| StageError::Input(format!("{source}: {e}")))?;
-                crate::util::fs::write_atomic(&local.join(&name), &bytes)
-                    .map_err(|e| StageError::io(&local, e))?;
-            }
-        }
-        Ok(local)
-    }
+    Ok(resolver.resolve(source)?)
 }
 
-pub fn run(params: &ImportParams, cache: &Path, out_dir: &Path) -> Result<ImportSummary> {
-    let local = localize(&params.source, params.format, cache)?;
+/// The stage contract's `import`: the model source into the artifact.
+pub fn run_request(p: &ImportParams, ctx: &StageContext) -> Result<Outcome> {
+    let s = run(p, ctx.resolver, ctx.out)?;
+    Ok(Outcome::new(
+        StageSummary::Import(contract::ImportSummary {
+            layers: s.layers as u32,
+            parameters: s.parameters,
+        }),
+        &["config.json", "model.safetensors", "tokenizer.json"],
+    ))
+}
+
+pub fn run(params: &ImportParams, resolver: &Resolver, out_dir: &Path) -> Result<ImportSummary> {
+    let local = localize(&params.source, resolver)?;
     if params.format == ModelFormat::Hf && !local.is_dir() {
         return Err(StageError::Input(format!(
             "model.format is hf but {} is not a directory",

@@ -1,13 +1,14 @@
-//! Loading the data sets a stage's parameters point at.
+//! Loading the data sets a stage's parameters point at (through the [`Resolver`]).
 
 use crate::data::sft::{FieldMap, SftDataset, SftSchema};
-use crate::data::{DataRoot, Selection};
+use crate::data::Selection;
+use crate::resolve::Resolver;
 use crate::stages::Result;
 use pruneforge_api::spec::{DatasetFormat, DatasetRef};
 
-/// The SFT records of `r` (path or builtin:NAME), offset and limit applied.
-pub fn load_sft(r: &DatasetRef, root: Option<&DataRoot>) -> Result<SftDataset> {
-    let path = crate::data::resolve_dataset(&r.uri, root)?;
+/// The SFT records of `r` (any reference the resolver takes), offset and limit applied.
+pub fn load_sft(r: &DatasetRef, resolver: &Resolver) -> Result<SftDataset> {
+    let path = resolver.resolve(&r.uri)?;
     let schema = match r.format {
         DatasetFormat::Gsm8k => SftSchema::Gsm8k,
         DatasetFormat::Alpaca => match SftSchema::detect(&path)? {

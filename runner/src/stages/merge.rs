@@ -24,11 +24,12 @@ pub mod slerp;
 
 pub use schedule::{FilteredT, ResolvedT, TValue, TensorPosition};
 
-use crate::model::hf_dir::MAX_SHARD_BYTES;
+use crate::loader::hf_dir::MAX_SHARD_BYTES;
 use crate::model::safetensors_io::{encode_f32, RawTensor, SaveDtype};
-use crate::stages::{Result, StageError};
+use crate::stages::{model_dir_of, Outcome, Result, StageContext, StageError};
 use crate::util::fs::{write_json_atomic, StagingDir};
 use inputs::{FileDigest, ModelInput};
+use pruneforge_api::contract::{self, StageSummary};
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -36,25 +37,7 @@ use std::path::{Path, PathBuf};
 /// The report written next to the merged weights.
 pub const REPORT_FILE: &str = "merge.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MergeMethod {
-    /// Spherical linear interpolation of two models (mergekit `slerp`).
-    #[default]
-    Slerp,
-    /// Weighted average (mergekit `linear`), or `(1 - t)·a + t·b` for two models without
-    /// weights.
-    Linear,
-}
-
-impl MergeMethod {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Slerp => "slerp",
-            Self::Linear => "linear",
-        }
-    }
-}
+pub use pruneforge_api::spec::MergeMethod;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MergeParams {
@@ -400,7 +383,7 @@ pub fn run(
     check_out_dir(out_dir, &inputs)?;
     let plans = plan_tensors(base, params, &mix)?;
     tracing::info!(
-        method = params.method.name(),
+        method = params.method.as_str(),
         models = inputs.len(),
         tensors = plans.len(),
         base = %base.label(),
@@ -498,4 +481,35 @@ pub fn run(
         t_resolved,
         weights,
     })
+}
+
+/// The stage contract's `merge`: inputs `model-0`, `model-1`, … in order (the first is
+/// mergekit's `t = 0` end).
+pub fn run_request(p: &pruneforge_api::params::MergeParams, ctx: &StageContext) -> Result<Outcome> {
+    let mut models = Vec::new();
+    for i in 0.. {
+        match ctx.inputs.get(&format!("model-{i}")) {
+            Some(m) => models.push(model_dir_of(m)?),
+            None => break,
+        }
+    }
+    let t = if p.t_gradient.is_empty() {
+        TValue::Scalar(p.t)
+    } else {
+        TValue::List(p.t_gradient.clone())
+    };
+    let params = MergeParams {
+        method: p.method,
+        t,
+        weights: None,
+        normalize: true,
+    };
+    let s = run(&models, None, &params, ctx.out)?;
+    Ok(Outcome::new(
+        StageSummary::Merge(contract::MergeSummary {
+            tensors: s.tensors as u64,
+            fallback_count: s.fallback_count as u64,
+        }),
+        &["config.json", "merge.json"],
+    ))
 }

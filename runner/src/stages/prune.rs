@@ -6,11 +6,13 @@
 //! updated. Output: `out_dir/model/` (config, safetensors, tokenizer files) and
 //! `out_dir/prune.json` (what was removed, parameters and FLOPs per token before and after).
 
-use crate::model::{open_model, save_hf_dir, ModelConfig};
+use crate::loader::{open_model, save_hf_dir};
+use crate::model::ModelConfig;
 use crate::stages::score::digest::model_sha256;
-use crate::stages::score::{BlockChoice, ScoreMetric, ScoresFile};
-use crate::stages::{Result, StageError};
+use crate::stages::score::{BlockChoice, ScoreMetric, ScoresFile, SCORES_FILE};
+use crate::stages::{Outcome, Result, StageContext, StageError};
 use crate::util::fs::write_json_atomic;
+use pruneforge_api::contract::{self, StageSummary};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -69,6 +71,7 @@ pub enum Selection {
     /// Chosen by `score`.
     Scores {
         file: String,
+        #[serde(with = "crate::stages::score::choose::metric_serde")]
         metric: ScoreMetric,
         choice: BlockChoice,
     },
@@ -232,6 +235,29 @@ pub fn run(
         target.display()
     );
     Ok(report)
+}
+
+/// The stage contract's `prune`: input `model`, and `scores` (the score stage) unless the
+/// request names the start.
+pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) -> Result<Outcome> {
+    let model = ctx.model("model")?;
+    let scores = ctx.inputs.get("scores").map(|d| d.join(SCORES_FILE));
+    let params = PruneParams::depth(p.start.map(|s| s as usize), p.block_size as usize);
+    let r = run(&model, scores.as_deref(), &params, ctx.out)?;
+    let start = r.removed_layers.first().copied().unwrap_or(0);
+    let end = r.removed_layers.last().copied().unwrap_or(0);
+    Ok(Outcome::new(
+        StageSummary::Prune(contract::PruneSummary {
+            block_size: p.block_size,
+            start: start as u32,
+            end: end as u32,
+            layers_before: r.layers_before as u32,
+            layers_after: r.layers_after as u32,
+            parameters_before: r.params_before,
+            parameters_after: r.params_after,
+        }),
+        &[PRUNE_FILE, "model/config.json"],
+    ))
 }
 
 #[cfg(test)]

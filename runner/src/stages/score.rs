@@ -20,15 +20,19 @@ pub mod scores_file;
 pub mod token_rows;
 
 pub use calibration::{CalibrationData, Packing};
-pub use choose::{BlockChoice, LayerLimits, ScoreMetric};
+pub use choose::{BlockChoice, LayerLimits};
+pub use pruneforge_api::spec::ScoreMetric;
 pub use scores_file::{ScoresFile, HEATMAP_FILE, SCORES_FILE, SCORES_FORMAT};
 pub use token_rows::TokenRows;
 
-use crate::model::{open_model, ForwardOptions, Llama};
-use crate::stages::{Result, StageError};
+use crate::loader::open_model;
+use crate::model::{ForwardOptions, Llama};
+use crate::resolve::Resolver;
+use crate::stages::{Outcome, Result, StageContext, StageError};
 use crate::util::fs::{write_atomic, write_json_atomic};
 use angular::{AngularAccumulator, AngularScores};
 use perplexity::{check_vocab, BlockPerplexities, BlockPerplexity};
+use pruneforge_api::contract::{self, StageSummary};
 use scores_file::{BlockSizeScores, ScoredData, ScoredModel, Throughput};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -50,6 +54,7 @@ pub struct ScoreParams {
     /// Block sizes to score; `None` = `1..=min(8, layers − 1)`. Each must be below the layer
     /// count.
     pub block_sizes: Option<Vec<usize>>,
+    #[serde(with = "choose::metric_serde")]
     pub metric: ScoreMetric,
     /// Allow chosen blocks to contain layer 0.
     pub include_first_layer: bool,
@@ -147,6 +152,7 @@ pub struct ScoreSummary {
     pub sequence_length: usize,
     pub tokens: u64,
     pub tokens_per_s: f64,
+    #[serde(with = "choose::metric_serde")]
     pub metric: ScoreMetric,
     pub blocks: Vec<BlockLine>,
     /// Files written into the output directory.
@@ -207,7 +213,12 @@ pub fn score_pass(
 
 /// Scores the model at `model_path` (HF directory or .gguf) and writes `scores.json` and
 /// `heatmap.svg` into `out_dir`.
-pub fn run(model_path: &Path, params: &ScoreParams, out_dir: &Path) -> Result<ScoreSummary> {
+pub fn run(
+    model_path: &Path,
+    params: &ScoreParams,
+    resolver: &Resolver,
+    out_dir: &Path,
+) -> Result<ScoreSummary> {
     params.validate()?;
     let hf = open_model(model_path)?;
     let model = &hf.model;
@@ -219,6 +230,7 @@ pub fn run(model_path: &Path, params: &ScoreParams, out_dir: &Path) -> Result<Sc
         &hf.tokenizer,
         params.num_sequences,
         params.sequence_length,
+        resolver,
     )?;
     tracing::info!(
         sequences = rows.rows(),
@@ -300,6 +312,47 @@ pub fn run(model_path: &Path, params: &ScoreParams, out_dir: &Path) -> Result<Sc
         blocks,
         files: vec![SCORES_FILE.into(), HEATMAP_FILE.into()],
     })
+}
+
+/// The stage contract's `score`: the API's calibration, metric and block sizes on input
+/// `model`.
+pub fn run_request(p: &pruneforge_api::params::ScoreParams, ctx: &StageContext) -> Result<Outcome> {
+    let model = ctx.model("model")?;
+    let params = ScoreParams {
+        calibration: CalibrationData::Dataset {
+            dataset: p.calibration.dataset.clone(),
+        },
+        num_sequences: p.calibration.sequences as usize,
+        sequence_length: p.calibration.seq_len as usize,
+        block_sizes: Some(p.block_sizes.iter().map(|&n| n as usize).collect()),
+        metric: p.metric,
+        include_first_layer: !p.exclude_first_layer,
+        include_last_layer: !p.exclude_last_layer,
+        ..ScoreParams::default()
+    };
+    let s = run(&model, &params, ctx.resolver, ctx.out)?;
+    let layers =
+        crate::model::ModelConfig::from_json_file(&model.join("config.json"))?.num_hidden_layers;
+    let best = s
+        .blocks
+        .iter()
+        .filter_map(|b| b.chosen.as_ref())
+        .map(|b| contract::BlockScore {
+            block_size: b.n as u32,
+            start: b.start as u32,
+            end: b.end as u32,
+            score: b.score,
+        })
+        .collect();
+    let files: Vec<&str> = s.files.iter().map(String::as_str).collect();
+    Ok(Outcome::new(
+        StageSummary::Score(contract::ScoreSummary {
+            metric: p.metric,
+            layers: layers as u32,
+            best,
+        }),
+        &files,
+    ))
 }
 
 /// The values of `metric` for blocks of size `n` (indexed by start).

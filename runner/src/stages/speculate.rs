@@ -5,14 +5,15 @@
 
 pub mod decoder;
 
-use crate::data::DataRoot;
 use crate::generate::{generate_all, GenerateParams, SamplingParams};
-use crate::model::open_model;
-use crate::stages::{Result, StageError};
+use crate::loader::open_model;
+use crate::resolve::Resolver;
+use crate::stages::{Outcome, Result, StageContext, StageError};
 use crate::tokenizer::ChatMessage;
 use crate::util::fs::write_json_atomic;
 use crate::util::progress::Progress;
 use decoder::{speculative_generate, SpecConfig};
+use pruneforge_api::contract::{self, StageSummary};
 pub use pruneforge_api::params::SpeculateParams;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -44,9 +45,9 @@ pub fn run(
     draft_dir: &Path,
     params: &SpeculateParams,
     out_dir: &Path,
-    root: Option<&DataRoot>,
+    resolver: &Resolver,
 ) -> Result<SpeculateSummary> {
-    let data = super::inputs::load_sft(&params.prompts, root)?;
+    let data = super::inputs::load_sft(&params.prompts, resolver)?;
     if data.records.is_empty() {
         return Err(StageError::Input(
             "speculative.prompts selects no records".into(),
@@ -142,4 +143,24 @@ pub fn run(
         "speculative decoding done"
     );
     Ok(summary)
+}
+
+/// The stage contract's `speculate`: input `draft` drafts for input `target`.
+pub fn run_request(p: &SpeculateParams, ctx: &StageContext) -> Result<Outcome> {
+    let s = run(
+        &ctx.model("target")?,
+        &ctx.model("draft")?,
+        p,
+        ctx.out,
+        ctx.resolver,
+    )?;
+    Ok(Outcome::new(
+        StageSummary::Speculate(contract::SpeculateSummary {
+            acceptance_rate: s.acceptance_rate,
+            mean_accepted_length: s.mean_accepted_length,
+            speedup: s.speedup,
+            draft_tokens: s.draft_tokens as u32,
+        }),
+        &["speculate.json", "speculate.jsonl"],
+    ))
 }

@@ -12,9 +12,9 @@
 //!   `(seed, epoch)`, so a data position `(epoch, cursor)` is all a checkpoint needs.
 
 use super::error::{Result, TrainError};
-use super::rng::TrainRng;
 use crate::data::sft::SftRecord;
 use crate::tokenizer::{ChatMessage, Tokenizer};
+use crate::util::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Batches per length-sorting window.
@@ -182,7 +182,7 @@ impl DataOrder {
 
     /// The batches of `epoch` (example indices).
     pub fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
-        let mut rng = TrainRng::derive(self.seed, 0xDA7A_0000 + epoch);
+        let mut rng = SplitMix64::derive(self.seed, 0xDA7A_0000 + epoch);
         let mut perm: Vec<usize> = (0..self.lengths.len()).collect();
         rng.shuffle(&mut perm);
         let mut batches = Vec::new();

@@ -12,9 +12,9 @@ use super::batching::DataPosition;
 use super::error::{Result, TrainError};
 use super::lora::LoraSet;
 use super::optimizer::AdamW;
-use super::rng::TrainRng;
 use super::tensor_io::{self, NamedTensor};
 use crate::util::fs::{write_json_atomic, StagingDir};
+use crate::util::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -46,7 +46,7 @@ pub struct TrainState {
     /// Next batch of the data order.
     pub data: DataPosition,
     /// The trainer's random stream (dropout seeds).
-    pub rng: TrainRng,
+    pub rng: SplitMix64,
     /// AdamW update count.
     pub adam_t: u64,
     pub tokens_seen: u64,

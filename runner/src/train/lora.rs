@@ -6,12 +6,12 @@
 //! Scale is `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
 
 use super::error::{Result, TrainError};
-use super::rng::{mix, TrainRng};
 use super::tensor_io::{self, NamedTensor};
 use crate::model::linear::LoraAdapter;
 use crate::model::llama::PROJECTIONS;
 use crate::model::Llama;
 use crate::util::fs::write_json_atomic;
+use crate::util::rng::{mix, SplitMix64};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -142,7 +142,7 @@ impl LoraSet {
                     .ok_or_else(|| TrainError::Input(format!("layer {li} has no `{module}`")))?;
                 let (in_dim, out_dim) = (lin.in_dim()?, lin.parts[part].rows.len());
                 let module_index = PROJECTIONS.iter().position(|p| *p == module).unwrap_or(0);
-                let mut rng = TrainRng::derive(seed, mix(li as u64, module_index as u64));
+                let mut rng = SplitMix64::derive(seed, mix(li as u64, module_index as u64));
                 let bound = 1.0 / (in_dim as f64).sqrt();
                 let a: Vec<f32> = (0..r * in_dim)
                     .map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32)

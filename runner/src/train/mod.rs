@@ -12,7 +12,6 @@ pub mod lora;
 pub mod loss;
 pub mod optimizer;
 pub mod plot;
-pub mod rng;
 pub mod schedule;
 pub mod tensor_io;
 pub mod trainer;

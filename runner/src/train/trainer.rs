@@ -7,8 +7,8 @@ use super::error::{Result, TrainError};
 use super::lora::LoraSet;
 use super::loss::{head_loss, head_loss_composable, HeadInputs, HeadLoss, KdParams, LossWeights};
 use super::optimizer::{clip_global_norm, AdamW};
-use super::rng::mix;
 use crate::model::{ForwardOptions, Llama};
+use crate::util::rng::mix;
 use candle_core::Tensor;
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 
 pub mod tiny;
 
-use pruneforge::model::{load_hf_dir, HfModel};
+use pruneforge::loader::{load_hf_dir, HfModel};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

@@ -9,10 +9,8 @@ use candle_core::{Device, Result, Tensor};
 /// SplitMix64 finaliser of `seed + (i + 1) * golden`: a well-mixed 64-bit hash.
 #[inline]
 pub fn hash(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add((i.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    use crate::util::rng::{finalize, GOLDEN};
+    finalize(seed.wrapping_add((i.wrapping_add(1)).wrapping_mul(GOLDEN)))
 }
 
 /// The multiplier of element `i`: `0` (dropped) or `1 / (1 - p)` (kept).

@@ -1,8 +1,9 @@
 //! The models being merged: their HF directory, config, memory-mapped weights and a digest of
 //! the files the merge reads.
 
+use crate::loader::resolve_hf_dir;
 use crate::model::safetensors_io::SafetensorsWeights;
-use crate::model::{resolve_hf_dir, ModelConfig};
+use crate::model::ModelConfig;
 use crate::stages::{Result, StageError};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};

@@ -9,9 +9,11 @@ use super::token_rows::TokenRows;
 use crate::data::calibration::alpaca_text;
 use crate::data::sft::load_alpaca;
 use crate::data::tasks::perplexity::DEFAULT_TEXT_FIELD;
-use crate::data::{resolve_dataset, TextSource};
+use crate::data::TextSource;
+use crate::resolve::Resolver;
 use crate::stages::{Result, StageError};
 use crate::tokenizer::Tokenizer;
+use pruneforge_api::spec::DatasetRef;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,10 @@ pub enum CalibrationData {
         #[serde(default)]
         packing: Packing,
     },
+    /// The records of a data set reference (its format, field mapping, offset and limit
+    /// honoured), each rendered as `instruction [+ "\n\n" + input] + "\n\n" + output` and
+    /// packed as one stream: for `builtin:alpaca` exactly the reference recipe.
+    Dataset { dataset: DatasetRef },
     /// Pre-tokenized ids: an integer tensor `[N', L']` in a safetensors file (with an optional
     /// right-padding `attention_mask`). The first `N` rows and `L` columns are used.
     Ids {
@@ -94,6 +100,21 @@ impl CalibrationData {
                 };
                 format!("text {dataset}{field}, {packing} packing")
             }
+            Self::Dataset { dataset } => {
+                let limit = dataset
+                    .limit
+                    .map(|l| format!(", limit {l}"))
+                    .unwrap_or_default();
+                format!(
+                    "records {} ({}, offset {}{limit}), stream packing",
+                    dataset.uri,
+                    serde_json::to_value(dataset.format)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    dataset.offset
+                )
+            }
             Self::Ids { path, tensor } => format!("ids {} [{tensor}]", path.display()),
         }
     }
@@ -119,6 +140,7 @@ pub fn build(
     tokenizer: &Tokenizer,
     sequences: usize,
     length: usize,
+    resolver: &Resolver,
 ) -> Result<TokenRows> {
     if sequences == 0 || length == 0 {
         return Err(StageError::Input(format!(
@@ -131,7 +153,7 @@ pub fn build(
             field,
             packing,
         } => {
-            let path = resolve_dataset(dataset, None)?;
+            let path = resolver.resolve(dataset)?;
             let docs = match (packing, path.extension().and_then(|e| e.to_str())) {
                 // One Alpaca record per row.
                 (Packing::Rows, Some("json")) => {
@@ -144,6 +166,12 @@ pub fn build(
                 Packing::Stream => stream_rows(&docs, tokenizer, sequences, length, &what)?,
                 Packing::Rows => document_rows(&docs, tokenizer, sequences, length, &what)?,
             }
+        }
+        CalibrationData::Dataset { dataset } => {
+            let records = crate::stages::inputs::load_sft(dataset, resolver)?;
+            let docs: Vec<String> = records.records.iter().map(alpaca_text).collect();
+            let what = format!("calibration records of {}", dataset.uri);
+            stream_rows(&docs, tokenizer, sequences, length, &what)?
         }
         CalibrationData::Ids { path, tensor } => {
             let mut rows = TokenRows::from_safetensors(path, tensor)?;

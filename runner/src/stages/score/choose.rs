@@ -3,49 +3,21 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What a block is judged by (lower = less important = removed first).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScoreMetric {
-    /// Angular distance between the hidden states entering and leaving the block, at the last
-    /// token of each sequence (Gromov et al., "The Unreasonable Ineffectiveness of the Deeper
-    /// Layers").
-    #[default]
-    AngularLastToken,
-    /// The same averaged over all real tokens.
-    AngularAllTokens,
-    /// Sum of ShortGPT Block Influence (`1 − mean cos(h_l, h_{l+1})`, all tokens) over the
-    /// block's layers.
-    BlockInfluence,
-    /// Calibration-set perplexity of the model with the block removed (exact, slower).
-    Perplexity,
-}
+pub use pruneforge_api::spec::ScoreMetric;
 
-impl ScoreMetric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AngularLastToken => "angular_last_token",
-            Self::AngularAllTokens => "angular_all_tokens",
-            Self::BlockInfluence => "block_influence",
-            Self::Perplexity => "perplexity",
-        }
+/// Serde for a [`ScoreMetric`] in `scores.json` and `prune.json`: written in the files'
+/// snake_case spelling (`angular_last_token`), read in either spelling.
+pub mod metric_serde {
+    use super::ScoreMetric;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &ScoreMetric, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&m.as_str().replace('-', "_"))
     }
-}
 
-impl std::str::FromStr for ScoreMetric {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [
-            Self::AngularLastToken,
-            Self::AngularAllTokens,
-            Self::BlockInfluence,
-            Self::Perplexity,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
-        .ok_or_else(|| {
-            format!("unknown metric `{s}` (valid: angular_last_token, angular_all_tokens, block_influence, perplexity)")
-        })
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ScoreMetric, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -18,6 +18,7 @@ pub struct ScoresFile {
     pub model: ScoredModel,
     pub data: ScoredData,
     /// The metric the blocks were chosen by.
+    #[serde(with = "super::choose::metric_serde")]
     pub metric: ScoreMetric,
     pub include_first_layer: bool,
     pub include_last_layer: bool,

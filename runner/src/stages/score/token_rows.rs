@@ -2,9 +2,9 @@
 //! `pruneforge ppl`. Read from safetensors files (`input_ids`, optional `attention_mask`) or
 //! built from tokenized text.
 
+use crate::data::token_ids::read_token_ids;
 use crate::stages::{Result, StageError};
 use candle_core::{Device, Tensor};
-use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -61,61 +61,9 @@ impl TokenRows {
     /// its right-padding mask from `attention_mask` when the file has one. Rows whose mask is
     /// all zero (padding only) are dropped with a warning.
     pub fn from_safetensors(path: &Path, tensor: &str) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
+        let m = read_token_ids(path, tensor)?;
+        let (rows, ids, width, lengths) = (m.rows, m.ids, m.width, m.lengths);
         let bad = |reason: String| StageError::Input(format!("{}: {reason}", path.display()));
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
-        let ids_view = st.tensor(tensor).map_err(|_| {
-            bad(format!(
-                "no tensor `{tensor}` (tensors: {})",
-                st.names().join(", ")
-            ))
-        })?;
-        let shape = ids_view.shape().to_vec();
-        let [rows, width] = shape[..] else {
-            return Err(bad(format!(
-                "`{tensor}` has shape {shape:?}; expected [sequences, tokens]"
-            )));
-        };
-        let values = integers(ids_view.dtype(), ids_view.data()).ok_or_else(|| {
-            bad(format!(
-                "`{tensor}` has dtype {:?}; expected I64, I32 or U32",
-                ids_view.dtype()
-            ))
-        })?;
-        let mut ids = Vec::with_capacity(values.len());
-        for (i, v) in values.iter().enumerate() {
-            let id = u32::try_from(*v).map_err(|_| {
-                bad(format!(
-                    "`{tensor}`[{}, {}] = {v} is not a token id",
-                    i / width.max(1),
-                    i % width.max(1)
-                ))
-            })?;
-            ids.push(id);
-        }
-        let mut lengths = vec![width; rows];
-        if let Ok(mask) = st.tensor("attention_mask") {
-            if mask.shape() != [rows, width] {
-                return Err(bad(format!(
-                    "`attention_mask` has shape {:?}, `{tensor}` {:?}",
-                    mask.shape(),
-                    shape
-                )));
-            }
-            let m = integers(mask.dtype(), mask.data())
-                .ok_or_else(|| bad("`attention_mask` must be an integer tensor".into()))?;
-            for (r, len) in lengths.iter_mut().enumerate() {
-                let row = &m[r * width..(r + 1) * width];
-                let n = row.iter().take_while(|&&v| v != 0).count();
-                if row[n..].iter().any(|&v| v != 0) {
-                    return Err(bad(format!(
-                        "row {r} of `attention_mask` is not right-padded (1…1 then 0…0); left padding is not supported"
-                    )));
-                }
-                *len = n;
-            }
-        }
         let all = Self {
             ids,
             width,
@@ -242,24 +190,6 @@ impl TokenRows {
         }
         hex::encode(h.finalize())
     }
-}
-
-fn integers(dtype: Dtype, data: &[u8]) -> Option<Vec<i64>> {
-    Some(match dtype {
-        Dtype::I64 => data
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect(),
-        Dtype::I32 => data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-            .collect(),
-        Dtype::U32 => data
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-            .collect(),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Loading and saving HF model directories (config.json, safetensors, tokenizer files).
 
-use super::config::ModelConfig;
-use super::error::{ModelError, Result};
-use super::llama::Llama;
-use super::safetensors_io::{encode_tensor, write_safetensors, SafetensorsWeights, SaveDtype};
+use crate::model::config::ModelConfig;
+use crate::model::error::{ModelError, Result};
+use crate::model::llama::Llama;
+use crate::model::safetensors_io::{
+    encode_tensor, write_safetensors, SafetensorsWeights, SaveDtype,
+};
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_json_atomic, StagingDir};
 use candle_core::{DType, Device};

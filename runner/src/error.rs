@@ -1,7 +1,10 @@
-//! The error type shared by all stages.
+//! The runner's error for stage work: the stages, the evaluation they run and the inputs they
+//! read. Lower layers (model, data, training, resolving references) have their own typed
+//! errors, which convert into this one.
 
 use crate::data::DataError;
 use crate::model::ModelError;
+use crate::resolve::ResolveError;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +13,8 @@ pub enum StageError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Data(#[from] DataError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     #[error("{path}: {source}")]
     Io {
         path: String,

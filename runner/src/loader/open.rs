@@ -1,8 +1,8 @@
 //! Opening a model from what a user points at: an HF directory, a `.gguf` file (imported once
 //! into a cache directory next to it), or the embedded default.
 
-use super::error::{ModelError, Result};
 use super::hf_dir::{load_hf_dir, HfModel};
+use crate::model::error::{ModelError, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ pub fn resolve_hf_dir(path: &Path) -> Result<PathBuf> {
         let digest = crate::embedded::sha256_file(path).map_err(|e| ModelError::io(path, e))?;
         let out = crate::embedded::cache_dir().join(format!("gguf-{}", &digest[..16]));
         if !out.join("config.json").exists() {
-            super::import::import_gguf(path, &out)?;
+            super::gguf_import::import_gguf(path, &out)?;
         }
         return Ok(out);
     }

@@ -1,8 +1,8 @@
 //! `pruneforge import`: GGUF → HF directory that transformers (and we) can load.
 
-use super::error::{ModelError, Result};
-use super::gguf::{convert, GgufFile};
-use super::safetensors_io::{encode_f32, write_safetensors, SaveDtype};
+use crate::model::error::{ModelError, Result};
+use crate::model::gguf::{convert, GgufFile};
+use crate::model::safetensors_io::{encode_f32, write_safetensors, SaveDtype};
 use crate::tokenizer::gguf::from_gguf;
 use crate::util::fs::{write_atomic, write_json_atomic, StagingDir};
 use serde::Serialize;
@@ -23,10 +23,11 @@ pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportReport> {
     let tok = from_gguf(&f)?;
     let tensors = convert::hf_tensors(&f, &cfg)?;
     // Validate by parsing what we are about to write.
-    let parsed = super::config::ModelConfig::from_json(cfg.clone(), &gguf.display().to_string())?;
+    let parsed =
+        crate::model::config::ModelConfig::from_json(cfg.clone(), &gguf.display().to_string())?;
     let mut tensor_types = std::collections::BTreeMap::new();
     for t in &f.tensors {
-        let name = super::gguf::reader::type_layout(t.ggml_type)
+        let name = crate::model::gguf::reader::type_layout(t.ggml_type)
             .map(|l| l.0)
             .unwrap_or("?");
         *tensor_types.entry(name.to_string()).or_insert(0) += 1;

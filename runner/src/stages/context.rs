@@ -1,0 +1,100 @@
+//! What a stage request hands a stage, and what the stage hands back.
+//!
+//! Each stage module owns the mapping from its API parameters and inputs to its work and
+//! its summary: `run_request(&params, &StageContext) -> Result<Outcome>`. The executor
+//! ([`crate::exec`]) only materialises inputs, picks the stage and commits the outcome.
+
+use crate::error::{Result, StageError};
+use crate::resolve::Resolver;
+use pruneforge_api::contract::StageSummary;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which shards of a sharded stage this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardRun {
+    /// Every shard, then gather them (the local runner, or a stage of one shard).
+    All { count: usize },
+    /// One shard of an Indexed Job; its output is the shard's sub-artifact.
+    One { index: usize, count: usize },
+}
+
+/// Everything a stage reads besides its parameters.
+pub struct StageContext<'a> {
+    /// Input name → local directory of the input artifact.
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// The stage's work directory (resume state survives a failed attempt here).
+    pub work: &'a Path,
+    /// Where the stage writes its artifact.
+    pub out: &'a Path,
+    /// Turns data set references into local files.
+    pub resolver: &'a Resolver,
+    /// The shards to run (sharded stages only).
+    pub shards: ShardRun,
+}
+
+impl StageContext<'_> {
+    /// The local directory of input `name`.
+    pub fn input(&self, name: &str) -> Result<&Path> {
+        self.inputs
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StageError::Input(format!("the request has no `{name}` input")))
+    }
+
+    /// The HF model directory inside input `name`.
+    pub fn model(&self, name: &str) -> Result<PathBuf> {
+        model_dir_of(self.input(name)?)
+    }
+
+    /// Inputs whose names start with `prefix`, in name order.
+    pub fn inputs_with_prefix<'s>(
+        &'s self,
+        prefix: &'s str,
+    ) -> impl Iterator<Item = (&'s str, &'s Path)> + 's {
+        self.inputs
+            .iter()
+            .filter(move |(n, _)| n.starts_with(prefix))
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+    }
+}
+
+/// What a stage returns to the executor.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub summary: StageSummary,
+    /// Main files of the artifact, relative to it (listed in the result).
+    pub files: Vec<String>,
+    /// The output is one shard's sub-artifact (`shards/<index>/`).
+    pub sharded: bool,
+}
+
+impl Outcome {
+    /// An unsharded outcome listing `files`.
+    pub fn new(summary: StageSummary, files: &[&str]) -> Self {
+        Outcome {
+            summary,
+            files: files.iter().map(|f| f.to_string()).collect(),
+            sharded: false,
+        }
+    }
+}
+
+/// The HF model directory inside a model-producing artifact: the artifact root (import,
+/// merge) or its `model/` (prune) or `merged/` (finetune) subdirectory.
+pub fn model_dir_of(artifact: &Path) -> Result<PathBuf> {
+    for sub in ["", "model", "merged"] {
+        let d = if sub.is_empty() {
+            artifact.to_path_buf()
+        } else {
+            artifact.join(sub)
+        };
+        if d.join("config.json").exists() {
+            return Ok(d);
+        }
+    }
+    Err(StageError::Input(format!(
+        "{}: no model (config.json) in this artifact",
+        artifact.display()
+    )))
+}

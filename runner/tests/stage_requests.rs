@@ -1,0 +1,196 @@
+//! Stages reached through the stage contract (`run_request`), on a tiny random model: what
+//! the API's parameters mean to each stage (calibration records, drift), not only what the
+//! stage functions do with the runner's own parameters.
+
+mod common;
+
+use common::tiny::Tiny;
+use pruneforge::loader::open_model;
+use pruneforge::resolve::Resolver;
+use pruneforge::stages::score::{self, calibration, CalibrationData, Packing, ScoresFile};
+use pruneforge::stages::{eval, ShardRun, StageContext};
+use pruneforge_api::contract::StageSummary;
+use pruneforge_api::params;
+use pruneforge_api::spec::{
+    CalibrationSpec, DatasetFormat, DatasetRef, DriftSpec, EvalTask, EvalTaskName, ScoreMetric,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Six Alpaca records, as a JSON array file.
+fn alpaca_file(dir: &Path, records: std::ops::Range<usize>) -> PathBuf {
+    let items: Vec<serde_json::Value> = records
+        .map(|i| {
+            serde_json::json!({
+                "instruction": format!("instruction number {i} asks something"),
+                "input": if i % 2 == 0 { String::new() } else { format!("input {i}") },
+                "output": format!("the answer to {i} is a sentence of some length"),
+            })
+        })
+        .collect();
+    let path = dir.join(format!("alpaca-{}.json", items.len()));
+    std::fs::write(&path, serde_json::to_string(&items).unwrap()).unwrap();
+    path
+}
+
+fn dataset(uri: &Path, format: DatasetFormat, offset: u32, limit: Option<u32>) -> DatasetRef {
+    DatasetRef {
+        uri: uri.display().to_string(),
+        format,
+        fields: None,
+        limit,
+        offset,
+    }
+}
+
+fn context<'a>(
+    inputs: &'a BTreeMap<String, PathBuf>,
+    dir: &'a Path,
+    resolver: &'a Resolver,
+) -> StageContext<'a> {
+    StageContext {
+        inputs,
+        work: dir,
+        out: dir,
+        resolver,
+        shards: ShardRun::All { count: 1 },
+    }
+}
+
+#[test]
+fn calibration_reads_records_with_format_offset_and_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Tiny::default().write(&tmp.path().join("model"));
+    let tok = open_model(&model).unwrap().tokenizer;
+    let resolver = Resolver::local();
+    let all = alpaca_file(tmp.path(), 0..6);
+    let rows = |data: &CalibrationData| calibration::build(data, &tok, 4, 16, &resolver).unwrap();
+    let text = |path: &Path| CalibrationData::Text {
+        dataset: path.display().to_string(),
+        field: None,
+        packing: Packing::Stream,
+    };
+    let records = |d: DatasetRef| CalibrationData::Dataset { dataset: d };
+
+    // The whole array: exactly the reference recipe on the file.
+    let whole = rows(&records(dataset(&all, DatasetFormat::Alpaca, 0, None)));
+    assert_eq!(whole, rows(&text(&all)));
+    // Offset and limit select records 2..5.
+    let part = alpaca_file(&tmp.path().join("part"), 2..5);
+    let sliced = rows(&records(dataset(&all, DatasetFormat::Alpaca, 2, Some(3))));
+    assert_eq!(sliced, rows(&text(&part)));
+    assert_ne!(sliced, whole);
+    // GSM8K records are rendered question + answer, not read as a JSONL `text` field.
+    let gsm = tmp.path().join("gsm.jsonl");
+    std::fs::write(
+        &gsm,
+        "{\"question\": \"How many apples are there today?\", \"answer\": \"There are 3.\\n#### 3\"}\n\
+         {\"question\": \"How many pears are there now?\", \"answer\": \"There are 4.\\n#### 4\"}\n",
+    )
+    .unwrap();
+    let plain = tmp.path().join("gsm.txt");
+    std::fs::write(
+        &plain,
+        "How many apples are there today?\n\nThere are 3.\n#### 3\n\n\
+         How many pears are there now?\n\nThere are 4.\n#### 4",
+    )
+    .unwrap();
+    let gsm_rows = calibration::build(
+        &records(dataset(&gsm, DatasetFormat::Gsm8k, 0, None)),
+        &tok,
+        2,
+        16,
+        &resolver,
+    )
+    .unwrap();
+    let plain_rows = calibration::build(&text(&plain), &tok, 2, 16, &resolver).unwrap();
+    assert_eq!(gsm_rows, plain_rows);
+}
+
+#[test]
+fn score_request_honours_calibration_offset_and_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Tiny::default().write(&tmp.path().join("model"));
+    let all = alpaca_file(tmp.path(), 0..6);
+    let part = alpaca_file(&tmp.path().join("part"), 1..4);
+    let resolver = Resolver::local();
+    let inputs = BTreeMap::from([("model".to_string(), model.clone())]);
+    let request = params::ScoreParams {
+        calibration: CalibrationSpec {
+            dataset: dataset(&all, DatasetFormat::Alpaca, 1, Some(3)),
+            sequences: 4,
+            seq_len: 16,
+        },
+        metric: ScoreMetric::AngularLastToken,
+        block_sizes: vec![1],
+        exclude_first_layer: true,
+        exclude_last_layer: true,
+    };
+    let out = tmp.path().join("request");
+    std::fs::create_dir_all(&out).unwrap();
+    let outcome = score::run_request(&request, &context(&inputs, &out, &resolver)).unwrap();
+    assert!(matches!(outcome.summary, StageSummary::Score(_)));
+    let by_request = ScoresFile::read(&out.join("scores.json")).unwrap();
+
+    let direct = score::ScoreParams {
+        calibration: CalibrationData::Text {
+            dataset: part.display().to_string(),
+            field: None,
+            packing: Packing::Stream,
+        },
+        num_sequences: 4,
+        sequence_length: 16,
+        block_sizes: Some(vec![1]),
+        ..score::ScoreParams::default()
+    };
+    score::run(&model, &direct, &resolver, &tmp.path().join("direct")).unwrap();
+    let by_hand = ScoresFile::read(&tmp.path().join("direct/scores.json")).unwrap();
+    assert_eq!(by_request.data.sha256, by_hand.data.sha256);
+}
+
+#[test]
+fn eval_request_with_drift_lists_drift_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Tiny::default().write(&tmp.path().join("model"));
+    let prompts = alpaca_file(tmp.path(), 0..3);
+    let text = tmp.path().join("heldout.txt");
+    std::fs::write(&text, "some held-out text to score for perplexity").unwrap();
+    let resolver = Resolver::local();
+    let inputs = BTreeMap::from([
+        ("model".to_string(), model.clone()),
+        ("base".to_string(), model.clone()),
+    ]);
+    let request = params::EvalParams {
+        tasks: vec![EvalTask {
+            uri: Some(text.display().to_string()),
+            ..EvalTask::new(EvalTaskName::Perplexity)
+        }],
+        seed: 1234,
+        batch_size: 2,
+        drift: Some(DriftSpec {
+            enabled: true,
+            prompts: dataset(&prompts, DatasetFormat::Alpaca, 0, None),
+            limit: 2,
+            max_new_tokens: 3,
+        }),
+    };
+    let out = tmp.path().join("eval");
+    std::fs::create_dir_all(&out).unwrap();
+    let outcome = eval::run_request(&request, &context(&inputs, &out, &resolver)).unwrap();
+    assert!(
+        outcome.files.iter().any(|f| f == "drift.json"),
+        "{:?}",
+        outcome.files
+    );
+    for f in &outcome.files {
+        assert!(out.join(f).is_file(), "{f} listed but not written");
+    }
+    match outcome.summary {
+        StageSummary::Eval(s) => {
+            // The same model on both sides: its answers match the base exactly.
+            let c = s.drift_cosine.expect("drift measured");
+            assert!((c - 1.0).abs() < 1e-6, "{c}");
+        }
+        other => panic!("not an eval summary: {other:?}"),
+    }
+}
