@@ -329,6 +329,35 @@ fn calibration_changes_move_score_and_everything_downstream() {
 }
 
 #[test]
+fn calibration_reader_marker_only_where_the_text_changed() {
+    use pruneforge_api::params::CALIBRATION_RECORDS_FIELD;
+    let material = |spec: &PruneDistillJobSpec| {
+        let p = plan(spec).unwrap();
+        p.get("score").unwrap().params.cache_material()
+    };
+    // The default (a whole Alpaca array, e.g. the quickstart's builtin:alpaca) reads the same
+    // as before records were honoured: its key must not move.
+    let spec = full_spec();
+    assert!(material(&spec).get(CALIBRATION_RECORDS_FIELD).is_none());
+    // Offset, limit or another format used to be ignored: new text, so a new key.
+    for change in [
+        |s: &mut PruneDistillJobSpec| s.calibration.dataset.offset = 3,
+        |s: &mut PruneDistillJobSpec| s.calibration.dataset.limit = Some(10),
+        |s: &mut PruneDistillJobSpec| {
+            s.calibration.dataset.uri = "builtin:gsm8k-train".into();
+            s.calibration.dataset.format = DatasetFormat::Gsm8k;
+        },
+    ] {
+        let mut other = full_spec();
+        change(&mut other);
+        assert_eq!(
+            material(&other).get(CALIBRATION_RECORDS_FIELD),
+            Some(&serde_json::Value::Bool(true))
+        );
+    }
+}
+
+#[test]
 fn execution_settings_move_no_key() {
     let a = plan(&full_spec()).unwrap();
     let mut spec = full_spec();

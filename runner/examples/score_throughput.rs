@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
     });
     let repeats: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(16);
-    let model = open_model(&pruneforge::embedded::ensure_hf_dir()?)?.model;
+    let model = open_model(&pruneforge::loader::embedded::ensure_hf_dir()?)?.model;
     let rows = TokenRows::from_safetensors(&ids, "input_ids")?;
     let tokens = rows.tokens() as f64;
     let sizes: Vec<usize> = (1..=8).collect();

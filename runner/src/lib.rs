@@ -1,7 +1,6 @@
 //! pruneforge runner library: model, tokenizer, generation, stages, storage, datasets.
 
 pub mod data;
-pub mod embedded;
 pub mod error;
 pub mod eval;
 pub mod exec;

@@ -71,7 +71,7 @@ impl Resolver {
     /// For commands on this machine: the data root discovered, downloads under the user cache
     /// (`$PRUNEFORGE_CACHE/data`).
     pub fn local() -> Self {
-        Self::new(None, crate::embedded::cache_dir().join("data"))
+        Self::new(None, crate::util::fs::cache_dir().join("data"))
     }
 
     /// The same resolver with another data root.

@@ -28,6 +28,7 @@ fn alpaca_file(dir: &Path, records: std::ops::Range<usize>) -> PathBuf {
             })
         })
         .collect();
+    std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!("alpaca-{}.json", items.len()));
     std::fs::write(&path, serde_json::to_string(&items).unwrap()).unwrap();
     path
@@ -152,6 +153,13 @@ fn score_request_honours_calibration_offset_and_limit() {
 fn eval_request_with_drift_lists_drift_json() {
     let tmp = tempfile::tempdir().unwrap();
     let model = Tiny::default().write(&tmp.path().join("model"));
+    // Drift prompts go through the chat template.
+    std::fs::write(
+        model.join("chat_template.jinja"),
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+         {% if add_generation_prompt %}assistant: {% endif %}",
+    )
+    .unwrap();
     let prompts = alpaca_file(tmp.path(), 0..3);
     let text = tmp.path().join("heldout.txt");
     std::fs::write(&text, "some held-out text to score for perplexity").unwrap();

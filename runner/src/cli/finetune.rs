@@ -71,7 +71,7 @@ pub struct FinetuneArgs {
 }
 
 fn embedded() -> anyhow::Result<PathBuf> {
-    Ok(pruneforge::embedded::ensure_hf_dir()?)
+    Ok(pruneforge::loader::embedded::ensure_hf_dir()?)
 }
 
 pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {

@@ -35,7 +35,7 @@ pub struct GenerateArgs {
 pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(match model {
         Some(p) => pruneforge::loader::resolve_hf_dir(p)?,
-        None => pruneforge::embedded::ensure_hf_dir()?,
+        None => pruneforge::loader::embedded::ensure_hf_dir()?,
     })
 }
 

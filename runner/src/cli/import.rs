@@ -19,7 +19,7 @@ pub struct ImportArgs {
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     let gguf = match (&args.gguf, args.embedded) {
         (Some(g), _) => g.clone(),
-        (None, _) => pruneforge::embedded::ensure_gguf()?,
+        (None, _) => pruneforge::loader::embedded::ensure_gguf()?,
     };
     let report = pruneforge::loader::gguf_import::import_gguf(&gguf, &args.out)
         .with_context(|| format!("importing {}", gguf.display()))?;

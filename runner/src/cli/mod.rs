@@ -21,6 +21,6 @@ pub mod stage;
 pub fn model_path(model: Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
     match model {
         Some(p) => Ok(p),
-        None => Ok(pruneforge::embedded::ensure_hf_dir()?),
+        None => Ok(pruneforge::loader::embedded::ensure_hf_dir()?),
     }
 }

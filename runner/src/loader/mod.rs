@@ -3,6 +3,7 @@
 //! embedded default. Above both [`crate::model`] and [`crate::tokenizer`]: a loaded model is
 //! the network and its tokenizer together.
 
+pub mod embedded;
 pub mod gguf_import;
 pub mod hf_dir;
 pub mod open;

@@ -15,8 +15,8 @@ pub fn resolve_hf_dir(path: &Path) -> Result<PathBuf> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     {
-        let digest = crate::embedded::sha256_file(path).map_err(|e| ModelError::io(path, e))?;
-        let out = crate::embedded::cache_dir().join(format!("gguf-{}", &digest[..16]));
+        let digest = crate::util::fs::sha256_file(path).map_err(|e| ModelError::io(path, e))?;
+        let out = crate::util::fs::cache_dir().join(format!("gguf-{}", &digest[..16]));
         if !out.join("config.json").exists() {
             super::gguf_import::import_gguf(path, &out)?;
         }

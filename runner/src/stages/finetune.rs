@@ -196,7 +196,7 @@ fn fingerprint(
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&p).unwrap_or_default());
     for f in files {
-        let digest = crate::embedded::sha256_file(f).map_err(|e| StageError::io(f, e))?;
+        let digest = crate::util::fs::sha256_file(f).map_err(|e| StageError::io(f, e))?;
         h.update(digest.as_bytes());
     }
     for dir in std::iter::once(student_dir).chain(teacher_dir) {

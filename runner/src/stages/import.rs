@@ -26,7 +26,8 @@ pub struct ImportSummary {
 /// path or URI (object storage is downloaded; a committed HF directory is verified).
 fn localize(source: &str, resolver: &Resolver) -> Result<PathBuf> {
     if source == EMBEDDED_SOURCE {
-        return crate::embedded::ensure_hf_dir().map_err(|e| StageError::Input(e.to_string()));
+        return crate::loader::embedded::ensure_hf_dir()
+            .map_err(|e| StageError::Input(e.to_string()));
     }
     Ok(resolver.resolve(source)?)
 }

@@ -1,6 +1,8 @@
-//! Crash-safe file and directory writes: write to a temporary sibling, then rename.
+//! File helpers: crash-safe writes (a temporary sibling, then rename), file digests and the
+//! user cache directory.
 
-use std::io::Write;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 fn tmp_sibling(path: &Path, tag: &str) -> PathBuf {
@@ -88,4 +90,33 @@ impl Drop for StagingDir {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// The cache root: `$PRUNEFORGE_CACHE`, else `$XDG_CACHE_HOME/pruneforge`, else `~/.cache/pruneforge`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("PRUNEFORGE_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("pruneforge");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("pruneforge")
+}
+
+/// The sha256 of a file's bytes, in hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
 }

@@ -25,7 +25,7 @@ pub fn reference(name: &str) -> PathBuf {
 /// The embedded default model's HF directory; fails loudly if it cannot be fetched.
 pub fn embedded_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| match pruneforge::embedded::ensure_hf_dir() {
+    DIR.get_or_init(|| match pruneforge::loader::embedded::ensure_hf_dir() {
         Ok(d) => d,
         Err(e) => panic!("the parity tests need the embedded model: {e}"),
     })

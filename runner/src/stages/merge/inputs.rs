@@ -82,7 +82,7 @@ impl ModelInput {
                 let bytes = std::fs::metadata(&p)
                     .map_err(|e| StageError::io(&p, e))?
                     .len();
-                let sha256 = crate::embedded::sha256_file(&p).map_err(|e| StageError::io(&p, e))?;
+                let sha256 = crate::util::fs::sha256_file(&p).map_err(|e| StageError::io(&p, e))?;
                 Ok(FileDigest {
                     name,
                     bytes,

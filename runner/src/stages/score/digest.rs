@@ -32,7 +32,7 @@ pub fn model_sha256(dir: &Path) -> Result<String> {
     let mut h = Sha256::new();
     for name in names {
         let path = dir.join(&name);
-        let file = crate::embedded::sha256_file(&path).map_err(|e| StageError::io(&path, e))?;
+        let file = crate::util::fs::sha256_file(&path).map_err(|e| StageError::io(&path, e))?;
         h.update(name.as_bytes());
         h.update([0]);
         h.update(file.as_bytes());

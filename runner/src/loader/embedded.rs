@@ -3,8 +3,7 @@
 //! sha256, and imported once into an HF directory in the cache.
 
 use crate::model::error::ModelError;
-use sha2::{Digest, Sha256};
-use std::io::Read;
+use crate::util::fs::{cache_dir, sha256_file};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,34 +24,6 @@ pub enum EmbeddedError {
     Model(#[from] ModelError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
-}
-
-/// The cache root: `$PRUNEFORGE_CACHE`, else `$XDG_CACHE_HOME/pruneforge`, else `~/.cache/pruneforge`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("PRUNEFORGE_CACHE") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(p).join("pruneforge");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    home.join(".cache").join("pruneforge")
-}
-
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 fn verify(path: &Path) -> Result<(), EmbeddedError> {
