@@ -1,6 +1,7 @@
 //! Our Llama-family model on candle: config, weights (safetensors, GGUF), fused CPU kernels,
 //! KV cache, LoRA hooks.
 
+pub mod compare;
 pub mod config;
 pub mod error;
 pub mod gguf;
@@ -13,6 +14,7 @@ pub mod layer;
 pub mod linear;
 pub mod llama;
 pub mod ops;
+pub mod random;
 pub mod rope;
 pub mod safetensors_io;
 pub mod source;
@@ -23,4 +25,4 @@ pub use error::ModelError;
 pub use hf_dir::{load_hf_dir, save_hf_dir, HfModel};
 pub use kv_cache::KvCache;
 pub use llama::{ForwardOptions, ForwardOutput, Llama};
-pub use source::{open_model, resolve_hf_dir};
+pub use source::{open_model, open_model_on, resolve_hf_dir};

@@ -12,6 +12,14 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     normed.to_dtype(dtype)?.broadcast_mul(w)
 }
 
+/// Inference RMSNorm on any device and dtype: candle's fused kernel (f32 accumulation, one
+/// rounding to the input dtype; no gradient).
+pub fn rms_norm_infer(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.to_dtype(x.dtype())?;
+    candle_nn::ops::rms_norm(&x, &w, eps as f32)
+}
+
 /// RoPE in the `rotate_half` layout. `x`: `[b, heads, t, d]`; `cos`/`sin`: `[b, t, d/2]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
@@ -58,6 +66,17 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Te
     let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
     let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
     let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+    probs.matmul(&v.contiguous()?)
+}
+
+/// [`attention`] for inference on any device: scores and softmax in f32 with candle's fused
+/// last-dimension softmax (no gradient).
+pub fn attention_infer(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let d = q.dim(D::Minus1)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
     probs.matmul(&v.contiguous()?)
 }
 
