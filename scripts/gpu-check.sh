@@ -8,7 +8,7 @@
 #
 # Usage: scripts/gpu-check.sh [BINARY]
 #   BINARY     a pruneforge built with `--features cuda` (default: $PRUNEFORGE_BIN, .gpu/pruneforge,
-#              else `cargo build --release --features cuda` if cargo exists)
+#              .gpu/pruneforge.xz, else `cargo build --release --features cuda` if cargo exists)
 #   OUT        where logs and JSON reports go (default: a new temporary directory)
 #   DEVICE     cuda (default) or cpu: `cpu` runs every step on the CPU, a dry run of the script
 #   SMALL=1    shrink the 8B shape to 2 layers (dry runs on small machines)
@@ -21,6 +21,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$(mktemp -d -t gpu-check.XXXXXX)}"
 mkdir -p "$OUT"
+# Per-step files go to WORK; OUT gets only results.json (every report), gpu-check.log (the run
+# and each step's log tail), summary.txt and nvidia-smi.txt (few files travel back well).
+WORK="$(mktemp -d -t gpu-check-work.XXXXXX)"
 DEVICE="${DEVICE:-cuda}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-150}"
 START=$(date +%s)
@@ -29,6 +32,13 @@ log() { printf '[gpu-check %4ss] %s\n' "$(($(date +%s) - START))" "$*" | tee -a 
 # --- the binary -----------------------------------------------------------------------------
 BIN="${1:-${PRUNEFORGE_BIN:-}}"
 if [ -z "$BIN" ] && [ -x "$ROOT/.gpu/pruneforge" ]; then BIN="$ROOT/.gpu/pruneforge"; fi
+if [ -z "$BIN" ] && [ -f "$ROOT/.gpu/pruneforge.xz" ]; then
+  # A stripped binary travels xz-compressed (the PTX of candle's kernels compresses well).
+  BIN="$(mktemp -d -t pruneforge-bin.XXXXXX)/pruneforge"
+  if command -v xz >/dev/null; then xz -dc "$ROOT/.gpu/pruneforge.xz" >"$BIN"
+  else python3 -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' "$ROOT/.gpu/pruneforge.xz" "$BIN"; fi
+  chmod +x "$BIN"
+fi
 if [ -z "$BIN" ]; then
   if command -v cargo >/dev/null; then
     log "building with --features cuda"
@@ -64,20 +74,20 @@ EOF
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee -a "$OUT/gpu-check.log" >&2 || true
   fi
 fi
-ldd "$BIN" >"$OUT/ldd.txt" 2>&1 || true
-if grep -q "not found" "$OUT/ldd.txt"; then log "missing libraries:"; grep "not found" "$OUT/ldd.txt" >&2; fi
-"$BIN" --version >"$OUT/version.txt" 2>&1 || { log "the binary does not start:"; cat "$OUT/version.txt" >&2; exit 1; }
+ldd "$BIN" >"$WORK/ldd.txt" 2>&1 || true
+if grep -q "not found" "$WORK/ldd.txt"; then log "missing libraries:"; grep "not found" "$WORK/ldd.txt" | tee -a "$OUT/gpu-check.log" >&2; fi
+"$BIN" --version >"$WORK/version.txt" 2>&1 || { log "the binary does not start:"; tee -a "$OUT/gpu-check.log" <"$WORK/version.txt" >&2; exit 1; }
 
 # --- model shapes ---------------------------------------------------------------------------
-mkdir -p "$OUT/configs"
-cat >"$OUT/configs/smollm2-135m.json" <<'EOF'
+mkdir -p "$WORK/configs"
+cat >"$WORK/configs/smollm2-135m.json" <<'EOF'
 {"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":576,"intermediate_size":1536,
  "num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,
  "rms_norm_eps":1e-5,"rope_theta":100000.0,"tie_word_embeddings":true,"max_position_embeddings":8192,
  "bos_token_id":1,"eos_token_id":2}
 EOF
 LAYERS_8B=32; [ "${SMALL:-0}" = 1 ] && LAYERS_8B=2
-cat >"$OUT/configs/llama-8b.json" <<EOF
+cat >"$WORK/configs/llama-8b.json" <<EOF
 {"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4096,"intermediate_size":14336,
  "num_hidden_layers":$LAYERS_8B,"num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,
  "rms_norm_eps":1e-5,"rope_theta":500000.0,"tie_word_embeddings":false,"max_position_embeddings":131072,
@@ -85,7 +95,7 @@ cat >"$OUT/configs/llama-8b.json" <<EOF
  "original_max_position_embeddings":8192},"bos_token_id":128000,"eos_token_id":128001}
 EOF
 # A real model's config.json, if one was carried along (e.g. the embedded model's).
-[ -f "$ROOT/.gpu/config.json" ] && cp "$ROOT/.gpu/config.json" "$OUT/configs/carried.json"
+[ -f "$ROOT/.gpu/config.json" ] && cp "$ROOT/.gpu/config.json" "$WORK/configs/carried.json"
 
 # --- steps ----------------------------------------------------------------------------------
 FAILED=0
@@ -93,23 +103,24 @@ step() { # name, then pruneforge arguments
   local name="$1"; shift
   log "$name: pruneforge $*"
   local t0=$(date +%s)
-  if timeout "$STEP_TIMEOUT" "$BIN" --log-format text "$@" --json "$OUT/$name.json" >"$OUT/$name.out" 2>"$OUT/$name.log"; then
+  if timeout "$STEP_TIMEOUT" "$BIN" --log-format json "$@" --json "$WORK/$name.json" >"$WORK/$name.out" 2>"$WORK/$name.log"; then
     log "$name: ok ($(($(date +%s) - t0)) s)"
+    tail -n 3 "$WORK/$name.log" >>"$OUT/gpu-check.log"
   else
     local rc=$?
     log "$name: FAILED (exit $rc, $(($(date +%s) - t0)) s); last lines:"
-    tail -n 5 "$OUT/$name.log" | tee -a "$OUT/gpu-check.log" >&2
+    tail -n 5 "$WORK/$name.log" | tee -a "$OUT/gpu-check.log" >&2
     FAILED=$((FAILED + 1))
   fi
 }
-S="--config $OUT/configs/smollm2-135m.json --random-weights --seed 1"
-B="--config $OUT/configs/llama-8b.json --random-weights --seed 1"
+S="--config $WORK/configs/smollm2-135m.json --random-weights --seed 1"
+B="--config $WORK/configs/llama-8b.json --random-weights --seed 1"
 D="--device $DEVICE"
 
 step parity-135m-f32   bench parity $S $D --dtype f32 --batch 4 --seq 128
 step parity-135m-bf16  bench parity $S $D --dtype bf16 --batch 4 --seq 128
-if [ -f "$OUT/configs/carried.json" ]; then
-  step parity-carried-bf16 bench parity --config "$OUT/configs/carried.json" --random-weights --seed 2 $D --dtype bf16 --batch 2 --seq 64
+if [ -f "$WORK/configs/carried.json" ]; then
+  step parity-carried-bf16 bench parity --config "$WORK/configs/carried.json" --random-weights --seed 2 $D --dtype bf16 --batch 2 --seq 64
 fi
 step fwd-135m-bf16     bench forward $S $D --dtype bf16 --batch 8 --seq 128 --repeats 5
 step fwd-135m-bf16-big bench forward $S $D --dtype bf16 --batch 16 --seq 1024 --repeats 3
@@ -123,21 +134,23 @@ else
 fi
 
 # --- table ----------------------------------------------------------------------------------
-log "done in $(($(date +%s) - START)) s, $FAILED step(s) failed; reports in $OUT"
-python3 - "$OUT" <<'EOF' | tee "$OUT/summary.txt"
+log "done in $(($(date +%s) - START)) s, $FAILED step(s) failed; reports in $OUT/results.json"
+python3 - "$WORK" "$OUT" <<'EOF' | tee "$OUT/summary.txt"
 import json, os, sys
-out = sys.argv[1]
+work, out = sys.argv[1], sys.argv[2]
 rows = []
-for name in sorted(os.listdir(out)):
-    if not name.endswith(".json") or name == "summary.json":
+reports = {}
+for name in sorted(os.listdir(work)):
+    if not name.endswith(".json"):
         continue
     try:
-        r = json.load(open(os.path.join(out, name)))
+        r = json.load(open(os.path.join(work, name)))
     except Exception:
         continue
     if "bench" not in r:
         continue
     key = name[:-5]
+    reports[key] = r
     peak = r.get("peak_device_gib")
     peak = f"{peak:.2f}" if isinstance(peak, (int, float)) else "-"
     if r["bench"] == "parity":
@@ -150,8 +163,15 @@ for name in sorted(os.listdir(out)):
 print(f"{'step':20} {'device':7} {'dtype':5} {'peak GiB':>8}  result")
 for k, d, t, p, w in rows:
     print(f"{k:20} {d:7} {t:5} {p:>8}  {w}")
-gpu = next((json.load(open(os.path.join(out, n))).get("gpu") for n in os.listdir(out) if n.endswith(".json") and n != "summary.json"), None)
+json.dump(reports, open(os.path.join(out, "results.json"), "w"), indent=1)
+gpu = next((r.get("gpu") for r in reports.values() if r.get("gpu")), None)
 if gpu:
     print(f"GPU: {gpu}")
+# The gate: f32 on the device matches the CPU's fused f32 path.
+p = reports.get("parity-135m-f32")
+ok = p is not None and p["max_rel"] <= 1e-4 and p["top1"] == 1.0
+print("f32 parity (max_rel <= 1e-4, top-1 1.0):", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
 EOF
-exit "$FAILED"
+gate=$?
+exit $((FAILED + gate))

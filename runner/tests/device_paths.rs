@@ -96,8 +96,11 @@ fn bf16_agrees_with_f32_on_the_reference_prompts() {
         want.push(all_logits(&f32m, &ids));
         got.push(all_logits(&bf16, &ids));
     }
-    let a = compare_logits(&Tensor::cat(&want, 0).unwrap(), &Tensor::cat(&got, 0).unwrap())
-        .unwrap();
+    let a = compare_logits(
+        &Tensor::cat(&want, 0).unwrap(),
+        &Tensor::cat(&got, 0).unwrap(),
+    )
+    .unwrap();
     eprintln!("bf16 vs f32: {a:?}");
     assert_eq!(a.positions, 140);
     // Measured: 138/140 top-1 (0.986), mean KL 2.2e-3 nats. The target (≥ 0.99 and

@@ -165,7 +165,11 @@ fn load_subject(
         let model = random_model(cfg, seed, dtype, device)
             .with_context(|| format!("random weights of {}", cfg_path.display()))?;
         synchronize(device)?;
-        tracing::info!(seconds = t.elapsed().as_secs_f64(), params = model.config.parameter_count(), "random model built");
+        tracing::info!(
+            seconds = t.elapsed().as_secs_f64(),
+            params = model.config.parameter_count(),
+            "random model built"
+        );
         return Ok(Subject {
             model,
             tokenizer: None,
@@ -193,7 +197,11 @@ fn time_greedy(model: &Llama, prompt: &Tensor, new_tokens: usize) -> anyhow::Res
     let h = model.forward_cached(prompt, &mut cache, &rows)?;
     let next = |h: &Tensor| -> anyhow::Result<Vec<u32>> {
         let last = h.narrow(1, h.dim(1)? - 1, 1)?;
-        Ok(model.logits(&last)?.argmax(D::Minus1)?.flatten_all()?.to_vec1::<u32>()?)
+        Ok(model
+            .logits(&last)?
+            .argmax(D::Minus1)?
+            .flatten_all()?
+            .to_vec1::<u32>()?)
     };
     let mut ids = next(&h)?;
     let prefill = t0.elapsed().as_secs_f64();
@@ -223,7 +231,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } = args;
     let what = match what {
         BenchWhat::Train(a) => {
-            if random_weights || !matches!(device.device, pruneforge::device::DeviceSpec::Auto | pruneforge::device::DeviceSpec::Cpu) {
+            if random_weights
+                || !matches!(
+                    device.device,
+                    pruneforge::device::DeviceSpec::Auto | pruneforge::device::DeviceSpec::Cpu
+                )
+            {
                 anyhow::bail!("bench train runs on the CPU with a loaded model only (no --device cuda or --random-weights yet)");
             }
             return super::bench_train::run(a, &model, &reference, &json);
@@ -261,9 +274,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 "fwd_8x128_full"
             };
-            let pytorch = (batch == 8 && seq == 128 && !random_weights && dtype == DType::F32 && dev.is_cpu())
-                .then(|| reference_figure(&reference, &format!("/fp32/{key}/tok_s_median")))
-                .flatten();
+            let pytorch = (batch == 8
+                && seq == 128
+                && !random_weights
+                && dtype == DType::F32
+                && dev.is_cpu())
+            .then(|| reference_figure(&reference, &format!("/fp32/{key}/tok_s_median")))
+            .flatten();
             json!({
                 "bench": if backbone { "forward-backbone" } else { "forward" },
                 "shape": [batch, seq], "threads": threads, "repeats": repeats,
@@ -352,12 +369,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let test = m.logits(&m.forward(&tokens, ForwardOptions::default())?.last_hidden)?;
             synchronize(&dev)?;
             let test_s = t0.elapsed().as_secs_f64();
-            let mut cpu = load_subject(&model, &config, random_weights, seed, &Device::Cpu, DType::F32)?;
+            let mut cpu = load_subject(
+                &model,
+                &config,
+                random_weights,
+                seed,
+                &Device::Cpu,
+                DType::F32,
+            )?;
             cpu.model.fused_kernels = !reference_generic;
             let t1 = Instant::now();
-            let want = cpu
-                .model
-                .logits(&cpu.model.forward(&tokens, ForwardOptions::default())?.last_hidden)?;
+            let want = cpu.model.logits(
+                &cpu.model
+                    .forward(&tokens, ForwardOptions::default())?
+                    .last_hidden,
+            )?;
             let ref_s = t1.elapsed().as_secs_f64();
             let a = compare_logits(&want, &test)?;
             json!({
@@ -393,4 +419,3 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

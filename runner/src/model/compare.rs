@@ -58,7 +58,11 @@ pub fn compare_logits(reference: &Tensor, test: &Tensor) -> Result<LogitAgreemen
     Ok(LogitAgreement {
         positions: n,
         max_abs,
-        max_rel: if max_ref > 0.0 { max_abs / max_ref } else { max_abs },
+        max_rel: if max_ref > 0.0 {
+            max_abs / max_ref
+        } else {
+            max_abs
+        },
         top1: if n == 0 { 1.0 } else { agree as f64 / n as f64 },
         mean_kl: if n == 0 { 0.0 } else { kl_sum / n as f64 },
     })

@@ -92,9 +92,9 @@ impl RandomWeights {
         })
     }
 
-    fn values<T: Send>(&self, name: &str, n: usize, init: Init, conv: fn(f32) -> T) -> Vec<T>
+    fn values<T>(&self, name: &str, n: usize, init: Init, conv: fn(f32) -> T) -> Vec<T>
     where
-        T: Copy + Default + Sync,
+        T: Copy + Default + Send + Sync,
     {
         let base = self.seed ^ name_hash(name);
         let mut out = vec![T::default(); n];
@@ -152,7 +152,12 @@ impl WeightSource for RandomWeights {
 }
 
 /// A model of `config`'s shape with seeded random weights, built in `dtype` on `device`.
-pub fn random_model(config: ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Llama> {
+pub fn random_model(
+    config: ModelConfig,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Llama> {
     let mut w = RandomWeights::new(config.clone(), seed, dtype, device);
     Llama::load(config, &mut w, device)
 }
@@ -192,7 +197,10 @@ mod tests {
         let w = flat(&a);
         let mean = w.iter().sum::<f32>() / w.len() as f32;
         let std = (w.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / w.len() as f32).sqrt();
-        assert!(mean.abs() < 2e-3 && (std - INIT_STD).abs() < 2e-3, "{mean} {std}");
+        assert!(
+            mean.abs() < 2e-3 && (std - INIT_STD).abs() < 2e-3,
+            "{mean} {std}"
+        );
         assert!(a.lm_head.is_some());
         // bf16 holds the same values, rounded.
         let h = random_model(tiny(), 3, DType::BF16, &Device::Cpu).unwrap();
