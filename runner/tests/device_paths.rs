@@ -103,11 +103,11 @@ fn bf16_agrees_with_f32_on_the_reference_prompts() {
     .unwrap();
     eprintln!("bf16 vs f32: {a:?}");
     assert_eq!(a.positions, 140);
-    // Measured: 138/140 top-1 (0.986), mean KL 2.2e-3 nats. The target (≥ 0.99 and
-    // ≤ 1e-3) is not met yet by plain bf16 compute (bf16 residual stream and bf16 LM-head
-    // output, as transformers' bf16); these bounds keep what is measured from regressing.
-    assert!(a.top1 >= 0.98, "top-1 agreement {}", a.top1);
-    assert!(a.mean_kl <= 3e-3, "mean KL {}", a.mean_kl);
+    // Measured: 139/140 top-1 (0.993), mean KL 1.5e-3 nats. The KL target (≤ 1e-3) is
+    // not met by plain bf16 compute (bf16 weights, residual stream and LM-head output, as
+    // transformers' bf16); the KL bound keeps what is measured from regressing.
+    assert!(a.top1 >= 0.99, "top-1 agreement {}", a.top1);
+    assert!(a.mean_kl <= 2e-3, "mean KL {}", a.mean_kl);
     // bf16 is not f32: the comparison can fail.
     assert!(a.max_abs > 0.0);
 }

@@ -134,11 +134,9 @@ impl DecoderLayer {
                         ops::rope(&k.contiguous()?, cos, sin)?,
                     )
                 } else {
-                    let cos = cos.to_dtype(q.dtype())?;
-                    let sin = sin.to_dtype(q.dtype())?;
                     (
-                        candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?,
-                        candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?,
+                        ops::rope_infer(&q, cos, sin)?,
+                        ops::rope_infer(&k, cos, sin)?,
                     )
                 };
                 let v = v.contiguous()?;

@@ -544,7 +544,8 @@ impl Llama {
     }
 
     /// LM head on already-normalised states: `[.., hidden]` → `[.., vocab]`, always f32 (the
-    /// GEMM runs in the model's dtype; logits and losses are taken in f32).
+    /// GEMM runs in the model's dtype with f32 accumulation, as transformers does; logits and
+    /// losses are taken in f32).
     pub fn lm_head(&self, normed: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         Ok(matmul_t(normed, w)?.to_dtype(DType::F32)?)
