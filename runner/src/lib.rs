@@ -1,6 +1,7 @@
 //! pruneforge runner library: model, tokenizer, generation, stages, storage, datasets.
 
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod exec;

@@ -30,6 +30,32 @@ pub struct GenerateArgs {
     pub stop: Vec<String>,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `--device` and `--dtype`, shared by the commands that run a model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DeviceArgs {
+    /// auto (the first CUDA device when built with `cuda` and one is visible, else the CPU),
+    /// cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: pruneforge::device::DeviceSpec,
+    /// auto (bf16 on CUDA, f32 on the CPU), f32, bf16 or f16.
+    #[arg(long, global = true, default_value = "auto")]
+    pub dtype: pruneforge::device::DTypeSpec,
+}
+
+impl DeviceArgs {
+    pub fn resolve(&self) -> anyhow::Result<(candle_core::Device, candle_core::DType)> {
+        let (d, t) = pruneforge::device::resolve(self.device, self.dtype)?;
+        tracing::info!(
+            device = %pruneforge::device::describe(&d).device,
+            dtype = pruneforge::device::dtype_name(t),
+            "compute device"
+        );
+        Ok((d, t))
+    }
 }
 
 pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -41,7 +67,8 @@ pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let dir = model_dir(&args.model)?;
-    let m = pruneforge::loader::open_model(&dir)
+    let (device, dtype) = args.device.resolve()?;
+    let m = pruneforge::loader::open_model_on(&dir, &device, dtype)
         .with_context(|| format!("loading {}", dir.display()))?;
     let prompts = args
         .prompt

@@ -166,7 +166,13 @@ pub fn generate_with_streams(
     };
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let capacity = (longest + params.max_new_tokens).min(ctx);
-    let mut cache = model.new_cache(params.batch_size.min(prompts.len().max(1)), capacity.max(1));
+    // A non-ragged cache (other devices) advances all rows together: one prompt at a time.
+    let cache_rows = if model.ragged_cache() {
+        params.batch_size.min(prompts.len().max(1))
+    } else {
+        1
+    };
+    let mut cache = model.new_cache(cache_rows, capacity.max(1));
     let rows = if cache.is_ragged() { cache.rows() } else { 1 };
     let mut pending: VecDeque<usize> = (0..prompts.len()).collect();
     let mut slots: Vec<Option<Active>> = (0..rows).map(|_| None).collect();

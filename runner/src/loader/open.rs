@@ -31,6 +31,11 @@ pub fn resolve_hf_dir(path: &Path) -> Result<PathBuf> {
 
 /// Opens a model on CPU in f32 (the CPU compute type).
 pub fn open_model(path: &Path) -> Result<HfModel> {
+    open_model_on(path, &Device::Cpu, DType::F32)
+}
+
+/// Opens a model with its weights converted to `dtype` on `device` (tensor by tensor).
+pub fn open_model_on(path: &Path, device: &Device, dtype: DType) -> Result<HfModel> {
     let dir = resolve_hf_dir(path)?;
-    load_hf_dir(&dir, &Device::Cpu, DType::F32)
+    load_hf_dir(&dir, device, dtype)
 }

@@ -50,15 +50,19 @@ impl DecoderLayer {
         let fused = matches!(io, AttnIo::Fused { .. });
         let h = if fused {
             kernels::rms_norm::rms_norm(x, &self.input_layernorm, eps as f32)?
-        } else {
+        } else if train {
             ops::rms_norm(x, &self.input_layernorm, eps)?
+        } else {
+            ops::rms_norm_infer(x, &self.input_layernorm, eps)?
         };
         let attn = self.attention(&h, cfg, io, train)?;
         let x = (x + self.o_proj.forward(&attn, train)?)?;
         let h = if fused {
             kernels::rms_norm::rms_norm(&x, &self.post_attention_layernorm, eps as f32)?
-        } else {
+        } else if train {
             ops::rms_norm(&x, &self.post_attention_layernorm, eps)?
+        } else {
+            ops::rms_norm_infer(&x, &self.post_attention_layernorm, eps)?
         };
         let gu = self.gate_up.forward(&h, train)?;
         let act = if fused {
@@ -124,8 +128,17 @@ impl DecoderLayer {
                     .narrow(D::Minus1, qd + kvd, kvd)?
                     .reshape((b, t, shape.kv_heads, d))?
                     .transpose(1, 2)?;
-                let q = ops::rope(&q.contiguous()?, cos, sin)?;
-                let k = ops::rope(&k.contiguous()?, cos, sin)?;
+                let (q, k) = if train {
+                    (
+                        ops::rope(&q.contiguous()?, cos, sin)?,
+                        ops::rope(&k.contiguous()?, cos, sin)?,
+                    )
+                } else {
+                    (
+                        ops::rope_infer(&q, cos, sin)?,
+                        ops::rope_infer(&k, cos, sin)?,
+                    )
+                };
                 let v = v.contiguous()?;
                 let (k, v) = match past {
                     Some(slot) => {
@@ -143,7 +156,11 @@ impl DecoderLayer {
                 let groups = shape.groups();
                 let k = ops::repeat_kv(&k, groups)?;
                 let v = ops::repeat_kv(&v, groups)?;
-                let y = ops::attention(&q, &k, &v, mask)?;
+                let y = if train {
+                    ops::attention(&q, &k, &v, mask)?
+                } else {
+                    ops::attention_infer(&q, &k, &v, mask)?
+                };
                 y.transpose(1, 2)?.reshape((b, t, qd))
             }
         }

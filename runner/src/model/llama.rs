@@ -35,6 +35,10 @@ pub struct Llama {
     /// Use the fused CPU training kernels ([`super::train_kernels`]) for `train: true` on CPU
     /// f32 (default); `false` forces the composable ops (tests compare the two).
     pub train_kernels: bool,
+    /// Use the fused CPU inference kernels ([`super::kernels`]) on CPU f32 (default); `false`
+    /// forces the device-generic candle ops, the path every other device and dtype takes
+    /// (tests compare the two).
+    pub fused_kernels: bool,
     rope: RotaryTable,
     device: Device,
 }
@@ -126,6 +130,7 @@ impl Llama {
             norm,
             lm_head,
             train_kernels: true,
+            fused_kernels: true,
             device: device.clone(),
         };
         model.check_shapes()?;
@@ -216,7 +221,7 @@ impl Llama {
 
     fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        let ids = tokens.flatten_all()?;
+        let ids = tokens.flatten_all()?.to_device(&self.device)?;
         Ok(self
             .embed_tokens
             .index_select(&ids, 0)?
@@ -239,7 +244,7 @@ impl Llama {
     }
 
     fn use_fused(&self, train: bool) -> bool {
-        !train && kernels::usable(&self.embed_tokens)
+        !train && self.fused_kernels && kernels::usable(&self.embed_tokens)
     }
 
     fn use_train_kernels(&self, train: bool) -> bool {
@@ -422,6 +427,12 @@ impl Llama {
         Ok(x)
     }
 
+    /// Whether [`Llama::new_cache`] gives a ragged cache (rows of different lengths, refilled
+    /// one by one: the fused CPU path) rather than one whose rows advance together.
+    pub fn ragged_cache(&self) -> bool {
+        self.use_fused(false)
+    }
+
     /// A cache sized for `rows` sequences on this model's device.
     pub fn new_cache(&self, rows: usize, capacity: usize) -> KvCache {
         let c = &self.config;
@@ -525,15 +536,19 @@ impl Llama {
             kernels::rms_norm::rms_norm(h, &self.norm, eps as f32)?
         } else if self.use_train_kernels(train) {
             train_kernels::rms_norm::rms_norm(h, &self.norm, eps)?
-        } else {
+        } else if train {
             ops::rms_norm(h, &self.norm, eps)?
+        } else {
+            ops::rms_norm_infer(h, &self.norm, eps)?
         })
     }
 
-    /// LM head on already-normalised states: `[.., hidden]` → `[.., vocab]`.
+    /// LM head on already-normalised states: `[.., hidden]` → `[.., vocab]`, always f32 (the
+    /// GEMM runs in the model's dtype with f32 accumulation, as transformers does; logits and
+    /// losses are taken in f32).
     pub fn lm_head(&self, normed: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        Ok(matmul_t(normed, w)?)
+        Ok(matmul_t(normed, w)?.to_dtype(DType::F32)?)
     }
 
     /// Final norm + LM head.

@@ -1,6 +1,7 @@
 //! Our Llama-family model on candle: config, weights (safetensors, GGUF), fused CPU kernels,
 //! KV cache, LoRA hooks. Loading a model with its tokenizer is [`crate::loader`].
 
+pub mod compare;
 pub mod config;
 pub mod error;
 pub mod gguf;
@@ -11,6 +12,7 @@ pub mod layer;
 pub mod linear;
 pub mod llama;
 pub mod ops;
+pub mod random;
 pub mod rope;
 pub mod safetensors_io;
 pub mod train_kernels;

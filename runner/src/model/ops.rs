@@ -12,6 +12,37 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     normed.to_dtype(dtype)?.broadcast_mul(w)
 }
 
+/// Inference RMSNorm on any device and dtype: candle's fused kernel (f32 accumulation, one
+/// rounding to the input dtype; no gradient).
+///
+/// candle's CPU kernel rounds the scale and each product to a half-precision input dtype, so
+/// on the CPU half precision goes through f32 (one rounding at the end, as the CUDA kernel).
+pub fn rms_norm_infer(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    if x.device().is_cpu() && dtype != DType::F32 {
+        let xf = x.to_dtype(DType::F32)?.contiguous()?;
+        let wf = w.to_dtype(DType::F32)?;
+        return candle_nn::ops::rms_norm(&xf, &wf, eps as f32)?.to_dtype(dtype);
+    }
+    let x = x.contiguous()?;
+    let w = w.to_dtype(dtype)?;
+    candle_nn::ops::rms_norm(&x, &w, eps as f32)
+}
+
+/// Inference RoPE on any device and dtype: candle's fused kernel (`rotate_half` layout) with
+/// `cos`/`sin` `[b, t, d/2]` (f32) cast to the input dtype; on the CPU half precision goes
+/// through f32 (candle's CPU kernel rounds every product).
+pub fn rope_infer(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    if x.device().is_cpu() && dtype != DType::F32 {
+        let xf = x.to_dtype(DType::F32)?.contiguous()?;
+        let (c, s) = (cos.to_dtype(DType::F32)?, sin.to_dtype(DType::F32)?);
+        return candle_nn::rotary_emb::rope(&xf, &c, &s)?.to_dtype(dtype);
+    }
+    let (c, s) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+    candle_nn::rotary_emb::rope(&x.contiguous()?, &c, &s)
+}
+
 /// RoPE in the `rotate_half` layout. `x`: `[b, heads, t, d]`; `cos`/`sin`: `[b, t, d/2]`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
@@ -58,6 +89,17 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Te
     let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
     let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
     let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(v.dtype())?;
+    probs.matmul(&v.contiguous()?)
+}
+
+/// [`attention`] for inference on any device: scores and softmax in f32 with candle's fused
+/// last-dimension softmax (no gradient).
+pub fn attention_infer(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let d = q.dim(D::Minus1)?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
     probs.matmul(&v.contiguous()?)
 }
 
