@@ -4,24 +4,32 @@
 use std::path::PathBuf;
 
 use pruneforge::data::builtin::DATA_DIR_ENV;
-use pruneforge::data::{resolve_dataset, Builtin, DataError, DataRoot};
+use pruneforge::data::{resolve_dataset, BuiltinDataset, DataError, DataRoot};
 
 #[test]
 fn data_root_and_builtin_names() {
     let shared = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"));
 
-    // Every builtin name resolves to an existing file or directory of shared/data.
+    // Every builtin name the API accepts resolves to an existing file or directory of
+    // shared/data.
     let root = DataRoot::new(&shared);
-    for builtin in Builtin::ALL {
-        let path = resolve_dataset(&format!("builtin:{}", builtin.name()), Some(&root))
-            .expect("known builtin");
-        assert!(path.exists(), "{} -> {}", builtin.name(), path.display());
-        assert_eq!(Builtin::parse(builtin.name()).expect("bare name"), builtin);
+    for builtin in BuiltinDataset::ALL {
+        let path = resolve_dataset(&builtin.uri(), Some(&root)).expect("known builtin");
+        assert!(path.exists(), "{} -> {}", builtin.uri(), path.display());
     }
     assert_eq!(
         resolve_dataset("builtin:alpaca", Some(&root)).expect("alpaca"),
         shared.join("alpaca/alpaca_5000.json")
     );
+    // The API's name of the TruthfulQA set (the runner used to call it `truthfulqa`).
+    assert_eq!(
+        resolve_dataset("builtin:truthfulqa_mc2", Some(&root)).expect("truthfulqa_mc2"),
+        shared.join("truthfulqa/mc_task.v0.public.json")
+    );
+    assert!(matches!(
+        resolve_dataset("builtin:truthfulqa", Some(&root)),
+        Err(DataError::UnknownBuiltin(_))
+    ));
     // Paths pass through.
     assert_eq!(
         resolve_dataset("/data/x.jsonl", None).expect("path"),

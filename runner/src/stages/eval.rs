@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
+use pruneforge_api::spec::{EvalTaskName, OutputType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{Result, StageError};
 use crate::data::builtin::BUILTIN_PREFIX;
 use crate::data::tasks::{self, TaskConfig, TaskDocs, TaskFiles};
-use crate::data::{resolve_dataset, DataRoot, Selection, TaskName};
+use crate::data::{resolve_dataset, DataError, DataRoot, Selection};
 use crate::eval::generation::{self, GenOptions};
 use crate::eval::perplexity::{self, PerplexitySource, TokenRow};
 use crate::eval::report::{self, TaskOutcome, TaskReport};
@@ -136,17 +137,9 @@ pub struct EvalParams {
 impl Default for EvalParams {
     fn default() -> Self {
         EvalParams {
-            tasks: [
-                "arc_easy",
-                "arc_challenge",
-                "hellaswag",
-                "piqa",
-                "winogrande",
-                "mmlu",
-                "truthfulqa_mc2",
-            ]
-            .map(TaskSpec::new)
-            .to_vec(),
+            tasks: EvalTaskName::DEFAULT
+                .map(|t| TaskSpec::new(t.as_str()))
+                .to_vec(),
             seed: tasks::fewshot::DEFAULT_FEWSHOT_SEED,
             batch_size: 16,
             max_length: None,
@@ -157,12 +150,9 @@ impl Default for EvalParams {
     }
 }
 
-/// Few-shot examples of a task when the spec gives none.
-pub fn default_shots(task: TaskName) -> usize {
-    match task {
-        TaskName::Mmlu | TaskName::Gsm8k => 5,
-        _ => 0,
-    }
+/// Few-shot examples of a task when the spec gives none (the task table's default).
+pub fn default_shots(task: EvalTaskName) -> usize {
+    task.def().default_shots as usize
 }
 
 /// What the stage returns.
@@ -211,7 +201,7 @@ impl EvalSummary {
 
 /// A task with its files resolved.
 struct ResolvedTask {
-    name: TaskName,
+    name: EvalTaskName,
     spec: TaskSpec,
     shots: usize,
     files: TaskFiles,
@@ -259,14 +249,14 @@ fn resolve_tasks(params: &EvalParams) -> Result<Vec<ResolvedTask>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for spec in &params.tasks {
-        let name = TaskName::parse(&spec.name)?;
+        let name: EvalTaskName = spec.name.parse().map_err(DataError::from)?;
         if !seen.insert(name) {
             return Err(StageError::Input(format!(
                 "task {name} is listed twice; results are keyed by task name"
             )));
         }
         let shots = spec.shots.unwrap_or_else(|| default_shots(name));
-        if name == TaskName::Perplexity && shots > 0 {
+        if name == EvalTaskName::Perplexity && shots > 0 {
             return Err(StageError::Input(format!(
                 "perplexity has no prompts, so shots must be 0 (got {shots})"
             )));
@@ -279,7 +269,7 @@ fn resolve_tasks(params: &EvalParams) -> Result<Vec<ResolvedTask>> {
         let mut files = TaskFiles::public(name, &root);
         if let Some(uri) = &spec.uri {
             files.docs = resolve_uri(uri, &root)?;
-            if name == TaskName::Piqa {
+            if name == EvalTaskName::Piqa {
                 files.labels = piqa_labels_path(&files.docs);
                 match &files.labels {
                     Some(l) if l.is_file() => {}
@@ -338,7 +328,7 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn selected<T>(task: TaskName, items: Vec<T>, sel: Selection) -> Result<Vec<T>> {
+fn selected<T>(task: EvalTaskName, items: Vec<T>, sel: Selection) -> Result<Vec<T>> {
     let total = items.len();
     let picked = sel.apply(items);
     if picked.is_empty() {
@@ -373,15 +363,16 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
         "fewshot_delimiter": tasks::fewshot::FEWSHOT_DELIMITER,
         "max_length": ctx.scorer.max_length,
     });
-    let (outcome, n_original, n_effective, output_type): (TaskOutcome, usize, usize, &str) =
-        if t.name == TaskName::Perplexity {
+    let output_type = t.name.def().output_type;
+    let (outcome, n_original, n_effective): (TaskOutcome, usize, usize) =
+        if output_type == OutputType::LoglikelihoodRolling {
             let source = PerplexitySource::for_path(&t.files.docs);
             limit = limit.or(source.default_limit());
             let rows = perplexity::load_rows(&source, ctx.tokenizer)?;
             let n = rows.len();
             let rows = selected(t.name, rows, Selection::new(t.spec.offset, limit))?;
             let out = perplexity_outcome(ctx, &rows)?;
-            (out, n, rows.len(), "loglikelihood_rolling")
+            (out, n, rows.len())
         } else {
             match tasks::build(t.name, &t.files, &config)? {
                 TaskDocs::MultipleChoice(docs) => {
@@ -395,7 +386,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
                         &mut ctx.ll_stats,
                     )?;
                     let out = multiple_choice::outcome(t.name, &docs, &scored)?;
-                    (out, n, docs.len(), "multiple_choice")
+                    (out, n, docs.len())
                 }
                 TaskDocs::Generation(docs) => {
                     let n = docs.len();
@@ -422,7 +413,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
                         &opts,
                         &mut ctx.gen_stats,
                     )?;
-                    (out, n, docs.len(), "generate_until")
+                    (out, n, docs.len())
                 }
                 TaskDocs::Perplexity(_) => {
                     return Err(StageError::Input(
@@ -433,7 +424,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
         };
     if let Some(obj) = task_config.as_object_mut() {
         obj.insert("limit".into(), json!(limit));
-        obj.insert("output_type".into(), json!(output_type));
+        obj.insert("output_type".into(), json!(output_type.as_str()));
         obj.insert(
             "metric_list".into(),
             json!(outcome
@@ -476,7 +467,7 @@ fn perplexity_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOu
         let windows: Vec<_> = scores.by_ref().take(reqs.len()).collect();
         let (nll, tokens) = perplexity::row_nll(&windows);
         out.items.push(json!({
-            "task": TaskName::Perplexity.as_str(),
+            "task": EvalTaskName::Perplexity.as_str(),
             "idx": row.idx,
             "tokens_scored": tokens,
             "nll": nll,
