@@ -235,7 +235,11 @@ mod tests {
             data.display()
         );
         let missing = BuiltinDataset::missing_in(&data);
-        assert!(missing.is_empty(), "missing in {}: {missing:?}", data.display());
+        assert!(
+            missing.is_empty(),
+            "missing in {}: {missing:?}",
+            data.display()
+        );
     }
 
     #[test]

@@ -516,7 +516,10 @@ mod tests {
                 "{t}"
             );
             let no_pool = def.fewshot_pool.is_none();
-            assert!(!(no_pool && def.default_shots > 0), "{t}: shots without a pool");
+            assert!(
+                !(no_pool && def.default_shots > 0),
+                "{t}: shots without a pool"
+            );
             assert_eq!(def.chance.is_none(), !def.metric.higher_is_better(), "{t}");
             if let Some(chance) = def.chance {
                 assert!((0.0..1.0).contains(&chance), "{t}");
