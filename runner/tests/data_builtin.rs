@@ -4,27 +4,46 @@
 use std::path::PathBuf;
 
 use pruneforge::data::builtin::DATA_DIR_ENV;
-use pruneforge::data::{resolve_dataset, Builtin, DataError, DataRoot};
+use pruneforge::data::{BuiltinDataset, DataError, DataRoot};
+
+/// The runner's one resolver over `root` (None: the discovered data root).
+fn resolver(root: Option<&DataRoot>) -> pruneforge::resolve::Resolver {
+    pruneforge::resolve::Resolver::new(root.cloned(), std::env::temp_dir().join("pf-test-resolve"))
+}
 
 #[test]
 fn data_root_and_builtin_names() {
     let shared = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"));
 
-    // Every builtin name resolves to an existing file or directory of shared/data.
+    // Every builtin name the API accepts resolves to an existing file or directory of
+    // shared/data.
     let root = DataRoot::new(&shared);
-    for builtin in Builtin::ALL {
-        let path = resolve_dataset(&format!("builtin:{}", builtin.name()), Some(&root))
+    for builtin in BuiltinDataset::ALL {
+        let path = resolver(Some(&root))
+            .resolve(&builtin.uri())
             .expect("known builtin");
-        assert!(path.exists(), "{} -> {}", builtin.name(), path.display());
-        assert_eq!(Builtin::parse(builtin.name()).expect("bare name"), builtin);
+        assert!(path.exists(), "{} -> {}", builtin.uri(), path.display());
     }
     assert_eq!(
-        resolve_dataset("builtin:alpaca", Some(&root)).expect("alpaca"),
+        resolver(Some(&root))
+            .resolve("builtin:alpaca")
+            .expect("alpaca"),
         shared.join("alpaca/alpaca_5000.json")
     );
+    // The API's name of the TruthfulQA set (the runner used to call it `truthfulqa`).
+    assert_eq!(
+        resolver(Some(&root))
+            .resolve("builtin:truthfulqa_mc2")
+            .expect("truthfulqa_mc2"),
+        shared.join("truthfulqa/mc_task.v0.public.json")
+    );
+    assert!(matches!(
+        resolver(Some(&root)).resolve("builtin:truthfulqa"),
+        Err(pruneforge::resolve::ResolveError::UnknownBuiltin(_))
+    ));
     // Paths pass through.
     assert_eq!(
-        resolve_dataset("/data/x.jsonl", None).expect("path"),
+        resolver(None).resolve("/data/x.jsonl").expect("path"),
         PathBuf::from("/data/x.jsonl")
     );
 
@@ -35,7 +54,9 @@ fn data_root_and_builtin_names() {
         shared.as_path()
     );
     assert_eq!(
-        resolve_dataset("builtin:gsm8k-test", None).expect("from env"),
+        resolver(None)
+            .resolve("builtin:gsm8k-test")
+            .expect("from env"),
         shared.join("gsm8k/test.public.jsonl")
     );
     std::env::set_var(DATA_DIR_ENV, "/nonexistent/pruneforge-data");

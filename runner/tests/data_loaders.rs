@@ -8,10 +8,15 @@ use pruneforge::data::csv::read_csv;
 use pruneforge::data::sft::{gsm8k_gold, load_alpaca, load_gsm8k};
 use pruneforge::data::tasks::{arc, mmlu, piqa, truthfulqa, winogrande};
 use pruneforge::data::{
-    Builtin, DataError, DataRoot, FieldMap, Selection, SftDataset, SftSchema, TextSource,
+    BuiltinDataset, DataError, DataRoot, FieldMap, Selection, SftDataset, SftSchema, TextSource,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+/// The runner's one resolver over `root` (None: the discovered data root).
+fn resolver(root: Option<&DataRoot>) -> pruneforge::resolve::Resolver {
+    pruneforge::resolve::Resolver::new(root.cloned(), std::env::temp_dir().join("pf-test-resolve"))
+}
 
 fn root() -> DataRoot {
     DataRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"))
@@ -25,17 +30,18 @@ fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
 
 #[test]
 fn calibration_stream_matches_the_reference_recipe() {
-    let stream = alpaca_calibration_stream(&Builtin::Alpaca.path(&root())).expect("stream");
+    let stream =
+        alpaca_calibration_stream(&root().dataset(BuiltinDataset::Alpaca)).expect("stream");
     assert_eq!(stream.chars().count(), 1_813_422);
     assert_eq!(
         hex::encode(Sha256::digest(stream.as_bytes())),
         "74f35b5518371bf1152f598cce1b00be972645384356f2106569d062e47e1a09"
     );
-    let records = load_alpaca(&Builtin::Alpaca.path(&root())).expect("alpaca");
+    let records = load_alpaca(&root().dataset(BuiltinDataset::Alpaca)).expect("alpaca");
     assert_eq!(records.len(), 5000);
     assert_eq!(records.iter().filter(|r| !r.input.is_empty()).count(), 1943);
     // The same text through the generic text source.
-    let rows = TextSource::AlpacaStream(Builtin::Alpaca.path(&root()))
+    let rows = TextSource::AlpacaStream(root().dataset(BuiltinDataset::Alpaca))
         .load()
         .expect("text source");
     assert_eq!(rows, vec![stream]);
@@ -109,42 +115,45 @@ fn csv_reader_matches_python_csv_on_mmlu() {
 fn public_files_load_with_the_documented_counts() {
     let r = root();
     assert_eq!(
-        arc::load(&Builtin::ArcChallengeTrain.path(&r))
+        arc::load(&r.dataset(BuiltinDataset::ArcChallengeTrain))
             .expect("arc")
             .len(),
         1119
     );
-    let easy = arc::load(&Builtin::ArcEasy.path(&r)).expect("arc");
+    let easy = arc::load(&r.dataset(BuiltinDataset::ArcEasy)).expect("arc");
     assert_eq!(easy.len(), 200);
     assert_eq!(
-        winogrande::load(&Builtin::WinograndeTrain.path(&r))
+        winogrande::load(&r.dataset(BuiltinDataset::WinograndeTrain))
             .expect("wg")
             .len(),
         10234
     );
     assert_eq!(
-        load_gsm8k(&Builtin::Gsm8kTrain.path(&r))
+        load_gsm8k(&r.dataset(BuiltinDataset::Gsm8kTrain))
             .expect("gsm8k")
             .len(),
         7473
     );
     assert_eq!(
-        truthfulqa::load(&Builtin::Truthfulqa.path(&r))
+        truthfulqa::load(&r.dataset(BuiltinDataset::TruthfulqaMc2))
             .expect("tqa")
             .len(),
         200
     );
     let piqa = piqa::load(
-        &Builtin::Piqa.path(&r),
+        &r.dataset(BuiltinDataset::Piqa),
         &r.join("piqa/valid-labels.public.lst"),
     )
     .expect("piqa");
     assert_eq!(piqa.len(), 200);
     // ARC items with numeric labels and with 3 or 5 choices exist and resolve their gold.
-    let all_arc: Vec<_> = [Builtin::ArcEasyTrain, Builtin::ArcChallengeTrain]
-        .iter()
-        .flat_map(|b| arc::load(&b.path(&r)).expect("arc"))
-        .collect();
+    let all_arc: Vec<_> = [
+        BuiltinDataset::ArcEasyTrain,
+        BuiltinDataset::ArcChallengeTrain,
+    ]
+    .iter()
+    .flat_map(|&b| arc::load(&r.dataset(b)).expect("arc"))
+    .collect();
     assert!(all_arc.iter().any(|a| a.labels[0] == "1"));
     assert!(all_arc.iter().any(|a| a.choices.len() == 3));
     assert!(all_arc.iter().any(|a| a.choices.len() == 5));
@@ -155,7 +164,7 @@ fn public_files_load_with_the_documented_counts() {
 fn sft_round_trips_in_the_input_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Alpaca: the written file parses to the same JSON values as the original.
-    let alpaca_path = Builtin::Alpaca.path(&root());
+    let alpaca_path = root().dataset(BuiltinDataset::Alpaca);
     let alpaca = SftDataset::load_detected(&alpaca_path).expect("alpaca");
     assert_eq!(alpaca.schema, SftSchema::Alpaca);
     let out = dir.path().join("alpaca_out.json");
@@ -168,7 +177,7 @@ fn sft_round_trips_in_the_input_schema() {
     assert_eq!(SftDataset::load_detected(&out).expect("reload"), alpaca);
 
     // GSM8K: question/answer JSONL with the gold number.
-    let gsm_path = Builtin::Gsm8kTrain.path(&root());
+    let gsm_path = root().dataset(BuiltinDataset::Gsm8kTrain);
     let gsm = SftDataset::load_detected(&gsm_path)
         .expect("gsm8k")
         .select(Selection::new(3, Some(10)));
@@ -369,9 +378,12 @@ fn loader_errors_name_the_file_the_place_and_the_problem() {
     assert!(e.contains("field mapping"), "{e}");
 
     // Unknown builtin names list the known ones.
-    let e = err_text(Builtin::parse("builtin:dolly").expect_err("unknown"));
+    let e = resolver(Some(&root()))
+        .resolve("builtin:dolly")
+        .expect_err("unknown")
+        .to_string();
     assert!(
-        e.contains("builtin:alpaca") && e.contains("builtin:mmlu-dev"),
+        e.contains("dolly") && e.contains("alpaca") && e.contains("mmlu-dev"),
         "{e}"
     );
 }

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use pruneforge::data::metrics::{score_mc, McTaskScores};
 use pruneforge::data::tasks::{
-    self, arc, gsm8k, hellaswag, mmlu, winogrande, McDoc, TaskConfig, TaskDocs, TaskFiles, TaskName,
+    self, arc, gsm8k, hellaswag, mmlu, winogrande, McDoc, TaskConfig, TaskDocs, TaskFiles,
 };
 use pruneforge::data::{DataRoot, Selection};
+use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
 
 fn shared() -> PathBuf {
@@ -36,7 +37,7 @@ fn reference_accuracy() -> Value {
         .expect("accuracy.json is JSON")
 }
 
-fn mc_docs(task: TaskName, config: &TaskConfig) -> Vec<McDoc> {
+fn mc_docs(task: EvalTaskName, config: &TaskConfig) -> Vec<McDoc> {
     match tasks::build(task, &TaskFiles::public(task, &root()), config) {
         Ok(TaskDocs::MultipleChoice(docs)) => docs,
         Ok(other) => panic!("{task}: not multiple choice: {} docs", other.len()),
@@ -44,13 +45,13 @@ fn mc_docs(task: TaskName, config: &TaskConfig) -> Vec<McDoc> {
     }
 }
 
-const REFERENCE_TASKS: [TaskName; 6] = [
-    TaskName::ArcEasy,
-    TaskName::ArcChallenge,
-    TaskName::Hellaswag,
-    TaskName::Piqa,
-    TaskName::Winogrande,
-    TaskName::Mmlu,
+const REFERENCE_TASKS: [EvalTaskName; 6] = [
+    EvalTaskName::ArcEasy,
+    EvalTaskName::ArcChallenge,
+    EvalTaskName::Hellaswag,
+    EvalTaskName::Piqa,
+    EvalTaskName::Winogrande,
+    EvalTaskName::Mmlu,
 ];
 
 fn as_usize(v: &Value) -> usize {
@@ -183,7 +184,7 @@ fn metrics_reproduce_reference_accuracies() {
                 assert_eq!(p.acc_norm, as_usize(&pred["acc_norm"]));
                 assert_eq!(p.acc_norm_lmeval, as_usize(&pred["acc_norm_lmeval"]));
             }
-            if task == TaskName::Mmlu {
+            if task == EvalTaskName::Mmlu {
                 let subjects = scores.subjects.as_ref().expect("MMLU has subjects");
                 assert_eq!(subjects.per_subject.len(), as_usize(&want["n_subjects"]));
                 assert_eq!(subjects.macro_avg, num("acc_macro_over_subjects"));
@@ -197,22 +198,22 @@ fn metrics_reproduce_reference_accuracies() {
 
 #[test]
 fn selection_keeps_indices_and_requests() {
-    let all = mc_docs(TaskName::Mmlu, &TaskConfig::default());
+    let all = mc_docs(EvalTaskName::Mmlu, &TaskConfig::default());
     let config = TaskConfig {
         selection: Selection::new(10, Some(5)),
         ..TaskConfig::default()
     };
-    let some = mc_docs(TaskName::Mmlu, &config);
+    let some = mc_docs(EvalTaskName::Mmlu, &config);
     assert_eq!(some.len(), 5);
     assert_eq!(some[..], all[10..15]);
     let past_end = TaskConfig {
         selection: Selection::new(10_000, None),
         ..TaskConfig::default()
     };
-    assert!(mc_docs(TaskName::ArcEasy, &past_end).is_empty());
+    assert!(mc_docs(EvalTaskName::ArcEasy, &past_end).is_empty());
 }
 
-fn fewshot(task: TaskName, k: usize, seed: i64, selection: Selection) -> Vec<McDoc> {
+fn fewshot(task: EvalTaskName, k: usize, seed: i64, selection: Selection) -> Vec<McDoc> {
     mc_docs(
         task,
         &TaskConfig {
@@ -228,8 +229,8 @@ fn arc_fewshot_matches_lm_eval_sampler() {
     let train = arc::load(&root().join("arc/ARC-Easy-Train.jsonl")).expect("train");
     let by_id = |id: &str| train.iter().find(|t| t.id == id).expect("train id");
     // random.Random(1234): doc 0 -> train [1805, 478], doc 1 -> [30, 371]
-    let docs = fewshot(TaskName::ArcEasy, 2, 1234, Selection::new(0, Some(2)));
-    let zero = mc_docs(TaskName::ArcEasy, &TaskConfig::default());
+    let docs = fewshot(EvalTaskName::ArcEasy, 2, 1234, Selection::new(0, Some(2)));
+    let zero = mc_docs(EvalTaskName::ArcEasy, &TaskConfig::default());
     for (doc, ids) in docs.iter().zip([
         ["TAKS_2009_8_40", "Mercury_405167"],
         ["MCAS_1999_4_29", "NYSEDREGENTS_2016_4_26"],
@@ -247,10 +248,10 @@ fn arc_fewshot_matches_lm_eval_sampler() {
     }
     assert!(docs[0].choices[0].ctx.starts_with("Question: "));
     // A document's shots do not depend on the selection.
-    let only_second = fewshot(TaskName::ArcEasy, 2, 1234, Selection::new(1, Some(1)));
+    let only_second = fewshot(EvalTaskName::ArcEasy, 2, 1234, Selection::new(1, Some(1)));
     assert_eq!(only_second[0], docs[1]);
     // Another seed gives other shots.
-    let other = fewshot(TaskName::ArcEasy, 2, 1, Selection::new(0, Some(1)));
+    let other = fewshot(EvalTaskName::ArcEasy, 2, 1, Selection::new(0, Some(1)));
     assert_ne!(other[0].choices[0].ctx, docs[0].choices[0].ctx);
 }
 
@@ -258,7 +259,7 @@ fn arc_fewshot_matches_lm_eval_sampler() {
 fn hellaswag_fewshot_excludes_the_scored_item() {
     let pool = hellaswag::load(&root().join("hellaswag/hellaswag_val.public.jsonl")).expect("pool");
     // random.Random(1234).sample(pool, 4): doc 0 -> [199, 112, 29, 1], ..., doc 4 -> [4, 88, 165, 159]
-    let docs = fewshot(TaskName::Hellaswag, 3, 1234, Selection::new(0, Some(5)));
+    let docs = fewshot(EvalTaskName::Hellaswag, 3, 1234, Selection::new(0, Some(5)));
     for (doc, shots) in [(&docs[0], [199, 112, 29]), (&docs[4], [88, 165, 159])] {
         let expected = format!(
             "{}\n\n{}\n\n{}\n\n{}",
@@ -276,8 +277,8 @@ fn winogrande_fewshot_fills_in_the_right_option() {
     let train = winogrande::load(&root().join("winogrande/train_l.jsonl")).expect("train");
     let by_id = |id: &str| train.iter().find(|t| t.qid == id).expect("train id");
     // random.Random(7): the third draw of 3 from train_l
-    let docs = fewshot(TaskName::Winogrande, 3, 7, Selection::new(2, Some(1)));
-    let zero = mc_docs(TaskName::Winogrande, &TaskConfig::default());
+    let docs = fewshot(EvalTaskName::Winogrande, 3, 7, Selection::new(2, Some(1)));
+    let zero = mc_docs(EvalTaskName::Winogrande, &TaskConfig::default());
     let prefix = [
         "3RZS0FBRWMO8T318WTVWK7ZUSGIPCY-2",
         "3WKGUBL7SZK0DPAOROK7SUQE73Y4LD-1",
@@ -296,7 +297,7 @@ fn winogrande_fewshot_fills_in_the_right_option() {
 
 #[test]
 fn mmlu_fewshot_uses_the_first_dev_rows_after_the_description() {
-    let docs = fewshot(TaskName::Mmlu, 5, 1234, Selection::new(0, Some(1)));
+    let docs = fewshot(EvalTaskName::Mmlu, 5, 1234, Selection::new(0, Some(1)));
     let dev = mmlu::load_file(
         &root().join("mmlu/dev/abstract_algebra_dev.csv"),
         "abstract_algebra",
@@ -312,8 +313,8 @@ fn mmlu_fewshot_uses_the_first_dev_rows_after_the_description() {
     assert_eq!(docs[0].choices[3].cont, " D");
     assert!(expected.contains("\nAnswer: B\n\n"));
     let err = tasks::build(
-        TaskName::Mmlu,
-        &TaskFiles::public(TaskName::Mmlu, &root()),
+        EvalTaskName::Mmlu,
+        &TaskFiles::public(EvalTaskName::Mmlu, &root()),
         &TaskConfig {
             num_fewshot: 6,
             ..TaskConfig::default()
@@ -325,12 +326,12 @@ fn mmlu_fewshot_uses_the_first_dev_rows_after_the_description() {
 
 #[test]
 fn piqa_and_truthfulqa_fewshot_rules() {
-    let piqa = fewshot(TaskName::Piqa, 2, 1234, Selection::new(0, Some(3)));
+    let piqa = fewshot(EvalTaskName::Piqa, 2, 1234, Selection::new(0, Some(3)));
     assert_eq!(piqa.len(), 3);
     assert_eq!(piqa[0].choices[0].ctx.matches("\nAnswer: ").count(), 2);
     let err = tasks::build(
-        TaskName::TruthfulqaMc2,
-        &TaskFiles::public(TaskName::TruthfulqaMc2, &root()),
+        EvalTaskName::TruthfulqaMc2,
+        &TaskFiles::public(EvalTaskName::TruthfulqaMc2, &root()),
         &TaskConfig {
             num_fewshot: 1,
             ..TaskConfig::default()
@@ -342,7 +343,7 @@ fn piqa_and_truthfulqa_fewshot_rules() {
 
 #[test]
 fn truthfulqa_mc2_documents() {
-    let docs = mc_docs(TaskName::TruthfulqaMc2, &TaskConfig::default());
+    let docs = mc_docs(EvalTaskName::TruthfulqaMc2, &TaskConfig::default());
     assert_eq!(docs.len(), 200);
     let first = &docs[0];
     let ctx = &first.choices[0].ctx;
@@ -367,13 +368,14 @@ fn truthfulqa_mc2_documents() {
 
 #[test]
 fn gsm8k_generation_documents() {
-    let files = TaskFiles::public(TaskName::Gsm8k, &root());
+    let files = TaskFiles::public(EvalTaskName::Gsm8k, &root());
     let config = TaskConfig {
         num_fewshot: 5,
         selection: Selection::new(1, Some(1)),
         ..TaskConfig::default()
     };
-    let TaskDocs::Generation(docs) = tasks::build(TaskName::Gsm8k, &files, &config).expect("gsm8k")
+    let TaskDocs::Generation(docs) =
+        tasks::build(EvalTaskName::Gsm8k, &files, &config).expect("gsm8k")
     else {
         panic!("gsm8k is a generation task");
     };
@@ -411,21 +413,12 @@ fn gsm8k_generation_documents() {
 
 #[test]
 fn perplexity_rows() {
-    let files = TaskFiles::public(TaskName::Perplexity, &root());
+    let files = TaskFiles::public(EvalTaskName::Perplexity, &root());
     let TaskDocs::Perplexity(rows) =
-        tasks::build(TaskName::Perplexity, &files, &TaskConfig::default()).expect("perplexity")
+        tasks::build(EvalTaskName::Perplexity, &files, &TaskConfig::default()).expect("perplexity")
     else {
         panic!("perplexity rows");
     };
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].text.chars().count(), 1_813_422);
-}
-
-#[test]
-fn task_names_round_trip() {
-    for task in TaskName::ALL {
-        assert_eq!(TaskName::parse(task.as_str()).expect("known"), task);
-    }
-    let err = TaskName::parse("arc").expect_err("unknown");
-    assert!(err.to_string().contains("arc_easy"), "{err}");
 }

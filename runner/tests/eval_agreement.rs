@@ -13,12 +13,13 @@ use std::time::Instant;
 use candle_core::Tensor;
 use common::*;
 use pruneforge::data::tasks::{self, McDoc, TaskConfig, TaskDocs, TaskFiles};
-use pruneforge::data::{DataRoot, Selection, TaskName};
+use pruneforge::data::{DataRoot, Selection};
 use pruneforge::eval::multiple_choice::{outcome, score_docs};
 use pruneforge::eval::perplexity::{self, PerplexitySource};
 use pruneforge::eval::{score, ScoreStats, ScorerOptions};
 use pruneforge::loader::HfModel;
 use pruneforge::model::ForwardOptions;
+use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
 
 /// Accuracy may differ from the reference by at most this much (1.5 points).
@@ -46,7 +47,7 @@ fn reference_items() -> HashMap<(String, usize), Value> {
         .collect()
 }
 
-fn docs(task: TaskName, limit: Option<usize>) -> Vec<McDoc> {
+fn docs(task: EvalTaskName, limit: Option<usize>) -> Vec<McDoc> {
     let config = TaskConfig {
         selection: Selection::new(0, limit),
         ..TaskConfig::default()
@@ -62,7 +63,7 @@ fn options() -> ScorerOptions {
 }
 
 /// Scores the tasks with `model` (`"full"` or `"pruned"`) and checks them against the reference.
-fn check_tasks(m: &HfModel, model: &str, tasks: &[TaskName]) {
+fn check_tasks(m: &HfModel, model: &str, tasks: &[EvalTaskName]) {
     let items = reference_items();
     let acc = read_json("accuracy.json");
     let mut stats = ScoreStats::default();
@@ -169,12 +170,12 @@ fn full_model_matches_pytorch_on_every_reference_task() {
         &m,
         "full",
         &[
-            TaskName::ArcEasy,
-            TaskName::ArcChallenge,
-            TaskName::Hellaswag,
-            TaskName::Piqa,
-            TaskName::Winogrande,
-            TaskName::Mmlu,
+            EvalTaskName::ArcEasy,
+            EvalTaskName::ArcChallenge,
+            EvalTaskName::Hellaswag,
+            EvalTaskName::Piqa,
+            EvalTaskName::Winogrande,
+            EvalTaskName::Mmlu,
         ],
     );
     check_perplexity(&m, "full", 8);
@@ -187,7 +188,7 @@ fn pruned_model_matches_pytorch_on_a_subset() {
     check_tasks(
         &m,
         "pruned",
-        &[TaskName::ArcChallenge, TaskName::Winogrande],
+        &[EvalTaskName::ArcChallenge, EvalTaskName::Winogrande],
     );
     check_perplexity(&m, "pruned", 8);
 }
@@ -212,7 +213,7 @@ fn prefix_cached_scoring_equals_plain_scoring() {
     let m = embedded_model();
     let root = root();
     let mut requests = Vec::new();
-    for (task, shots, limit) in [(TaskName::Mmlu, 5, 12), (TaskName::ArcEasy, 0, 24)] {
+    for (task, shots, limit) in [(EvalTaskName::Mmlu, 5, 12), (EvalTaskName::ArcEasy, 0, 24)] {
         let config = TaskConfig {
             num_fewshot: shots,
             selection: Selection::new(0, Some(limit)),

@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
+use pruneforge::resolve::Resolver;
 use pruneforge::stages::eval::{run, run_with_model, EvalParams, TaskSpec, EVAL_JSON, ITEMS_JSONL};
 use serde_json::Value;
 
@@ -41,7 +42,16 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
     let m = embedded_model();
     let p = params();
     let base_dir = tmp.path().join("base");
-    let base = run_with_model(&m.model, &m.tokenizer, "base", None, &p, &base_dir).expect("base");
+    let base = run_with_model(
+        &m.model,
+        &m.tokenizer,
+        "base",
+        None,
+        &p,
+        &Resolver::local(),
+        &base_dir,
+    )
+    .expect("base");
     let doc = read(base_dir.join(EVAL_JSON));
     let results = &doc["results"];
     for key in [
@@ -110,6 +120,7 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
         "pruned",
         Some(&base_eval),
         &p,
+        &Resolver::local(),
         &out,
     )
     .expect("pruned eval");
@@ -147,6 +158,7 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
         "pruned",
         Some(&base_eval),
         &other,
+        &Resolver::local(),
         &tmp.path().join("other"),
     )
     .expect_err("settings differ");
@@ -159,20 +171,26 @@ fn bad_input_fails_before_loading_the_model() {
     let model = tmp.path().join("no-model");
     let mut p = params();
     p.tasks = vec![TaskSpec::new("arc_hard")];
-    let err = run(&model, None, &p, tmp.path()).expect_err("unknown task");
+    let err = run(&model, None, &p, &Resolver::local(), tmp.path()).expect_err("unknown task");
     assert!(err.to_string().contains("arc_easy"), "{err}");
     p.tasks = vec!["perplexity:3".parse().expect("spec")];
-    let err = run(&model, None, &p, tmp.path()).expect_err("shots");
+    let err = run(&model, None, &p, &Resolver::local(), tmp.path()).expect_err("shots");
     assert!(err.to_string().contains("shots must be 0"), "{err}");
     p.tasks = vec![TaskSpec {
         uri: Some(tmp.path().join("missing.jsonl").display().to_string()),
         ..TaskSpec::new("arc_easy")
     }];
-    let err = run(&model, None, &p, tmp.path()).expect_err("missing file");
+    let err = run(&model, None, &p, &Resolver::local(), tmp.path()).expect_err("missing file");
     assert!(err.to_string().contains("does not exist"), "{err}");
     p.tasks = vec![TaskSpec::new("arc_easy")];
-    let err = run(&model, Some(&tmp.path().join("nope.json")), &p, tmp.path())
-        .expect_err("missing base eval");
+    let err = run(
+        &model,
+        Some(&tmp.path().join("nope.json")),
+        &p,
+        &Resolver::local(),
+        tmp.path(),
+    )
+    .expect_err("missing base eval");
     assert!(err.to_string().contains("nope.json"), "{err}");
     assert!(
         !tmp.path().join(EVAL_JSON).exists(),
@@ -186,7 +204,15 @@ fn offset_past_the_end_is_a_clear_error() {
     let m = embedded_model();
     let mut p = params();
     p.tasks = vec!["arc_easy:0:5:999".parse().expect("spec")];
-    let err = run_with_model(&m.model, &m.tokenizer, "m", None, &p, tmp.path())
-        .expect_err("offset too large");
+    let err = run_with_model(
+        &m.model,
+        &m.tokenizer,
+        "m",
+        None,
+        &p,
+        &Resolver::local(),
+        tmp.path(),
+    )
+    .expect_err("offset too large");
     assert!(err.to_string().contains("leaves no documents"), "{err}");
 }

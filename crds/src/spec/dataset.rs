@@ -41,6 +41,18 @@ pub enum DatasetFormat {
     Jsonl,
 }
 
+impl BuiltinDataset {
+    /// The record layout of the bundled data sets that hold instruction/answer records (SFT
+    /// and prompt sources); `None` for benchmark files, which only their task reads.
+    pub fn sft_format(self) -> Option<DatasetFormat> {
+        match self {
+            BuiltinDataset::Alpaca => Some(DatasetFormat::Alpaca),
+            BuiltinDataset::Gsm8kTrain | BuiltinDataset::Gsm8kTest => Some(DatasetFormat::Gsm8k),
+            _ => None,
+        }
+    }
+}
+
 /// Which keys of a `jsonl` record hold the instruction, the optional input and the answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -88,9 +100,8 @@ impl Default for FieldMapping {
 )]
 pub struct DatasetRef {
     /// Location of the data: `builtin:<name>` (a data set shipped with pruneforge, resolved by the
-    /// runner: alpaca, gsm8k-train, gsm8k-test, arc_easy, arc_challenge, hellaswag, piqa, winogrande,
-    /// mmlu, truthfulqa_mc2), a path relative to the job file or working directory (local runs), or a
-    /// `file://`, `s3://`, `gs://` or `az://` URI.
+    /// runner; the names are listed in the validation rule), a path relative to the job file or
+    /// working directory (local runs), or a `file://`, `s3://`, `gs://` or `az://` URI.
     #[schemars(length(min = 1, max = 1024))]
     pub uri: String,
     /// Record layout: alpaca, gsm8k or jsonl.

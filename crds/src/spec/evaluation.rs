@@ -1,5 +1,8 @@
 //! Benchmarks (lm-eval-harness semantics) and output drift.
 
+use std::fmt;
+use std::str::FromStr;
+
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -35,7 +38,31 @@ pub enum EvalTaskName {
 }
 
 impl EvalTaskName {
-    /// The task name as written in manifests.
+    /// Every task.
+    pub const ALL: [EvalTaskName; 9] = [
+        EvalTaskName::ArcEasy,
+        EvalTaskName::ArcChallenge,
+        EvalTaskName::Hellaswag,
+        EvalTaskName::Piqa,
+        EvalTaskName::Winogrande,
+        EvalTaskName::Mmlu,
+        EvalTaskName::TruthfulqaMc2,
+        EvalTaskName::Gsm8k,
+        EvalTaskName::Perplexity,
+    ];
+
+    /// The tasks run when none are given: the seven zero-shot multiple-choice tasks.
+    pub const DEFAULT: [EvalTaskName; 7] = [
+        EvalTaskName::ArcEasy,
+        EvalTaskName::ArcChallenge,
+        EvalTaskName::Hellaswag,
+        EvalTaskName::Piqa,
+        EvalTaskName::Winogrande,
+        EvalTaskName::Mmlu,
+        EvalTaskName::TruthfulqaMc2,
+    ];
+
+    /// The task name as written in manifests (lm-eval's task name).
     pub fn as_str(self) -> &'static str {
         match self {
             EvalTaskName::ArcEasy => "arc_easy",
@@ -50,26 +77,276 @@ impl EvalTaskName {
         }
     }
 
+    /// The task's facts: data, metric, chance level, default shots, output type.
+    pub fn def(self) -> &'static TaskDef {
+        match self {
+            EvalTaskName::ArcEasy => &ARC_EASY,
+            EvalTaskName::ArcChallenge => &ARC_CHALLENGE,
+            EvalTaskName::Hellaswag => &HELLASWAG,
+            EvalTaskName::Piqa => &PIQA,
+            EvalTaskName::Winogrande => &WINOGRANDE,
+            EvalTaskName::Mmlu => &MMLU,
+            EvalTaskName::TruthfulqaMc2 => &TRUTHFULQA_MC2,
+            EvalTaskName::Gsm8k => &GSM8K,
+            EvalTaskName::Perplexity => &PERPLEXITY,
+        }
+    }
+
     /// The bundled data set the task reads when no `uri` is given.
     pub fn default_dataset(self) -> BuiltinDataset {
-        match self {
-            EvalTaskName::ArcEasy => BuiltinDataset::ArcEasy,
-            EvalTaskName::ArcChallenge => BuiltinDataset::ArcChallenge,
-            EvalTaskName::Hellaswag => BuiltinDataset::Hellaswag,
-            EvalTaskName::Piqa => BuiltinDataset::Piqa,
-            EvalTaskName::Winogrande => BuiltinDataset::Winogrande,
-            EvalTaskName::Mmlu => BuiltinDataset::Mmlu,
-            EvalTaskName::TruthfulqaMc2 => BuiltinDataset::TruthfulqaMc2,
-            EvalTaskName::Gsm8k => BuiltinDataset::Gsm8kTest,
-            EvalTaskName::Perplexity => BuiltinDataset::Alpaca,
-        }
+        self.def().docs
     }
 
     /// Whether a higher value is better (false for perplexity).
     pub fn higher_is_better(self) -> bool {
-        self != EvalTaskName::Perplexity
+        self.def().metric.higher_is_better()
+    }
+
+    /// The task that reads `dataset` (as documents or as its few-shot pool), if any.
+    pub fn reading(dataset: BuiltinDataset) -> Option<EvalTaskName> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.def().datasets().any(|d| d == dataset))
     }
 }
+
+impl fmt::Display for EvalTaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An evaluation task name that pruneforge does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown evaluation task `{name}`; known: {known}")]
+pub struct UnknownTask {
+    /// The name that was asked for.
+    pub name: String,
+    /// Comma-separated list of known names.
+    pub known: String,
+}
+
+impl FromStr for EvalTaskName {
+    type Err = UnknownTask;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownTask {
+                name: s.to_string(),
+                known: Self::ALL.map(EvalTaskName::as_str).join(", "),
+            })
+    }
+}
+
+/// How a task's documents are scored (lm-eval's `output_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutputType {
+    /// One log-likelihood request per choice.
+    MultipleChoice,
+    /// Greedy generation until a stop sequence.
+    GenerateUntil,
+    /// Rolling log-likelihood of whole texts (perplexity).
+    LoglikelihoodRolling,
+}
+
+impl OutputType {
+    /// lm-eval's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputType::MultipleChoice => "multiple_choice",
+            OutputType::GenerateUntil => "generate_until",
+            OutputType::LoglikelihoodRolling => "loglikelihood_rolling",
+        }
+    }
+}
+
+/// The metric a task is summarised by (its value in the summary, recovery and averages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MainMetric {
+    /// lm-eval's `acc_norm`: log-likelihood ÷ characters of the choice (Open LLM Leaderboard v1).
+    AccNorm,
+    /// Accuracy (argmax of the log-likelihood).
+    Acc,
+    /// Mean over subjects of the subject accuracy (`acc`, the micro average, is reported too).
+    AccMacro,
+    /// TruthfulQA mc2: the normalised probability mass of the true answers (lm-eval names it
+    /// `acc`; both keys are written).
+    Mc2,
+    /// Exact match of the last number of the answer (small models rarely write `#### n`; the
+    /// strict match is reported too).
+    ExactMatchFlexible,
+    /// Token-level perplexity (lower is better; never averaged).
+    Perplexity,
+}
+
+impl MainMetric {
+    /// The metric's name in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            MainMetric::AccNorm => "acc_norm",
+            MainMetric::Acc => "acc",
+            MainMetric::AccMacro => "acc_macro",
+            MainMetric::Mc2 => "mc2",
+            MainMetric::ExactMatchFlexible => "exact_match,flexible-extract",
+            MainMetric::Perplexity => "perplexity",
+        }
+    }
+
+    /// The metric's key in lm-eval's `results` (`<metric>,<filter>`).
+    pub fn results_key(self) -> &'static str {
+        match self {
+            MainMetric::AccNorm => "acc_norm,none",
+            MainMetric::Acc => "acc,none",
+            MainMetric::AccMacro => "acc_macro,none",
+            MainMetric::Mc2 => "mc2,none",
+            MainMetric::ExactMatchFlexible => "exact_match,flexible-extract",
+            MainMetric::Perplexity => "perplexity,none",
+        }
+    }
+
+    /// Whether a higher value is better; the accuracy-like metrics (all but perplexity) are
+    /// the ones averaged.
+    pub fn higher_is_better(self) -> bool {
+        self != MainMetric::Perplexity
+    }
+}
+
+/// The facts of one evaluation task. The runner keeps only the builder of each task's
+/// documents and the scoring; everything declarative is here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskDef {
+    /// The scored documents when no `uri` is given (the public slice).
+    pub docs: BuiltinDataset,
+    /// Where few-shot examples come from (PIQA: with its label file); `None`: the task has no
+    /// few-shot split (TruthfulQA's prompt holds fixed examples; perplexity has no prompt).
+    pub fewshot_pool: Option<BuiltinDataset>,
+    /// Other bundled splits the task can score (given as the task's `uri`).
+    pub other_splits: &'static [BuiltinDataset],
+    /// The summary metric.
+    pub metric: MainMetric,
+    /// The main metric's expected value for a model that guesses: the mean of 1 ÷ the number
+    /// of choices (mc2: of the share of true answers) over the public slice, rounded; 0 for
+    /// exact match; `None` for perplexity.
+    pub chance: Option<f64>,
+    /// Few-shot examples per document when the spec gives none.
+    pub default_shots: u32,
+    /// How the documents are scored.
+    pub output_type: OutputType,
+}
+
+impl TaskDef {
+    /// Every bundled data set the task reads: its documents, its few-shot pool, its other
+    /// splits.
+    pub fn datasets(&self) -> impl Iterator<Item = BuiltinDataset> + '_ {
+        std::iter::once(self.docs)
+            .chain(self.fewshot_pool)
+            .chain(self.other_splits.iter().copied())
+    }
+}
+
+/// 4 choices for all but a handful of items (3 or 5); the mean of 1 ÷ choices over the
+/// public slice is 0.2504.
+const ARC_EASY: TaskDef = TaskDef {
+    docs: BuiltinDataset::ArcEasy,
+    fewshot_pool: Some(BuiltinDataset::ArcEasyTrain),
+    other_splits: &[],
+    metric: MainMetric::AccNorm,
+    chance: Some(0.25),
+    default_shots: 0,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// As ARC-Easy (mean of 1 ÷ choices over the public slice: 0.2504).
+const ARC_CHALLENGE: TaskDef = TaskDef {
+    docs: BuiltinDataset::ArcChallenge,
+    fewshot_pool: Some(BuiltinDataset::ArcChallengeTrain),
+    other_splits: &[],
+    metric: MainMetric::AccNorm,
+    chance: Some(0.25),
+    default_shots: 0,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// 4 endings; shots from the public validation slice without the scored item.
+const HELLASWAG: TaskDef = TaskDef {
+    docs: BuiltinDataset::Hellaswag,
+    fewshot_pool: Some(BuiltinDataset::Hellaswag),
+    other_splits: &[],
+    metric: MainMetric::AccNorm,
+    chance: Some(0.25),
+    default_shots: 0,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// 2 solutions; shots from the public validation slice without the scored item.
+const PIQA: TaskDef = TaskDef {
+    docs: BuiltinDataset::Piqa,
+    fewshot_pool: Some(BuiltinDataset::Piqa),
+    other_splits: &[],
+    metric: MainMetric::AccNorm,
+    chance: Some(0.5),
+    default_shots: 0,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// 2 options, partial scoring: the continuation is shared, so normalisation changes nothing.
+const WINOGRANDE: TaskDef = TaskDef {
+    docs: BuiltinDataset::Winogrande,
+    fewshot_pool: Some(BuiltinDataset::WinograndeTrain),
+    other_splits: &[],
+    metric: MainMetric::Acc,
+    chance: Some(0.5),
+    default_shots: 0,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// 4 choices; 5-shot from dev (first n) by default; the validation split can be scored
+/// instead of test.
+const MMLU: TaskDef = TaskDef {
+    docs: BuiltinDataset::Mmlu,
+    fewshot_pool: Some(BuiltinDataset::MmluDev),
+    other_splits: &[BuiltinDataset::MmluVal],
+    metric: MainMetric::AccMacro,
+    chance: Some(0.25),
+    default_shots: 5,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// Equal likelihoods give mc2 = the share of true answers; its mean over the public slice
+/// is 0.448.
+const TRUTHFULQA_MC2: TaskDef = TaskDef {
+    docs: BuiltinDataset::TruthfulqaMc2,
+    fewshot_pool: None,
+    other_splits: &[],
+    metric: MainMetric::Mc2,
+    chance: Some(0.448),
+    default_shots: 0,
+    output_type: OutputType::MultipleChoice,
+};
+
+/// 5-shot from train by default; guessing a number is (almost) never right.
+const GSM8K: TaskDef = TaskDef {
+    docs: BuiltinDataset::Gsm8kTest,
+    fewshot_pool: Some(BuiltinDataset::Gsm8kTrain),
+    other_splits: &[],
+    metric: MainMetric::ExactMatchFlexible,
+    chance: Some(0.0),
+    default_shots: 5,
+    output_type: OutputType::GenerateUntil,
+};
+
+/// Held-out text (the Alpaca calibration stream); no prompts, no chance level.
+const PERPLEXITY: TaskDef = TaskDef {
+    docs: BuiltinDataset::Alpaca,
+    fewshot_pool: None,
+    other_splits: &[],
+    metric: MainMetric::Perplexity,
+    chance: None,
+    default_shots: 0,
+    output_type: OutputType::LoglikelihoodRolling,
+};
 
 /// One benchmark run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
@@ -178,17 +455,7 @@ pub struct EvaluationSpec {
 }
 
 fn default_tasks() -> Vec<EvalTask> {
-    [
-        EvalTaskName::ArcEasy,
-        EvalTaskName::ArcChallenge,
-        EvalTaskName::Hellaswag,
-        EvalTaskName::Piqa,
-        EvalTaskName::Winogrande,
-        EvalTaskName::Mmlu,
-        EvalTaskName::TruthfulqaMc2,
-    ]
-    .map(EvalTask::new)
-    .to_vec()
+    EvalTaskName::DEFAULT.map(EvalTask::new).to_vec()
 }
 
 fn default_seed() -> u32 {
@@ -207,5 +474,62 @@ impl Default for EvaluationSpec {
             batch_size: default_batch_size(),
             drift: DriftSpec::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for t in EvalTaskName::ALL {
+            assert_eq!(t.as_str().parse::<EvalTaskName>(), Ok(t));
+            assert_eq!(
+                serde_json::to_value(t).expect("serializes"),
+                serde_json::Value::String(t.as_str().to_string())
+            );
+        }
+        let err = "arc".parse::<EvalTaskName>().expect_err("unknown");
+        assert!(err.to_string().contains("truthfulqa_mc2"), "{err}");
+    }
+
+    #[test]
+    fn every_builtin_data_set_is_read_by_exactly_one_task() {
+        for d in BuiltinDataset::ALL {
+            let readers: Vec<EvalTaskName> = EvalTaskName::ALL
+                .into_iter()
+                .filter(|t| t.def().datasets().any(|x| x == d))
+                .collect();
+            assert_eq!(readers.len(), 1, "{d} is read by {readers:?}");
+            assert_eq!(EvalTaskName::reading(d), readers.first().copied());
+        }
+    }
+
+    #[test]
+    fn table_facts() {
+        for t in EvalTaskName::ALL {
+            let def = t.def();
+            assert_eq!(
+                def.metric.results_key().split(',').next(),
+                def.metric.name().split(',').next(),
+                "{t}"
+            );
+            let no_pool = def.fewshot_pool.is_none();
+            assert!(
+                !(no_pool && def.default_shots > 0),
+                "{t}: shots without a pool"
+            );
+            assert_eq!(def.chance.is_none(), !def.metric.higher_is_better(), "{t}");
+            if let Some(chance) = def.chance {
+                assert!((0.0..1.0).contains(&chance), "{t}");
+            }
+        }
+        assert_eq!(EvalTaskName::Mmlu.def().default_shots, 5);
+        assert_eq!(EvalTaskName::Gsm8k.def().default_shots, 5);
+        assert!(!EvalTaskName::Perplexity.higher_is_better());
+        assert!(EvalTaskName::DEFAULT
+            .iter()
+            .all(|t| t.def().output_type == OutputType::MultipleChoice));
     }
 }

@@ -20,7 +20,9 @@ pub use dataset::{DatasetFormat, DatasetRef, FieldMapping};
 pub use distillation::{
     AnswerCheck, DataKind, DistillDataset, DistillationSpec, GenerationSpec, PromptTemplate,
 };
-pub use evaluation::{DriftSpec, EvalTask, EvalTaskName, EvaluationSpec};
+pub use evaluation::{
+    DriftSpec, EvalTask, EvalTaskName, EvaluationSpec, MainMetric, OutputType, TaskDef, UnknownTask,
+};
 pub use merge::{MergeMethod, MergeSpec};
 pub use model::{DType, ModelFormat, ModelSource, ModelSpec};
 pub use pruning::{PruningSpec, ScoreMetric};

@@ -83,8 +83,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     params.data_dir = args.data_dir.or(params.data_dir);
     let what = || format!("eval of {}", args.model.display());
     let summary = match &args.drop_layers {
-        None => eval::run(&args.model, args.base_eval.as_deref(), &params, &args.out)
-            .with_context(what)?,
+        None => eval::run(
+            &args.model,
+            args.base_eval.as_deref(),
+            &params,
+            &pruneforge::resolve::Resolver::local(),
+            &args.out,
+        )
+        .with_context(what)?,
         Some(spec) => {
             let (start, n) = parse_drop(spec)?;
             let mut hf = open_model(&args.model).with_context(what)?;
@@ -100,6 +106,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 &label,
                 args.base_eval.as_deref(),
                 &params,
+                &pruneforge::resolve::Resolver::local(),
                 &args.out,
             )
             .with_context(what)?

@@ -1,4 +1,5 @@
-//! The data root (where the shipped datasets live) and `builtin:` dataset names.
+//! The data root (where the shipped datasets live) and the resolution of `builtin:` dataset
+//! names under it. The names and their paths are the API's ([`BuiltinDataset`]).
 //!
 //! The data root is, in order: `$PRUNEFORGE_DATA_DIR`; `../shared/data` relative to the
 //! current directory; `../shared/data` relative to the repository root (the nearest ancestor of
@@ -6,14 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
+pub use pruneforge_api::builtin::{BuiltinDataset, BUILTIN_PREFIX};
+
 use super::error::{DataError, Result};
 
 /// Environment variable naming the data root.
 pub const DATA_DIR_ENV: &str = "PRUNEFORGE_DATA_DIR";
 /// Data root inside the runner image.
 pub const IMAGE_DATA_DIR: &str = "/usr/share/pruneforge/data";
-/// Prefix of builtin dataset names.
-pub const BUILTIN_PREFIX: &str = "builtin:";
 
 /// A directory holding the datasets in the layout of `shared/data` (alpaca/, gsm8k/, arc/, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,138 +68,14 @@ impl DataRoot {
     pub fn join(&self, relative: impl AsRef<Path>) -> PathBuf {
         self.dir.join(relative)
     }
-}
 
-/// The datasets that ship with pruneforge, by their `builtin:` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Builtin {
-    /// `alpaca/alpaca_5000.json` (SFT, alpaca JSON array).
-    Alpaca,
-    /// `gsm8k/train.jsonl` (SFT and few-shot pool).
-    Gsm8kTrain,
-    /// `gsm8k/test.public.jsonl`.
-    Gsm8kTest,
-    /// `arc/ARC-Easy-Test.public.jsonl`.
-    ArcEasy,
-    /// `arc/ARC-Easy-Train.jsonl`.
-    ArcEasyTrain,
-    /// `arc/ARC-Challenge-Test.public.jsonl`.
-    ArcChallenge,
-    /// `arc/ARC-Challenge-Train.jsonl`.
-    ArcChallengeTrain,
-    /// `hellaswag/hellaswag_val.public.jsonl`.
-    Hellaswag,
-    /// `piqa/valid.public.jsonl` (labels in `piqa/valid-labels.public.lst`).
-    Piqa,
-    /// `winogrande/dev.public.jsonl`.
-    Winogrande,
-    /// `winogrande/train_l.jsonl`.
-    WinograndeTrain,
-    /// `mmlu/test.public/` (one CSV per subject).
-    Mmlu,
-    /// `mmlu/dev/` (5 rows per subject; the few-shot pool).
-    MmluDev,
-    /// `mmlu/val/`.
-    MmluVal,
-    /// `truthfulqa/mc_task.v0.public.json`.
-    Truthfulqa,
-}
-
-impl Builtin {
-    pub const ALL: [Builtin; 15] = [
-        Builtin::Alpaca,
-        Builtin::Gsm8kTrain,
-        Builtin::Gsm8kTest,
-        Builtin::ArcEasy,
-        Builtin::ArcEasyTrain,
-        Builtin::ArcChallenge,
-        Builtin::ArcChallengeTrain,
-        Builtin::Hellaswag,
-        Builtin::Piqa,
-        Builtin::Winogrande,
-        Builtin::WinograndeTrain,
-        Builtin::Mmlu,
-        Builtin::MmluDev,
-        Builtin::MmluVal,
-        Builtin::Truthfulqa,
-    ];
-
-    /// The name after `builtin:`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::Alpaca => "alpaca",
-            Builtin::Gsm8kTrain => "gsm8k-train",
-            Builtin::Gsm8kTest => "gsm8k-test",
-            Builtin::ArcEasy => "arc_easy",
-            Builtin::ArcEasyTrain => "arc_easy-train",
-            Builtin::ArcChallenge => "arc_challenge",
-            Builtin::ArcChallengeTrain => "arc_challenge-train",
-            Builtin::Hellaswag => "hellaswag",
-            Builtin::Piqa => "piqa",
-            Builtin::Winogrande => "winogrande",
-            Builtin::WinograndeTrain => "winogrande-train",
-            Builtin::Mmlu => "mmlu",
-            Builtin::MmluDev => "mmlu-dev",
-            Builtin::MmluVal => "mmlu-val",
-            Builtin::Truthfulqa => "truthfulqa",
-        }
+    /// The file (or directory) of a bundled data set.
+    pub fn dataset(&self, dataset: BuiltinDataset) -> PathBuf {
+        self.join(dataset.relative_path())
     }
 
-    /// Path relative to the data root (a directory for the MMLU entries).
-    pub fn relative_path(self) -> &'static str {
-        match self {
-            Builtin::Alpaca => "alpaca/alpaca_5000.json",
-            Builtin::Gsm8kTrain => "gsm8k/train.jsonl",
-            Builtin::Gsm8kTest => "gsm8k/test.public.jsonl",
-            Builtin::ArcEasy => "arc/ARC-Easy-Test.public.jsonl",
-            Builtin::ArcEasyTrain => "arc/ARC-Easy-Train.jsonl",
-            Builtin::ArcChallenge => "arc/ARC-Challenge-Test.public.jsonl",
-            Builtin::ArcChallengeTrain => "arc/ARC-Challenge-Train.jsonl",
-            Builtin::Hellaswag => "hellaswag/hellaswag_val.public.jsonl",
-            Builtin::Piqa => "piqa/valid.public.jsonl",
-            Builtin::Winogrande => "winogrande/dev.public.jsonl",
-            Builtin::WinograndeTrain => "winogrande/train_l.jsonl",
-            Builtin::Mmlu => "mmlu/test.public",
-            Builtin::MmluDev => "mmlu/dev",
-            Builtin::MmluVal => "mmlu/val",
-            Builtin::Truthfulqa => "truthfulqa/mc_task.v0.public.json",
-        }
-    }
-
-    /// Parses a name, with or without the `builtin:` prefix.
-    pub fn parse(name: &str) -> Result<Self> {
-        let bare = name.strip_prefix(BUILTIN_PREFIX).unwrap_or(name);
-        Builtin::ALL
-            .into_iter()
-            .find(|b| b.name() == bare)
-            .ok_or_else(|| DataError::UnknownBuiltin {
-                name: name.to_string(),
-                known: Builtin::ALL
-                    .iter()
-                    .map(|b| format!("{BUILTIN_PREFIX}{}", b.name()))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-    }
-
-    /// The file (or directory) under `root`.
-    pub fn path(self, root: &DataRoot) -> PathBuf {
-        root.join(self.relative_path())
+    /// The label file of a bundled data set that keeps its labels apart (PIQA).
+    pub fn labels(&self, dataset: BuiltinDataset) -> Option<PathBuf> {
+        dataset.labels_relative_path().map(|p| self.join(p))
     }
 }
-
-/// Resolves a dataset reference: `builtin:NAME` becomes a path under the data root (found with
-/// [`DataRoot::discover`] when `root` is `None`); anything else is taken as a path.
-pub fn resolve_dataset(spec: &str, root: Option<&DataRoot>) -> Result<PathBuf> {
-    if !spec.starts_with(BUILTIN_PREFIX) {
-        return Ok(PathBuf::from(spec));
-    }
-    let builtin = Builtin::parse(spec)?;
-    match root {
-        Some(root) => Ok(builtin.path(root)),
-        None => Ok(builtin.path(&DataRoot::discover()?)),
-    }
-}
-
-/// PIQA's label file, next to the PIQA items of the data root.
-pub const PIQA_LABELS: &str = "piqa/valid-labels.public.lst";

@@ -83,12 +83,12 @@ pub enum DataError {
     DataRootNotFound { tried: Vec<PathBuf> },
 
     /// A `builtin:` name that is not known.
-    #[error("unknown builtin dataset `{name}`; known: {known}")]
-    UnknownBuiltin { name: String, known: String },
+    #[error(transparent)]
+    UnknownBuiltin(#[from] pruneforge_api::builtin::UnknownBuiltin),
 
     /// An evaluation task name that is not known.
-    #[error("unknown evaluation task `{name}`; known: {known}")]
-    UnknownTask { name: String, known: String },
+    #[error(transparent)]
+    UnknownTask(#[from] pruneforge_api::spec::UnknownTask),
 
     /// A task cannot be built with the requested settings (e.g. few-shot without a shot pool).
     #[error("task {task}: {message}")]

@@ -3,7 +3,7 @@
 //! - [`sft`]: Alpaca JSON arrays, GSM8K JSONL and generic JSONL read into [`SftRecord`]s and
 //!   written back in the schema they came in.
 //! - [`calibration`]: the reference calibration text stream; [`text_source`]: other text.
-//! - [`builtin`]: the data root and `builtin:` dataset names.
+//! - [`builtin`]: the data root and the resolution of `builtin:` dataset names.
 //! - [`tasks`]: lm-evaluation-harness style documents (log-likelihood requests, generation
 //!   prompts, perplexity rows) for ARC, HellaSwag, PIQA, Winogrande, MMLU, TruthfulQA mc2,
 //!   GSM8K; [`metrics`]: the metric functions.
@@ -23,9 +23,9 @@ pub mod tasks;
 pub mod text_source;
 pub mod token_ids;
 
-pub use builtin::{resolve_dataset, Builtin, DataRoot};
+pub use builtin::{BuiltinDataset, DataRoot};
 pub use error::{DataError, Location};
 pub use selection::Selection;
 pub use sft::{FieldMap, SftDataset, SftRecord, SftSchema};
-pub use tasks::{TaskConfig, TaskDocs, TaskFiles, TaskName};
+pub use tasks::{TaskConfig, TaskDocs, TaskFiles};
 pub use text_source::TextSource;

@@ -7,13 +7,13 @@
 //! the subject accuracies) and one `mmlu_<subject>` entry per subject; TruthfulQA reports only
 //! `mc2` (also under lm-eval's name `acc`).
 
+use pruneforge_api::spec::{EvalTaskName, MainMetric};
 use serde_json::{json, Value};
 
 use super::report::TaskOutcome;
 use super::scorer::{encode_pair, score, EncodedRequest, LlScore, ScoreStats, ScorerOptions};
 use crate::data::metrics::{self, MeanStderr};
 use crate::data::tasks::McDoc;
-use crate::data::TaskName;
 use crate::error::Result;
 use crate::model::Llama;
 use crate::tokenizer::Tokenizer;
@@ -57,14 +57,14 @@ fn push(metrics: &mut Vec<(String, f64)>, name: &str, m: &MeanStderr) {
 }
 
 /// Metrics and per-document items of a scored task.
-pub fn outcome(task: TaskName, docs: &[McDoc], scored: &McScores) -> Result<TaskOutcome> {
+pub fn outcome(task: EvalTaskName, docs: &[McDoc], scored: &McScores) -> Result<TaskOutcome> {
     let lls: Vec<Vec<f64>> = scored
         .scores
         .iter()
         .map(|s| s.iter().map(|x| x.ll).collect())
         .collect();
     let mut out = TaskOutcome::default();
-    let mc2_values: Option<Vec<f64>> = if task == TaskName::TruthfulqaMc2 {
+    let mc2_values: Option<Vec<f64>> = if task.def().metric == MainMetric::Mc2 {
         let values = docs
             .iter()
             .zip(&lls)
@@ -97,7 +97,7 @@ pub fn outcome(task: TaskName, docs: &[McDoc], scored: &McScores) -> Result<Task
                     .collect();
                 let mut m = Vec::new();
                 push(&mut m, "acc", &MeanStderr::of(&hits));
-                out.subtasks.push((format!("mmlu_{subject}"), m));
+                out.subtasks.push((format!("{task}_{subject}"), m));
             }
         }
     }

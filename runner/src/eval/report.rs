@@ -12,40 +12,15 @@
 //!   so 100 % is always "as good as the base"), and the same for the average, computed over the
 //!   accuracy tasks both runs have.
 //!
-//! Main metric per task ([`main_metric`]):
-//!
-//! | task | main metric | why |
-//! |---|---|---|
-//! | arc_easy, arc_challenge, hellaswag, piqa | `acc_norm` (lm-eval: ll ÷ characters of the choice) | Open LLM Leaderboard v1 |
-//! | winogrande | `acc` | partial scoring: the continuation is shared, so normalisation changes nothing |
-//! | mmlu | `acc_macro` (mean over subjects of the subject accuracy) | leaderboard v1 averages the 57 subjects; `acc` (micro) is reported too |
-//! | truthfulqa_mc2 | `mc2` (lm-eval names it `acc`; both keys are written) | |
-//! | gsm8k | `exact_match,flexible-extract` (last number of the answer) | small models rarely write `#### n`; strict is reported too |
-//! | perplexity | `perplexity` (token level, lower is better) | not averaged |
+//! The main metric of each task, and whether higher is better, come from the task table
+//! ([`pruneforge_api::spec::EvalTaskName::def`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::data::TaskName;
-use crate::error::{Result, StageError};
+use pruneforge_api::spec::EvalTaskName;
 
-/// The main metric of a task: `(summary name, results key, higher is better)`.
-pub fn main_metric(task: TaskName) -> (&'static str, &'static str, bool) {
-    match task {
-        TaskName::ArcEasy | TaskName::ArcChallenge | TaskName::Hellaswag | TaskName::Piqa => {
-            ("acc_norm", "acc_norm,none", true)
-        }
-        TaskName::Winogrande => ("acc", "acc,none", true),
-        TaskName::Mmlu => ("acc_macro", "acc_macro,none", true),
-        TaskName::TruthfulqaMc2 => ("mc2", "mc2,none", true),
-        TaskName::Gsm8k => (
-            "exact_match,flexible-extract",
-            "exact_match,flexible-extract",
-            true,
-        ),
-        TaskName::Perplexity => ("perplexity", "perplexity,none", false),
-    }
-}
+use crate::error::{Result, StageError};
 
 /// The stderr key of a results key (`acc,none` → `acc_stderr,none`).
 pub fn stderr_key(key: &str) -> String {
@@ -75,7 +50,7 @@ impl TaskOutcome {
 /// One evaluated task with its configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskReport {
-    pub task: TaskName,
+    pub task: EvalTaskName,
     pub outcome: TaskOutcome,
     pub n_original: usize,
     pub n_effective: usize,
@@ -130,7 +105,12 @@ pub fn task_scores(reports: &[TaskReport]) -> Result<Vec<TaskScore>> {
     reports
         .iter()
         .map(|r| {
-            let (name, key, higher) = main_metric(r.task);
+            let metric = r.task.def().metric;
+            let (name, key, higher) = (
+                metric.name(),
+                metric.results_key(),
+                metric.higher_is_better(),
+            );
             let value = r.outcome.metric(key).ok_or_else(|| {
                 StageError::Input(format!("internal: task {} has no metric {key}", r.task))
             })?;

@@ -11,6 +11,7 @@ use crate::exec::artifacts;
 use crate::exec::local::{RunReport, RunStatus, StageRun};
 use crate::util::fs::{write_atomic, write_json_atomic};
 use pruneforge_api::contract::StageSummary;
+use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -140,9 +141,13 @@ pub fn recovery_table(run: &RunReport) -> (Vec<String>, RecoveryRows) {
     let Some(base) = e.get("base") else {
         return (vec![], vec![]);
     };
+    // Lower-is-better tasks (perplexity) have no place in a recovery average.
     let mut tasks: Vec<String> = base
         .keys()
-        .filter(|t| !t.starts_with("perplexity"))
+        .filter(|t| {
+            t.parse::<EvalTaskName>()
+                .map_or(true, EvalTaskName::higher_is_better)
+        })
         .cloned()
         .collect();
     tasks.push("average".into());

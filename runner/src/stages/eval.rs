@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
+use pruneforge_api::spec::{EvalTaskName, OutputType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::{Outcome, Result, StageContext, StageError};
-use crate::data::builtin::BUILTIN_PREFIX;
 use crate::data::tasks::{self, TaskConfig, TaskDocs, TaskFiles};
-use crate::data::{resolve_dataset, DataRoot, Selection, TaskName};
+use crate::data::{DataError, DataRoot, Selection};
 use crate::eval::generation::{self, GenOptions};
 use crate::eval::perplexity::{self, PerplexitySource, TokenRow};
 use crate::eval::report::{self, TaskOutcome, TaskReport};
@@ -30,6 +30,7 @@ use crate::eval::{
 use crate::generate::GenerationStats;
 use crate::loader::open_model;
 use crate::model::Llama;
+use crate::resolve::Resolver;
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_atomic, write_json_atomic};
 use pruneforge_api::contract::StageSummary;
@@ -138,17 +139,9 @@ pub struct EvalParams {
 impl Default for EvalParams {
     fn default() -> Self {
         EvalParams {
-            tasks: [
-                "arc_easy",
-                "arc_challenge",
-                "hellaswag",
-                "piqa",
-                "winogrande",
-                "mmlu",
-                "truthfulqa_mc2",
-            ]
-            .map(TaskSpec::new)
-            .to_vec(),
+            tasks: EvalTaskName::DEFAULT
+                .map(|t| TaskSpec::new(t.as_str()))
+                .to_vec(),
             seed: tasks::fewshot::DEFAULT_FEWSHOT_SEED,
             batch_size: 16,
             max_length: None,
@@ -159,12 +152,9 @@ impl Default for EvalParams {
     }
 }
 
-/// Few-shot examples of a task when the spec gives none.
-pub fn default_shots(task: TaskName) -> usize {
-    match task {
-        TaskName::Mmlu | TaskName::Gsm8k => 5,
-        _ => 0,
-    }
+/// Few-shot examples of a task when the spec gives none (the task table's default).
+pub fn default_shots(task: EvalTaskName) -> usize {
+    task.def().default_shots as usize
 }
 
 /// What the stage returns.
@@ -213,26 +203,10 @@ impl EvalSummary {
 
 /// A task with its files resolved.
 struct ResolvedTask {
-    name: TaskName,
+    name: EvalTaskName,
     spec: TaskSpec,
     shots: usize,
     files: TaskFiles,
-}
-
-fn resolve_uri(uri: &str, root: &DataRoot) -> Result<PathBuf> {
-    if uri.starts_with(BUILTIN_PREFIX) {
-        return Ok(resolve_dataset(uri, Some(root))?);
-    }
-    if let Some(path) = uri.strip_prefix("file://") {
-        return Ok(PathBuf::from(path));
-    }
-    if uri.contains("://") {
-        return Err(StageError::Input(format!(
-            "task uri `{uri}`: the eval stage reads local files; download it first or pass a \
-             path, file://PATH or builtin:NAME"
-        )));
-    }
-    Ok(PathBuf::from(uri))
 }
 
 /// PIQA keeps labels beside the items: `valid.jsonl` → `valid-labels.lst`,
@@ -247,28 +221,31 @@ pub fn piqa_labels_path(items: &Path) -> Option<PathBuf> {
     Some(items.with_file_name(labels))
 }
 
-fn resolve_tasks(params: &EvalParams) -> Result<Vec<ResolvedTask>> {
+fn resolve_tasks(params: &EvalParams, resolver: &Resolver) -> Result<Vec<ResolvedTask>> {
     if params.tasks.is_empty() {
         return Err(StageError::Input("no eval tasks given".into()));
     }
     if params.batch_size == 0 {
         return Err(StageError::Input("batch_size must be at least 1".into()));
     }
-    let root = match &params.data_dir {
-        Some(dir) => DataRoot::new(dir.clone()),
-        None => DataRoot::discover()?,
+    let resolver = match &params.data_dir {
+        Some(dir) => resolver
+            .clone()
+            .with_data_root(Some(DataRoot::new(dir.clone()))),
+        None => resolver.clone(),
     };
+    let root = resolver.data_root()?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for spec in &params.tasks {
-        let name = TaskName::parse(&spec.name)?;
+        let name: EvalTaskName = spec.name.parse().map_err(DataError::from)?;
         if !seen.insert(name) {
             return Err(StageError::Input(format!(
                 "task {name} is listed twice; results are keyed by task name"
             )));
         }
         let shots = spec.shots.unwrap_or_else(|| default_shots(name));
-        if name == TaskName::Perplexity && shots > 0 {
+        if name == EvalTaskName::Perplexity && shots > 0 {
             return Err(StageError::Input(format!(
                 "perplexity has no prompts, so shots must be 0 (got {shots})"
             )));
@@ -280,9 +257,12 @@ fn resolve_tasks(params: &EvalParams) -> Result<Vec<ResolvedTask>> {
         }
         let mut files = TaskFiles::public(name, &root);
         if let Some(uri) = &spec.uri {
-            files.docs = resolve_uri(uri, &root)?;
-            if name == TaskName::Piqa {
-                files.labels = piqa_labels_path(&files.docs);
+            files.docs = resolver.resolve(uri)?;
+            if name == EvalTaskName::Piqa {
+                files.labels = piqa_labels_path(&files.docs)
+                    .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .map(|labels| resolver.resolve_sibling(uri, &labels))
+                    .transpose()?;
                 match &files.labels {
                     Some(l) if l.is_file() => {}
                     _ => {
@@ -340,7 +320,7 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn selected<T>(task: TaskName, items: Vec<T>, sel: Selection) -> Result<Vec<T>> {
+fn selected<T>(task: EvalTaskName, items: Vec<T>, sel: Selection) -> Result<Vec<T>> {
     let total = items.len();
     let picked = sel.apply(items);
     if picked.is_empty() {
@@ -375,15 +355,16 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
         "fewshot_delimiter": tasks::fewshot::FEWSHOT_DELIMITER,
         "max_length": ctx.scorer.max_length,
     });
-    let (outcome, n_original, n_effective, output_type): (TaskOutcome, usize, usize, &str) =
-        if t.name == TaskName::Perplexity {
+    let output_type = t.name.def().output_type;
+    let (outcome, n_original, n_effective): (TaskOutcome, usize, usize) =
+        if output_type == OutputType::LoglikelihoodRolling {
             let source = PerplexitySource::for_path(&t.files.docs);
             limit = limit.or(source.default_limit());
             let rows = perplexity::load_rows(&source, ctx.tokenizer)?;
             let n = rows.len();
             let rows = selected(t.name, rows, Selection::new(t.spec.offset, limit))?;
             let out = perplexity_outcome(ctx, &rows)?;
-            (out, n, rows.len(), "loglikelihood_rolling")
+            (out, n, rows.len())
         } else {
             match tasks::build(t.name, &t.files, &config)? {
                 TaskDocs::MultipleChoice(docs) => {
@@ -397,7 +378,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
                         &mut ctx.ll_stats,
                     )?;
                     let out = multiple_choice::outcome(t.name, &docs, &scored)?;
-                    (out, n, docs.len(), "multiple_choice")
+                    (out, n, docs.len())
                 }
                 TaskDocs::Generation(docs) => {
                     let n = docs.len();
@@ -424,7 +405,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
                         &opts,
                         &mut ctx.gen_stats,
                     )?;
-                    (out, n, docs.len(), "generate_until")
+                    (out, n, docs.len())
                 }
                 TaskDocs::Perplexity(_) => {
                     return Err(StageError::Input(
@@ -435,7 +416,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
         };
     if let Some(obj) = task_config.as_object_mut() {
         obj.insert("limit".into(), json!(limit));
-        obj.insert("output_type".into(), json!(output_type));
+        obj.insert("output_type".into(), json!(output_type.as_str()));
         obj.insert(
             "metric_list".into(),
             json!(outcome
@@ -478,7 +459,7 @@ fn perplexity_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOu
         let windows: Vec<_> = scores.by_ref().take(reqs.len()).collect();
         let (nll, tokens) = perplexity::row_nll(&windows);
         out.items.push(json!({
-            "task": TaskName::Perplexity.as_str(),
+            "task": EvalTaskName::Perplexity.as_str(),
             "idx": row.idx,
             "tokens_scored": tokens,
             "nll": nll,
@@ -516,10 +497,11 @@ pub fn run(
     model_dir: &Path,
     base_eval: Option<&Path>,
     params: &EvalParams,
+    resolver: &Resolver,
     out_dir: &Path,
 ) -> Result<EvalSummary> {
     // Bad task specs and a bad base file fail before the model is loaded.
-    resolve_tasks(params)?;
+    resolve_tasks(params, resolver)?;
     if let Some(p) = base_eval {
         read_json(p)?;
     }
@@ -530,6 +512,7 @@ pub fn run(
         &model_dir.display().to_string(),
         base_eval,
         params,
+        resolver,
         out_dir,
     )
 }
@@ -541,10 +524,11 @@ pub fn run_with_model(
     model_label: &str,
     base_eval: Option<&Path>,
     params: &EvalParams,
+    resolver: &Resolver,
     out_dir: &Path,
 ) -> Result<EvalSummary> {
     let started = Instant::now();
-    let tasks = resolve_tasks(params)?;
+    let tasks = resolve_tasks(params, resolver)?;
     let base = base_eval
         .map(|p| read_json(p).map(|v| (p, v)))
         .transpose()?;
@@ -644,10 +628,9 @@ pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -
             .collect(),
         seed: p.seed as i64,
         batch_size: p.batch_size.max(1) as usize,
-        data_dir: Some(ctx.resolver.data_root()?.dir().to_path_buf()),
         ..EvalParams::default()
     };
-    let s = run(&model, base_eval.as_deref(), &params, ctx.out)?;
+    let s = run(&model, base_eval.as_deref(), &params, ctx.resolver, ctx.out)?;
     let mut summary = s.to_contract();
     let mut files = vec![EVAL_JSON, ITEMS_JSONL];
     if let (Some(spec), Some(base)) = (&p.drift, ctx.inputs.get("base")) {
@@ -711,16 +694,19 @@ mod tests {
             data_dir: Some(PathBuf::from(".")),
             ..EvalParams::default()
         };
-        assert!(resolve_tasks(&bad).is_err());
-        let remote = EvalParams {
+        let resolver = Resolver::local();
+        assert!(resolve_tasks(&bad, &resolver).is_err());
+        let unsupported = EvalParams {
             tasks: vec![TaskSpec {
-                uri: Some("s3://bucket/x.jsonl".into()),
+                uri: Some("ftp://host/x.jsonl".into()),
                 ..TaskSpec::new("arc_easy")
             }],
             data_dir: Some(PathBuf::from(".")),
             ..EvalParams::default()
         };
-        let err = resolve_tasks(&remote).err().expect("remote uri refused");
-        assert!(err.to_string().contains("local files"), "{err}");
+        let err = resolve_tasks(&unsupported, &resolver)
+            .err()
+            .expect("unsupported scheme refused");
+        assert!(err.to_string().contains("ftp:// is not supported"), "{err}");
     }
 }

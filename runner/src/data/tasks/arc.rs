@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use pruneforge_api::spec::EvalTaskName;
+
 use super::doc::{Choice, McDoc, TARGET_DELIMITER};
-use super::fewshot::{build_selected, fewshot_prefix, RandomShots};
-use super::{shot_file, TaskConfig, TaskFiles, TaskName};
+use super::fewshot::build_with_random_shots;
+use super::{TaskConfig, TaskFiles};
 use crate::data::error::{Location, Result};
 use crate::data::json::{read_jsonl, Record};
 
@@ -68,28 +70,15 @@ pub fn shot(item: &ArcItem) -> String {
 }
 
 /// Builds `arc_easy` or `arc_challenge` (whichever `task` says) from `files.docs`.
-pub fn build(task: TaskName, files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
-    let items = load(&files.docs)?;
-    let pool = if config.num_fewshot > 0 {
-        load(shot_file(task, files)?)?
-    } else {
-        Vec::new()
-    };
-    let mut shots = RandomShots::new(
-        task.as_str(),
-        config.seed,
-        config.num_fewshot,
-        pool.len(),
-        false,
-    )?;
-    Ok(build_selected(
-        &items,
-        config.selection,
-        &mut shots,
-        |_, _| false,
-        |idx, item, drawn| {
-            let examples: Vec<String> = drawn.iter().map(|&j| shot(&pool[j])).collect();
-            let ctx = fewshot_prefix(&examples) + &context(item);
+pub fn build(task: EvalTaskName, files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
+    build_with_random_shots(
+        task,
+        files,
+        config,
+        |file| load(file.items),
+        shot,
+        |idx, item, prefix| {
+            let ctx = format!("{prefix}{}", context(item));
             McDoc {
                 task,
                 idx,
@@ -104,5 +93,5 @@ pub fn build(task: TaskName, files: &TaskFiles, config: &TaskConfig) -> Result<V
                 mc2_labels: None,
             }
         },
-    ))
+    )
 }

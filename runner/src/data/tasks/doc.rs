@@ -1,7 +1,7 @@
 //! What a task builder produces: multiple-choice documents (one log-likelihood request per
 //! choice), generation documents, and text rows for perplexity.
 
-use super::TaskName;
+use pruneforge_api::spec::EvalTaskName;
 
 /// lm-eval's `target_delimiter`: put between a context and a choice.
 pub const TARGET_DELIMITER: &str = " ";
@@ -37,7 +37,7 @@ impl Choice {
 /// A multiple-choice document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct McDoc {
-    pub task: TaskName,
+    pub task: EvalTaskName,
     /// Position in the task's full document list (before offset/limit).
     pub idx: usize,
     /// Item id where the data has one (ARC `id`, HellaSwag `idx`, Winogrande `qID`).
@@ -54,7 +54,7 @@ pub struct McDoc {
 /// A generation document (GSM8K).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenDoc {
-    pub task: TaskName,
+    pub task: EvalTaskName,
     pub idx: usize,
     /// The prompt, few-shot examples included.
     pub prompt: String,
@@ -69,7 +69,7 @@ pub struct GenDoc {
 /// One text row of a perplexity task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextRow {
-    pub task: TaskName,
+    pub task: EvalTaskName,
     pub idx: usize,
     pub text: String,
 }

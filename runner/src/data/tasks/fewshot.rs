@@ -3,13 +3,17 @@
 //! - Random sampler (lm-eval's default): one `random.Random(seed)` per task, and for every
 //!   document in order `rnd.sample(pool, k)`. Documents skipped by offset/limit still draw, so
 //!   a document's shots do not depend on the selection.
-//! - When the pool may contain the scored document itself (HellaSwag and PIQA take their shots
-//!   from the public validation slice), `k + 1` are drawn, the document is removed and the
-//!   first `k` kept, as lm-eval does when the few-shot split is the test split.
+//! - When the pool may contain the scored document itself (the task table gives the scored
+//!   slice as the pool: HellaSwag and PIQA take their shots from the public validation slice),
+//!   `k + 1` are drawn, the document is removed and the first `k` kept, as lm-eval does when
+//!   the few-shot split is the test split.
 //! - First-n sampler (MMLU): the first `k` rows of the subject's dev file.
 //! - The examples are joined with `"\n\n"` and followed by `"\n\n"` before the document's own
 //!   context (lm-eval's `fewshot_delimiter`).
 
+use pruneforge_api::spec::EvalTaskName;
+
+use super::{ItemsFile, TaskConfig, TaskFiles};
 use crate::data::error::{DataError, Result};
 use crate::data::pyrandom::PyRandom;
 use crate::data::selection::Selection;
@@ -110,6 +114,47 @@ pub fn build_selected<T, D>(
         }
     }
     docs
+}
+
+/// Builds the selected documents of a task whose few-shot examples are items of the same kind
+/// drawn at random (lm-eval's default sampler): loads the documents with `load`, the pool (only
+/// when examples are asked for), draws every document's examples in order, and makes each
+/// selected document with `make(idx, item, prefix)`, where `prefix` is the examples rendered by
+/// `shot` and joined as [`fewshot_prefix`] does. The scored document is kept out of its own
+/// examples when the task's pool is its scored slice (see the module docs).
+pub fn build_with_random_shots<T: PartialEq, D>(
+    task: EvalTaskName,
+    files: &TaskFiles,
+    config: &TaskConfig,
+    load: impl Fn(ItemsFile<'_>) -> Result<Vec<T>>,
+    shot: impl Fn(&T) -> String,
+    mut make: impl FnMut(usize, &T, &str) -> D,
+) -> Result<Vec<D>> {
+    let def = task.def();
+    let items = load(files.docs_file())?;
+    let pool = if config.num_fewshot > 0 {
+        load(files.pool_file(task)?)?
+    } else {
+        Vec::new()
+    };
+    let exclude_doc = def.fewshot_pool == Some(def.docs);
+    let mut shots = RandomShots::new(
+        task.as_str(),
+        config.seed,
+        config.num_fewshot,
+        pool.len(),
+        exclude_doc,
+    )?;
+    Ok(build_selected(
+        &items,
+        config.selection,
+        &mut shots,
+        |item, j| pool[j] == *item,
+        |idx, item, drawn| {
+            let examples: Vec<String> = drawn.iter().map(|&j| shot(&pool[j])).collect();
+            make(idx, item, &fewshot_prefix(&examples))
+        },
+    ))
 }
 
 /// Fails when a task has no few-shot pool but examples were asked for.

@@ -6,11 +6,12 @@
 
 use std::sync::LazyLock;
 
+use pruneforge_api::spec::EvalTaskName;
 use regex::Regex;
 
 use super::doc::{GenDoc, TARGET_DELIMITER};
-use super::fewshot::{build_selected, fewshot_prefix, RandomShots};
-use super::{shot_file, TaskConfig, TaskFiles, TaskName};
+use super::fewshot::build_with_random_shots;
+use super::{TaskConfig, TaskFiles};
 use crate::data::error::Result;
 use crate::data::pystr::py_strip;
 use crate::data::sft::{load_gsm8k, SftRecord};
@@ -46,37 +47,22 @@ pub fn shot(record: &SftRecord) -> String {
 }
 
 pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<GenDoc>> {
-    let task = TaskName::Gsm8k;
-    let items = load_gsm8k(&files.docs)?;
-    let pool = if config.num_fewshot > 0 {
-        load_gsm8k(shot_file(task, files)?)?
-    } else {
-        Vec::new()
-    };
-    let mut shots = RandomShots::new(
-        task.as_str(),
-        config.seed,
-        config.num_fewshot,
-        pool.len(),
-        false,
-    )?;
-    Ok(build_selected(
-        &items,
-        config.selection,
-        &mut shots,
-        |_, _| false,
-        |idx, item, drawn| {
-            let examples: Vec<String> = drawn.iter().map(|&j| shot(&pool[j])).collect();
-            GenDoc {
-                task,
-                idx,
-                prompt: fewshot_prefix(&examples) + &question_text(&item.instruction),
-                stop: STOP_SEQUENCES.iter().map(|s| s.to_string()).collect(),
-                reference: item.output.clone(),
-                gold: item.gold.clone().unwrap_or_default(),
-            }
+    let task = EvalTaskName::Gsm8k;
+    build_with_random_shots(
+        task,
+        files,
+        config,
+        |file| load_gsm8k(file.items),
+        shot,
+        |idx, item, prefix| GenDoc {
+            task,
+            idx,
+            prompt: format!("{prefix}{}", question_text(&item.instruction)),
+            stop: STOP_SEQUENCES.iter().map(|s| s.to_string()).collect(),
+            reference: item.output.clone(),
+            gold: item.gold.clone().unwrap_or_default(),
         },
-    ))
+    )
 }
 
 /// Cuts a generation at the first occurrence of any stop sequence (lm-eval splits on each

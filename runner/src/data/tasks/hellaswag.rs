@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
+use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
 
 use super::doc::{Choice, McDoc, TARGET_DELIMITER};
-use super::fewshot::{build_selected, fewshot_prefix, RandomShots};
-use super::{shot_file, TaskConfig, TaskFiles, TaskName};
+use super::fewshot::build_with_random_shots;
+use super::{TaskConfig, TaskFiles};
 use crate::data::error::{Location, Result};
 use crate::data::json::{read_jsonl, Record};
 
@@ -61,28 +62,15 @@ pub fn shot(item: &HellaswagItem) -> String {
 }
 
 pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
-    let task = TaskName::Hellaswag;
-    let items = load(&files.docs)?;
-    let pool = if config.num_fewshot > 0 {
-        load(shot_file(task, files)?)?
-    } else {
-        Vec::new()
-    };
-    let mut shots = RandomShots::new(
-        task.as_str(),
-        config.seed,
-        config.num_fewshot,
-        pool.len(),
-        true,
-    )?;
-    Ok(build_selected(
-        &items,
-        config.selection,
-        &mut shots,
-        |item, j| pool[j] == *item,
-        |idx, item, drawn| {
-            let examples: Vec<String> = drawn.iter().map(|&j| shot(&pool[j])).collect();
-            let ctx = fewshot_prefix(&examples) + &item.query;
+    let task = EvalTaskName::Hellaswag;
+    build_with_random_shots(
+        task,
+        files,
+        config,
+        |file| load(file.items),
+        shot,
+        |idx, item, prefix| {
+            let ctx = format!("{prefix}{}", item.query);
             McDoc {
                 task,
                 idx,
@@ -97,5 +85,5 @@ pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
                 mc2_labels: None,
             }
         },
-    ))
+    )
 }

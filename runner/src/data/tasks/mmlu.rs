@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use pruneforge_api::spec::EvalTaskName;
+
 use super::doc::{Choice, McDoc, TARGET_DELIMITER};
 use super::fewshot::fewshot_prefix;
-use super::{shot_file, TaskConfig, TaskFiles, TaskName};
+use super::{TaskConfig, TaskFiles};
 use crate::data::csv::read_csv;
 use crate::data::error::{DataError, Location, Result};
 use crate::data::pystr::py_strip;
@@ -125,11 +127,11 @@ pub fn shot(item: &MmluItem) -> String {
 }
 
 pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
-    let task = TaskName::Mmlu;
+    let task = EvalTaskName::Mmlu;
     let k = config.num_fewshot;
     let items = load_dir(&files.docs)?;
     let dev: HashMap<String, PathBuf> = if k > 0 {
-        subject_files(shot_file(task, files)?)?
+        subject_files(files.pool_file(task)?.items)?
             .into_iter()
             .collect()
     } else {
@@ -167,7 +169,7 @@ pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
 }
 
 fn first_examples(dev: &HashMap<String, PathBuf>, subject: &str, k: usize) -> Result<Vec<String>> {
-    let task = TaskName::Mmlu.as_str();
+    let task = EvalTaskName::Mmlu.as_str();
     let path = dev.get(subject).ok_or_else(|| {
         DataError::task(
             task,

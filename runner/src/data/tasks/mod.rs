@@ -13,74 +13,16 @@ pub mod piqa;
 pub mod truthfulqa;
 pub mod winogrande;
 
-use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use pruneforge_api::spec::EvalTaskName;
 
 pub use doc::{split_trailing_whitespace, Choice, GenDoc, McDoc, TaskDocs, TextRow};
 
-use super::builtin::{Builtin, DataRoot, PIQA_LABELS};
+use super::builtin::DataRoot;
 use super::error::{DataError, Result};
 use super::selection::Selection;
 use fewshot::DEFAULT_FEWSHOT_SEED;
-
-/// The evaluation tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TaskName {
-    ArcEasy,
-    ArcChallenge,
-    Hellaswag,
-    Piqa,
-    Winogrande,
-    Mmlu,
-    TruthfulqaMc2,
-    Gsm8k,
-    Perplexity,
-}
-
-impl TaskName {
-    pub const ALL: [TaskName; 9] = [
-        TaskName::ArcEasy,
-        TaskName::ArcChallenge,
-        TaskName::Hellaswag,
-        TaskName::Piqa,
-        TaskName::Winogrande,
-        TaskName::Mmlu,
-        TaskName::TruthfulqaMc2,
-        TaskName::Gsm8k,
-        TaskName::Perplexity,
-    ];
-
-    /// lm-eval's task name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskName::ArcEasy => "arc_easy",
-            TaskName::ArcChallenge => "arc_challenge",
-            TaskName::Hellaswag => "hellaswag",
-            TaskName::Piqa => "piqa",
-            TaskName::Winogrande => "winogrande",
-            TaskName::Mmlu => "mmlu",
-            TaskName::TruthfulqaMc2 => "truthfulqa_mc2",
-            TaskName::Gsm8k => "gsm8k",
-            TaskName::Perplexity => "perplexity",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Self> {
-        TaskName::ALL
-            .into_iter()
-            .find(|t| t.as_str() == name)
-            .ok_or_else(|| DataError::UnknownTask {
-                name: name.to_string(),
-                known: TaskName::ALL.map(TaskName::as_str).join(", "),
-            })
-    }
-}
-
-impl fmt::Display for TaskName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// How to build a task's documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,70 +70,62 @@ impl TaskFiles {
         }
     }
 
-    /// The public slices of the data root, with the few-shot pools of
-    /// `shared/data/README.md` (ARC train, MMLU dev, Winogrande train_l, GSM8K train, the
-    /// HellaSwag and PIQA public slices). Perplexity: the Alpaca file (calibration stream).
-    pub fn public(task: TaskName, root: &DataRoot) -> Self {
-        let path = |b: Builtin| Some(b.path(root));
-        let (docs, labels, shots, shot_labels) = match task {
-            TaskName::ArcEasy => (Builtin::ArcEasy, None, path(Builtin::ArcEasyTrain), None),
-            TaskName::ArcChallenge => (
-                Builtin::ArcChallenge,
-                None,
-                path(Builtin::ArcChallengeTrain),
-                None,
-            ),
-            TaskName::Hellaswag => (Builtin::Hellaswag, None, path(Builtin::Hellaswag), None),
-            TaskName::Piqa => (
-                Builtin::Piqa,
-                Some(root.join(PIQA_LABELS)),
-                path(Builtin::Piqa),
-                Some(root.join(PIQA_LABELS)),
-            ),
-            TaskName::Winogrande => (
-                Builtin::Winogrande,
-                None,
-                path(Builtin::WinograndeTrain),
-                None,
-            ),
-            TaskName::Mmlu => (Builtin::Mmlu, None, path(Builtin::MmluDev), None),
-            TaskName::TruthfulqaMc2 => (Builtin::Truthfulqa, None, None, None),
-            TaskName::Gsm8k => (Builtin::Gsm8kTest, None, path(Builtin::Gsm8kTrain), None),
-            TaskName::Perplexity => (Builtin::Alpaca, None, None, None),
-        };
+    /// The task's bundled files under the data root: its public slice and its few-shot pool
+    /// (with their label files), as the task table says ([`EvalTaskName::def`]).
+    pub fn public(task: EvalTaskName, root: &DataRoot) -> Self {
+        let def = task.def();
         TaskFiles {
-            docs: docs.path(root),
-            labels,
-            shots,
-            shot_labels,
+            docs: root.dataset(def.docs),
+            labels: root.labels(def.docs),
+            shots: def.fewshot_pool.map(|pool| root.dataset(pool)),
+            shot_labels: def.fewshot_pool.and_then(|pool| root.labels(pool)),
         }
+    }
+
+    /// The scored documents and their label file.
+    pub fn docs_file(&self) -> ItemsFile<'_> {
+        ItemsFile {
+            items: &self.docs,
+            labels: self.labels.as_deref(),
+        }
+    }
+
+    /// The few-shot pool and its label file, or an error saying it is needed.
+    pub fn pool_file(&self, task: EvalTaskName) -> Result<ItemsFile<'_>> {
+        let items = self.shots.as_deref().ok_or_else(|| {
+            DataError::task(
+                task.as_str(),
+                "num_fewshot > 0 needs a few-shot pool file (TaskFiles.shots)",
+            )
+        })?;
+        Ok(ItemsFile {
+            items,
+            labels: self.shot_labels.as_deref(),
+        })
     }
 }
 
-/// Builds the documents of `task`.
-pub fn build(task: TaskName, files: &TaskFiles, config: &TaskConfig) -> Result<TaskDocs> {
+/// A file of task items and, for data that keeps its labels apart (PIQA), the label file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemsFile<'a> {
+    pub items: &'a Path,
+    pub labels: Option<&'a Path>,
+}
+
+/// Builds the documents of `task`: the one place that maps a task to its builder.
+pub fn build(task: EvalTaskName, files: &TaskFiles, config: &TaskConfig) -> Result<TaskDocs> {
     let mc = TaskDocs::MultipleChoice;
     Ok(match task {
-        TaskName::ArcEasy | TaskName::ArcChallenge => mc(arc::build(task, files, config)?),
-        TaskName::Hellaswag => mc(hellaswag::build(files, config)?),
-        TaskName::Piqa => mc(piqa::build(files, config)?),
-        TaskName::Winogrande => mc(winogrande::build(files, config)?),
-        TaskName::Mmlu => mc(mmlu::build(files, config)?),
-        TaskName::TruthfulqaMc2 => mc(truthfulqa::build(files, config)?),
-        TaskName::Gsm8k => TaskDocs::Generation(gsm8k::build(files, config)?),
-        TaskName::Perplexity => TaskDocs::Perplexity(perplexity::build(
+        EvalTaskName::ArcEasy | EvalTaskName::ArcChallenge => mc(arc::build(task, files, config)?),
+        EvalTaskName::Hellaswag => mc(hellaswag::build(files, config)?),
+        EvalTaskName::Piqa => mc(piqa::build(files, config)?),
+        EvalTaskName::Winogrande => mc(winogrande::build(files, config)?),
+        EvalTaskName::Mmlu => mc(mmlu::build(files, config)?),
+        EvalTaskName::TruthfulqaMc2 => mc(truthfulqa::build(files, config)?),
+        EvalTaskName::Gsm8k => TaskDocs::Generation(gsm8k::build(files, config)?),
+        EvalTaskName::Perplexity => TaskDocs::Perplexity(perplexity::build(
             &perplexity::source_for_path(&files.docs),
             config,
         )?),
-    })
-}
-
-/// The few-shot pool file, or an error saying it is needed.
-pub(crate) fn shot_file(task: TaskName, files: &TaskFiles) -> Result<&std::path::Path> {
-    files.shots.as_deref().ok_or_else(|| {
-        DataError::task(
-            task.as_str(),
-            "num_fewshot > 0 needs a few-shot pool file (TaskFiles.shots)",
-        )
     })
 }

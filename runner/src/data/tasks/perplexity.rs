@@ -3,9 +3,11 @@
 
 use std::path::Path;
 
+use pruneforge_api::spec::EvalTaskName;
+
 use super::doc::TextRow;
 use super::fewshot::require_zero_shot;
-use super::{TaskConfig, TaskName};
+use super::TaskConfig;
 use crate::data::error::Result;
 use crate::data::text_source::TextSource;
 
@@ -26,7 +28,7 @@ pub fn source_for_path(path: &Path) -> TextSource {
 }
 
 pub fn build(source: &TextSource, config: &TaskConfig) -> Result<Vec<TextRow>> {
-    let task = TaskName::Perplexity;
+    let task = EvalTaskName::Perplexity;
     require_zero_shot(
         task.as_str(),
         config.num_fewshot,

@@ -5,9 +5,11 @@
 
 use std::path::Path;
 
+use pruneforge_api::spec::EvalTaskName;
+
 use super::doc::{Choice, McDoc, TARGET_DELIMITER};
-use super::fewshot::{build_selected, fewshot_prefix, RandomShots};
-use super::{shot_file, TaskConfig, TaskFiles, TaskName};
+use super::fewshot::build_with_random_shots;
+use super::{ItemsFile, TaskConfig, TaskFiles};
 use crate::data::error::{DataError, Location, Result};
 use crate::data::json::{read_jsonl, read_text, Record};
 
@@ -87,44 +89,30 @@ pub fn shot(item: &PiqaItem) -> String {
     format!("{}{TARGET_DELIMITER}{answer}", context(item))
 }
 
-fn labels_file<'a>(files_labels: Option<&'a Path>, what: &str) -> Result<&'a Path> {
-    files_labels.ok_or_else(|| {
+/// Reads the items of `file` with its label file, which PIQA needs.
+fn load_labelled(file: ItemsFile<'_>) -> Result<Vec<PiqaItem>> {
+    let labels = file.labels.ok_or_else(|| {
         DataError::task(
-            TaskName::Piqa.as_str(),
-            format!("PIQA needs the label file of its {what} (TaskFiles)"),
+            EvalTaskName::Piqa.as_str(),
+            format!(
+                "PIQA needs the label file of {} (TaskFiles)",
+                file.items.display()
+            ),
         )
-    })
+    })?;
+    load(file.items, labels)
 }
 
 pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
-    let task = TaskName::Piqa;
-    let items = load(
-        &files.docs,
-        labels_file(files.labels.as_deref(), "documents")?,
-    )?;
-    let pool = if config.num_fewshot > 0 {
-        load(
-            shot_file(task, files)?,
-            labels_file(files.shot_labels.as_deref(), "few-shot pool")?,
-        )?
-    } else {
-        Vec::new()
-    };
-    let mut shots = RandomShots::new(
-        task.as_str(),
-        config.seed,
-        config.num_fewshot,
-        pool.len(),
-        true,
-    )?;
-    Ok(build_selected(
-        &items,
-        config.selection,
-        &mut shots,
-        |item, j| pool[j] == *item,
-        |idx, item, drawn| {
-            let examples: Vec<String> = drawn.iter().map(|&j| shot(&pool[j])).collect();
-            let ctx = fewshot_prefix(&examples) + &context(item);
+    let task = EvalTaskName::Piqa;
+    build_with_random_shots(
+        task,
+        files,
+        config,
+        load_labelled,
+        shot,
+        |idx, item, prefix| {
+            let ctx = format!("{prefix}{}", context(item));
             McDoc {
                 task,
                 idx,
@@ -139,5 +127,5 @@ pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
                 mc2_labels: None,
             }
         },
-    ))
+    )
 }

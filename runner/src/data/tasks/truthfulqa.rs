@@ -6,11 +6,12 @@
 
 use std::path::Path;
 
+use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
 
 use super::doc::{Choice, McDoc};
 use super::fewshot::require_zero_shot;
-use super::{TaskConfig, TaskFiles, TaskName};
+use super::{TaskConfig, TaskFiles};
 use crate::data::error::{DataError, Location, Result};
 use crate::data::json::{kind, read_json, Record};
 
@@ -94,7 +95,7 @@ pub fn context(item: &TruthfulqaItem) -> String {
 }
 
 pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
-    let task = TaskName::TruthfulqaMc2;
+    let task = EvalTaskName::TruthfulqaMc2;
     require_zero_shot(
         task.as_str(),
         config.num_fewshot,

@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use pruneforge_api::spec::EvalTaskName;
+
 use super::doc::{Choice, McDoc, TARGET_DELIMITER};
-use super::fewshot::{build_selected, fewshot_prefix, RandomShots};
-use super::{shot_file, TaskConfig, TaskFiles, TaskName};
+use super::fewshot::build_with_random_shots;
+use super::{TaskConfig, TaskFiles};
 use crate::data::error::{Location, Result};
 use crate::data::json::{read_jsonl, Record};
 use crate::data::pystr::py_strip;
@@ -80,41 +82,25 @@ pub fn shot(item: &WinograndeItem) -> String {
 }
 
 pub fn build(files: &TaskFiles, config: &TaskConfig) -> Result<Vec<McDoc>> {
-    let task = TaskName::Winogrande;
-    let items = load(&files.docs)?;
-    let pool = if config.num_fewshot > 0 {
-        load(shot_file(task, files)?)?
-    } else {
-        Vec::new()
-    };
-    let mut shots = RandomShots::new(
-        task.as_str(),
-        config.seed,
-        config.num_fewshot,
-        pool.len(),
-        false,
-    )?;
-    Ok(build_selected(
-        &items,
-        config.selection,
-        &mut shots,
-        |_, _| false,
-        |idx, item, drawn| {
-            let examples: Vec<String> = drawn.iter().map(|&j| shot(&pool[j])).collect();
-            let prefix = fewshot_prefix(&examples);
-            McDoc {
-                task,
-                idx,
-                id: Some(item.qid.clone()),
-                subject: None,
-                gold: item.answer,
-                choices: item
-                    .contexts()
-                    .iter()
-                    .map(|ctx| Choice::new(format!("{prefix}{ctx}"), item.suffix()))
-                    .collect(),
-                mc2_labels: None,
-            }
+    let task = EvalTaskName::Winogrande;
+    build_with_random_shots(
+        task,
+        files,
+        config,
+        |file| load(file.items),
+        shot,
+        |idx, item, prefix| McDoc {
+            task,
+            idx,
+            id: Some(item.qid.clone()),
+            subject: None,
+            gold: item.answer,
+            choices: item
+                .contexts()
+                .iter()
+                .map(|ctx| Choice::new(format!("{prefix}{ctx}"), item.suffix()))
+                .collect(),
+            mc2_labels: None,
         },
-    ))
+    )
 }
