@@ -18,7 +18,7 @@ pub enum ExecError {
     Stage {
         stage: String,
         #[source]
-        source: StageError,
+        source: Box<StageError>,
     },
     #[error("{path}: {source}")]
     Io {
@@ -63,7 +63,7 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
     tracing::info!(stage = %req.stage_id, kind = %req.params.kind(), key = %req.key, "stage started");
     let outcome = dispatch(req, &inputs, &work, &out, ctx).map_err(|source| ExecError::Stage {
         stage: req.stage_id.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     let mut artifacts_map = BTreeMap::new();
     for name in outcome.files {
