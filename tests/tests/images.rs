@@ -289,17 +289,17 @@ fn runner_checks(file: &str, stages: &[Stage]) {
         .collect();
     assert_eq!(
         args.get("SMOLLM2_PACKAGE"),
-        Some(&rust_const("runner/src/embedded.rs", "PACKAGE")),
+        Some(&rust_const("runner/src/loader/embedded.rs", "PACKAGE")),
         "{file}: the baked package must be the runner's embedded model package"
     );
     assert_eq!(
         args.get("SMOLLM2_MEMBER"),
-        Some(&rust_const("runner/src/embedded.rs", "GGUF_MEMBER")),
+        Some(&rust_const("runner/src/loader/embedded.rs", "GGUF_MEMBER")),
         "{file}"
     );
     assert_eq!(
         args.get("SMOLLM2_SHA256"),
-        Some(&rust_const("runner/src/embedded.rs", "GGUF_SHA256")),
+        Some(&rust_const("runner/src/loader/embedded.rs", "GGUF_SHA256")),
         "{file}: the sha256 checked at build time must be the runner's"
     );
     let fetch = model
