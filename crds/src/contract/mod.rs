@@ -6,7 +6,6 @@ mod error;
 mod request;
 mod result;
 mod summary;
-mod summary_line;
 mod termination;
 
 pub use error::ContractError;
