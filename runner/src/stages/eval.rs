@@ -500,19 +500,18 @@ pub fn run(
     resolver: &Resolver,
     out_dir: &Path,
 ) -> Result<EvalSummary> {
-    // Bad task specs and a bad base file fail before the model is loaded.
-    resolve_tasks(params, resolver)?;
-    if let Some(p) = base_eval {
-        read_json(p)?;
-    }
+    // Bad task specs and a bad base file fail before the model is loaded; task files (downloads
+    // included) are resolved once.
+    let tasks = resolve_tasks(params, resolver)?;
+    let base = read_base(base_eval)?;
     let hf = open_model(model_dir)?;
-    run_with_model(
+    evaluate(
         &hf.model,
         &hf.tokenizer,
         &model_dir.display().to_string(),
-        base_eval,
+        base,
         params,
-        resolver,
+        &tasks,
         out_dir,
     )
 }
@@ -527,11 +526,27 @@ pub fn run_with_model(
     resolver: &Resolver,
     out_dir: &Path,
 ) -> Result<EvalSummary> {
-    let started = Instant::now();
     let tasks = resolve_tasks(params, resolver)?;
-    let base = base_eval
-        .map(|p| read_json(p).map(|v| (p, v)))
-        .transpose()?;
+    let base = read_base(base_eval)?;
+    evaluate(model, tokenizer, model_label, base, params, &tasks, out_dir)
+}
+
+/// The base model's `eval.json` with its path, when one is given.
+fn read_base(base_eval: Option<&Path>) -> Result<Option<(&Path, Value)>> {
+    base_eval.map(|p| read_json(p).map(|v| (p, v))).transpose()
+}
+
+/// Evaluates resolved `tasks` and writes eval.json and items.jsonl into `out_dir`.
+fn evaluate(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    model_label: &str,
+    base: Option<(&Path, Value)>,
+    params: &EvalParams,
+    tasks: &[ResolvedTask],
+    out_dir: &Path,
+) -> Result<EvalSummary> {
+    let started = Instant::now();
     let max_pos = model.config.max_position_embeddings;
     let max_length = params.max_length.unwrap_or(max_pos);
     if !(2..=max_pos).contains(&max_length) {
@@ -551,7 +566,7 @@ pub fn run_with_model(
         gen_stats: GenerationStats::default(),
     };
     let mut reports = Vec::with_capacity(tasks.len());
-    for t in &tasks {
+    for t in tasks {
         reports.push(evaluate_task(&mut ctx, t)?);
     }
     let scores = report::task_scores(&reports)?;
