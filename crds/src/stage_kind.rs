@@ -42,6 +42,19 @@ impl StageKind {
         StageKind::Speculate,
     ];
 
+    /// Whether the stage runs the model (and so honours `spec.compute`): score, distill,
+    /// finetune, eval and speculate. Import, prune and merge stream tensors on the CPU.
+    pub fn computes_with_model(self) -> bool {
+        matches!(
+            self,
+            StageKind::Score
+                | StageKind::Distill
+                | StageKind::Finetune
+                | StageKind::Eval
+                | StageKind::Speculate
+        )
+    }
+
     /// The kind's name, as in JSON, artifact paths and runner subcommands.
     pub fn as_str(self) -> &'static str {
         match self {

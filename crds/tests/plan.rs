@@ -363,6 +363,9 @@ fn execution_settings_move_no_key() {
     let mut spec = full_spec();
     spec.runner.image = Some("registry.example/pruneforge:dev".into());
     spec.runner.gpu.count = 2;
+    // With `compute.dtype: auto`, GPUs mean bf16, which is part of the keys (see
+    // compute_dtype_enters_keys_of_model_stages_only_when_not_f32); the device is not.
+    spec.compute.dtype = pruneforge_api::spec::ComputeDtype::F32;
     spec.runner.resources = Some(ResourceRequirements {
         limits: Some(BTreeMap::from([(
             "memory".to_string(),
@@ -640,4 +643,45 @@ fn status_entries_start_pending() {
         scores_uri: None,
     };
     assert_eq!(scores.block_range(), "13-18");
+}
+
+#[test]
+fn compute_dtype_enters_keys_of_model_stages_only_when_not_f32() {
+    use pruneforge_api::contract::{JobRef, StageRequest};
+    use pruneforge_api::spec::{ComputeDevice, ComputeDtype};
+    let cpu = plan(&full_spec()).unwrap();
+    assert_eq!(cpu.compute.device, ComputeDevice::Cpu);
+    assert_eq!(cpu.compute.dtype, ComputeDtype::F32);
+
+    // GPUs per pod and `auto`: CUDA in bf16. Every stage but import computes with the model
+    // or takes an input that does, so every key but import's moves.
+    let mut gpu = full_spec();
+    gpu.runner.gpu.count = 1;
+    let on_gpu = plan(&gpu).unwrap();
+    assert_eq!(on_gpu.compute.device, ComputeDevice::Cuda);
+    assert_eq!(on_gpu.compute.dtype, ComputeDtype::Bf16);
+    let all_but_import: BTreeSet<String> =
+        ids(&cpu).into_iter().filter(|i| i != "import").collect();
+    assert_eq!(changed(&cpu, &on_gpu), all_but_import);
+
+    // f32 on the GPU keeps the CPU's keys: the device alone is no part of a key.
+    gpu.compute.dtype = ComputeDtype::F32;
+    let f32_gpu = plan(&gpu).unwrap();
+    assert!(changed(&cpu, &f32_gpu).is_empty());
+    assert_eq!(f32_gpu.compute.device, ComputeDevice::Cuda);
+
+    // Requests carry the compute of model stages only.
+    let job = JobRef {
+        name: "j".into(),
+        namespace: None,
+    };
+    let score = StageRequest::from_plan(&on_gpu, "score", job.clone()).unwrap();
+    assert_eq!(score.compute, Some(on_gpu.compute));
+    let prune = StageRequest::from_plan(&on_gpu, "prune-n4", job.clone()).unwrap();
+    assert_eq!(prune.compute, None);
+    let cpu_score = StageRequest::from_plan(&cpu, "score", job).unwrap();
+    assert_eq!(
+        cpu_score.compute, None,
+        "CPU f32 requests stay as they were"
+    );
 }

@@ -164,6 +164,105 @@ pub fn resolve(device: DeviceSpec, dtype: DTypeSpec) -> Result<(Device, DType), 
     Ok((d, t))
 }
 
+/// A resolved device and dtype: where and in which precision a stage runs the model.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for Compute {
+    fn default() -> Self {
+        Self::cpu()
+    }
+}
+
+impl Compute {
+    /// The CPU in f32 (the fused CPU kernels): what requests without `compute` get.
+    pub fn cpu() -> Self {
+        Compute {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+
+    /// Resolves the flags (`auto` looks for a visible CUDA device).
+    pub fn new(device: DeviceSpec, dtype: DTypeSpec) -> Result<Self, DeviceError> {
+        let (device, dtype) = resolve(device, dtype)?;
+        Ok(Compute { device, dtype })
+    }
+
+    /// The device and dtype of a stage request (`None`: the CPU in f32).
+    pub fn from_request(
+        compute: Option<pruneforge_api::spec::ResolvedCompute>,
+    ) -> Result<Self, DeviceError> {
+        match compute {
+            None => Ok(Self::cpu()),
+            Some(c) => {
+                let (device, dtype) = specs_of(c);
+                Self::new(device, dtype)
+            }
+        }
+    }
+
+    /// What a stage result records: device, dtype, GPU name; the peaks come from the caller.
+    pub fn report(
+        &self,
+        peak_device: Option<MemoryPeak>,
+    ) -> pruneforge_api::contract::ComputeReport {
+        let info = describe(&self.device);
+        pruneforge_api::contract::ComputeReport {
+            device: info.device,
+            dtype: dtype_name(self.dtype).into(),
+            gpu_name: info.name,
+            peak_device_memory_bytes: peak_device.map(|p| p.peak_bytes),
+            peak_host_memory_bytes: peak_host_memory_bytes(),
+        }
+    }
+}
+
+/// The flags that the API's resolved compute stands for.
+pub fn specs_of(c: pruneforge_api::spec::ResolvedCompute) -> (DeviceSpec, DTypeSpec) {
+    use pruneforge_api::spec::{ComputeDevice, ComputeDtype};
+    let device = match c.device {
+        ComputeDevice::Auto => DeviceSpec::Auto,
+        ComputeDevice::Cpu => DeviceSpec::Cpu,
+        ComputeDevice::Cuda => DeviceSpec::Cuda(0),
+    };
+    let dtype = match c.dtype {
+        ComputeDtype::Auto => DTypeSpec::Auto,
+        ComputeDtype::F32 => DTypeSpec::F32,
+        ComputeDtype::Bf16 => DTypeSpec::Bf16,
+        ComputeDtype::F16 => DTypeSpec::F16,
+    };
+    (device, dtype)
+}
+
+/// The API's resolved compute for an opened device and dtype (what a local run plans with).
+pub fn resolved_of(c: &Compute) -> pruneforge_api::spec::ResolvedCompute {
+    use pruneforge_api::spec::{ComputeDevice, ComputeDtype, ResolvedCompute};
+    ResolvedCompute {
+        device: if c.device.is_cuda() {
+            ComputeDevice::Cuda
+        } else {
+            ComputeDevice::Cpu
+        },
+        dtype: match c.dtype {
+            DType::BF16 => ComputeDtype::Bf16,
+            DType::F16 => ComputeDtype::F16,
+            _ => ComputeDtype::F32,
+        },
+    }
+}
+
+/// Peak resident memory of this process (`VmHWM` of /proc/self/status; Linux only).
+pub fn peak_host_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Short name of a dtype as the flags spell it.
 pub fn dtype_name(dtype: DType) -> &'static str {
     match dtype {

@@ -28,6 +28,8 @@ pub enum StageError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    DoesNotFit(#[from] crate::memory_plan::DoesNotFit),
 }
 
 impl StageError {

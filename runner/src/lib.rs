@@ -7,6 +7,7 @@ pub mod eval;
 pub mod exec;
 pub mod generate;
 pub mod loader;
+pub mod memory_plan;
 pub mod model;
 pub mod report;
 pub mod resolve;

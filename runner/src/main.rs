@@ -46,6 +46,11 @@ enum Command {
     Merge(cli::merge::MergeArgs),
     /// Throughput benchmarks (forward, generate).
     Bench(cli::bench::BenchArgs),
+    /// The memory each stage needs for a model shape (the estimate stages check before they
+    /// start).
+    Memory(cli::memory::MemoryArgs),
+    /// Write an HF model directory of any Llama shape with seeded random weights.
+    RandomModel(cli::random_model::RandomModelArgs),
     /// Benchmark a model (lm-eval semantics): eval.json and items.jsonl, recovery vs a base.
     Eval(cli::eval::EvalArgs),
 }
@@ -80,5 +85,7 @@ fn run() -> anyhow::Result<()> {
         Command::Prune(a) => cli::prune::run(a),
         Command::Ppl(a) => cli::ppl::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::RandomModel(a) => cli::random_model::run(a),
+        Command::Memory(a) => cli::memory::run(a),
     }
 }

@@ -56,9 +56,25 @@ fn shards_are_disjoint_and_gather_in_order() {
     write_tiny_model(&model, &TinySpec::default());
     let p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::Math, 7, 12);
     let one = tmp.path().join("one");
-    let s1 = distill::run(&model, &p, 1, &one, &Resolver::local()).unwrap();
+    let s1 = distill::run(
+        &model,
+        &p,
+        1,
+        &one,
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let three = tmp.path().join("three");
-    let s3 = distill::run(&model, &p, 3, &three, &Resolver::local()).unwrap();
+    let s3 = distill::run(
+        &model,
+        &p,
+        3,
+        &three,
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert_eq!(s1.items, 7);
     assert_eq!(s3.items, 7);
     assert_eq!(s3.shards, 3);
@@ -94,7 +110,15 @@ fn restarted_shard_resumes_and_repairs_a_torn_line() {
     write_tiny_model(&model, &TinySpec::default());
     let p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::General, 6, 10);
     let full = tmp.path().join("full");
-    distill::run(&model, &p, 1, &full, &Resolver::local()).unwrap();
+    distill::run(
+        &model,
+        &p,
+        1,
+        &full,
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     // Crash simulation: keep 4 journal lines plus half of the fifth.
     let journal = read(&full.join("shards/00000/journal.jsonl"));
     let lines: Vec<&str> = journal.lines().collect();
@@ -107,7 +131,15 @@ fn restarted_shard_resumes_and_repairs_a_torn_line() {
         &lines[4][..lines[4].len() / 2]
     );
     std::fs::write(resumed.join("shards/00000/journal.jsonl"), torn).unwrap();
-    let s = distill::run(&model, &p, 1, &resumed, &Resolver::local()).unwrap();
+    let s = distill::run(
+        &model,
+        &p,
+        1,
+        &resumed,
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert_eq!(s.resumed_items, 4);
     assert_eq!(
         read(&full.join("data.jsonl")),
@@ -132,7 +164,15 @@ fn alpaca_arrays_stay_alpaca_arrays() {
         .to_string();
     let p = params(&uri, DatasetFormat::Alpaca, DataKind::General, 3, 8);
     let out = tmp.path().join("out");
-    distill::run(&model, &p, 1, &out, &Resolver::local()).unwrap();
+    distill::run(
+        &model,
+        &p,
+        1,
+        &out,
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let ds = SftDataset::load_detected(&out.join("data.json")).unwrap();
     assert_eq!(ds.schema, SftSchema::Alpaca);
     assert_eq!(ds.records.len(), 3);
@@ -145,22 +185,44 @@ fn bad_input_is_a_clear_error() {
     write_tiny_model(&model, &TinySpec::default());
     let mut p = params(&gsm8k_uri(), DatasetFormat::Gsm8k, DataKind::Math, 3, 8);
     p.dataset.offset = 10_000;
-    let e = distill::run(&model, &p, 1, &tmp.path().join("o"), &Resolver::local())
-        .unwrap_err()
-        .to_string();
+    let e = distill::run(
+        &model,
+        &p,
+        1,
+        &tmp.path().join("o"),
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("selects no records"), "{e}");
     let uri = common::shared_dir()
         .join("data/alpaca/alpaca_5000.json")
         .display()
         .to_string();
     let p = params(&uri, DatasetFormat::Alpaca, DataKind::Math, 3, 8);
-    let e = distill::run(&model, &p, 1, &tmp.path().join("o2"), &Resolver::local())
-        .unwrap_err()
-        .to_string();
+    let e = distill::run(
+        &model,
+        &p,
+        1,
+        &tmp.path().join("o2"),
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no gold answer"), "{e}");
-    let e = distill::run_shard(&model, &p, 3, 2, &tmp.path().join("o3"), &Resolver::local())
-        .unwrap_err()
-        .to_string();
+    let e = distill::run_shard(
+        &model,
+        &p,
+        3,
+        2,
+        &tmp.path().join("o3"),
+        &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("shard 3 of 2"), "{e}");
 }
 
@@ -174,6 +236,7 @@ fn smollm2_rewrites_gsm8k_with_the_math_template() {
         1,
         tmp.path(),
         &Resolver::local(),
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap();
     assert_eq!(s.items, 2);

@@ -171,16 +171,40 @@ fn bad_input_fails_before_loading_the_model() {
     let model = tmp.path().join("no-model");
     let mut p = params();
     p.tasks = vec![TaskSpec::new("arc_hard")];
-    let err = run(&model, None, &p, &Resolver::local(), tmp.path()).expect_err("unknown task");
+    let err = run(
+        &model,
+        None,
+        &p,
+        &Resolver::local(),
+        tmp.path(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .expect_err("unknown task");
     assert!(err.to_string().contains("arc_easy"), "{err}");
     p.tasks = vec!["perplexity:3".parse().expect("spec")];
-    let err = run(&model, None, &p, &Resolver::local(), tmp.path()).expect_err("shots");
+    let err = run(
+        &model,
+        None,
+        &p,
+        &Resolver::local(),
+        tmp.path(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .expect_err("shots");
     assert!(err.to_string().contains("shots must be 0"), "{err}");
     p.tasks = vec![TaskSpec {
         uri: Some(tmp.path().join("missing.jsonl").display().to_string()),
         ..TaskSpec::new("arc_easy")
     }];
-    let err = run(&model, None, &p, &Resolver::local(), tmp.path()).expect_err("missing file");
+    let err = run(
+        &model,
+        None,
+        &p,
+        &Resolver::local(),
+        tmp.path(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .expect_err("missing file");
     assert!(err.to_string().contains("does not exist"), "{err}");
     p.tasks = vec![TaskSpec::new("arc_easy")];
     let err = run(
@@ -189,6 +213,7 @@ fn bad_input_fails_before_loading_the_model() {
         &p,
         &Resolver::local(),
         tmp.path(),
+        &pruneforge::device::Compute::cpu(),
     )
     .expect_err("missing base eval");
     assert!(err.to_string().contains("nope.json"), "{err}");

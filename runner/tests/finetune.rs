@@ -454,7 +454,15 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
     let (tmp, dir) = tiny(9);
     let data = vec![alpaca()];
     let full_dir = tmp.path().join("full");
-    let full = run(&dir, None, &data, &small_params(6), &full_dir).unwrap();
+    let full = run(
+        &dir,
+        None,
+        &data,
+        &small_params(6),
+        &full_dir,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert!(full.completed && full.steps == 6);
     assert!(full.heldout_nll_before.is_some() && full.heldout_nll_after.is_some());
     let crash_dir = tmp.path().join("crash");
@@ -467,11 +475,20 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
             ..small_params(6)
         },
         &crash_dir,
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap();
     assert!(!first.completed && first.steps == 3);
     assert!(!crash_dir.join("adapter_model.safetensors").exists());
-    let resumed = run(&dir, None, &data, &small_params(6), &crash_dir).unwrap();
+    let resumed = run(
+        &dir,
+        None,
+        &data,
+        &small_params(6),
+        &crash_dir,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert_eq!(resumed.resumed_from_step, Some(3));
     let a = read_json(&full_dir.join("finetune.json"));
     let b = read_json(&crash_dir.join("finetune.json"));
@@ -521,10 +538,26 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
     assert!(full_dir.join("loss.svg").exists());
     assert_eq!(a["summary"]["truncated"], b["summary"]["truncated"]);
     // A finished run started again does not train further.
-    let again = run(&dir, None, &data, &small_params(6), &full_dir).unwrap();
+    let again = run(
+        &dir,
+        None,
+        &data,
+        &small_params(6),
+        &full_dir,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert_eq!(again.resumed_from_step, Some(6));
     // A checkpoint of another run is refused.
-    let err = run(&dir, None, &data, &small_params(7), &full_dir).unwrap_err();
+    let err = run(
+        &dir,
+        None,
+        &data,
+        &small_params(7),
+        &full_dir,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("different run"), "{err}");
 }
 
@@ -551,7 +584,15 @@ fn training_lowers_the_loss_and_writes_the_merged_model() {
         holdout: 0,
         ..Default::default()
     };
-    let s = run(&dir, None, &[alpaca()], &params, &out).unwrap();
+    let s = run(
+        &dir,
+        None,
+        &[alpaca()],
+        &params,
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert!(
         s.final_loss < s.initial_loss - 0.5,
         "{} -> {}",
@@ -572,24 +613,60 @@ fn bad_inputs_get_clear_errors() {
     // Unknown LoRA target.
     let mut p = small_params(2);
     p.lora.target_modules = vec!["q_proj".into(), "qkv".into()];
-    let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
+    let e = run(
+        &dir,
+        None,
+        &data,
+        &p,
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("`qkv`") && e.contains("gate_proj"), "{e}");
     // KD without a teacher.
     let mut p = small_params(2);
     p.kd = Some(KdParams::default());
-    let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
+    let e = run(
+        &dir,
+        None,
+        &data,
+        &p,
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("teacher"), "{e}");
     // Empty data set.
     let empty = tmp.path().join("empty.json");
     std::fs::write(&empty, "[]").unwrap();
     let mut p = small_params(2);
     p.holdout = 0;
-    let e = run(&dir, None, &[empty], &p, &out).unwrap_err().to_string();
+    let e = run(
+        &dir,
+        None,
+        &[empty],
+        &p,
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no training examples"), "{e}");
     // Every prompt longer than max_seq_len.
     let mut p = small_params(2);
     p.optimizer.max_seq_len = 8;
-    let e = run(&dir, None, &data, &p, &out).unwrap_err().to_string();
+    let e = run(
+        &dir,
+        None,
+        &data,
+        &p,
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("prompt alone") && e.contains("40 skipped"),
         "{e}"
@@ -601,6 +678,7 @@ fn bad_inputs_get_clear_errors() {
         &[tmp.path().join("nope.jsonl")],
         &small_params(2),
         &out,
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap_err()
     .to_string();
@@ -612,7 +690,15 @@ fn bad_inputs_get_clear_errors() {
     p.optimizer.max_grad_norm = 0.0;
     p.checkpoint_every = 1;
     let nan_out = tmp.path().join("nan");
-    let e = run(&dir, None, &data, &p, &nan_out).unwrap_err();
+    let e = run(
+        &dir,
+        None,
+        &data,
+        &p,
+        &nan_out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, StageError::Train(TrainError::NonFinite { .. })),
         "{e}"

@@ -91,8 +91,15 @@ fn every_builtin_data_set_runs_as_its_tasks_uri() {
             .parse()
             .expect("task spec");
         let out = tmp.path().join(d.name());
-        let summary = run(&model, None, &params(vec![spec]), &Resolver::local(), &out)
-            .unwrap_or_else(|e| panic!("{task}@{}: {e}", d.uri()));
+        let summary = run(
+            &model,
+            None,
+            &params(vec![spec]),
+            &Resolver::local(),
+            &out,
+            &pruneforge::device::Compute::cpu(),
+        )
+        .unwrap_or_else(|e| panic!("{task}@{}: {e}", d.uri()));
         assert_eq!(summary.tasks.len(), 1, "{}", d.uri());
         let doc = read_json(&out.join(EVAL_JSON));
         assert_eq!(
@@ -118,7 +125,15 @@ fn every_eval_task_runs_end_to_end_on_a_tiny_model() {
         })
         .collect();
     let out = tmp.path().join("eval");
-    let summary = run(&model, None, &params(specs), &Resolver::local(), &out).expect("eval stage");
+    let summary = run(
+        &model,
+        None,
+        &params(specs),
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .expect("eval stage");
     let doc = read_json(&out.join(EVAL_JSON));
     assert_eq!(summary.tasks.len(), EvalTaskName::ALL.len());
     for (task, score) in EvalTaskName::ALL.iter().zip(&summary.tasks) {

@@ -41,6 +41,7 @@ fn scored_dir() -> PathBuf {
             &calibration_params(),
             &Resolver::local(),
             &dir,
+            &pruneforge::device::Compute::cpu(),
         )
         .unwrap();
         println!(
@@ -192,7 +193,14 @@ fn perplexity_metric_reuses_hidden_states_and_matches_the_reference() {
         ..calibration_params()
     };
     let dir = tempfile::tempdir().unwrap();
-    score::run(&embedded_dir(), &params, &Resolver::local(), dir.path()).unwrap();
+    score::run(
+        &embedded_dir(),
+        &params,
+        &Resolver::local(),
+        dir.path(),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let scores = ScoresFile::read(&dir.path().join("scores.json")).unwrap();
     let accuracy = read_json("accuracy.json");
     let want = &accuracy["perplexity"]["calibration_alpaca_64x128"];

@@ -69,7 +69,14 @@ fn scores_file_heatmap_summary_and_layer_limits() {
     let ids = tmp.path().join("ids.safetensors");
     write_ids(&ids, 8, 12, &pseudo_ids(96, 258), None);
     let out = tmp.path().join("out");
-    let summary = score::run(&model, &ids_params(&ids, 8, 12), &Resolver::local(), &out).unwrap();
+    let summary = score::run(
+        &model,
+        &ids_params(&ids, 8, 12),
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert_eq!((summary.num_sequences, summary.sequence_length), (8, 12));
     assert_eq!(summary.tokens, 96);
     assert!(summary.tokens_per_s > 0.0);
@@ -117,7 +124,14 @@ fn scores_file_heatmap_summary_and_layer_limits() {
     let mut p = ids_params(&ids, 8, 12);
     p.include_first_layer = true;
     p.include_last_layer = true;
-    let s = score::run(&model, &p, &Resolver::local(), &tmp.path().join("out2")).unwrap();
+    let s = score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("out2"),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let c3 = s.blocks[2].chosen.as_ref().unwrap();
     let d3 = &scores.n[&3].d_lasttok;
     assert_eq!(c3.start, if d3[0] <= d3[1] { 0 } else { 1 });
@@ -134,35 +148,72 @@ fn bad_block_sizes_and_params_are_clear_errors() {
     let out = tmp.path().join("out");
     let mut p = ids_params(&ids, 2, 8);
     p.block_sizes = Some(vec![1, 4]);
-    let e = score::run(&model, &p, &Resolver::local(), &out)
-        .unwrap_err()
-        .to_string();
+    let e = score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("block size 4") && e.contains("1..=3"), "{e}");
     p.block_sizes = Some(vec![0]);
-    assert!(score::run(&model, &p, &Resolver::local(), &out).is_err());
+    assert!(score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu()
+    )
+    .is_err());
     p.block_sizes = None;
     p.batch_size = 0;
-    assert!(score::run(&model, &p, &Resolver::local(), &out)
-        .unwrap_err()
-        .to_string()
-        .contains("batch_size"));
+    assert!(score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu()
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("batch_size"));
     p.batch_size = 2;
     p.perplexity_top_k = Some(2);
-    let e = score::run(&model, &p, &Resolver::local(), &out)
-        .unwrap_err()
-        .to_string();
+    let e = score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("perplexity_top_k"), "{e}");
     // Longer sequences than the ids file holds.
-    let e = score::run(&model, &ids_params(&ids, 2, 9), &Resolver::local(), &out)
-        .unwrap_err()
-        .to_string();
+    let e = score::run(
+        &model,
+        &ids_params(&ids, 2, 9),
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("fewer than the 9 asked"), "{e}");
     // Token ids outside the vocabulary.
     let big = tmp.path().join("big.safetensors");
     write_ids(&big, 1, 4, &[1, 2, 3, 300], None);
-    let e = score::run(&model, &ids_params(&big, 1, 4), &Resolver::local(), &out)
-        .unwrap_err()
-        .to_string();
+    let e = score::run(
+        &model,
+        &ids_params(&big, 1, 4),
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("outside the model's vocabulary"), "{e}");
     assert!(!out.join("scores.json").exists(), "no output after errors");
 }
@@ -189,6 +240,7 @@ fn short_calibration_text_is_clamped_or_rejected() {
         &params(10, 16),
         &Resolver::local(),
         &tmp.path().join("a"),
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap();
     assert_eq!((s.num_sequences, s.sequence_length, s.tokens), (6, 16, 96));
@@ -197,6 +249,7 @@ fn short_calibration_text_is_clamped_or_rejected() {
         &params(4, 101),
         &Resolver::local(),
         &tmp.path().join("b"),
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap_err()
     .to_string();
@@ -209,6 +262,7 @@ fn short_calibration_text_is_clamped_or_rejected() {
         &params(0, 16),
         &Resolver::local(),
         &tmp.path().join("c"),
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap_err()
     .to_string();
@@ -230,7 +284,14 @@ fn short_calibration_text_is_clamped_or_rejected() {
         sequence_length: 16,
         ..ScoreParams::default()
     };
-    let s = score::run(&model, &p, &Resolver::local(), &tmp.path().join("d")).unwrap();
+    let s = score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("d"),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     assert_eq!(
         (s.num_sequences, s.sequence_length, s.tokens),
         (2, 16, 5 + 16)
@@ -238,9 +299,15 @@ fn short_calibration_text_is_clamped_or_rejected() {
     let scores = ScoresFile::read(&tmp.path().join("d/scores.json")).unwrap();
     assert_eq!(scores.data.padded_rows, 1);
     std::fs::write(&jsonl, "{\"body\": \"\"}\n").unwrap();
-    let e = score::run(&model, &p, &Resolver::local(), &tmp.path().join("e"))
-        .unwrap_err()
-        .to_string();
+    let e = score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("e"),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no non-empty document"), "{e}");
 }
 
@@ -306,7 +373,14 @@ fn zero_hidden_states_give_finite_scores_and_nan_weights_an_error() {
     let ids = tmp.path().join("ids.safetensors");
     write_ids(&ids, 4, 6, &pseudo_ids(24, 258), None);
     let out = tmp.path().join("out");
-    score::run(&zero, &ids_params(&ids, 4, 6), &Resolver::local(), &out).unwrap();
+    score::run(
+        &zero,
+        &ids_params(&ids, 4, 6),
+        &Resolver::local(),
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(out.join("scores.json")).unwrap();
     assert!(!text.contains("NaN"));
     let raw: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -329,6 +403,7 @@ fn zero_hidden_states_give_finite_scores_and_nan_weights_an_error() {
         &ids_params(&ids, 4, 6),
         &Resolver::local(),
         &tmp.path().join("o2"),
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap_err()
     .to_string();
@@ -348,7 +423,14 @@ fn perplexity_metric_equals_perplexity_of_the_pruned_model() {
     let mut p = ids_params(&ids, 5, 9);
     p.metric = ScoreMetric::Perplexity;
     p.block_sizes = Some(vec![1, 2]);
-    let s = score::run(&model, &p, &Resolver::local(), &tmp.path().join("scored")).unwrap();
+    let s = score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("scored"),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let scores = ScoresFile::read(&tmp.path().join("scored/scores.json")).unwrap();
     let rows = TokenRows::from_safetensors(&ids, "input_ids").unwrap();
     let full = perplexity(&open_model(&model).unwrap().model, &rows, 2).unwrap();
@@ -380,7 +462,14 @@ fn perplexity_metric_equals_perplexity_of_the_pruned_model() {
 
     // Top-k: only the k blocks with the lowest all-token angular distance are measured.
     p.perplexity_top_k = Some(1);
-    score::run(&model, &p, &Resolver::local(), &tmp.path().join("topk")).unwrap();
+    score::run(
+        &model,
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("topk"),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let topk = ScoresFile::read(&tmp.path().join("topk/scores.json")).unwrap();
     for n in [1, 2] {
         let e = &topk.n[&n];
@@ -406,6 +495,7 @@ fn prune_writes_a_loadable_model_and_report() {
         &ids_params(&ids, 4, 8),
         &Resolver::local(),
         &tmp.path().join("scored"),
+        &pruneforge::device::Compute::cpu(),
     )
     .unwrap();
     let scores_path = tmp.path().join("scored/scores.json");

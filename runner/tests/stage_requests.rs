@@ -55,8 +55,12 @@ fn context<'a>(
         out: dir,
         resolver,
         shards: ShardRun::All { count: 1 },
+        compute: &CPU,
     }
 }
+
+static CPU: std::sync::LazyLock<pruneforge::device::Compute> =
+    std::sync::LazyLock::new(pruneforge::device::Compute::cpu);
 
 #[test]
 fn calibration_reads_records_with_format_offset_and_limit() {
@@ -144,7 +148,14 @@ fn score_request_honours_calibration_offset_and_limit() {
         block_sizes: Some(vec![1]),
         ..score::ScoreParams::default()
     };
-    score::run(&model, &direct, &resolver, &tmp.path().join("direct")).unwrap();
+    score::run(
+        &model,
+        &direct,
+        &resolver,
+        &tmp.path().join("direct"),
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
     let by_hand = ScoresFile::read(&tmp.path().join("direct/scores.json")).unwrap();
     assert_eq!(by_request.data.sha256, by_hand.data.sha256);
 }

@@ -10,7 +10,7 @@ mod termination;
 
 pub use error::ContractError;
 pub use request::{JobRef, ShardRef, StageInput, StageRequest};
-pub use result::{Outcome, StageResult};
+pub use result::{ComputeReport, Outcome, StageResult};
 pub use summary::{
     BlockScore, DistillSummary, EvalSummary, FinetuneSummary, ImportSummary, MergeSummary,
     PruneSummary, ScoreSummary, SpeculateSummary, StageSummary, TaskScore,

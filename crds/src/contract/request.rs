@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{ContractError, CONTRACT_VERSION};
 use crate::params::StageParams;
 use crate::plan::{Plan, StageId, StageKind};
+use crate::spec::ResolvedCompute;
 
 /// The job a stage belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,10 @@ pub struct StageRequest {
     /// The shard this pod runs; absent for unsharded stages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardRef>,
+    /// Device and dtype of a model-computing stage; absent means the CPU in f32 (and for
+    /// import, prune and merge, which stream tensors on the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<ResolvedCompute>,
 }
 
 impl StageRequest {
@@ -100,6 +105,8 @@ impl StageRequest {
                 index: 0,
                 count: stage.shards,
             }),
+            compute: (stage.kind().computes_with_model() && !plan.compute.is_cpu_f32())
+                .then_some(plan.compute),
         })
     }
 

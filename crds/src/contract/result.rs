@@ -47,6 +47,29 @@ pub struct StageResult {
     /// `<output uri>/result.json`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Where the stage computed (model-computing stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<ComputeReport>,
+}
+
+/// Where a stage computed and how much device memory it took.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeReport {
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// `f32`, `bf16` or `f16`.
+    pub dtype: String,
+    /// GPU name as the driver reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_name: Option<String>,
+    /// Peak memory in use on the GPU while the stage ran (the driver's view: includes the CUDA
+    /// context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_device_memory_bytes: Option<u64>,
+    /// Peak resident memory of the runner process (Linux `VmHWM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_host_memory_bytes: Option<u64>,
 }
 
 impl StageResult {
@@ -68,6 +91,7 @@ impl StageResult {
             duration_seconds,
             shard: request.shard,
             truncated: false,
+            compute: None,
         }
     }
 
@@ -88,6 +112,7 @@ impl StageResult {
             duration_seconds,
             shard: request.shard,
             truncated: false,
+            compute: None,
         }
     }
 

@@ -10,17 +10,30 @@ use crate::params::{
     SpeculateParams, StageParams,
 };
 use crate::spec::{
-    DistillDataset, DraftModel, MergeMethod, PruneDistillJobSpec, RecoveryMethod, TrainingData,
+    DistillDataset, DraftModel, MergeMethod, PruneDistillJobSpec, RecoveryMethod, ResolvedCompute,
+    TrainingData,
 };
 
 /// Builds the stage plan of a spec. Pure: equal specs give equal plans. Only the spec parts a
 /// stage's output depends on enter its parameters and cache key; `runner`, `storage` (except
 /// the artifact root), `maxParallelStages`, `model.name`, `distillation.shards` and
-/// `recovery.checkpointEvery` change no key.
+/// `recovery.checkpointEvery` change no key. The compute dtype does when it is not f32, and
+/// `runner.gpu.count` decides what `compute: auto` means (bf16 on GPUs).
+///
+/// `spec.compute` is resolved for the pods' GPUs (`runner.gpu.count`), as the operator runs
+/// it; see [`plan_for`] for a run that decides the device itself.
 pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
+    plan_for(spec, spec.compute.resolve(Some(spec.runner.gpu.count)))
+}
+
+/// [`plan`] with the device and dtype already resolved (a local run resolves `auto` against
+/// the machine it runs on). A dtype other than f32 enters the keys of the model-computing
+/// stages.
+pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<Plan, PlanError> {
     check(spec)?;
     let mut builder = Builder {
         root: spec.storage.root().to_string(),
+        key_dtype: compute.key_dtype(),
         stages: Vec::new(),
     };
 
@@ -244,12 +257,14 @@ pub fn plan(spec: &PruneDistillJobSpec) -> Result<Plan, PlanError> {
     Ok(Plan::new(
         builder.root,
         spec.max_parallel_stages.max(1),
+        compute,
         builder.stages,
     ))
 }
 
 struct Builder {
     root: String,
+    key_dtype: Option<&'static str>,
     stages: Vec<StageInstance>,
 }
 
@@ -280,7 +295,7 @@ impl Builder {
                 (name.clone(), key)
             })
             .collect();
-        let key = cache_key(&params, &input_keys);
+        let key = cache_key(&params, &input_keys, self.key_dtype);
         let artifact_uri = artifact_uri(&self.root, params.kind(), &key);
         self.stages.push(StageInstance {
             id: id.clone(),

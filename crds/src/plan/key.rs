@@ -42,14 +42,24 @@ fn sorted(value: &Value) -> Value {
 }
 
 /// The cache key (64 hex digits) of a stage with these parameters and input keys
-/// (input name → key of the producing stage).
-pub fn cache_key(params: &StageParams, inputs: &BTreeMap<String, String>) -> String {
-    let material = serde_json::json!({
+/// (input name → key of the producing stage). `compute_dtype` (e.g. `bf16`) enters the key of
+/// a model-computing stage as `"dtype"`; `None` (f32) leaves the material as it always was.
+pub fn cache_key(
+    params: &StageParams,
+    inputs: &BTreeMap<String, String>,
+    compute_dtype: Option<&str>,
+) -> String {
+    let mut material = serde_json::json!({
         "salt": KEY_SALT,
         "kind": params.kind().as_str(),
         "params": params.cache_material(),
         "inputs": inputs,
     });
+    if let (Some(dtype), Some(obj)) = (compute_dtype, material.as_object_mut()) {
+        if params.kind().computes_with_model() {
+            obj.insert("dtype".into(), dtype.into());
+        }
+    }
     hex::encode(Sha256::digest(canonical_json(&material).as_bytes()))
 }
 

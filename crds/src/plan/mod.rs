@@ -26,11 +26,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 pub use crate::stage_kind::StageKind;
-pub use build::plan;
+pub use build::{plan, plan_for};
 pub use error::PlanError;
 pub use id::{variant, StageId};
 
 use crate::params::StageParams;
+use crate::spec::ResolvedCompute;
 
 /// One stage of a plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +72,9 @@ pub struct Plan {
     pub storage_root: String,
     /// Stages that may run at the same time.
     pub max_parallel_stages: u32,
+    /// Device and dtype of the model-computing stages.
+    #[serde(default)]
+    pub compute: ResolvedCompute,
     stages: Vec<StageInstance>,
 }
 
@@ -78,11 +82,13 @@ impl Plan {
     pub(crate) fn new(
         storage_root: String,
         max_parallel_stages: u32,
+        compute: ResolvedCompute,
         stages: Vec<StageInstance>,
     ) -> Self {
         Plan {
             storage_root,
             max_parallel_stages,
+            compute,
             stages,
         }
     }

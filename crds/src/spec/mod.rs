@@ -1,6 +1,7 @@
 //! The `PruneDistillJob` custom resource and its spec, one section per file.
 
 pub mod calibration;
+pub mod compute;
 pub mod dataset;
 pub mod distillation;
 pub mod evaluation;
@@ -16,6 +17,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 pub use calibration::CalibrationSpec;
+pub use compute::{ComputeDevice, ComputeDtype, ComputeSpec, ResolvedCompute};
 pub use dataset::{DatasetFormat, DatasetRef, FieldMapping};
 pub use distillation::{
     AnswerCheck, DataKind, DistillDataset, DistillationSpec, GenerationSpec, PromptTemplate,
@@ -116,6 +118,9 @@ pub struct PruneDistillJobSpec {
     /// Pod settings of stage Jobs (never part of a cache key).
     #[serde(default)]
     pub runner: RunnerSpec,
+    /// Device and precision of the model-computing stages.
+    #[serde(default)]
+    pub compute: ComputeSpec,
     /// Artifact storage.
     pub storage: StorageSpec,
     /// Stages that may run at the same time.
@@ -141,6 +146,7 @@ impl PruneDistillJobSpec {
             evaluation: EvaluationSpec::default(),
             speculative: SpeculativeSpec::default(),
             runner: RunnerSpec::default(),
+            compute: ComputeSpec::default(),
             storage: StorageSpec::new(uri),
             max_parallel_stages: default_max_parallel_stages(),
         }

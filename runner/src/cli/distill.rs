@@ -40,6 +40,8 @@ pub struct DistillArgs {
     pub gather: bool,
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: super::generate::DeviceArgs,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -93,9 +95,18 @@ pub fn run(a: DistillArgs) -> anyhow::Result<()> {
         .shard_index
         .or_else(distill::shard::completion_index_from_env);
     let resolver = pruneforge::resolve::Resolver::local();
+    let compute = a.device.compute()?;
     let summary = match index {
-        Some(i) => distill::run_shard(&model, &params, i, a.shard_count, &a.out, &resolver)?,
-        None => distill::run(&model, &params, a.shard_count, &a.out, &resolver)?,
+        Some(i) => distill::run_shard(
+            &model,
+            &params,
+            i,
+            a.shard_count,
+            &a.out,
+            &resolver,
+            &compute,
+        )?,
+        None => distill::run(&model, &params, a.shard_count, &a.out, &resolver, &compute)?,
     };
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

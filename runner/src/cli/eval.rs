@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use pruneforge::loader::open_model;
+use pruneforge::loader::open_model_on;
 use pruneforge::stages::eval::{self, EvalParams, TaskSpec};
 
 #[derive(Debug, Args)]
@@ -44,6 +44,8 @@ pub struct EvalArgs {
     /// without running the prune stage.
     #[arg(long, value_name = "START:N")]
     pub drop_layers: Option<String>,
+    #[command(flatten)]
+    pub device: super::generate::DeviceArgs,
 }
 
 fn parse_drop(spec: &str) -> anyhow::Result<(usize, usize)> {
@@ -82,6 +84,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     params.prefix_cache = !args.no_prefix_cache;
     params.data_dir = args.data_dir.or(params.data_dir);
     let what = || format!("eval of {}", args.model.display());
+    let compute = args.device.compute()?;
     let summary = match &args.drop_layers {
         None => eval::run(
             &args.model,
@@ -89,11 +92,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             &params,
             &pruneforge::resolve::Resolver::local(),
             &args.out,
+            &compute,
         )
         .with_context(what)?,
         Some(spec) => {
             let (start, n) = parse_drop(spec)?;
-            let mut hf = open_model(&args.model).with_context(what)?;
+            let mut hf =
+                open_model_on(&args.model, &compute.device, compute.dtype).with_context(what)?;
             hf.model.remove_layers(start, n)?;
             let label = format!(
                 "{} without layers {start}..{}",

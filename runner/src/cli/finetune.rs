@@ -68,6 +68,8 @@ pub struct FinetuneArgs {
     /// Use only the first N rows of --heldout-ids.
     #[arg(long, default_value_t = 64)]
     pub heldout_rows: usize,
+    #[command(flatten)]
+    pub device: super::generate::DeviceArgs,
 }
 
 fn embedded() -> anyhow::Result<PathBuf> {
@@ -151,7 +153,14 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let summary = run_stage(&student, teacher.as_deref(), &a.data, &p, &a.out)?;
+    let summary = run_stage(
+        &student,
+        teacher.as_deref(),
+        &a.data,
+        &p,
+        &a.out,
+        &a.device.compute()?,
+    )?;
     let ppl_after = match (&windows, summary.completed && p.write_merged) {
         (Some(rows), true) => {
             let m = open_model(&a.out.join("merged"))?;

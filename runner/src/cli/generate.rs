@@ -47,6 +47,12 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
+    /// The device and dtype the flags name, opened.
+    pub fn compute(&self) -> anyhow::Result<pruneforge::device::Compute> {
+        let (device, dtype) = self.resolve()?;
+        Ok(pruneforge::device::Compute { device, dtype })
+    }
+
     pub fn resolve(&self) -> anyhow::Result<(candle_core::Device, candle_core::DType)> {
         let (d, t) = pruneforge::device::resolve(self.device, self.dtype)?;
         tracing::info!(

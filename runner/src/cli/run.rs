@@ -24,6 +24,14 @@ pub struct RunArgs {
     /// running anything.
     #[arg(long)]
     pub plan: bool,
+    /// Device of the model-computing stages, replacing spec.compute.device: auto (the first
+    /// visible CUDA device when built with `cuda`, else the CPU), cpu or cuda.
+    #[arg(long)]
+    pub device: Option<pruneforge::device::DeviceSpec>,
+    /// Their dtype, replacing spec.compute.dtype: auto (bf16 on CUDA, f32 on the CPU), f32,
+    /// bf16 or f16. A dtype other than f32 is part of the stages' cache keys.
+    #[arg(long)]
+    pub dtype: Option<pruneforge::device::DTypeSpec>,
 }
 
 /// `--plan`: what a run would do.
@@ -106,6 +114,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         storage: args.storage.clone(),
         work_root: args.work_dir.clone(),
         data_root: None,
+        device: args.device,
+        dtype: args.dtype,
     };
     if args.plan {
         return print_plan(&job, &opts);

@@ -53,6 +53,8 @@ pub struct ScoreArgs {
     /// Metric perplexity: measure only the k best blocks (by all-token angular distance) per size.
     #[arg(long)]
     pub perplexity_top_k: Option<usize>,
+    #[command(flatten)]
+    pub device: super::generate::DeviceArgs,
 }
 
 fn parse_packing(s: &str) -> Result<Packing, String> {
@@ -98,6 +100,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         &params,
         &pruneforge::resolve::Resolver::local(),
         &args.out,
+        &args.device.compute()?,
     )
     .with_context(|| format!("scoring {}", model.display()))?;
     for b in &summary.blocks {

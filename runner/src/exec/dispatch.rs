@@ -1,6 +1,7 @@
 //! From a stage request to the stage that owns it.
 
 use super::context::ExecContext;
+use crate::device::Compute;
 use crate::stages::{self, Outcome, Result, ShardRun, StageContext};
 use pruneforge_api::contract::StageRequest;
 use pruneforge_api::params::StageParams;
@@ -14,6 +15,7 @@ pub fn dispatch(
     work: &Path,
     out: &Path,
     exec: &ExecContext,
+    compute: &Compute,
 ) -> Result<Outcome> {
     let shards = match req.shard {
         Some(s) if !exec.all_shards && s.count > 1 => ShardRun::One {
@@ -31,6 +33,7 @@ pub fn dispatch(
         out,
         resolver: &exec.resolver,
         shards,
+        compute,
     };
     match &req.params {
         StageParams::Import(p) => stages::import::run_request(p, &ctx),

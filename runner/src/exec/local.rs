@@ -9,7 +9,8 @@ use super::context::ExecContext;
 use super::request::execute_request;
 use crate::data::DataRoot;
 use pruneforge_api::contract::{JobRef, StageRequest, StageResult, StageSummary};
-use pruneforge_api::plan::{plan, Plan};
+use pruneforge_api::plan::{plan_for, Plan};
+use pruneforge_api::spec::{ComputeDevice, ComputeDtype, ComputeSpec, ResolvedCompute};
 use pruneforge_api::validate::ManifestValidator;
 use pruneforge_api::PruneDistillJob;
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,10 @@ pub struct RunOptions {
     /// Work directories (default `<storage>/.work` for local storage, else a temp dir).
     pub work_root: Option<PathBuf>,
     pub data_root: Option<DataRoot>,
+    /// `--device`, replacing `spec.compute.device` (None: the spec's).
+    pub device: Option<crate::device::DeviceSpec>,
+    /// `--dtype`, replacing `spec.compute.dtype` (None: the spec's).
+    pub dtype: Option<crate::device::DTypeSpec>,
 }
 
 /// Reads and validates a job file (one PruneDistillJob document).
@@ -110,7 +115,34 @@ pub fn plan_job(job: &PruneDistillJob, opts: &RunOptions) -> Result<Plan, RunErr
     if let Some(s) = &opts.storage {
         spec.storage.uri = s.clone();
     }
-    plan(&spec).map_err(|e| RunError::Plan(e.to_string()))
+    let compute = local_compute(&spec.compute, opts);
+    plan_for(&spec, compute).map_err(|e| RunError::Plan(e.to_string()))
+}
+
+/// The device and dtype of a local run: the flags over `spec.compute`, `auto` resolved on this
+/// machine (CUDA when built with `cuda` and a device is visible; a run uses the first visible
+/// device, choose it with CUDA_VISIBLE_DEVICES).
+pub fn local_compute(spec: &ComputeSpec, opts: &RunOptions) -> ResolvedCompute {
+    use crate::device::{DTypeSpec, DeviceSpec};
+    let device = match opts.device {
+        Some(DeviceSpec::Cpu) => ComputeDevice::Cpu,
+        Some(DeviceSpec::Cuda(_)) => ComputeDevice::Cuda,
+        Some(DeviceSpec::Auto) => ComputeDevice::Auto,
+        None => spec.device,
+    };
+    let device = match device {
+        ComputeDevice::Auto if crate::device::cuda_device_count() > 0 => ComputeDevice::Cuda,
+        ComputeDevice::Auto => ComputeDevice::Cpu,
+        d => d,
+    };
+    let dtype = match opts.dtype {
+        Some(DTypeSpec::Auto) => ComputeDtype::Auto,
+        Some(DTypeSpec::F32) => ComputeDtype::F32,
+        Some(DTypeSpec::Bf16) => ComputeDtype::Bf16,
+        Some(DTypeSpec::F16) => ComputeDtype::F16,
+        None => spec.dtype,
+    };
+    ComputeSpec { device, dtype }.resolve(None)
 }
 
 fn local_root(uri: &str) -> Option<PathBuf> {

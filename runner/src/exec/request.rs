@@ -4,6 +4,7 @@
 use super::artifacts::{self, ArtifactError};
 use super::context::ExecContext;
 use super::dispatch::dispatch;
+use crate::device::{describe, dtype_name, Compute, MemoryWatch};
 use crate::stages::StageError;
 use pruneforge_api::contract::{StageRequest, StageResult};
 use std::collections::BTreeMap;
@@ -19,6 +20,12 @@ pub enum ExecError {
         stage: String,
         #[source]
         source: Box<StageError>,
+    },
+    #[error("stage {stage}: {source}")]
+    Device {
+        stage: String,
+        #[source]
+        source: crate::device::DeviceError,
     },
     #[error("{path}: {source}")]
     Io {
@@ -60,11 +67,25 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
     let work = ctx.work_dir(req);
     let out = work.join("out");
     std::fs::create_dir_all(&out).map_err(io(&out))?;
-    tracing::info!(stage = %req.stage_id, kind = %req.params.kind(), key = %req.key, "stage started");
-    let outcome = dispatch(req, &inputs, &work, &out, ctx).map_err(|source| ExecError::Stage {
+    let compute = Compute::from_request(req.compute).map_err(|source| ExecError::Device {
         stage: req.stage_id.to_string(),
-        source: Box::new(source),
+        source,
     })?;
+    tracing::info!(
+        stage = %req.stage_id,
+        kind = %req.params.kind(),
+        key = %req.key,
+        device = %describe(&compute.device).device,
+        dtype = dtype_name(compute.dtype),
+        "stage started"
+    );
+    let memory = MemoryWatch::start(&compute.device);
+    let outcome =
+        dispatch(req, &inputs, &work, &out, ctx, &compute).map_err(|source| ExecError::Stage {
+            stage: req.stage_id.to_string(),
+            source: Box::new(source),
+        })?;
+    let peak_device = memory.map(MemoryWatch::finish);
     let mut artifacts_map = BTreeMap::new();
     for name in outcome.files {
         artifacts_map.insert(name.clone(), format!("{}{}", req.output_uri, name));
@@ -75,6 +96,14 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
         artifacts_map,
         started.elapsed().as_secs_f64(),
     );
+    let result = StageResult {
+        compute: req
+            .params
+            .kind()
+            .computes_with_model()
+            .then(|| compute.report(peak_device)),
+        ..result
+    };
     // Sharded stages commit their shard directory as a sub-artifact.
     let (local, sub) = match req.shard {
         Some(s) if outcome.sharded => {

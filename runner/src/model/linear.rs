@@ -36,6 +36,7 @@ pub struct LoraAdapter {
 
 impl LoraAdapter {
     pub fn delta(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let input_dtype = x.dtype();
         let x = if train && self.dropout > 0.0 {
             let mask = super::train_kernels::dropout::mask_tensor(
                 x.dims(),
@@ -47,8 +48,12 @@ impl LoraAdapter {
         } else {
             x.clone()
         };
+        // The adapter computes in its own dtype (f32 LoRA over a bf16 base) and hands back
+        // the input's dtype.
+        let x = x.to_dtype(self.a.dtype())?;
         let low = matmul_t(&x, &self.a)?;
-        matmul_t(&low, &self.b)? * self.scale
+        let delta = (matmul_t(&low, &self.b)? * self.scale)?;
+        delta.to_dtype(input_dtype)
     }
 
     /// `scale * B A`, the update of the base weight when merging.

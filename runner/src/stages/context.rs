@@ -4,6 +4,7 @@
 //! its summary: `run_request(&params, &StageContext) -> Result<Outcome>`. The executor
 //! ([`crate::exec`]) only materialises inputs, picks the stage and commits the outcome.
 
+use crate::device::Compute;
 use crate::error::{Result, StageError};
 use crate::resolve::Resolver;
 use pruneforge_api::contract::StageSummary;
@@ -31,6 +32,8 @@ pub struct StageContext<'a> {
     pub resolver: &'a Resolver,
     /// The shards to run (sharded stages only).
     pub shards: ShardRun,
+    /// Device and dtype of the model (model-computing stages).
+    pub compute: &'a Compute,
 }
 
 impl StageContext<'_> {
@@ -47,6 +50,15 @@ impl StageContext<'_> {
         model_dir_of(self.input(name)?)
     }
 
+    /// Opens the model at `path` on the stage's device in its dtype.
+    pub fn open_model(&self, path: &Path) -> Result<crate::loader::HfModel> {
+        Ok(crate::loader::open_model_on(
+            path,
+            &self.compute.device,
+            self.compute.dtype,
+        )?)
+    }
+
     /// Inputs whose names start with `prefix`, in name order.
     pub fn inputs_with_prefix<'s>(
         &'s self,
@@ -57,6 +69,24 @@ impl StageContext<'_> {
             .filter(move |(n, _)| n.starts_with(prefix))
             .map(|(n, p)| (n.as_str(), p.as_path()))
     }
+}
+
+/// Opens the model at `path` on `compute` after checking that the stage's estimated peak
+/// memory (`need`, from the model's config) fits the device: a clear refusal with needed vs
+/// available instead of an out-of-memory crash.
+pub fn open_model_checked(
+    path: &Path,
+    compute: &Compute,
+    need: impl FnOnce(&crate::model::config::ModelConfig) -> crate::memory_plan::MemoryNeed,
+) -> Result<crate::loader::HfModel> {
+    let dir = crate::loader::resolve_hf_dir(path)?;
+    let config = crate::model::config::ModelConfig::from_json_file(&dir.join("config.json"))?;
+    crate::memory_plan::check_fits(&need(&config), &compute.device)?;
+    Ok(crate::loader::open_model_on(
+        &dir,
+        &compute.device,
+        compute.dtype,
+    )?)
 }
 
 /// What a stage returns to the executor.

@@ -16,8 +16,8 @@ pub mod shard;
 pub mod template;
 
 use crate::data::sft::{SftDataset, SftRecord, SftSchema};
+use crate::device::Compute;
 use crate::generate::{generate_with_streams, FinishReason, GenerateParams, SamplingParams};
-use crate::loader::open_model;
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, ShardRun, StageContext, StageError};
 use crate::tokenizer::ChatMessage;
@@ -98,6 +98,7 @@ pub fn run_shard(
     count: usize,
     out_dir: &Path,
     resolver: &Resolver,
+    compute: &Compute,
 ) -> Result<DistillSummary> {
     if count == 0 || index >= count {
         return Err(StageError::Input(format!(
@@ -136,7 +137,23 @@ pub fn run_shard(
     let started = std::time::Instant::now();
     let mut generated_tokens = 0usize;
     if !todo.is_empty() {
-        let m = open_model(model_dir)?;
+        let g = &params.generation;
+        let m = super::context::open_model_checked(model_dir, compute, |cfg| {
+            let rows = g.batch_size.max(1) as usize;
+            // Prompts up to 1024 tokens plus the answers.
+            let kv = 1024 + g.max_new_tokens as usize;
+            crate::memory_plan::inference(
+                "distill",
+                cfg,
+                compute.dtype,
+                1,
+                rows,
+                1024,
+                rows,
+                kv,
+                false,
+            )
+        })?;
         if !m.tokenizer.has_chat_template() {
             return Err(StageError::Input(format!(
                 "{}: the model's tokenizer has no chat template; distillation needs one",
@@ -404,9 +421,18 @@ pub fn run(
     shards: usize,
     out_dir: &Path,
     resolver: &Resolver,
+    compute: &Compute,
 ) -> Result<DistillSummary> {
     for k in 0..shards.max(1) {
-        run_shard(model_dir, params, k, shards.max(1), out_dir, resolver)?;
+        run_shard(
+            model_dir,
+            params,
+            k,
+            shards.max(1),
+            out_dir,
+            resolver,
+            compute,
+        )?;
     }
     gather(out_dir, shards.max(1))
 }
@@ -416,9 +442,12 @@ pub fn run(
 pub fn run_request(p: &DistillParams, ctx: &StageContext) -> Result<Outcome> {
     let model = ctx.model("model")?;
     let (s, sharded) = match ctx.shards {
-        ShardRun::All { count } => (run(&model, p, count, ctx.out, ctx.resolver)?, false),
+        ShardRun::All { count } => (
+            run(&model, p, count, ctx.out, ctx.resolver, ctx.compute)?,
+            false,
+        ),
         ShardRun::One { index, count } => (
-            run_shard(&model, p, index, count, ctx.out, ctx.resolver)?,
+            run_shard(&model, p, index, count, ctx.out, ctx.resolver, ctx.compute)?,
             true,
         ),
     };

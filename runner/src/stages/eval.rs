@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 use super::{Outcome, Result, StageContext, StageError};
 use crate::data::tasks::{self, TaskConfig, TaskDocs, TaskFiles};
 use crate::data::{DataError, DataRoot, Selection};
+use crate::device::Compute;
 use crate::eval::generation::{self, GenOptions};
 use crate::eval::perplexity::{self, PerplexitySource, TokenRow};
 use crate::eval::report::{self, TaskOutcome, TaskReport};
@@ -28,7 +29,6 @@ use crate::eval::{
     multiple_choice, score, Recovery, ScoreStats, ScorerOptions, TaskRecovery, TaskScore,
 };
 use crate::generate::GenerationStats;
-use crate::loader::open_model;
 use crate::model::Llama;
 use crate::resolve::Resolver;
 use crate::tokenizer::Tokenizer;
@@ -499,12 +499,30 @@ pub fn run(
     params: &EvalParams,
     resolver: &Resolver,
     out_dir: &Path,
+    compute: &Compute,
 ) -> Result<EvalSummary> {
     // Bad task specs and a bad base file fail before the model is loaded; task files (downloads
     // included) are resolved once.
     let tasks = resolve_tasks(params, resolver)?;
     let base = read_base(base_eval)?;
-    let hf = open_model(model_dir)?;
+    let hf = super::context::open_model_checked(model_dir, compute, |cfg| {
+        let rows = params.batch_size.max(1);
+        let tokens = params
+            .max_length
+            .unwrap_or(2048)
+            .min(cfg.max_position_embeddings);
+        crate::memory_plan::inference(
+            "eval",
+            cfg,
+            compute.dtype,
+            1,
+            rows,
+            tokens,
+            rows * tokens,
+            0,
+            false,
+        )
+    })?;
     evaluate(
         &hf.model,
         &hf.tokenizer,
@@ -645,12 +663,19 @@ pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -
         batch_size: p.batch_size.max(1) as usize,
         ..EvalParams::default()
     };
-    let s = run(&model, base_eval.as_deref(), &params, ctx.resolver, ctx.out)?;
+    let s = run(
+        &model,
+        base_eval.as_deref(),
+        &params,
+        ctx.resolver,
+        ctx.out,
+        ctx.compute,
+    )?;
     let mut summary = s.to_contract();
     let mut files = vec![EVAL_JSON, ITEMS_JSONL];
     if let (Some(spec), Some(base)) = (&p.drift, ctx.inputs.get("base")) {
-        let base = open_model(&super::model_dir_of(base)?)?;
-        let candidate = open_model(&model)?;
+        let base = ctx.open_model(&super::model_dir_of(base)?)?;
+        let candidate = ctx.open_model(&model)?;
         let report = super::drift::measure(&base, &candidate, spec, ctx.resolver)?;
         let path = ctx.out.join(super::drift::DRIFT_JSON);
         write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;

@@ -27,7 +27,9 @@
 
 use super::{Outcome, Result, StageContext, StageError};
 use crate::data::sft::{SftDataset, SftRecord};
-use crate::loader::{open_model, save_hf_dir, HfModel};
+use crate::device::Compute;
+use crate::loader::{open_model_on, save_hf_dir, HfModel};
+use crate::model::config::ModelConfig;
 use crate::train::batching::{tokenize, Batch, DataOrder, Example};
 use crate::train::checkpoint::{self, StepLog, TrainState};
 use crate::train::eval::mean_nll;
@@ -252,6 +254,7 @@ pub fn run(
     data_files: &[PathBuf],
     params: &FinetuneParams,
     out_dir: &Path,
+    compute: &Compute,
 ) -> Result<FinetuneSummary> {
     validate(params)?;
     let opt_p = &params.optimizer;
@@ -291,8 +294,25 @@ pub fn run(
         tokenizer,
         stored_dtype,
         ..
-    } = open_model(student_dir)?;
-    let teacher = teacher_dir.map(open_model).transpose()?;
+    } = super::context::open_model_checked(student_dir, compute, |cfg| {
+        let teacher_cfg = teacher_dir.and_then(|t| {
+            crate::loader::resolve_hf_dir(t)
+                .ok()
+                .and_then(|d| ModelConfig::from_json_file(&d.join("config.json")).ok())
+        });
+        crate::memory_plan::lora_training(
+            cfg,
+            compute.dtype,
+            opt_p.batch_size.max(1),
+            opt_p.max_seq_len,
+            params.lora.parameter_count(cfg),
+            teacher_cfg.as_ref(),
+            1024,
+        )
+    })?;
+    let teacher = teacher_dir
+        .map(|t| open_model_on(t, &compute.device, compute.dtype))
+        .transpose()?;
     if let Some(t) = &teacher {
         if t.model.config.vocab_size != student.config.vocab_size {
             return Err(StageError::Input(format!(
@@ -567,7 +587,14 @@ pub fn run_request(
     };
     let data_files = finetune_data(p, ctx)?;
     let params = finetune_params(p);
-    let s = run(&student, teacher.as_deref(), &data_files, &params, ctx.out)?;
+    let s = run(
+        &student,
+        teacher.as_deref(),
+        &data_files,
+        &params,
+        ctx.out,
+        ctx.compute,
+    )?;
     // Checkpoints are resume state, not a result: keep them out of the artifact.
     let _ = std::fs::remove_dir_all(ctx.out.join("checkpoints"));
     Ok(Outcome::new(

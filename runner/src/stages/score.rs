@@ -25,7 +25,7 @@ pub use pruneforge_api::spec::ScoreMetric;
 pub use scores_file::{ScoresFile, HEATMAP_FILE, SCORES_FILE, SCORES_FORMAT};
 pub use token_rows::TokenRows;
 
-use crate::loader::open_model;
+use crate::device::Compute;
 use crate::model::{ForwardOptions, Llama};
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, StageContext, StageError};
@@ -218,9 +218,28 @@ pub fn run(
     params: &ScoreParams,
     resolver: &Resolver,
     out_dir: &Path,
+    compute: &Compute,
 ) -> Result<ScoreSummary> {
     params.validate()?;
-    let hf = open_model(model_path)?;
+    let hf = super::context::open_model_checked(model_path, compute, |cfg| {
+        let (rows, tokens) = (params.batch_size.max(1), params.sequence_length);
+        let logits = if params.metric == ScoreMetric::Perplexity {
+            rows * tokens
+        } else {
+            0
+        };
+        crate::memory_plan::inference(
+            "score",
+            cfg,
+            compute.dtype,
+            1,
+            rows,
+            tokens,
+            logits,
+            0,
+            true,
+        )
+    })?;
     let model = &hf.model;
     let layers = model.num_layers();
     let sizes = params.resolved_block_sizes(layers)?;
@@ -330,7 +349,7 @@ pub fn run_request(p: &pruneforge_api::params::ScoreParams, ctx: &StageContext) 
         include_last_layer: !p.exclude_last_layer,
         ..ScoreParams::default()
     };
-    let s = run(&model, &params, ctx.resolver, ctx.out)?;
+    let s = run(&model, &params, ctx.resolver, ctx.out, ctx.compute)?;
     let layers =
         crate::model::ModelConfig::from_json_file(&model.join("config.json"))?.num_hidden_layers;
     let best = s

@@ -5,8 +5,9 @@
 
 pub mod decoder;
 
+use crate::device::Compute;
 use crate::generate::{generate_all, GenerateParams, SamplingParams};
-use crate::loader::open_model;
+use crate::loader::open_model_on;
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, StageContext, StageError};
 use crate::tokenizer::ChatMessage;
@@ -46,6 +47,7 @@ pub fn run(
     params: &SpeculateParams,
     out_dir: &Path,
     resolver: &Resolver,
+    compute: &Compute,
 ) -> Result<SpeculateSummary> {
     let data = super::inputs::load_sft(&params.prompts, resolver)?;
     if data.records.is_empty() {
@@ -53,8 +55,11 @@ pub fn run(
             "speculative.prompts selects no records".into(),
         ));
     }
-    let target = open_model(target_dir)?;
-    let draft = open_model(draft_dir)?;
+    let kv = 1024 + params.max_new_tokens as usize;
+    let target = super::context::open_model_checked(target_dir, compute, |cfg| {
+        crate::memory_plan::inference("speculate", cfg, compute.dtype, 2, 1, 1024, 1024, kv, false)
+    })?;
+    let draft = open_model_on(draft_dir, &compute.device, compute.dtype)?;
     if draft.tokenizer.vocab_size() != target.tokenizer.vocab_size() {
         return Err(StageError::Input(
             "the draft and target tokenizers differ".into(),
@@ -153,6 +158,7 @@ pub fn run_request(p: &SpeculateParams, ctx: &StageContext) -> Result<Outcome> {
         p,
         ctx.out,
         ctx.resolver,
+        ctx.compute,
     )?;
     Ok(Outcome::new(
         StageSummary::Speculate(contract::SpeculateSummary {

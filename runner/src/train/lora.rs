@@ -12,7 +12,7 @@ use crate::model::llama::PROJECTIONS;
 use crate::model::Llama;
 use crate::util::fs::write_json_atomic;
 use crate::util::rng::{mix, SplitMix64};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -97,6 +97,26 @@ impl LoraParams {
             .filter(|p| self.target_modules.iter().any(|m| m == p))
             .collect()
     }
+
+    /// Trainable parameters on a model of shape `cfg`: `rank · (in + out)` per targeted
+    /// projection of every layer.
+    pub fn parameter_count(&self, cfg: &crate::model::config::ModelConfig) -> u64 {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let q = cfg.num_attention_heads * cfg.head_dim;
+        let kv = cfg.num_key_value_heads * cfg.head_dim;
+        let per_layer: usize = self
+            .targets()
+            .iter()
+            .map(|m| match *m {
+                "q_proj" => h + q,
+                "k_proj" | "v_proj" => h + kv,
+                "o_proj" => q + h,
+                "gate_proj" | "up_proj" => h + i,
+                _ => i + h,
+            })
+            .sum();
+        (self.rank * per_layer * cfg.num_hidden_layers) as u64
+    }
 }
 
 /// One adapter: `A [r, in]` and `B [out, r]` on projection `module` of layer `layer`.
@@ -148,7 +168,8 @@ impl LoraSet {
                     .map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32)
                     .collect();
                 let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), &device)?)?;
-                let b = Var::from_tensor(&Tensor::zeros((out_dim, r), model.dtype(), &device)?)?;
+                // LoRA weights (and so their AdamW state) stay f32 whatever the base's dtype.
+                let b = Var::from_tensor(&Tensor::zeros((out_dim, r), DType::F32, &device)?)?;
                 adapters.push(Adapter {
                     layer: li,
                     module,
