@@ -134,9 +134,11 @@ pub fn inference(
 }
 
 /// LoRA training on `rows × tokens` per micro-batch: the frozen base in `dtype`, an optional
-/// teacher of the same shape, every layer's activations kept for the backward pass (no
-/// activation checkpointing yet), the head's chunked f32 logits, and f32 LoRA weights with
-/// gradients and two AdamW moments.
+/// teacher of the same shape, the activations kept for the backward pass, the head's chunked
+/// f32 logits, and f32 LoRA weights with gradients and two AdamW moments. With
+/// `checkpoint_layers` (the device-generic path) only every layer's input is kept and one
+/// layer is recomputed at a time; without, every layer's activations are kept.
+#[allow(clippy::too_many_arguments)]
 pub fn lora_training(
     cfg: &ModelConfig,
     dtype: DType,
@@ -145,9 +147,18 @@ pub fn lora_training(
     lora_parameters: u64,
     teacher: Option<&ModelConfig>,
     logit_chunk: usize,
+    checkpoint_layers: bool,
 ) -> MemoryNeed {
     let teacher_weights = teacher.map_or(0, |t| weights_bytes(t, dtype));
-    let kept = cfg.num_hidden_layers as u64 * layer_activation_bytes(cfg, dtype, rows, tokens);
+    let layers = cfg.num_hidden_layers as u64;
+    let one_layer = layer_activation_bytes(cfg, dtype, rows, tokens);
+    let kept = if checkpoint_layers {
+        let inputs = layers * (rows * tokens * cfg.hidden_size) as u64 * dtype_bytes(dtype);
+        // The recomputed layer's forward and its backward.
+        inputs + 2 * one_layer
+    } else {
+        layers * one_layer
+    };
     MemoryNeed {
         stage: "finetune".into(),
         weights: weights_bytes(cfg, dtype) + teacher_weights,

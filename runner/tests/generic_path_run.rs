@@ -127,13 +127,9 @@ fn every_stage_runs_in_bf16_and_records_where_it_computed() {
         }
     }
     // The fine-tune trained f32 LoRA weights over the bf16 base: the adapter is f32.
-    let ft = report
-        .stages
-        .iter()
-        .find(|s| s.kind == "finetune")
-        .unwrap();
-    let adapter = Path::new(ft.artifact_uri.trim_start_matches("file://"))
-        .join("adapter_model.safetensors");
+    let ft = report.stages.iter().find(|s| s.kind == "finetune").unwrap();
+    let adapter =
+        Path::new(ft.artifact_uri.trim_start_matches("file://")).join("adapter_model.safetensors");
     let bytes = std::fs::read(&adapter).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     for (name, view) in st.tensors() {

@@ -28,6 +28,10 @@ pub struct MemoryArgs {
     /// LoRA rank on all seven projections.
     #[arg(long, default_value_t = 16)]
     pub lora_rank: usize,
+    /// Fine-tune with activation checkpointing per layer (what CUDA and bf16 do; the CPU's
+    /// fused f32 kernels do not checkpoint).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub checkpoint: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +64,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
             lora_all.parameter_count(&cfg),
             None,
             1024,
+            a.checkpoint,
         ),
         MemoryNeed {
             stage: "finetune + KD teacher".into(),
@@ -71,6 +76,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
                 lora_all.parameter_count(&cfg),
                 Some(&cfg),
                 1024,
+                a.checkpoint,
             )
         },
         memory_plan::inference("eval", &cfg, dtype, 1, b, t, b * t, 0, false),

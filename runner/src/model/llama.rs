@@ -219,7 +219,8 @@ impl Llama {
         Ok(())
     }
 
-    fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
+    /// The token embeddings `[b, t, hidden]` of `tokens` `[b, t]`.
+    pub fn embed(&self, tokens: &Tensor) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let ids = tokens.flatten_all()?.to_device(&self.device)?;
         Ok(self
@@ -245,6 +246,12 @@ impl Llama {
 
     fn use_fused(&self, train: bool) -> bool {
         !train && self.fused_kernels && kernels::usable(&self.embed_tokens)
+    }
+
+    /// Whether training runs the fused CPU training kernels (CPU f32), rather than the
+    /// device-generic candle ops.
+    pub fn fused_training(&self) -> bool {
+        self.use_train_kernels(true)
     }
 
     fn use_train_kernels(&self, train: bool) -> bool {

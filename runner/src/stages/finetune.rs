@@ -308,6 +308,8 @@ pub fn run(
             params.lora.parameter_count(cfg),
             teacher_cfg.as_ref(),
             1024,
+            // The trainer checkpoints layers on the device-generic path.
+            !(compute.device.is_cpu() && compute.dtype == candle_core::DType::F32),
         )
     })?;
     let teacher = teacher_dir

@@ -9,7 +9,7 @@ use super::loss::{head_loss, head_loss_composable, HeadInputs, HeadLoss, KdParam
 use super::optimizer::{clip_global_norm, AdamW};
 use crate::model::{ForwardOptions, Llama};
 use crate::util::rng::mix;
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 use std::time::Instant;
 
 /// Seconds spent in each phase of a step.
@@ -57,6 +57,11 @@ pub struct Trainer<'a> {
     pub max_grad_norm: f64,
     /// Positions per LM-head chunk.
     pub chunk: usize,
+    /// Activation checkpointing per decoder layer: keep only each layer's input during the
+    /// forward pass and recompute the layer in the backward pass. On by default on the
+    /// device-generic path (CUDA, bf16), where candle's autograd would otherwise keep every
+    /// layer's activations; the fused CPU kernels keep only what their backward needs.
+    pub checkpoint_layers: bool,
 }
 
 fn head_weight(m: &Llama) -> &Tensor {
@@ -122,7 +127,9 @@ impl<'a> Trainer<'a> {
         max_grad_norm: f64,
     ) -> Result<Self> {
         let values = lora.values()?;
+        let checkpoint_layers = !student.fused_training();
         Ok(Self {
+            checkpoint_layers,
             student,
             teacher,
             lora,
@@ -158,6 +165,9 @@ impl<'a> Trainer<'a> {
         times: &mut PhaseTimes,
     ) -> Result<(f64, f64, f64)> {
         self.lora.attach(self.student, dropout_seed)?;
+        if self.checkpoint_layers {
+            return self.micro_step_checkpointed(batch, w, acc, times);
+        }
         let t0 = Instant::now();
         let states = states_at_targets(self.student, batch, true)?;
         times.forward += t0.elapsed().as_secs_f64();
@@ -191,6 +201,88 @@ impl<'a> Trainer<'a> {
                 if let Some(g) = grads.get(var.as_tensor()) {
                     let g = g.flatten_all()?.to_vec1::<f32>()?;
                     buf.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+        times.backward += t0.elapsed().as_secs_f64();
+        Ok((loss, hl.ce_sum, hl.kd_sum))
+    }
+
+    /// [`Self::micro_step`] with activation checkpointing per decoder layer: the forward pass
+    /// keeps only the input of every layer (detached); the head's backward gives the gradient
+    /// at the last layer's output; then, from the last layer to the first, the layer is run
+    /// again from its kept input and back-propagated with the incoming gradient (the
+    /// surrogate `sum(y · g)`), which yields its adapters' gradients and the gradient at its
+    /// input. Dropout masks are a pure function of their seed, so the recomputation sees the
+    /// same masks. Peak activation memory: one layer's, plus `layers × b × t × hidden`.
+    fn micro_step_checkpointed(
+        &mut self,
+        batch: &Batch,
+        w: LossWeights,
+        acc: &mut [Vec<f32>],
+        times: &mut PhaseTimes,
+    ) -> Result<(f64, f64, f64)> {
+        let device = self.student.device().clone();
+        let layers = self.student.num_layers();
+        let t0 = Instant::now();
+        let tokens = Tensor::from_slice(&batch.tokens, (batch.rows, batch.len), &device)?;
+        let mut kept = Vec::with_capacity(layers);
+        let mut x = self.student.embed(&tokens)?.detach();
+        for i in 0..layers {
+            kept.push(x.clone());
+            x = self.student.forward_layers(&x, i..i + 1, true)?.detach();
+        }
+        let last = Var::from_tensor(&x)?;
+        let h = last
+            .as_tensor()
+            .reshape((batch.rows * batch.len, self.student.config.hidden_size))?;
+        let pos = Tensor::from_slice(&batch.positions, batch.positions.len(), &device)?;
+        let states = self.student.final_norm(&h.index_select(&pos, 0)?, true)?;
+        times.forward += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let teacher_states = match self.teacher {
+            Some(t) if w.kd > 0.0 || self.kd.is_some() => Some(states_at_targets(t, batch, false)?),
+            _ => None,
+        };
+        times.teacher += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let student_head = head_weight(self.student).clone();
+        let hl = head_loss(
+            &HeadInputs {
+                student: &states,
+                student_head: &student_head,
+                teacher: match (self.teacher, &teacher_states) {
+                    (Some(t), Some(s)) => Some((s, head_weight(t))),
+                    _ => None,
+                },
+                targets: &batch.targets,
+            },
+            w,
+            self.chunk,
+        )?;
+        let loss = hl.loss.to_scalar::<f32>()? as f64;
+        times.head += t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        if loss.is_finite() {
+            let grads = hl.loss.backward()?;
+            let missing = || TrainError::Input("no gradient reached a layer's output".into());
+            let mut grad_out = grads.get(last.as_tensor()).cloned().ok_or_else(missing)?;
+            let vars = self.lora.vars();
+            for i in (0..layers).rev() {
+                let input = Var::from_tensor(&kept[i])?;
+                let y = self
+                    .student
+                    .forward_layers(input.as_tensor(), i..i + 1, true)?;
+                let surrogate = (y * &grad_out)?.sum_all()?;
+                let grads = surrogate.backward()?;
+                for (buf, var) in acc.iter_mut().zip(&vars) {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        let g = g.flatten_all()?.to_vec1::<f32>()?;
+                        buf.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+                    }
+                }
+                if i > 0 {
+                    grad_out = grads.get(input.as_tensor()).cloned().ok_or_else(missing)?;
                 }
             }
         }
