@@ -1,15 +1,22 @@
 //! The run report: a self-contained HTML page and a Markdown summary of a job's results —
 //! the stage table, the layer-score heatmap, fine-tuning loss curves, recovery per task and
-//! method, drift, and the speculative decoding table. Plots are inline SVG (no network).
+//! method, drift, paired comparisons of the variants (from each eval's `items.jsonl`) and the
+//! speculative decoding table. Plots are inline SVG (no network).
 
+pub mod comparison;
+pub mod comparison_md;
 pub mod describe;
+pub mod pairs;
 pub mod svg;
 
 pub use describe::describe;
 
+use crate::eval::items::{parse_items, ItemTable};
 use crate::exec::artifacts;
 use crate::exec::local::{RunReport, RunStatus, StageRun};
+use crate::stats::BootstrapConfig;
 use crate::util::fs::{write_atomic, write_json_atomic};
+use comparison::{compare, Comparison};
 use pruneforge_api::contract::StageSummary;
 use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
@@ -55,6 +62,8 @@ pub struct ReportData {
     pub run: RunReport,
     pub heatmaps: Vec<(String, String)>,
     pub loss_curves: Vec<(String, Vec<(f64, f64)>)>,
+    /// Paired comparisons of the variants ([`pairs`]).
+    pub comparisons: Vec<Comparison>,
 }
 
 /// Per-step losses from a finetune artifact's `finetune.json` (its `history`, or a
@@ -84,9 +93,49 @@ fn loss_curve(text: &str) -> Vec<(f64, f64)> {
     .unwrap_or_default()
 }
 
+/// Items of every eval stage's `items.jsonl`, by variant.
+fn eval_items(run: &RunReport) -> BTreeMap<String, ItemTable> {
+    let mut out = BTreeMap::new();
+    for s in &run.stages {
+        if s.kind != "eval" || matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
+            continue;
+        }
+        let Some(text) = artifact_text(s, crate::stages::eval::ITEMS_JSONL) else {
+            tracing::info!(stage = %s.id, "no items.jsonl; no paired comparisons for it");
+            continue;
+        };
+        let (items, skipped) = parse_items(&text);
+        if skipped > 0 {
+            tracing::warn!(stage = %s.id, skipped, "unreadable lines in items.jsonl");
+        }
+        out.insert(s.id.trim_start_matches("eval-").to_string(), items);
+    }
+    out
+}
+
+/// Paired comparisons of the variants with items ([`pairs::comparison_pairs`]).
+pub fn comparisons(
+    items: &BTreeMap<String, ItemTable>,
+    config: BootstrapConfig,
+) -> Vec<Comparison> {
+    let variants: Vec<String> = items.keys().cloned().collect();
+    pairs::comparison_pairs(&variants)
+        .into_iter()
+        .filter_map(|p| {
+            let tasks = compare(items.get(&p.variant)?, items.get(&p.reference)?, config);
+            Some(Comparison {
+                variant: p.variant,
+                reference: p.reference,
+                tasks,
+            })
+        })
+        .collect()
+}
+
 pub fn gather(run: RunReport) -> ReportData {
     let mut heatmaps = Vec::new();
     let mut loss_curves = Vec::new();
+    let comparisons = comparisons(&eval_items(&run), BootstrapConfig::default());
     for s in &run.stages {
         if matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
             continue;
@@ -112,6 +161,7 @@ pub fn gather(run: RunReport) -> ReportData {
         run,
         heatmaps,
         loss_curves,
+        comparisons,
     }
 }
 
@@ -347,6 +397,14 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
     if !ev.is_empty() {
         let _ = write!(s, "## Evaluation\n\n{ev}\n");
     }
+    let cmp = comparison_md::comparisons_md(&d.comparisons);
+    if !cmp.is_empty() {
+        let _ = write!(
+            s,
+            "## Paired comparisons\n\n{}\n\n{cmp}\n",
+            comparison_md::LEGEND
+        );
+    }
     let dr = drift(run);
     if !dr.is_empty() {
         s += "## Drift\n\n| variant | mean cosine to base responses |\n|---|---:|\n";
@@ -423,6 +481,15 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
     let ev = eval_table_md(run);
     if !ev.is_empty() {
         let _ = write!(s, "<h2>Evaluation</h2>{}", md_table_to_html(&ev));
+    }
+    let cmp = comparison_md::comparisons_md(&d.comparisons);
+    if !cmp.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Paired comparisons</h2><p>{}</p>{}",
+            esc(comparison_md::LEGEND),
+            md_table_to_html(&cmp)
+        );
     }
     let sp = speculative_md(run);
     if !sp.is_empty() {
