@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pruneforge::eval::items::parse_items;
-use pruneforge::exec::local::RunReport;
+use pruneforge::eval::Recovery;
+use pruneforge::exec::local::{RunReport, RunStatus, StageRun};
 use pruneforge::report::comparison::Verdict;
 use pruneforge::report::{comparisons, html, markdown, ReportData};
 use pruneforge::stats::BootstrapConfig;
+use pruneforge_api::contract::{EvalSummary, StageSummary, TaskScore};
 use serde_json::json;
 
 /// One items.jsonl line of a multiple-choice task.
@@ -107,16 +109,56 @@ fn comparison_of_two_items_files() {
     assert_eq!((lp.paired_t.t, lp.paired_t.p_value), (0.0, 1.0));
     assert_eq!(piqa.verdict, Verdict::NotDistinguishable);
 
+    // The base is at chance on piqa: the recovery average leaves it out and says so.
+    let recovery: Recovery = serde_json::from_value(json!({
+        "baseEval": "base/eval.json",
+        "tasks": [
+            {"task": "arc_easy", "metric": "acc_norm", "base": 0.75, "value": 0.5,
+             "percent": 66.7, "chance": 0.25, "atChance": false, "normalized": 0.5,
+             "normalizedPaired": {"n": 40, "chance": 0.25, "base": 0.75, "value": 0.5,
+                                  "recovery": 0.5, "ci95": {"low": 0.2, "high": 0.8}}},
+            {"task": "piqa", "metric": "acc_norm", "base": 0.52, "value": 0.5,
+             "percent": 96.2, "chance": 0.5, "atChance": true, "normalized": 0.0}
+        ],
+        "baseAverage": 0.75, "average": 0.5, "averagePercent": 66.7,
+        "averageNormalized": 0.5, "excludedAtChance": ["piqa"]
+    }))
+    .expect("recovery");
+    let stage = |id: &str, arc: f64, piqa: f64| StageRun {
+        id: id.into(),
+        kind: "eval".into(),
+        key: "k".into(),
+        status: RunStatus::Ran,
+        seconds: 1.0,
+        artifact_uri: "file:///nonexistent/eval/".into(),
+        summary: Some(StageSummary::Eval(EvalSummary {
+            tasks: [("arc_easy", arc), ("piqa", piqa)]
+                .map(|(task, value)| TaskScore {
+                    task: task.into(),
+                    metric: "acc_norm".into(),
+                    value,
+                    stderr: None,
+                    items: None,
+                })
+                .to_vec(),
+            average: None,
+            recovery: None,
+            drift_cosine: None,
+        })),
+        message: None,
+    };
     let d = ReportData {
         run: RunReport {
             job: "job".into(),
             storage: tmp.path().display().to_string(),
             wall_s: 1.0,
-            stages: vec![],
+            stages: vec![stage("eval-base", 0.8, 0.52), stage("eval-n4", 0.4, 0.39)],
         },
         heatmaps: vec![],
         loss_curves: vec![],
         comparisons: cmp,
+        recoveries: BTreeMap::from([("n4".to_string(), recovery)]),
+        at_chance: vec!["piqa".into()],
     };
     let md = markdown(&d, None);
     assert!(md.contains("## Paired comparisons"), "{md}");
@@ -135,6 +177,14 @@ fn comparison_of_two_items_files() {
             && rows[1].ends_with("| not distinguishable |"),
         "{}",
         rows[1]
+    );
+    assert!(md.contains("The average leaves out piqa"), "{md}");
+    // Recovery %: arc_easy 50 %, piqa 75 %, the average over arc_easy only (59.8 % with piqa).
+    assert!(md.contains("| n4 | 50.0% | 75.0% | 50.0% |"), "{md}");
+    assert!(md.contains("## Normalized recovery"), "{md}");
+    assert!(
+        md.contains("| n4 | 0.50 [0.20, 0.80] | 0.00 (base at chance) | 0.50 |"),
+        "{md}"
     );
     let page = html(&d);
     assert!(page.contains("<h2>Paired comparisons</h2>") && page.contains("not distinguishable"));

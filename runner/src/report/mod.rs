@@ -6,12 +6,14 @@
 pub mod comparison;
 pub mod comparison_md;
 pub mod describe;
+pub mod normalized_md;
 pub mod pairs;
 pub mod svg;
 
 pub use describe::describe;
 
 use crate::eval::items::{parse_items, ItemTable};
+use crate::eval::Recovery;
 use crate::exec::artifacts;
 use crate::exec::local::{RunReport, RunStatus, StageRun};
 use crate::stats::BootstrapConfig;
@@ -64,6 +66,10 @@ pub struct ReportData {
     pub loss_curves: Vec<(String, Vec<(f64, f64)>)>,
     /// Paired comparisons of the variants ([`pairs`]).
     pub comparisons: Vec<Comparison>,
+    /// Each variant's recovery from its `eval.json` (normalized recovery with intervals).
+    pub recoveries: BTreeMap<String, Recovery>,
+    /// Tasks where the base is within 2 standard errors of chance (left out of averages).
+    pub at_chance: Vec<String>,
 }
 
 /// Per-step losses from a finetune artifact's `finetune.json` (its `history`, or a
@@ -113,6 +119,40 @@ fn eval_items(run: &RunReport) -> BTreeMap<String, ItemTable> {
     out
 }
 
+/// Each eval stage's `eval.json`, by variant.
+fn eval_docs(run: &RunReport) -> BTreeMap<String, Value> {
+    run.stages
+        .iter()
+        .filter(|s| s.kind == "eval" && !matches!(s.status, RunStatus::Failed | RunStatus::Skipped))
+        .filter_map(|s| {
+            let text = artifact_text(s, crate::stages::eval::EVAL_JSON)?;
+            let doc = serde_json::from_str::<Value>(&text).ok()?;
+            Some((s.id.trim_start_matches("eval-").to_string(), doc))
+        })
+        .collect()
+}
+
+/// The tasks the base is at chance on: the base's `summary.excluded_at_chance`, else those the
+/// variants' recoveries left out.
+fn base_at_chance(
+    docs: &BTreeMap<String, Value>,
+    recoveries: &BTreeMap<String, Recovery>,
+) -> Vec<String> {
+    let from_base: Option<Vec<String>> = docs
+        .get("base")
+        .and_then(|d| d.pointer("/summary/excluded_at_chance"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let mut tasks = from_base.unwrap_or_else(|| {
+        recoveries
+            .values()
+            .flat_map(|r| r.excluded_at_chance.iter().cloned())
+            .collect()
+    });
+    tasks.sort();
+    tasks.dedup();
+    tasks
+}
+
 /// Paired comparisons of the variants with items ([`pairs::comparison_pairs`]).
 pub fn comparisons(
     items: &BTreeMap<String, ItemTable>,
@@ -136,6 +176,17 @@ pub fn gather(run: RunReport) -> ReportData {
     let mut heatmaps = Vec::new();
     let mut loss_curves = Vec::new();
     let comparisons = comparisons(&eval_items(&run), BootstrapConfig::default());
+    let docs = eval_docs(&run);
+    let recoveries: BTreeMap<String, Recovery> = docs
+        .iter()
+        .filter_map(|(v, d)| {
+            Some((
+                v.clone(),
+                serde_json::from_value(d.get("recovery")?.clone()).ok()?,
+            ))
+        })
+        .collect();
+    let at_chance = base_at_chance(&docs, &recoveries);
     for s in &run.stages {
         if matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
             continue;
@@ -162,6 +213,8 @@ pub fn gather(run: RunReport) -> ReportData {
         heatmaps,
         loss_curves,
         comparisons,
+        recoveries,
+        at_chance,
     }
 }
 
@@ -185,8 +238,9 @@ fn evals(run: &RunReport) -> BTreeMap<String, BTreeMap<String, (String, f64)>> {
 /// Rows of the recovery table: variant name and one value per column.
 pub type RecoveryRows = Vec<(String, Vec<Option<f64>>)>;
 
-/// Recovery (variant ÷ base × 100) per task and for the average of accuracy tasks.
-pub fn recovery_table(run: &RunReport) -> (Vec<String>, RecoveryRows) {
+/// Recovery (variant ÷ base × 100) per task and for the average of the accuracy tasks,
+/// leaving out of the average the tasks in `at_chance` (the base is at chance on them).
+pub fn recovery_table(run: &RunReport, at_chance: &[String]) -> (Vec<String>, RecoveryRows) {
     let e = evals(run);
     let Some(base) = e.get("base") else {
         return (vec![], vec![]);
@@ -211,9 +265,11 @@ pub fn recovery_table(run: &RunReport) -> (Vec<String>, RecoveryRows) {
         for t in &tasks[..tasks.len() - 1] {
             let r = match (res.get(t), base.get(t)) {
                 (Some((_, v)), Some((_, b))) if *b > 0.0 => {
-                    sum_v += v;
-                    sum_b += b;
-                    n += 1;
+                    if !at_chance.contains(t) {
+                        sum_v += v;
+                        sum_b += b;
+                        n += 1;
+                    }
                     Some(100.0 * v / b)
                 }
                 _ => None,
@@ -272,8 +328,19 @@ fn eval_table_md(run: &RunReport) -> String {
     s
 }
 
-fn recovery_md(run: &RunReport) -> String {
-    let (tasks, series) = recovery_table(run);
+/// The line saying which tasks the averages leave out (empty when none).
+fn at_chance_note(at_chance: &[String]) -> String {
+    if at_chance.is_empty() {
+        return String::new();
+    }
+    format!(
+        "The average leaves out {}: the base model is within 2 standard errors of chance there.\n\n",
+        at_chance.join(", ")
+    )
+}
+
+fn recovery_md(run: &RunReport, at_chance: &[String]) -> String {
+    let (tasks, series) = recovery_table(run, at_chance);
     if series.is_empty() {
         return String::new();
     }
@@ -327,7 +394,7 @@ fn drift(run: &RunReport) -> Vec<(String, f64)> {
 
 fn charts(d: &ReportData) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
-    let (tasks, series) = recovery_table(&d.run);
+    let (tasks, series) = recovery_table(&d.run, &d.at_chance);
     if !series.is_empty() {
         out.push((
             "recovery",
@@ -389,9 +456,21 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
             let _ = writeln!(s, "## {title}\n\n![{title}]({dir}/{name}.svg)\n");
         }
     }
-    let rec = recovery_md(run);
+    let rec = recovery_md(run, &d.at_chance);
     if !rec.is_empty() {
-        let _ = write!(s, "## Recovery (% of the base model)\n\n{rec}\n");
+        let _ = write!(
+            s,
+            "## Recovery (% of the base model)\n\n{}{rec}\n",
+            at_chance_note(&d.at_chance)
+        );
+    }
+    let norm = normalized_md::normalized_md(&d.recoveries, &d.at_chance);
+    if !norm.is_empty() {
+        let _ = write!(
+            s,
+            "## Normalized recovery\n\n{}\n\n{norm}\n",
+            normalized_md::LEGEND
+        );
     }
     let ev = eval_table_md(run);
     if !ev.is_empty() {
@@ -470,12 +549,27 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
     for (_, title, svg) in charts(d) {
         let _ = write!(s, "<h2>{}</h2>{svg}", esc(&title));
     }
-    let rec = recovery_md(run);
+    let rec = recovery_md(run, &d.at_chance);
     if !rec.is_empty() {
+        let note = at_chance_note(&d.at_chance);
         let _ = write!(
             s,
-            "<h2>Recovery (% of the base model)</h2>{}",
+            "<h2>Recovery (% of the base model)</h2>{}{}",
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!("<p>{}</p>", esc(note.trim()))
+            },
             md_table_to_html(&rec)
+        );
+    }
+    let norm = normalized_md::normalized_md(&d.recoveries, &d.at_chance);
+    if !norm.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Normalized recovery</h2><p>{}</p>{}",
+            esc(normalized_md::LEGEND),
+            md_table_to_html(&norm)
         );
     }
     let ev = eval_table_md(run);

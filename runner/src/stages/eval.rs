@@ -1,7 +1,9 @@
 //! Stage `eval`: benchmarks one model with lm-evaluation-harness semantics and writes
-//! `eval.json` (lm-eval's results shape plus our summary and, given the base model's
-//! `eval.json` of the same configuration, recovery %) and `items.jsonl` (one line per scored
-//! document: log-likelihoods, predictions, generations) into `out_dir`.
+//! `eval.json` (lm-eval's results shape plus our summary, per-task statistics with the
+//! at-chance flags, and, given the base model's `eval.json` of the same configuration,
+//! recovery % and normalized recovery, with 95 % intervals when the base's `items.jsonl` lies
+//! beside it) and `items.jsonl` (one line per scored document: log-likelihoods, predictions,
+//! generations, and the per-item values of [`crate::eval::items`]) into `out_dir`.
 //!
 //! Tasks: arc_easy, arc_challenge, hellaswag, piqa, winogrande (partial scoring), mmlu
 //! (5-shot unless told otherwise; macro and micro), truthfulqa_mc2, gsm8k (5-shot greedy
