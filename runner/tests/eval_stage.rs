@@ -248,6 +248,26 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
         }
     }
 
+    // The average normalized recovery over the tasks not at chance, with its interval.
+    let averaged: Vec<f64> = s
+        .recovery
+        .iter()
+        .filter(|t| t.chance.is_some() && t.at_chance != Some(true))
+        .filter_map(|t| t.normalized_paired.map(|p| p.recovery))
+        .collect();
+    let kept = s
+        .recovery
+        .iter()
+        .filter(|t| t.chance.is_some() && t.at_chance != Some(true))
+        .count();
+    let avg = rec["averageNormalizedPaired"]["estimate"].as_f64();
+    if kept > 0 && averaged.len() == kept {
+        let want = averaged.iter().sum::<f64>() / kept as f64;
+        assert!((avg.expect("average interval") - want).abs() < 1e-9);
+    } else {
+        assert_eq!(avg, None);
+    }
+
     // A base run with other settings is refused.
     let mut other = p.clone();
     other.tasks[0].limit = Some(5);

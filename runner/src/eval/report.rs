@@ -28,7 +28,7 @@ use pruneforge_api::spec::EvalTaskName;
 
 use super::chance::{at_chance_in, Headline, TaskStatistics};
 use crate::error::{Result, StageError};
-use crate::stats::NormalizedRecovery;
+use crate::stats::{BootstrapCi, NormalizedRecovery};
 
 /// The stderr key of a results key (`acc,none` → `acc_stderr,none`).
 pub fn stderr_key(key: &str) -> String {
@@ -121,6 +121,10 @@ pub struct Recovery {
     /// Mean normalized recovery over the same tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_normalized: Option<f64>,
+    /// Mean of the tasks' paired normalized recoveries with a stratified paired-bootstrap 95 %
+    /// interval (tasks resampled separately); needs the base's `items.jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_normalized_paired: Option<BootstrapCi>,
     /// Shared accuracy tasks left out of the averages: the base is at chance on them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_at_chance: Vec<String>,
@@ -376,6 +380,7 @@ pub fn recovery(
         average: avg,
         average_percent,
         average_normalized,
+        average_normalized_paired: None,
         excluded_at_chance,
         missing_in_base: missing,
     })

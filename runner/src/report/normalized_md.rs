@@ -9,8 +9,9 @@ use crate::eval::Recovery;
 
 /// What the table shows, printed above it.
 pub const LEGEND: &str = "(variant − chance) / (base − chance): 1 = as good as the base, 0 = \
-chance; 95 % CI from a paired bootstrap over the documents both scored. Tasks where the base \
-is within 2 standard errors of chance are marked and left out of the average.";
+chance; 95 % CI from a paired bootstrap over the documents both scored (the average: tasks \
+resampled separately). Tasks where the base is within 2 standard errors of chance are marked \
+and left out of the average.";
 
 /// The table; empty without any variant's recovery.
 pub fn normalized_md(recoveries: &BTreeMap<String, Recovery>, at_chance: &[String]) -> String {
@@ -50,10 +51,11 @@ pub fn normalized_md(recoveries: &BTreeMap<String, Recovery>, at_chance: &[Strin
                 }
             })
             .collect();
-        let avg = rec
-            .average_normalized
-            .map(|a| format!("{a:.2}"))
-            .unwrap_or_default();
+        let avg = match (&rec.average_normalized_paired, rec.average_normalized) {
+            (Some(p), _) => format!("{:.2} [{:.2}, {:.2}]", p.estimate, p.ci95.low, p.ci95.high),
+            (None, Some(a)) => format!("{a:.2}"),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(s, "| {variant} | {} | {avg} |", cells.join(" | "));
     }
     s

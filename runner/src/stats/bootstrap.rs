@@ -96,7 +96,7 @@ pub fn mean_difference_ci(a: &[f64], b: &[f64], config: BootstrapConfig) -> Resu
 }
 
 /// The `q` quantile of sorted values, linear between order statistics.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = q * (sorted.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;

@@ -8,6 +8,7 @@
 //! - [`student_t`]: Student's t distribution (two-sided p-values).
 //! - [`paired_t`]: the paired t-test.
 //! - [`bootstrap`]: seeded paired bootstrap intervals of a statistic of two means.
+//! - [`stratified_bootstrap`]: the same for a mean over strata (tasks) resampled separately.
 //! - [`effect_size`]: the minimum detectable effect of a paired comparison.
 //! - [`recovery`]: normalized recovery `(v − chance)/(base − chance)` with its interval.
 //!
@@ -24,6 +25,7 @@ pub mod mcnemar;
 pub mod normal;
 pub mod paired_t;
 pub mod recovery;
+pub mod stratified_bootstrap;
 pub mod student_t;
 pub mod summary;
 
