@@ -102,7 +102,8 @@ pub struct TaskRecovery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalized: Option<f64>,
     /// Normalized recovery over the items both runs scored (paired by document `idx`), with a
-    /// paired-bootstrap 95 % interval; needs the base's `items.jsonl`.
+    /// paired-bootstrap 95 % interval; needs the base's `items.jsonl`. Computed from the item
+    /// scores, so for MMLU it is the recovery of the micro average (the value is the macro).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalized_paired: Option<NormalizedRecovery>,
 }

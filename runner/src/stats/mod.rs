@@ -35,7 +35,7 @@ pub use error::StatsError;
 pub use mcnemar::{mcnemar_exact, McNemar};
 pub use paired_t::{paired_t_test, PairedT};
 pub use recovery::{normalized_recovery, NormalizedRecovery};
-pub use summary::{mean, standard_error, std_dev, Interval, MeanEstimate};
+pub use summary::{accuracy_standard_error, mean, standard_error, std_dev, Interval, MeanEstimate};
 
 /// Results of this module.
 pub type Result<T> = std::result::Result<T, StatsError>;

@@ -60,6 +60,26 @@ pub fn standard_error(values: &[f64]) -> Result<f64> {
     Ok(std_dev(values)? / (values.len() as f64).sqrt())
 }
 
+/// Standard error of an accuracy of `correct` out of `n` (at least two) items,
+/// `sqrt(p (1 − p) / (n − 1))` — the same as [`standard_error`] of the 0/1 values.
+pub fn accuracy_standard_error(correct: usize, n: usize) -> Result<f64> {
+    if n < 2 {
+        return Err(StatsError::TooFew {
+            what: "accuracy standard error",
+            need: 2,
+            got: n,
+        });
+    }
+    if correct > n {
+        return Err(StatsError::Domain {
+            what: "accuracy standard error",
+            why: format!("{correct} correct out of {n}"),
+        });
+    }
+    let p = correct as f64 / n as f64;
+    Ok((p * (1.0 - p) / (n - 1) as f64).sqrt())
+}
+
 /// A mean with its standard error and normal 95 % interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MeanEstimate {
@@ -99,6 +119,11 @@ mod tests {
         let acc = [1.0, 0.0, 1.0, 0.0];
         let se = standard_error(&acc).unwrap();
         assert!((se - (0.25f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!((accuracy_standard_error(2, 4).unwrap() - se).abs() < 1e-15);
+        // 30 of 100: sqrt(0.21 / 99).
+        let se100 = accuracy_standard_error(30, 100).unwrap();
+        assert!((se100 - (0.21f64 / 99.0).sqrt()).abs() < 1e-15);
+        assert!(accuracy_standard_error(3, 2).is_err() && accuracy_standard_error(1, 1).is_err());
         let e = MeanEstimate::of(&acc).unwrap();
         assert!((e.ci95.high - 0.5 - 1.959963984540054 * se).abs() < 1e-12);
         assert!(e.ci95.contains(0.5) && e.ci95.spans_zero() == (e.ci95.low <= 0.0));
