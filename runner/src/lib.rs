@@ -12,6 +12,7 @@ pub mod model;
 pub mod report;
 pub mod resolve;
 pub mod stages;
+pub mod stats;
 pub mod storage;
 pub mod tokenizer;
 pub mod train;

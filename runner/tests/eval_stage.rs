@@ -90,7 +90,43 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
     assert_eq!(base.tasks[4].metric, "exact_match,flexible-extract");
     let acc_tasks: Vec<f64> = base.tasks[..5].iter().map(|t| t.value).collect();
     let want_avg = acc_tasks.iter().sum::<f64>() / 5.0;
-    assert!((base.average.expect("average") - want_avg).abs() < 1e-12);
+    assert!((base.average_all_tasks.expect("average") - want_avg).abs() < 1e-12);
+    // Per-task statistics, and the headline average without the tasks at chance.
+    let stats = &doc["statistics"];
+    for t in &base.tasks[..5] {
+        let st = &stats[t.task.as_str()];
+        assert_eq!(st["n"].as_u64(), Some(t.items), "{}", t.task);
+        assert!(st["chance"].is_number(), "{}", t.task);
+        assert!(st["stderr"].is_number(), "{}", t.task);
+        assert_eq!(st["at_chance_from"], "own");
+        let at_chance = st["at_chance"].as_bool().expect("flag");
+        let (se, chance) = (
+            st["stderr"].as_f64().unwrap(),
+            st["chance"].as_f64().unwrap(),
+        );
+        assert_eq!(
+            at_chance,
+            (t.value - chance).abs() <= 2.0 * se,
+            "{}",
+            t.task
+        );
+        assert_eq!(at_chance, base.excluded_at_chance.contains(&t.task));
+    }
+    assert!(stats["perplexity"]["at_chance"].is_null());
+    let kept: Vec<f64> = base.tasks[..5]
+        .iter()
+        .filter(|t| !base.excluded_at_chance.contains(&t.task))
+        .map(|t| t.value)
+        .collect();
+    let want_headline = (!kept.is_empty()).then(|| kept.iter().sum::<f64>() / kept.len() as f64);
+    assert_eq!(base.average, want_headline);
+    assert_eq!(doc["summary"]["average"].as_f64(), want_headline);
+    assert_eq!(
+        doc["summary"]["excluded_at_chance"]
+            .as_array()
+            .map(Vec::len),
+        Some(base.excluded_at_chance.len())
+    );
     assert!(base.forward_tokens_per_s.expect("speed") > 0.0);
     assert!(base.generated_tokens_per_s.expect("speed") > 0.0);
 
@@ -105,9 +141,36 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
         .find(|l| l["task"] == "gsm8k")
         .expect("gsm8k item");
     assert!(gen["generation"].is_string() && gen["filtered"]["flexible-extract"].is_string());
+    assert!(gen["correct"].is_boolean() && gen["score"].is_number());
     let arc = &lines[0];
     assert_eq!(arc["lls"].as_array().map(Vec::len), Some(4));
     assert!(arc["pred"]["acc_norm_bytes"].is_number());
+    // Per-item values for paired statistics: correct, score and log p(gold | choices).
+    let lls: Vec<f64> = arc["lls"]
+        .as_array()
+        .expect("lls")
+        .iter()
+        .map(|v| v.as_f64().expect("ll"))
+        .collect();
+    let gold = arc["gold"].as_u64().expect("gold") as usize;
+    let lse = lls.iter().map(|l| l.exp()).sum::<f64>().ln();
+    let logp = arc["logp_gold"].as_f64().expect("logp_gold");
+    assert!((logp - (lls[gold] - lse)).abs() < 1e-9);
+    assert_eq!(
+        arc["correct"].as_bool(),
+        Some(arc["pred"]["acc_norm"].as_u64() == Some(gold as u64)),
+        "arc_easy is scored by acc_norm"
+    );
+    assert_eq!(
+        arc["score"].as_f64(),
+        Some(f64::from(u8::from(arc["correct"] == true)))
+    );
+    for l in lines.iter().filter(|l| l["task"] != "perplexity") {
+        assert!(l["correct"].is_boolean() && l["score"].is_number(), "{l}");
+        if l["task"] != "gsm8k" {
+            assert!(l["logp_gold"].as_f64().is_some_and(|x| x <= 0.0), "{l}");
+        }
+    }
 
     // The pruned model against the base: recovery per task and of the average.
     let mut pruned = embedded_model();
@@ -146,8 +209,64 @@ fn eval_stage_writes_lm_eval_results_and_recovery() {
         ppl_rec.percent.expect("defined") < 100.0,
         "the pruned model is worse"
     );
-    let want = s.average.expect("avg") / base.average.expect("avg") * 100.0;
-    assert!((s.recovery_percent.expect("recovery") - want).abs() < 1e-9);
+    // The variant takes the base's at-chance flags; both averages leave the same tasks out.
+    assert_eq!(s.excluded_at_chance, base.excluded_at_chance);
+    assert_eq!(
+        doc["statistics"]["arc_easy"]["at_chance_from"], "base",
+        "a variant is judged by the base"
+    );
+    match (s.average, base.average) {
+        (Some(a), Some(b)) if b != 0.0 => {
+            let want = a / b * 100.0;
+            assert!((s.recovery_percent.expect("recovery") - want).abs() < 1e-9);
+        }
+        _ => assert_eq!(s.recovery_percent, None),
+    }
+    // Normalized recovery, with a paired interval from the base's items.jsonl beside its
+    // eval.json, on every accuracy task where the base is not exactly at chance.
+    for t in s.recovery.iter().filter(|t| t.task != "perplexity") {
+        let chance = t.chance.expect("chance level");
+        if t.base == chance {
+            assert!(
+                t.normalized.is_none() && t.normalized_paired.is_none(),
+                "{}",
+                t.task
+            );
+            continue;
+        }
+        let want = (t.value - chance) / (t.base - chance);
+        assert!(
+            (t.normalized.expect("normalized") - want).abs() < 1e-9,
+            "{}",
+            t.task
+        );
+        if t.task != "mmlu" {
+            // MMLU's value is the macro average; the paired items give the micro one.
+            let paired = t.normalized_paired.expect("paired interval");
+            assert!((paired.recovery - want).abs() < 1e-9, "{}", t.task);
+            assert!(paired.ci95.low <= paired.recovery && paired.recovery <= paired.ci95.high);
+        }
+    }
+
+    // The average normalized recovery over the tasks not at chance, with its interval.
+    let averaged: Vec<f64> = s
+        .recovery
+        .iter()
+        .filter(|t| t.chance.is_some() && t.at_chance != Some(true))
+        .filter_map(|t| t.normalized_paired.map(|p| p.recovery))
+        .collect();
+    let kept = s
+        .recovery
+        .iter()
+        .filter(|t| t.chance.is_some() && t.at_chance != Some(true))
+        .count();
+    let avg = rec["averageNormalizedPaired"]["estimate"].as_f64();
+    if kept > 0 && averaged.len() == kept {
+        let want = averaged.iter().sum::<f64>() / kept as f64;
+        assert!((avg.expect("average interval") - want).abs() < 1e-9);
+    } else {
+        assert_eq!(avg, None);
+    }
 
     // A base run with other settings is refused.
     let mut other = p.clone();

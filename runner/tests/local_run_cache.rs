@@ -116,6 +116,29 @@ fn unchanged_job_is_cached_and_a_changed_field_reruns_exactly_its_dependants() {
         );
     }
 
+    // The report reads every eval's items.jsonl from its artifact: paired comparisons of the
+    // recovered variants against the pruned model, self-distill against SFT, and the merged
+    // model against its inputs.
+    let data = pruneforge::report::gather(first.clone());
+    let pairs: Vec<(&str, &str)> = data
+        .comparisons
+        .iter()
+        .map(|c| (c.variant.as_str(), c.reference.as_str()))
+        .collect();
+    for want in [
+        ("n1-sft", "n1"),
+        ("n1-self-distill", "n1-sft"),
+        ("n1-merged", "n1-self-distill"),
+    ] {
+        assert!(pairs.contains(&want), "{want:?} not in {pairs:?}");
+    }
+    assert!(data
+        .comparisons
+        .iter()
+        .all(|c| c.tasks.len() == 1 && c.tasks[0].n == 4));
+    assert_eq!(data.recoveries.len(), 4, "every variant's recovery");
+    assert!(pruneforge::report::markdown(&data, None).contains("## Paired comparisons"));
+
     // Same file again: nothing runs.
     let again = run(tmp.path(), &job_yaml(&model, &storage, 2, 4));
     assert!(ran(&again).is_empty(), "{:?}", statuses(&again));

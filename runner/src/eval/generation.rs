@@ -103,6 +103,8 @@ pub fn evaluate(
             "filtered": {"strict-match": strict, "flexible-extract": flexible},
             "gold": doc.gold,
             "exact_match": {"strict-match": strict_ok, "flexible-extract": flex_ok},
+            "correct": flex_ok,
+            "score": f64::from(u8::from(flex_ok)),
         }));
     }
     for (filter, hits) in [

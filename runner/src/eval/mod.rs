@@ -3,8 +3,11 @@
 //! generation tasks ([`generation`]), perplexity ([`perplexity`]) and the `eval.json` report
 //! ([`report`]). The stage that ties them together is [`crate::stages::eval`].
 
+pub mod chance;
 pub mod generation;
+pub mod items;
 pub mod multiple_choice;
+pub mod normalized_recovery;
 pub mod perplexity;
 pub mod prefix_cache;
 pub mod report;

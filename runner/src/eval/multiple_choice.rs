@@ -10,6 +10,7 @@
 use pruneforge_api::spec::{EvalTaskName, MainMetric};
 use serde_json::{json, Value};
 
+use super::items::{log_prob_gold, log_prob_true};
 use super::report::TaskOutcome;
 use super::scorer::{encode_pair, score, EncodedRequest, LlScore, ScoreStats, ScorerOptions};
 use crate::data::metrics::{self, MeanStderr};
@@ -131,6 +132,12 @@ pub fn outcome(task: EvalTaskName, docs: &[McDoc], scored: &McScores) -> Result<
                 );
             }
         }
+        let values = item_values(task, doc, p, &lls[i], mc2_values.as_ref().map(|v| v[i]));
+        obj.insert("correct".into(), json!(values.correct));
+        obj.insert("score".into(), json!(values.score));
+        if let Some(logp) = values.logp_gold {
+            obj.insert("logp_gold".into(), json!(logp));
+        }
         let not_prefix: Vec<usize> = scored.requests[i]
             .iter()
             .enumerate()
@@ -143,6 +150,46 @@ pub fn outcome(task: EvalTaskName, docs: &[McDoc], scored: &McScores) -> Result<
         out.items.push(item);
     }
     Ok(out)
+}
+
+/// What one document contributes to the paired statistics (see [`super::items`]).
+struct McItemValues {
+    correct: bool,
+    score: f64,
+    logp_gold: Option<f64>,
+}
+
+fn item_values(
+    task: EvalTaskName,
+    doc: &McDoc,
+    pred: &metrics::McPrediction,
+    lls: &[f64],
+    mc2: Option<f64>,
+) -> McItemValues {
+    match (task.def().metric, mc2) {
+        (MainMetric::Mc2, Some(mc2)) => {
+            let labels = doc.mc2_labels.as_deref().unwrap_or_default();
+            let n_true = labels.iter().position(|l| !l).unwrap_or(labels.len());
+            McItemValues {
+                correct: pred.acc < n_true,
+                score: mc2,
+                logp_gold: log_prob_true(lls, n_true),
+            }
+        }
+        (metric, _) => {
+            let predicted = if metric == MainMetric::AccNorm {
+                pred.acc_norm_lmeval
+            } else {
+                pred.acc
+            };
+            let correct = predicted == doc.gold;
+            McItemValues {
+                correct,
+                score: f64::from(u8::from(correct)),
+                logp_gold: log_prob_gold(lls, doc.gold),
+            }
+        }
+    }
 }
 
 /// Reads the metrics back as `Value` for logging.

@@ -10,7 +10,13 @@
 //! - `recovery` (when the base model's `eval.json` of the same configuration is given):
 //!   per task `value ÷ base × 100` (for perplexity, where lower is better, `base ÷ value × 100`,
 //!   so 100 % is always "as good as the base"), and the same for the average, computed over the
-//!   accuracy tasks both runs have.
+//!   accuracy tasks both runs have, leaving out the tasks where the base is at chance
+//!   (`excluded_at_chance`); also the normalized recovery `(value − chance)/(base − chance)`,
+//!   with a paired-bootstrap 95 % interval when the base's `items.jsonl` lies beside its
+//!   `eval.json` ([`super::normalized_recovery`]).
+//! - `statistics` ([`super::chance`]): per task n, chance level, standard error, 95 % interval
+//!   and the `at_chance` flag; `summary.average` leaves out the tasks at chance and names them in
+//!   `summary.excluded_at_chance` (`summary.average_all_tasks` keeps every accuracy task).
 //!
 //! The main metric of each task, and whether higher is better, come from the task table
 //! ([`pruneforge_api::spec::EvalTaskName::def`]).
@@ -20,7 +26,9 @@ use serde_json::{json, Map, Value};
 
 use pruneforge_api::spec::EvalTaskName;
 
+use super::chance::{at_chance_in, Headline, TaskStatistics};
 use crate::error::{Result, StageError};
+use crate::stats::{BootstrapCi, NormalizedRecovery};
 
 /// The stderr key of a results key (`acc,none` → `acc_stderr,none`).
 pub fn stderr_key(key: &str) -> String {
@@ -83,6 +91,21 @@ pub struct TaskRecovery {
     pub value: f64,
     /// `None` when the base value is 0 (the ratio is undefined).
     pub percent: Option<f64>,
+    /// The task's chance level (accuracy tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<f64>,
+    /// Whether the base is within 2 standard errors of chance ([`super::chance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_chance: Option<bool>,
+    /// `(value − chance) / (base − chance)`; `None` without a chance level or when the base
+    /// scores exactly chance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalized: Option<f64>,
+    /// Normalized recovery over the items both runs scored (paired by document `idx`), with a
+    /// paired-bootstrap 95 % interval; needs the base's `items.jsonl`. Computed from the item
+    /// scores, so for MMLU it is the recovery of the micro average (the value is the macro).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalized_paired: Option<NormalizedRecovery>,
 }
 
 /// Recovery against the base model.
@@ -91,10 +114,21 @@ pub struct TaskRecovery {
 pub struct Recovery {
     pub base_eval: String,
     pub tasks: Vec<TaskRecovery>,
-    /// Averages over the accuracy tasks present in both runs.
+    /// Averages over the accuracy tasks present in both runs, without the tasks where the
+    /// base is at chance.
     pub base_average: Option<f64>,
     pub average: Option<f64>,
     pub average_percent: Option<f64>,
+    /// Mean normalized recovery over the same tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_normalized: Option<f64>,
+    /// Mean of the tasks' paired normalized recoveries with a stratified paired-bootstrap 95 %
+    /// interval (tasks resampled separately); needs the base's `items.jsonl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_normalized_paired: Option<BootstrapCi>,
+    /// Shared accuracy tasks left out of the averages: the base is at chance on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_at_chance: Vec<String>,
     /// Tasks of this run that the base run lacks (no recovery for them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_in_base: Vec<String>,
@@ -148,10 +182,25 @@ fn metrics_object(metrics: &[(String, f64)], alias: &str) -> Value {
 /// Version of our implementation of each task (bumped when its prompts or scoring change).
 pub const TASK_VERSION: u32 = 1;
 
+/// lm-eval's `results` entries of the tasks (without sub-tasks), by task name.
+pub fn task_results(reports: &[TaskReport]) -> Value {
+    Value::Object(
+        reports
+            .iter()
+            .map(|r| {
+                let name = r.task.as_str();
+                (name.to_string(), metrics_object(&r.outcome.metrics, name))
+            })
+            .collect(),
+    )
+}
+
 /// The whole `eval.json`.
 pub fn eval_json(
     reports: &[TaskReport],
     scores: &[TaskScore],
+    statistics: &[TaskStatistics],
+    headline: &Headline,
     recovery: Option<&Recovery>,
     config: Value,
     throughput: Value,
@@ -193,7 +242,21 @@ pub fn eval_json(
     out.insert("config".into(), config);
     out.insert(
         "summary".into(),
-        json!({"tasks": scores, "average": average(scores)}),
+        json!({
+            "tasks": scores,
+            "average": headline.average,
+            "average_all_tasks": headline.average_all_tasks,
+            "excluded_at_chance": headline.excluded_at_chance,
+        }),
+    );
+    out.insert(
+        "statistics".into(),
+        Value::Object(
+            statistics
+                .iter()
+                .map(|t| (t.task.clone(), json!(t)))
+                .collect(),
+        ),
     );
     if let Some(rec) = recovery {
         out.insert("recovery".into(), json!(rec));
@@ -254,12 +317,25 @@ pub fn recovery(
         } else {
             (s.value != 0.0).then(|| b.value / s.value * 100.0)
         };
+        let chance = s
+            .task
+            .parse::<EvalTaskName>()
+            .ok()
+            .and_then(|t| t.def().chance)
+            .filter(|_| s.higher_is_better);
+        let normalized = chance
+            .filter(|c| b.value != *c)
+            .map(|c| (s.value - c) / (b.value - c));
         tasks.push(TaskRecovery {
             task: s.task.clone(),
             metric: s.metric.clone(),
             base: b.value,
             value: s.value,
             percent,
+            chance,
+            at_chance: chance.and_then(|_| at_chance_in(base, &s.task)),
+            normalized,
+            normalized_paired: None,
         });
     }
     if !mismatches.is_empty() {
@@ -269,7 +345,7 @@ pub fn recovery(
             mismatches.join("; ")
         )));
     }
-    let shared: Vec<&TaskRecovery> = tasks
+    let accuracy: Vec<&TaskRecovery> = tasks
         .iter()
         .filter(|t| {
             scores
@@ -277,11 +353,23 @@ pub fn recovery(
                 .any(|s| s.task == t.task && s.higher_is_better)
         })
         .collect();
+    let excluded_at_chance: Vec<String> = accuracy
+        .iter()
+        .filter(|t| t.at_chance == Some(true))
+        .map(|t| t.task.clone())
+        .collect();
+    let shared: Vec<&TaskRecovery> = accuracy
+        .into_iter()
+        .filter(|t| t.at_chance != Some(true))
+        .collect();
     let mean = |f: fn(&TaskRecovery) -> f64| -> Option<f64> {
         (!shared.is_empty()).then(|| shared.iter().map(|t| f(t)).sum::<f64>() / shared.len() as f64)
     };
     let base_average = mean(|t| t.base);
     let avg = mean(|t| t.value);
+    let normalized: Vec<f64> = shared.iter().filter_map(|t| t.normalized).collect();
+    let average_normalized = (!normalized.is_empty() && normalized.len() == shared.len())
+        .then(|| normalized.iter().sum::<f64>() / normalized.len() as f64);
     let average_percent = match (avg, base_average) {
         (Some(a), Some(b)) if b != 0.0 => Some(a / b * 100.0),
         _ => None,
@@ -292,6 +380,9 @@ pub fn recovery(
         base_average,
         average: avg,
         average_percent,
+        average_normalized,
+        average_normalized_paired: None,
+        excluded_at_chance,
         missing_in_base: missing,
     })
 }

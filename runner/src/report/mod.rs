@@ -1,15 +1,24 @@
 //! The run report: a self-contained HTML page and a Markdown summary of a job's results —
 //! the stage table, the layer-score heatmap, fine-tuning loss curves, recovery per task and
-//! method, drift, and the speculative decoding table. Plots are inline SVG (no network).
+//! method, drift, paired comparisons of the variants (from each eval's `items.jsonl`) and the
+//! speculative decoding table. Plots are inline SVG (no network).
 
+pub mod comparison;
+pub mod comparison_md;
 pub mod describe;
+pub mod normalized_md;
+pub mod pairs;
 pub mod svg;
 
 pub use describe::describe;
 
+use crate::eval::items::{parse_items, ItemTable};
+use crate::eval::Recovery;
 use crate::exec::artifacts;
 use crate::exec::local::{RunReport, RunStatus, StageRun};
+use crate::stats::BootstrapConfig;
 use crate::util::fs::{write_atomic, write_json_atomic};
+use comparison::{compare, Comparison};
 use pruneforge_api::contract::StageSummary;
 use pruneforge_api::spec::EvalTaskName;
 use serde_json::Value;
@@ -55,6 +64,12 @@ pub struct ReportData {
     pub run: RunReport,
     pub heatmaps: Vec<(String, String)>,
     pub loss_curves: Vec<(String, Vec<(f64, f64)>)>,
+    /// Paired comparisons of the variants ([`pairs`]).
+    pub comparisons: Vec<Comparison>,
+    /// Each variant's recovery from its `eval.json` (normalized recovery with intervals).
+    pub recoveries: BTreeMap<String, Recovery>,
+    /// Tasks where the base is within 2 standard errors of chance (left out of averages).
+    pub at_chance: Vec<String>,
 }
 
 /// Per-step losses from a finetune artifact's `finetune.json` (its `history`, or a
@@ -84,9 +99,94 @@ fn loss_curve(text: &str) -> Vec<(f64, f64)> {
     .unwrap_or_default()
 }
 
+/// Items of every eval stage's `items.jsonl`, by variant.
+fn eval_items(run: &RunReport) -> BTreeMap<String, ItemTable> {
+    let mut out = BTreeMap::new();
+    for s in &run.stages {
+        if s.kind != "eval" || matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
+            continue;
+        }
+        let Some(text) = artifact_text(s, crate::stages::eval::ITEMS_JSONL) else {
+            tracing::info!(stage = %s.id, "no items.jsonl; no paired comparisons for it");
+            continue;
+        };
+        let (items, skipped) = parse_items(&text);
+        if skipped > 0 {
+            tracing::warn!(stage = %s.id, skipped, "unreadable lines in items.jsonl");
+        }
+        out.insert(s.id.trim_start_matches("eval-").to_string(), items);
+    }
+    out
+}
+
+/// Each eval stage's `eval.json`, by variant.
+fn eval_docs(run: &RunReport) -> BTreeMap<String, Value> {
+    run.stages
+        .iter()
+        .filter(|s| s.kind == "eval" && !matches!(s.status, RunStatus::Failed | RunStatus::Skipped))
+        .filter_map(|s| {
+            let text = artifact_text(s, crate::stages::eval::EVAL_JSON)?;
+            let doc = serde_json::from_str::<Value>(&text).ok()?;
+            Some((s.id.trim_start_matches("eval-").to_string(), doc))
+        })
+        .collect()
+}
+
+/// The tasks the base is at chance on: the base's `summary.excluded_at_chance`, else those the
+/// variants' recoveries left out.
+fn base_at_chance(
+    docs: &BTreeMap<String, Value>,
+    recoveries: &BTreeMap<String, Recovery>,
+) -> Vec<String> {
+    let from_base: Option<Vec<String>> = docs
+        .get("base")
+        .and_then(|d| d.pointer("/summary/excluded_at_chance"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let mut tasks = from_base.unwrap_or_else(|| {
+        recoveries
+            .values()
+            .flat_map(|r| r.excluded_at_chance.iter().cloned())
+            .collect()
+    });
+    tasks.sort();
+    tasks.dedup();
+    tasks
+}
+
+/// Paired comparisons of the variants with items ([`pairs::comparison_pairs`]).
+pub fn comparisons(
+    items: &BTreeMap<String, ItemTable>,
+    config: BootstrapConfig,
+) -> Vec<Comparison> {
+    let variants: Vec<String> = items.keys().cloned().collect();
+    pairs::comparison_pairs(&variants)
+        .into_iter()
+        .filter_map(|p| {
+            let tasks = compare(items.get(&p.variant)?, items.get(&p.reference)?, config);
+            Some(Comparison {
+                variant: p.variant,
+                reference: p.reference,
+                tasks,
+            })
+        })
+        .collect()
+}
+
 pub fn gather(run: RunReport) -> ReportData {
     let mut heatmaps = Vec::new();
     let mut loss_curves = Vec::new();
+    let comparisons = comparisons(&eval_items(&run), BootstrapConfig::default());
+    let docs = eval_docs(&run);
+    let recoveries: BTreeMap<String, Recovery> = docs
+        .iter()
+        .filter_map(|(v, d)| {
+            Some((
+                v.clone(),
+                serde_json::from_value(d.get("recovery")?.clone()).ok()?,
+            ))
+        })
+        .collect();
+    let at_chance = base_at_chance(&docs, &recoveries);
     for s in &run.stages {
         if matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
             continue;
@@ -112,6 +212,9 @@ pub fn gather(run: RunReport) -> ReportData {
         run,
         heatmaps,
         loss_curves,
+        comparisons,
+        recoveries,
+        at_chance,
     }
 }
 
@@ -135,8 +238,9 @@ fn evals(run: &RunReport) -> BTreeMap<String, BTreeMap<String, (String, f64)>> {
 /// Rows of the recovery table: variant name and one value per column.
 pub type RecoveryRows = Vec<(String, Vec<Option<f64>>)>;
 
-/// Recovery (variant ÷ base × 100) per task and for the average of accuracy tasks.
-pub fn recovery_table(run: &RunReport) -> (Vec<String>, RecoveryRows) {
+/// Recovery (variant ÷ base × 100) per task and for the average of the accuracy tasks,
+/// leaving out of the average the tasks in `at_chance` (the base is at chance on them).
+pub fn recovery_table(run: &RunReport, at_chance: &[String]) -> (Vec<String>, RecoveryRows) {
     let e = evals(run);
     let Some(base) = e.get("base") else {
         return (vec![], vec![]);
@@ -161,9 +265,11 @@ pub fn recovery_table(run: &RunReport) -> (Vec<String>, RecoveryRows) {
         for t in &tasks[..tasks.len() - 1] {
             let r = match (res.get(t), base.get(t)) {
                 (Some((_, v)), Some((_, b))) if *b > 0.0 => {
-                    sum_v += v;
-                    sum_b += b;
-                    n += 1;
+                    if !at_chance.contains(t) {
+                        sum_v += v;
+                        sum_b += b;
+                        n += 1;
+                    }
                     Some(100.0 * v / b)
                 }
                 _ => None,
@@ -222,8 +328,19 @@ fn eval_table_md(run: &RunReport) -> String {
     s
 }
 
-fn recovery_md(run: &RunReport) -> String {
-    let (tasks, series) = recovery_table(run);
+/// The line saying which tasks the averages leave out (empty when none).
+fn at_chance_note(at_chance: &[String]) -> String {
+    if at_chance.is_empty() {
+        return String::new();
+    }
+    format!(
+        "The average leaves out {}: the base model is within 2 standard errors of chance there.\n\n",
+        at_chance.join(", ")
+    )
+}
+
+fn recovery_md(run: &RunReport, at_chance: &[String]) -> String {
+    let (tasks, series) = recovery_table(run, at_chance);
     if series.is_empty() {
         return String::new();
     }
@@ -277,7 +394,7 @@ fn drift(run: &RunReport) -> Vec<(String, f64)> {
 
 fn charts(d: &ReportData) -> Vec<(&'static str, String, String)> {
     let mut out = Vec::new();
-    let (tasks, series) = recovery_table(&d.run);
+    let (tasks, series) = recovery_table(&d.run, &d.at_chance);
     if !series.is_empty() {
         out.push((
             "recovery",
@@ -339,13 +456,33 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
             let _ = writeln!(s, "## {title}\n\n![{title}]({dir}/{name}.svg)\n");
         }
     }
-    let rec = recovery_md(run);
+    let rec = recovery_md(run, &d.at_chance);
     if !rec.is_empty() {
-        let _ = write!(s, "## Recovery (% of the base model)\n\n{rec}\n");
+        let _ = write!(
+            s,
+            "## Recovery (% of the base model)\n\n{}{rec}\n",
+            at_chance_note(&d.at_chance)
+        );
+    }
+    let norm = normalized_md::normalized_md(&d.recoveries, &d.at_chance);
+    if !norm.is_empty() {
+        let _ = write!(
+            s,
+            "## Normalized recovery\n\n{}\n\n{norm}\n",
+            normalized_md::LEGEND
+        );
     }
     let ev = eval_table_md(run);
     if !ev.is_empty() {
         let _ = write!(s, "## Evaluation\n\n{ev}\n");
+    }
+    let cmp = comparison_md::comparisons_md(&d.comparisons);
+    if !cmp.is_empty() {
+        let _ = write!(
+            s,
+            "## Paired comparisons\n\n{}\n\n{cmp}\n",
+            comparison_md::LEGEND
+        );
     }
     let dr = drift(run);
     if !dr.is_empty() {
@@ -412,17 +549,41 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
     for (_, title, svg) in charts(d) {
         let _ = write!(s, "<h2>{}</h2>{svg}", esc(&title));
     }
-    let rec = recovery_md(run);
+    let rec = recovery_md(run, &d.at_chance);
     if !rec.is_empty() {
+        let note = at_chance_note(&d.at_chance);
         let _ = write!(
             s,
-            "<h2>Recovery (% of the base model)</h2>{}",
+            "<h2>Recovery (% of the base model)</h2>{}{}",
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!("<p>{}</p>", esc(note.trim()))
+            },
             md_table_to_html(&rec)
+        );
+    }
+    let norm = normalized_md::normalized_md(&d.recoveries, &d.at_chance);
+    if !norm.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Normalized recovery</h2><p>{}</p>{}",
+            esc(normalized_md::LEGEND),
+            md_table_to_html(&norm)
         );
     }
     let ev = eval_table_md(run);
     if !ev.is_empty() {
         let _ = write!(s, "<h2>Evaluation</h2>{}", md_table_to_html(&ev));
+    }
+    let cmp = comparison_md::comparisons_md(&d.comparisons);
+    if !cmp.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Paired comparisons</h2><p>{}</p>{}",
+            esc(comparison_md::LEGEND),
+            md_table_to_html(&cmp)
+        );
     }
     let sp = speculative_md(run);
     if !sp.is_empty() {

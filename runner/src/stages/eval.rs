@@ -1,7 +1,9 @@
 //! Stage `eval`: benchmarks one model with lm-evaluation-harness semantics and writes
-//! `eval.json` (lm-eval's results shape plus our summary and, given the base model's
-//! `eval.json` of the same configuration, recovery %) and `items.jsonl` (one line per scored
-//! document: log-likelihoods, predictions, generations) into `out_dir`.
+//! `eval.json` (lm-eval's results shape plus our summary, per-task statistics with the
+//! at-chance flags, and, given the base model's `eval.json` of the same configuration,
+//! recovery % and normalized recovery, with 95 % intervals when the base's `items.jsonl` lies
+//! beside it) and `items.jsonl` (one line per scored document: log-likelihoods, predictions,
+//! generations, and the per-item values of [`crate::eval::items`]) into `out_dir`.
 //!
 //! Tasks: arc_easy, arc_challenge, hellaswag, piqa, winogrande (partial scoring), mmlu
 //! (5-shot unless told otherwise; macro and micro), truthfulqa_mc2, gsm8k (5-shot greedy
@@ -22,7 +24,10 @@ use super::{Outcome, Result, StageContext, StageError};
 use crate::data::tasks::{self, TaskConfig, TaskDocs, TaskFiles};
 use crate::data::{DataError, DataRoot, Selection};
 use crate::device::Compute;
+use crate::eval::chance;
 use crate::eval::generation::{self, GenOptions};
+use crate::eval::items::{items_from_values, parse_items, ItemTable};
+use crate::eval::normalized_recovery::add_paired_intervals;
 use crate::eval::perplexity::{self, PerplexitySource, TokenRow};
 use crate::eval::report::{self, TaskOutcome, TaskReport};
 use crate::eval::{
@@ -31,6 +36,7 @@ use crate::eval::{
 use crate::generate::GenerationStats;
 use crate::model::Llama;
 use crate::resolve::Resolver;
+use crate::stats::BootstrapConfig;
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_atomic, write_json_atomic};
 use pruneforge_api::contract::StageSummary;
@@ -163,9 +169,15 @@ pub fn default_shots(task: EvalTaskName) -> usize {
 pub struct EvalSummary {
     /// Main metric per task, in run order.
     pub tasks: Vec<TaskScore>,
-    /// Mean of the accuracy tasks' main metrics.
+    /// Mean of the accuracy tasks' main metrics, without the tasks at chance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average: Option<f64>,
+    /// Mean of every accuracy task's main metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_all_tasks: Option<f64>,
+    /// Accuracy tasks left out of `average`: the base is within 2 standard errors of chance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_at_chance: Vec<String>,
     /// average ÷ base average × 100 over the tasks both runs have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_percent: Option<f64>,
@@ -504,7 +516,7 @@ pub fn run(
     // Bad task specs and a bad base file fail before the model is loaded; task files (downloads
     // included) are resolved once.
     let tasks = resolve_tasks(params, resolver)?;
-    let base = read_base(base_eval)?;
+    let base = read_base(base_eval, resolver)?;
     let hf = super::context::open_model_checked(model_dir, compute, |cfg| {
         let rows = params.batch_size.max(1);
         let tokens = params
@@ -545,13 +557,54 @@ pub fn run_with_model(
     out_dir: &Path,
 ) -> Result<EvalSummary> {
     let tasks = resolve_tasks(params, resolver)?;
-    let base = read_base(base_eval)?;
+    let base = read_base(base_eval, resolver)?;
     evaluate(model, tokenizer, model_label, base, params, &tasks, out_dir)
 }
 
-/// The base model's `eval.json` with its path, when one is given.
-fn read_base(base_eval: Option<&Path>) -> Result<Option<(&Path, Value)>> {
-    base_eval.map(|p| read_json(p).map(|v| (p, v))).transpose()
+/// The base model's results: its `eval.json` and, when one lies beside it, its `items.jsonl`.
+struct BaseEval<'a> {
+    path: &'a Path,
+    eval: Value,
+    items: Option<ItemTable>,
+}
+
+/// The base model's `eval.json` with its path and items, when one is given.
+fn read_base<'a>(base_eval: Option<&'a Path>, resolver: &Resolver) -> Result<Option<BaseEval<'a>>> {
+    let Some(path) = base_eval else {
+        return Ok(None);
+    };
+    let eval = read_json(path)?;
+    let items = read_base_items(path, resolver);
+    Ok(Some(BaseEval { path, eval, items }))
+}
+
+/// The base's `items.jsonl` beside its `eval.json` (resolved as the eval.json's sibling);
+/// `None`, logged, when it is absent or unreadable (recovery then has no intervals).
+fn read_base_items(eval_path: &Path, resolver: &Resolver) -> Option<ItemTable> {
+    let path = match resolver.resolve_sibling(&eval_path.display().to_string(), ITEMS_JSONL) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(error = %e, "no base items.jsonl; recovery without intervals");
+            return None;
+        }
+    };
+    if !path.is_file() {
+        tracing::info!(path = %path.display(), "no base items.jsonl; recovery without intervals");
+        return None;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let (table, skipped) = parse_items(&text);
+            if skipped > 0 {
+                tracing::warn!(path = %path.display(), skipped, "unreadable lines in the base items.jsonl");
+            }
+            Some(table)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "base items.jsonl unreadable; recovery without intervals");
+            None
+        }
+    }
 }
 
 /// Evaluates resolved `tasks` and writes eval.json and items.jsonl into `out_dir`.
@@ -559,7 +612,7 @@ fn evaluate(
     model: &Llama,
     tokenizer: &Tokenizer,
     model_label: &str,
-    base: Option<(&Path, Value)>,
+    base: Option<BaseEval<'_>>,
     params: &EvalParams,
     tasks: &[ResolvedTask],
     out_dir: &Path,
@@ -592,10 +645,23 @@ fn evaluate(
         .iter()
         .map(|r| (r.task.as_str().to_string(), r.config.clone()))
         .collect();
-    let recovery: Option<Recovery> = base
+    let statistics = chance::task_statistics(
+        &scores,
+        &report::task_results(&reports),
+        base.as_ref().map(|b| &b.eval),
+    );
+    let headline = chance::headline(&scores, &statistics);
+    let mut recovery: Option<Recovery> = base
         .as_ref()
-        .map(|(p, v)| report::recovery(&scores, &configs, v, &p.display().to_string()))
+        .map(|b| report::recovery(&scores, &configs, &b.eval, &b.path.display().to_string()))
         .transpose()?;
+    if let (Some(rec), Some(base_items)) = (
+        recovery.as_mut(),
+        base.as_ref().and_then(|b| b.items.as_ref()),
+    ) {
+        let own = items_from_values(reports.iter().flat_map(|r| &r.outcome.items));
+        add_paired_intervals(rec, &own, base_items, BootstrapConfig::default());
+    }
     let ll = &ctx.ll_stats;
     let gen = &ctx.gen_stats;
     let throughput = json!({
@@ -619,7 +685,15 @@ fn evaluate(
         "prefix_cache": params.prefix_cache,
         "device": format!("{:?}", model.device()),
     });
-    let doc = report::eval_json(&reports, &scores, recovery.as_ref(), run_config, throughput);
+    let doc = report::eval_json(
+        &reports,
+        &scores,
+        &statistics,
+        &headline,
+        recovery.as_ref(),
+        run_config,
+        throughput,
+    );
     let mut items = String::new();
     for r in &reports {
         for item in &r.outcome.items {
@@ -633,7 +707,9 @@ fn evaluate(
     let eval_path = out_dir.join(EVAL_JSON);
     write_json_atomic(&eval_path, &doc).map_err(|e| StageError::io(&eval_path, e))?;
     Ok(EvalSummary {
-        average: report::average(&scores),
+        average: headline.average,
+        average_all_tasks: headline.average_all_tasks,
+        excluded_at_chance: headline.excluded_at_chance,
         tasks: scores,
         recovery_percent: recovery.as_ref().and_then(|r| r.average_percent),
         recovery: recovery.map(|r| r.tasks).unwrap_or_default(),

@@ -1,0 +1,98 @@
+//! Which variants the report compares, item by item. Variants are named as the plan names
+//! eval stages (`base`, `n6`, `n6-sft`, `n6-self-distill`, `n6-merged`; see
+//! `pruneforge_api::plan::variant`). Per block size:
+//! - every recovered variant against the pruned model without fine-tuning (`n6`);
+//! - self-distillation (`n6-self-distill…`) against SFT (`n6-sft`);
+//! - the merged model against each fine-tuned model of the block size (its possible inputs).
+
+/// One comparison: `variant` − `reference`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub variant: String,
+    pub reference: String,
+}
+
+fn pair(variant: &str, reference: &str) -> Pair {
+    Pair {
+        variant: variant.to_string(),
+        reference: reference.to_string(),
+    }
+}
+
+/// The block-size prefix (`n6`) and the method (`sft`, or "" for the pruned model).
+fn split_variant(v: &str) -> Option<(&str, &str)> {
+    let (prefix, method) = v.split_once('-').unwrap_or((v, ""));
+    let digits = prefix.strip_prefix('n')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some((prefix, method))
+}
+
+/// The comparisons among `variants` (names of evaluated variants, any order).
+pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
+    let mut sizes: Vec<&str> = variants
+        .iter()
+        .filter_map(|v| split_variant(v).map(|(p, _)| p))
+        .collect();
+    sizes.sort();
+    sizes.dedup();
+    let mut out = Vec::new();
+    for size in sizes {
+        let methods: Vec<&str> = variants
+            .iter()
+            .filter_map(|v| split_variant(v).filter(|(p, _)| *p == size).map(|(_, m)| m))
+            .filter(|m| !m.is_empty())
+            .collect();
+        let name = |m: &str| format!("{size}-{m}");
+        if variants.iter().any(|v| v == size) {
+            for m in &methods {
+                out.push(pair(&name(m), size));
+            }
+        }
+        if methods.contains(&"sft") {
+            for m in methods.iter().filter(|m| m.starts_with("self-distill")) {
+                out.push(pair(&name(m), &name("sft")));
+            }
+        }
+        if methods.contains(&"merged") {
+            for m in methods.iter().filter(|m| **m != "merged") {
+                out.push(pair(&name("merged"), &name(m)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_of_a_full_plan() {
+        let variants: Vec<String> = [
+            "base",
+            "n4",
+            "n4-sft",
+            "n4-self-distill",
+            "n4-merged",
+            "n6-sft",
+            "n6-self-distill-logit-kd",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got: Vec<(String, String)> = comparison_pairs(&variants)
+            .into_iter()
+            .map(|p| (p.variant, p.reference))
+            .collect();
+        let want = [
+            ("n4-sft", "n4"),
+            ("n4-self-distill", "n4"),
+            ("n4-merged", "n4"),
+            ("n4-self-distill", "n4-sft"),
+            ("n4-merged", "n4-sft"),
+            ("n4-merged", "n4-self-distill"),
+            ("n6-self-distill-logit-kd", "n6-sft"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(got, want);
+        assert!(comparison_pairs(&["base".into(), "nx-sft".into()]).is_empty());
+    }
+}
