@@ -8,10 +8,11 @@
 #
 # CUDA_COMPUTE_CAP picks the architecture candle's kernels are compiled for (there is no GPU
 # during `docker build`, so it cannot be detected): 80 = A100 (the PTX also JIT-compiles on
-# newer GPUs), 89 = L4/L40S, 90 = H100/H200. The node's driver must support CUDA 12.8.
+# newer GPUs), 89 = L4/L40S, 90 = H100/H200. The node's driver must support CUDA 13.0
+# (driver >= 580): the build measured on an H200 (docs/gpu.md) used CUDA 13.0.
 
 ARG RUST_VERSION=1.95
-ARG CUDA_VERSION=12.8.1
+ARG CUDA_VERSION=13.0.0
 ARG UBUNTU=ubuntu24.04
 
 FROM python:3.12-slim-bookworm AS model
@@ -33,7 +34,8 @@ ARG CUDA_COMPUTE_CAP=80
 ENV RUSTUP_HOME=/usr/local/rustup \
     CARGO_HOME=/usr/local/cargo \
     PATH=/usr/local/cargo/bin:/usr/local/cuda/bin:${PATH} \
-    CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP}
+    CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP} \
+    CUDARC_CUDA_VERSION=13000
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential pkg-config ca-certificates \

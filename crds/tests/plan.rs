@@ -685,3 +685,65 @@ fn compute_dtype_enters_keys_of_model_stages_only_when_not_f32() {
         "CPU f32 requests stay as they were"
     );
 }
+
+#[test]
+fn eval_presets_fill_the_shots_tasks_leave_unset() {
+    use pruneforge_api::spec::EvalPreset;
+    let shots_of = |spec: &PruneDistillJobSpec| -> BTreeMap<String, Option<u32>> {
+        match &plan(spec).unwrap().get("eval-base").unwrap().params {
+            StageParams::Eval(e) => e
+                .tasks
+                .iter()
+                .map(|t| (t.name.as_str().to_string(), t.shots))
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut spec = full_spec();
+    spec.evaluation.tasks = [
+        EvalTaskName::ArcChallenge,
+        EvalTaskName::Hellaswag,
+        EvalTaskName::TruthfulqaMc2,
+        EvalTaskName::Mmlu,
+        EvalTaskName::Winogrande,
+        EvalTaskName::Gsm8k,
+        EvalTaskName::ArcEasy,
+        EvalTaskName::Perplexity,
+    ]
+    .map(EvalTask::new)
+    .to_vec();
+    // An explicit count wins over the preset.
+    spec.evaluation.tasks[1].shots = Some(3);
+    let none = shots_of(&spec);
+    assert!(none.values().filter(|s| s.is_some()).count() == 1);
+
+    spec.evaluation.preset = Some(EvalPreset::OpenLlmLeaderboard);
+    let leaderboard = shots_of(&spec);
+    let expect = |pairs: &[(&str, Option<u32>)]| -> BTreeMap<String, Option<u32>> {
+        pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    };
+    assert_eq!(
+        leaderboard,
+        expect(&[
+            ("arc_challenge", Some(25)),
+            ("arc_easy", None),
+            ("gsm8k", Some(5)),
+            ("hellaswag", Some(3)),
+            ("mmlu", Some(5)),
+            ("perplexity", None),
+            ("truthfulqa_mc2", Some(0)),
+            ("winogrande", Some(5)),
+        ])
+    );
+    spec.evaluation.preset = Some(EvalPreset::ZeroShot);
+    let zero = shots_of(&spec);
+    assert_eq!(zero["mmlu"], Some(0));
+    assert_eq!(zero["hellaswag"], Some(3));
+    assert_eq!(zero["perplexity"], None);
+    // The preset changes the eval keys only.
+    let mut a = spec.clone();
+    a.evaluation.preset = None;
+    let moved = changed(&plan(&a).unwrap(), &plan(&spec).unwrap());
+    assert!(moved.iter().all(|id| id.starts_with("eval-")), "{moved:?}");
+    assert!(!moved.is_empty());
+}

@@ -192,6 +192,11 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
     // eval: base, then per block size the pruned, fine-tuned and merged models
     let mut tasks = spec.evaluation.tasks.clone();
     tasks.sort_by_key(|t| t.name);
+    if let Some(preset) = spec.evaluation.preset {
+        for t in tasks.iter_mut().filter(|t| t.shots.is_none()) {
+            t.shots = preset.shots(t.name);
+        }
+    }
     let eval_params = |drift: bool| {
         StageParams::Eval(EvalParams {
             tasks: tasks.clone(),

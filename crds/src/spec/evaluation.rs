@@ -452,6 +452,41 @@ pub struct EvaluationSpec {
     /// Output drift against the unpruned model.
     #[serde(default)]
     pub drift: DriftSpec,
+    /// Few-shot counts for the tasks that do not set `shots`: `openLlmLeaderboard` (the
+    /// paper's: ARC-Challenge 25, HellaSwag 10, TruthfulQA mc2 0, MMLU 5, Winogrande 5,
+    /// GSM8K 5; other tasks their default) or `zeroShot` (0 everywhere). Unset: each task's
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<EvalPreset>,
+}
+
+/// Named few-shot settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EvalPreset {
+    /// The Open LLM Leaderboard's shots, as the self-data distillation paper evaluates.
+    OpenLlmLeaderboard,
+    /// Every task zero-shot.
+    ZeroShot,
+}
+
+impl EvalPreset {
+    /// The shots of `task` under this preset; `None` keeps the task's default.
+    pub fn shots(self, task: EvalTaskName) -> Option<u32> {
+        if task.def().output_type == OutputType::LoglikelihoodRolling {
+            return None;
+        }
+        match self {
+            EvalPreset::ZeroShot => Some(0),
+            EvalPreset::OpenLlmLeaderboard => match task {
+                EvalTaskName::ArcChallenge => Some(25),
+                EvalTaskName::Hellaswag => Some(10),
+                EvalTaskName::TruthfulqaMc2 => Some(0),
+                EvalTaskName::Mmlu | EvalTaskName::Winogrande | EvalTaskName::Gsm8k => Some(5),
+                _ => None,
+            },
+        }
+    }
 }
 
 fn default_tasks() -> Vec<EvalTask> {
@@ -473,6 +508,7 @@ impl Default for EvaluationSpec {
             seed: default_seed(),
             batch_size: default_batch_size(),
             drift: DriftSpec::default(),
+            preset: None,
         }
     }
 }

@@ -23,7 +23,8 @@ pub use distillation::{
     AnswerCheck, DataKind, DistillDataset, DistillationSpec, GenerationSpec, PromptTemplate,
 };
 pub use evaluation::{
-    DriftSpec, EvalTask, EvalTaskName, EvaluationSpec, MainMetric, OutputType, TaskDef, UnknownTask,
+    DriftSpec, EvalPreset, EvalTask, EvalTaskName, EvaluationSpec, MainMetric, OutputType, TaskDef,
+    UnknownTask,
 };
 pub use merge::{MergeMethod, MergeSpec};
 pub use model::{DType, ModelFormat, ModelSource, ModelSpec};

@@ -44,8 +44,23 @@ pub struct EvalArgs {
     /// without running the prune stage.
     #[arg(long, value_name = "START:N")]
     pub drop_layers: Option<String>,
+    /// Few-shot counts for tasks without `:SHOTS`: open-llm-leaderboard (ARC-Challenge 25,
+    /// HellaSwag 10, TruthfulQA mc2 0, MMLU 5, Winogrande 5, GSM8K 5) or zero-shot.
+    #[arg(long, value_parser = parse_preset)]
+    pub preset: Option<pruneforge_api::spec::EvalPreset>,
     #[command(flatten)]
     pub device: super::generate::DeviceArgs,
+}
+
+fn parse_preset(s: &str) -> Result<pruneforge_api::spec::EvalPreset, String> {
+    use pruneforge_api::spec::EvalPreset;
+    match s {
+        "open-llm-leaderboard" | "openLlmLeaderboard" => Ok(EvalPreset::OpenLlmLeaderboard),
+        "zero-shot" | "zeroShot" => Ok(EvalPreset::ZeroShot),
+        other => Err(format!(
+            "unknown preset `{other}`: expected open-llm-leaderboard or zero-shot"
+        )),
+    }
 }
 
 fn parse_drop(spec: &str) -> anyhow::Result<(usize, usize)> {
@@ -70,6 +85,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .filter(|t| !t.trim().is_empty())
             .map(|t| t.trim().parse::<TaskSpec>())
             .collect::<Result<_, _>>()?;
+    }
+    if let Some(preset) = args.preset {
+        for t in params.tasks.iter_mut().filter(|t| t.shots.is_none()) {
+            if let Ok(name) = t.name.parse::<pruneforge_api::spec::EvalTaskName>() {
+                t.shots = preset.shots(name).map(|s| s as usize);
+            }
+        }
     }
     if let Some(b) = args.batch_size {
         params.batch_size = b;

@@ -79,7 +79,17 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
                 a.checkpoint,
             )
         },
-        memory_plan::inference("eval", &cfg, dtype, 1, b, t, b * t, 0, false),
+        memory_plan::inference(
+            "eval",
+            &cfg,
+            dtype,
+            1,
+            b,
+            t,
+            pruneforge::eval::scorer::LOGIT_CHUNK.min(b * t),
+            0,
+            false,
+        ),
         memory_plan::inference("speculate", &cfg, dtype, 2, 1, t, t, kv, false),
     ];
     if a.json {

@@ -447,7 +447,7 @@ fn run_plan(
 }
 
 /// Positions per LM-head call (bounds the logits buffer to ~50 MB for a 49k vocabulary).
-const LOGIT_CHUNK: usize = 256;
+pub const LOGIT_CHUNK: usize = 256;
 
 /// Runs the final norm and LM head on the gathered positions and hands each request its
 /// log-probabilities.

@@ -530,7 +530,8 @@ pub fn run(
             1,
             rows,
             tokens,
-            rows * tokens,
+            // The LM head runs on chunks of the scored positions.
+            crate::eval::scorer::LOGIT_CHUNK.min(rows * tokens),
             0,
             false,
         )
