@@ -493,6 +493,28 @@ pub fn invalid_spec(
     status
 }
 
+/// The status after a permanent API error (a create the apiserver rejects with 422, a
+/// forbidden request, ...): `Stalled=True` (reason `ApiError`) with the apiserver's message, so
+/// the job does not claim to be Pending or progressing; stages and results are kept as they
+/// were. The next successful reconcile recomputes every condition.
+pub fn api_error(
+    previous: &PruneDistillJobStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> PruneDistillJobStatus {
+    let mut status = previous.clone();
+    let message = trim_message(message);
+    let desired = [
+        Desired::new(CONDITION_READY, false, "ApiError", message.clone()),
+        Desired::new(CONDITION_RECONCILING, false, "ApiError", message.clone()),
+        Desired::new(CONDITION_STALLED, true, "ApiError", message),
+    ];
+    status.conditions = conditions::build(&previous.conditions, desired, generation, now);
+    status.observed_generation = generation;
+    status
+}
+
 fn failure_message(reason: &str, results: &[pruneforge_api::StageResult]) -> String {
     let stage_message = results
         .iter()
