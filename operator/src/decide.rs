@@ -428,7 +428,20 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         } else {
             Desired::new(CONDITION_READY, false, "Progressing", progress.clone())
         },
-        if reconciling {
+        if reconciling && halted {
+            // A stage failed for good; the stages still running finish first. Not Stalled yet:
+            // Reconciling and Stalled are never True together.
+            Desired::new(
+                CONDITION_RECONCILING,
+                true,
+                "FinishingRunningStages",
+                format!(
+                    "{}; waiting for the running stages to finish: {}",
+                    failure.clone().unwrap_or_default(),
+                    running_ids.join(", ")
+                ),
+            )
+        } else if reconciling {
             Desired::new(
                 CONDITION_RECONCILING,
                 true,
@@ -451,7 +464,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
             )
         },
         match &failure {
-            Some(f) => Desired::new(CONDITION_STALLED, true, "StageFailed", f.clone()),
+            Some(f) if idle_after_failure => {
+                Desired::new(CONDITION_STALLED, true, "StageFailed", f.clone())
+            }
+            Some(f) => Desired::new(
+                CONDITION_STALLED,
+                false,
+                "FinishingRunningStages",
+                f.clone(),
+            ),
             None if all_done => Desired::new(
                 CONDITION_STALLED,
                 false,

@@ -32,6 +32,36 @@ impl Recorded {
     pub fn is(&self, method: &str, suffix: &str) -> bool {
         self.method == method && self.path.ends_with(suffix)
     }
+
+    /// What RBAC authorizes this request as: `(apiGroup, resource[/subresource], verb)`, e.g.
+    /// `("batch", "jobs", "create")` or `("", "pods", "watch")`; `None` for non-resource paths.
+    pub fn rbac(&self) -> Option<(String, String, String)> {
+        let path = ApiPath::parse(&self.path)?;
+        let group = match path.prefix.strip_prefix("/apis/") {
+            Some(gv) => gv.split('/').next().unwrap_or_default().to_string(),
+            None => String::new(),
+        };
+        let resource = match &path.subresource {
+            Some(sub) => format!("{}/{sub}", path.resource),
+            None => path.resource.clone(),
+        };
+        let watch = self
+            .query
+            .get("watch")
+            .is_some_and(|w| w == "true" || w == "1");
+        let verb = match (self.method.as_str(), path.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if watch => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => return None,
+        };
+        Some((group, resource, verb.to_string()))
+    }
 }
 
 type Kind = (String, String);
