@@ -341,3 +341,44 @@ fn enums_are_kebab_case_strings() {
         ])
     );
 }
+
+#[test]
+fn names_longer_than_a_label_value_are_rejected() {
+    // The name is copied into the `pruneforge.dev/job` label (values ≤ 63 characters): a
+    // longer (but valid DNS subdomain) name must fail validation, not every create later.
+    use pruneforge_api::validate::{ErrorOrigin, ManifestValidator};
+    let doc = |name: &str| {
+        json!({
+            "apiVersion": "pruneforge.dev/v1alpha1",
+            "kind": "PruneDistillJob",
+            "metadata": {"name": name},
+            "spec": {"storage": {"uri": "file:///data/out"}, "recovery": {"methods": ["none"]}}
+        })
+    };
+    let validator = ManifestValidator::new();
+    if let Err(r) = validator.validate(&doc(&"a".repeat(63))) {
+        panic!("{r}");
+    }
+    for len in [64, 100, 253] {
+        let report = validator
+            .validate(&doc(&"a".repeat(len)))
+            .expect_err("a name longer than 63 characters is invalid");
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.origin == ErrorOrigin::Cel && e.message.contains("63 characters")),
+            "{report}"
+        );
+    }
+    // generateName-only documents are named by the apiserver (which checks the final name).
+    let mut generated = doc("x");
+    generated["metadata"] = json!({"generateName": "quickstart-"});
+    assert!(validator.validate(&generated).is_ok());
+    // The rule is in the CRD the apiserver gets.
+    let rules = &open_api_v3_schema()["x-kubernetes-validations"];
+    assert!(
+        rules.to_string().contains("size(self.metadata.name) <= 63"),
+        "{rules}"
+    );
+}

@@ -36,6 +36,15 @@ pub fn build(
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
+    debug_assert!(
+        !(desired
+            .iter()
+            .any(|d| d.type_ == CONDITION_RECONCILING && d.status)
+            && desired
+                .iter()
+                .any(|d| d.type_ == CONDITION_STALLED && d.status)),
+        "Reconciling and Stalled both True: {desired:?}"
+    );
     desired
         .into_iter()
         .map(|d| {
@@ -55,6 +64,11 @@ pub fn build(
             }
         })
         .collect()
+}
+
+/// Whether the conditions obey kstatus: Reconciling and Stalled are never both True.
+pub fn exclusive(conditions: &[Condition]) -> bool {
+    !(is_true(conditions, CONDITION_RECONCILING) && is_true(conditions, CONDITION_STALLED))
 }
 
 /// Ready / Reconciling / Stalled type names in the order [`build`] expects.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+use crate::backoff::ErrorBackoff;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -21,6 +22,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Event recorder (deduplicates repeated events into series).
     pub recorder: Recorder,
+    /// Per-object exponential backoff of failed reconciles.
+    pub backoff: ErrorBackoff,
 }
 
 impl Context {
@@ -37,6 +40,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            backoff: ErrorBackoff::new(settings.requeue_error, settings.requeue_error_max),
             client,
             settings,
             metrics,

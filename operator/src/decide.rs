@@ -428,7 +428,20 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         } else {
             Desired::new(CONDITION_READY, false, "Progressing", progress.clone())
         },
-        if reconciling {
+        if reconciling && halted {
+            // A stage failed for good; the stages still running finish first. Not Stalled yet:
+            // Reconciling and Stalled are never True together.
+            Desired::new(
+                CONDITION_RECONCILING,
+                true,
+                "FinishingRunningStages",
+                format!(
+                    "{}; waiting for the running stages to finish: {}",
+                    failure.clone().unwrap_or_default(),
+                    running_ids.join(", ")
+                ),
+            )
+        } else if reconciling {
             Desired::new(
                 CONDITION_RECONCILING,
                 true,
@@ -451,7 +464,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
             )
         },
         match &failure {
-            Some(f) => Desired::new(CONDITION_STALLED, true, "StageFailed", f.clone()),
+            Some(f) if idle_after_failure => {
+                Desired::new(CONDITION_STALLED, true, "StageFailed", f.clone())
+            }
+            Some(f) => Desired::new(
+                CONDITION_STALLED,
+                false,
+                "FinishingRunningStages",
+                f.clone(),
+            ),
             None if all_done => Desired::new(
                 CONDITION_STALLED,
                 false,
@@ -490,6 +511,28 @@ pub fn invalid_spec(
     status.observed_generation = generation;
     status.phase = Some(JobPhase::Failed);
     status.current_stage = None;
+    status
+}
+
+/// The status after a permanent API error (a create the apiserver rejects with 422, a
+/// forbidden request, ...): `Stalled=True` (reason `ApiError`) with the apiserver's message, so
+/// the job does not claim to be Pending or progressing; stages and results are kept as they
+/// were. The next successful reconcile recomputes every condition.
+pub fn api_error(
+    previous: &PruneDistillJobStatus,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> PruneDistillJobStatus {
+    let mut status = previous.clone();
+    let message = trim_message(message);
+    let desired = [
+        Desired::new(CONDITION_READY, false, "ApiError", message.clone()),
+        Desired::new(CONDITION_RECONCILING, false, "ApiError", message.clone()),
+        Desired::new(CONDITION_STALLED, true, "ApiError", message),
+    ];
+    status.conditions = conditions::build(&previous.conditions, desired, generation, now);
+    status.observed_generation = generation;
     status
 }
 

@@ -31,6 +31,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether retrying cannot help until something changes (the spec, a quota, an admission
+    /// policy, RBAC): an apiserver answer 4xx other than 408 (timeout), 409 (conflict) and 429
+    /// (throttled), or a request the operator cannot build. Such errors are reported in the
+    /// status and as an Event, besides being retried with backoff.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => {
+                (400..500).contains(&s.code) && !matches!(s.code, 408 | 409 | 429)
+            }
+            Error::Kube(_) => false,
+            Error::NoNamespace(_) | Error::Serialize { .. } | Error::Contract { .. } => true,
+        }
+    }
+
+    /// A one-line description for the status and Events: the apiserver's message with its code
+    /// and reason for API errors.
+    pub fn describe(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => {
+                format!("apiserver answered {} {}: {}", s.code, s.reason, s.message)
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Short label for metrics (`error` label of `reconcile_errors_total`).
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -2,13 +2,18 @@
 //! holds the Lease and runs the controller; the others wait. The holder renews every
 //! `retry_period`; when it cannot renew within `renew_deadline` it steps down. A released Lease
 //! (graceful shutdown) is taken over at once; an expired one after `lease_duration`.
+//!
+//! Expiry never compares another node's `renewTime` with the local clock (clocks drift): as
+//! client-go's leaderelection does, a Lease held by another replica is expired when its record
+//! has not changed for `leaseDurationSeconds` as measured on the local monotonic clock since this
+//! replica observed the change.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use tokio::sync::watch;
@@ -53,21 +58,22 @@ impl LeaseConfig {
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The Lease record last seen and when (local monotonic clock) it was first seen so.
+    observed: Mutex<Option<(LeaseSpec, Instant)>>,
 }
 
-/// What the Lease says about its holder.
-fn held_by_other(spec: &LeaseSpec, identity: &str, now: Timestamp) -> bool {
+/// Whether another replica holds the Lease: it names a holder other than `identity` and its
+/// record changed less than `leaseDurationSeconds` ago, measured locally from `observed_at`
+/// (when this replica saw the record change) to `now`. The remote `renewTime` is not read.
+pub fn held_by_other(spec: &LeaseSpec, identity: &str, observed_at: Instant, now: Instant) -> bool {
     let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
         return false;
     };
     if holder == identity {
         return false;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    match &spec.renew_time {
-        Some(MicroTime(t)) => *t + duration > now,
-        None => false,
-    }
+    let seconds = u64::try_from(spec.lease_duration_seconds.unwrap_or(15).max(1)).unwrap_or(15);
+    now.saturating_duration_since(observed_at) < Duration::from_secs(seconds)
 }
 
 impl LeaderElector {
@@ -76,6 +82,23 @@ impl LeaderElector {
         LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observed: Mutex::new(None),
+        }
+    }
+
+    /// Records `spec` as seen now unless it equals the record seen before; returns when (local
+    /// clock) the current record was first seen.
+    fn observe(&self, spec: &LeaseSpec, now: Instant) -> Instant {
+        let mut observed = match self.observed.lock() {
+            Ok(o) => o,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match observed.as_ref() {
+            Some((record, at)) if record == spec => *at,
+            _ => {
+                *observed = Some((spec.clone(), now));
+                now
+            }
         }
     }
 
@@ -110,7 +133,9 @@ impl LeaderElector {
             };
         };
         let mut spec = lease.spec.clone().unwrap_or_default();
-        if held_by_other(&spec, id, now) {
+        let local_now = Instant::now();
+        let observed_at = self.observe(&spec, local_now);
+        if held_by_other(&spec, id, observed_at, local_now) {
             return Ok(false);
         }
         if spec.holder_identity.as_deref() != Some(id.as_str()) {
@@ -120,14 +145,17 @@ impl LeaderElector {
         }
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(self.lease_seconds());
-        lease.spec = Some(spec);
+        lease.spec = Some(spec.clone());
         // replace carries the resourceVersion: a concurrent writer makes this a 409.
         match self
             .api
             .replace(&self.config.name, &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.observe(&spec, Instant::now());
+                Ok(true)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
@@ -199,22 +227,30 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::SignedDuration;
 
     #[test]
-    fn lease_expiry() {
-        let now = Timestamp::now();
+    fn lease_expiry_is_measured_on_the_local_clock() {
+        let now = Instant::now();
+        let ago = |s: u64| now.checked_sub(Duration::from_secs(s)).unwrap_or(now);
+        let remote = Timestamp::now();
         let mut spec = LeaseSpec {
             holder_identity: Some("a".into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(5))),
+            // The holder's clock runs an hour behind ours: its renewTime looks long expired.
+            renew_time: Some(MicroTime(remote - SignedDuration::from_secs(3600))),
             ..LeaseSpec::default()
         };
-        assert!(held_by_other(&spec, "b", now));
-        assert!(!held_by_other(&spec, "a", now));
-        spec.renew_time = Some(MicroTime(now - SignedDuration::from_secs(16)));
-        assert!(!held_by_other(&spec, "b", now));
+        assert!(held_by_other(&spec, "b", ago(5), now), "changed 5 s ago");
+        assert!(!held_by_other(&spec, "a", ago(5), now), "our own lease");
+        assert!(
+            !held_by_other(&spec, "b", ago(16), now),
+            "unchanged for 16 s"
+        );
+        // An hour ahead: still expires once unchanged for the lease duration.
+        spec.renew_time = Some(MicroTime(remote + SignedDuration::from_secs(3600)));
+        assert!(!held_by_other(&spec, "b", ago(16), now));
         spec.holder_identity = None;
-        spec.renew_time = Some(MicroTime(now));
-        assert!(!held_by_other(&spec, "b", now));
+        assert!(!held_by_other(&spec, "b", now, now), "released");
     }
 }

@@ -9,6 +9,7 @@
 //!   parsed termination messages, pod problems).
 //! * [`decide`] — the pure decision: new status, Jobs to create and delete, events.
 //! * [`results`] — stage results into the status summaries (recovery, best recovery, ...).
+//! * [`backoff`] — exponential backoff of failed reconciles, per object.
 //! * [`conditions`] — kstatus conditions Ready / Reconciling / Stalled.
 //! * [`stage_job`], [`pod_template`], [`naming`], [`labels`] — the Kubernetes objects of a
 //!   stage: request ConfigMap, Job, pod template, names and labels.
@@ -40,6 +41,7 @@
 //! The clean-up Job of `retention: Delete` runs `pruneforge gc --prefix <uri> [--prefix <uri>
 //! ...]` in the same pod template (no request ConfigMap, no GPUs).
 
+pub mod backoff;
 pub mod conditions;
 pub mod context;
 pub mod controller;

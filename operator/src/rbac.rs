@@ -15,18 +15,21 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
 
 /// The rules the operator needs in every namespace it watches (a ClusterRole when it watches
 /// all of them), each with its reason. The Helm chart's `pruneforge.operatorRules` must equal
-/// these (a test in tests/tests/chart.rs compares them).
+/// these (a test in tests/tests/chart.rs compares them), and they must equal the requests the
+/// operator actually makes, plus [`NOT_REQUESTS`] (operator/tests/rbac.rs records them on the
+/// fake apiserver).
 pub fn operator_rules() -> Vec<PolicyRule> {
     vec![
         // Watch jobs; add and remove the finalizer (JSON patch).
         rule(
             "pruneforge.dev",
             &["prunedistilljobs"],
-            &["get", "list", "watch", "patch"],
+            &["list", "watch", "patch"],
         ),
         // Server-side apply of the status.
         rule("pruneforge.dev", &["prunedistilljobs/status"], &["patch"]),
-        // Owner references with blockOwnerDeletion on Jobs and ConfigMaps.
+        // Owner references with blockOwnerDeletion on Jobs and ConfigMaps (checked by the
+        // OwnerReferencesPermissionEnforcement admission plugin, not a request of its own).
         rule(
             "pruneforge.dev",
             &["prunedistilljobs/finalizers"],
@@ -38,15 +41,32 @@ pub fn operator_rules() -> Vec<PolicyRule> {
             &["jobs"],
             &["get", "list", "watch", "create", "delete"],
         ),
-        // Request ConfigMaps: server-side apply, listed and deleted with their stage.
-        rule("", &["configmaps"], &["list", "create", "patch", "delete"]),
-        // Termination messages and failure reasons of stage pods.
-        rule("", &["pods"], &["get", "list", "watch"]),
-        rule("", &["pods/status"], &["get"]),
+        // Request ConfigMaps: server-side apply (which may create them) and deleted after
+        // their stage succeeded or its key changed.
+        rule("", &["configmaps"], &["create", "patch", "delete"]),
+        // Termination messages and failure reasons of stage pods (watched and listed).
+        rule("", &["pods"], &["list", "watch"]),
         // Events about jobs (kube-runtime's Recorder: create, then patch for a series).
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }
+
+/// Grants that no request of the operator exercises directly, with the reason each is needed:
+/// `(apiGroup, resource, verb, why)`.
+pub const NOT_REQUESTS: [(&str, &str, &str, &str); 2] = [
+    (
+        "pruneforge.dev",
+        "prunedistilljobs/finalizers",
+        "update",
+        "owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement)",
+    ),
+    (
+        "",
+        "configmaps",
+        "create",
+        "server-side apply of a ConfigMap that does not exist yet creates it",
+    ),
+];
 
 /// The leader-election rule (a Role in the operator's namespace in the chart).
 pub fn leader_election_rules() -> Vec<PolicyRule> {

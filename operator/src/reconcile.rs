@@ -26,33 +26,99 @@ use crate::naming;
 use crate::observe::{self, ObservedJob};
 use crate::stage_job;
 
-/// Reconciles one `PruneDistillJob`.
+/// Reconciles one `PruneDistillJob`. A permanent error (see [`Error::is_permanent`]) is also
+/// recorded in the status (`Stalled=True`, reason `ApiError`) and as a Warning Event before it
+/// is returned; every error is retried with per-object exponential backoff ([`error_policy`]).
 #[instrument(skip_all, fields(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default()))]
 pub async fn reconcile(obj: Arc<PruneDistillJob>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer();
+    let key = backoff_key(&obj);
+    match reconcile_inner(&obj, &ctx).await {
+        Ok(action) => {
+            ctx.backoff.succeeded(&key);
+            Ok(action)
+        }
+        Err(error) => {
+            if error.is_permanent() && obj.meta().deletion_timestamp.is_none() {
+                report_permanent(&obj, &ctx, &error).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+fn backoff_key(obj: &PruneDistillJob) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Makes a permanent error visible: the `ApiError` status (only when it changes) and a Warning
+/// Event. Failures here are logged; the original error is what the caller returns.
+async fn report_permanent(obj: &PruneDistillJob, ctx: &Context, error: &Error) {
+    let message = error.describe();
+    if let Some(ns) = obj.namespace() {
+        let api: Api<PruneDistillJob> = Api::namespaced(ctx.client.clone(), &ns);
+        let previous = obj.status.clone().unwrap_or_default();
+        let now = Time(Timestamp::now());
+        let status = decide::api_error(&previous, &message, obj.meta().generation, &now);
+        if !same_conditions(&status, &previous) {
+            if let Err(e) = write_status(&api, &obj.name_any(), &status).await {
+                warn!(error = %e, "recording the API error in the status failed");
+            }
+        }
+    }
+    events::publish(
+        ctx,
+        obj,
+        events::job_event(EventType::Warning, "ApiError", "Reconcile", message),
+    )
+    .await;
+}
+
+/// Whether two statuses have the same conditions apart from `lastTransitionTime`.
+fn same_conditions(a: &PruneDistillJobStatus, b: &PruneDistillJobStatus) -> bool {
+    let key = |s: &PruneDistillJobStatus| {
+        s.conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    key(a) == key(b) && a.observed_generation == b.observed_generation
+}
+
+async fn reconcile_inner(obj: &Arc<PruneDistillJob>, ctx: &Arc<Context>) -> Result<Action> {
     let ns = obj
         .namespace()
         .ok_or_else(|| Error::NoNamespace(obj.name_any()))?;
     let api: Api<PruneDistillJob> = Api::namespaced(ctx.client.clone(), &ns);
     if obj.meta().deletion_timestamp.is_some() {
-        return finalizer::cleanup(&obj, &ctx, &api).await;
+        return finalizer::cleanup(obj, ctx, &api).await;
     }
-    if !finalizer::has(&obj) {
-        finalizer::add(&api, &obj).await?;
+    if !finalizer::has(obj) {
+        finalizer::add(&api, obj).await?;
     }
-    apply(&obj, &ctx, &api, &ns).await
+    apply(obj, ctx, &api, &ns).await
 }
 
-/// Logs the error, counts it and retries later.
+/// Logs the error, counts it and retries after the object's next backoff delay
+/// (`requeue_error`, doubling per consecutive failure up to `requeue_error_max`).
 pub fn error_policy(obj: Arc<PruneDistillJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), %error, "reconcile failed");
+    let retry_in = ctx.backoff.failed(&backoff_key(&obj));
+    warn!(name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), %error,
+        permanent = error.is_permanent(), retry_in_s = retry_in.as_secs_f64(), "reconcile failed");
     ctx.metrics
         .reconcile_errors
         .get_or_create(&crate::metrics::ErrorLabels {
             error: error.metric_label().into(),
         })
         .inc();
-    Action::requeue(ctx.settings.requeue_error)
+    Action::requeue(retry_in)
 }
 
 /// Whether the Job is controlled by the object with this uid (a resource deleted and created

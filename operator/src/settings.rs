@@ -21,8 +21,11 @@ pub struct Settings {
     pub requeue_running: Duration,
     /// Requeue interval of finished or stalled jobs.
     pub requeue_idle: Duration,
-    /// Requeue interval after a reconcile error.
+    /// Requeue interval after the first failed reconcile of an object; it doubles with every
+    /// further failure up to [`Settings::requeue_error_max`] (see [`crate::backoff`]).
     pub requeue_error: Duration,
+    /// Longest requeue interval after failed reconciles.
+    pub requeue_error_max: Duration,
     /// `ttlSecondsAfterFinished` of the artifact clean-up Job.
     pub gc_ttl_seconds: i32,
     /// Runner image for jobs that request GPUs (`spec.runner.gpu.count > 0`) and do not set
@@ -84,7 +87,8 @@ impl Default for Settings {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             requeue_running: Duration::from_secs(60),
             requeue_idle: Duration::from_secs(30 * 60),
-            requeue_error: Duration::from_secs(15),
+            requeue_error: Duration::from_secs(5),
+            requeue_error_max: Duration::from_secs(10 * 60),
             gc_ttl_seconds: 3600,
             runner_cuda_image: None,
             gpu_resource_name: None,

@@ -243,3 +243,65 @@ fn deleting_jobs_block_a_restart_of_their_stage() {
     assert!(d.start.is_empty());
     assert!(d.delete.is_empty());
 }
+
+#[test]
+fn stalled_and_reconciling_are_never_both_true() {
+    use pruneforge_api::status::{CONDITION_READY, CONDITION_RECONCILING, CONDITION_STALLED};
+    use pruneforge_operator::conditions;
+    let plan = test_plan(SPEC);
+    let cond = |d: &Decision, t: &str| {
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition");
+        (c.status.clone(), c.reason.clone())
+    };
+    let decide_once = |previous: &PruneDistillJobStatus, jobs: &[ObservedJob]| {
+        decide(&Inputs {
+            name: "j",
+            plan: &plan,
+            previous,
+            generation: Some(1),
+            jobs,
+            max_attempts: 1,
+            now: now(),
+        })
+    };
+    let first = decide_once(&PruneDistillJobStatus::default(), &[]);
+    let mut jobs = vec![job(&plan, "import", 1, JobState::Succeeded)];
+    let d = decide_once(&first.status, &jobs);
+    assert_eq!(started(&d), ["score", "eval-base"]);
+    // score fails for good while eval-base still runs: still reconciling, not yet stalled.
+    jobs.push(job(
+        &plan,
+        "score",
+        1,
+        JobState::Failed {
+            reason: "BackoffLimitExceeded".into(),
+        },
+    ));
+    jobs.push(job(&plan, "eval-base", 1, JobState::Running));
+    let d2 = decide_once(&d.status, &jobs);
+    assert!(conditions::exclusive(&d2.status.conditions));
+    assert_eq!(
+        cond(&d2, CONDITION_RECONCILING),
+        ("True".into(), "FinishingRunningStages".into())
+    );
+    assert_eq!(cond(&d2, CONDITION_STALLED).0, "False");
+    assert_eq!(
+        cond(&d2, CONDITION_READY),
+        ("False".into(), "StageFailed".into())
+    );
+    // eval-base finishes: now Stalled, no longer Reconciling.
+    jobs.pop();
+    jobs.push(job(&plan, "eval-base", 1, JobState::Succeeded));
+    let d3 = decide_once(&d2.status, &jobs);
+    assert!(conditions::exclusive(&d3.status.conditions));
+    assert_eq!(
+        cond(&d3, CONDITION_STALLED),
+        ("True".into(), "StageFailed".into())
+    );
+    assert_eq!(cond(&d3, CONDITION_RECONCILING).0, "False");
+}

@@ -73,6 +73,52 @@ async fn one_leader_at_a_time_and_release_hands_over() {
 }
 
 #[tokio::test]
+async fn lease_expiry_does_not_trust_the_holders_clock() {
+    // The holder's clock is an hour behind: its fresh renewTime looks expired to the local clock.
+    // A standby must still wait until the record stops changing for leaseDurationSeconds.
+    let (server, client, _task) = FakeApiServer::start();
+    let mut ca = config("replica-a");
+    ca.lease_duration = Duration::from_secs(1);
+    let a = LeaderElector::new(client.clone(), ca);
+    assert!(a.try_acquire_or_renew().await.expect("a"));
+    let skew = |server: &FakeApiServer| {
+        server.with(|s| {
+            let mut lease = s
+                .get(
+                    "/apis/coordination.k8s.io/v1",
+                    "leases",
+                    Some("ops"),
+                    "pruneforge-operator",
+                )
+                .cloned()
+                .expect("lease");
+            let behind = k8s_openapi::jiff::Timestamp::now()
+                - k8s_openapi::jiff::SignedDuration::from_secs(3600);
+            lease["spec"]["renewTime"] = serde_json::json!(behind.to_string());
+            s.put("/apis/coordination.k8s.io/v1", "leases", lease);
+        })
+    };
+    skew(&server);
+    let b = LeaderElector::new(client.clone(), config("replica-b"));
+    assert!(
+        !b.try_acquire_or_renew().await.expect("b"),
+        "a renewed a moment ago (by b's clock, the record just changed)"
+    );
+    // a keeps renewing (with its skewed clock): b keeps waiting.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(a.try_acquire_or_renew().await.expect("a renews"));
+    skew(&server);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!b.try_acquire_or_renew().await.expect("b"));
+    // a stops renewing: after the lease duration without a change, b takes over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(b
+        .try_acquire_or_renew()
+        .await
+        .expect("b takes the expired lease"));
+}
+
+#[tokio::test]
 async fn acquire_stops_on_shutdown() {
     let (_server, client, _task) = FakeApiServer::start();
     let a = LeaderElector::new(client.clone(), config("replica-a"));

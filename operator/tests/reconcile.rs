@@ -880,3 +880,55 @@ async fn deletion_with_delete_retention_runs_a_cleanup_job() {
             .as_ref()
             .is_some_and(|b| b["reason"] == "ArtifactsDeleted")));
 }
+
+#[tokio::test]
+async fn permanent_api_errors_stall_the_job_with_an_event_and_back_off() {
+    // A name the apiserver accepted before the 63-character rule: the label copy makes every
+    // create fail with 422. The status must say so instead of "Pending".
+    let (server, client, _task) = FakeApiServer::start();
+    let long = "a".repeat(70);
+    let spec: PruneDistillJobSpec = serde_yaml::from_str(SPEC).expect("test spec");
+    let mut value = serde_json::to_value(PruneDistillJob::new(&long, spec)).expect("serialize");
+    value["metadata"]["namespace"] = json!(NS);
+    server.with(|s| s.put(PDJ, "prunedistilljobs", value));
+    let settings = Settings {
+        requeue_error: std::time::Duration::from_secs(5),
+        requeue_error_max: std::time::Duration::from_secs(20),
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        Arc::new(Metrics::default()),
+        None,
+    ));
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), NS);
+    let obj = Arc::new(api.get(&long).await.expect("job"));
+    let error = reconcile(obj.clone(), ctx.clone())
+        .await
+        .expect_err("the create is rejected");
+    assert!(error.is_permanent(), "{error}");
+    let obj = api.get(&long).await.expect("job");
+    let (st, reason, message) = condition(&obj, CONDITION_STALLED);
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "ApiError"));
+    assert!(
+        message.contains("422") && message.contains("63 characters"),
+        "{message}"
+    );
+    assert_eq!(condition(&obj, CONDITION_RECONCILING).0, "False");
+    assert!(server
+        .requests()
+        .iter()
+        .any(|r| r.is("POST", "/events")
+            && r.body.as_ref().is_some_and(|b| b["reason"] == "ApiError")));
+    // Exponential backoff per object, reset by a successful reconcile.
+    let obj = Arc::new(obj);
+    let delays: Vec<Action> = (0..4)
+        .map(|_| pruneforge_operator::reconcile::error_policy(obj.clone(), &error, ctx.clone()))
+        .collect();
+    let s = std::time::Duration::from_secs;
+    assert_eq!(
+        delays,
+        [s(5), s(10), s(20), s(20)].map(Action::requeue).to_vec()
+    );
+}

@@ -82,7 +82,11 @@ use crate::status::PruneDistillJobStatus;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // The name is copied into label values (`pruneforge.dev/job` on every Job, Pod and
+    // ConfigMap of the job), which are at most 63 characters: a longer name would make every
+    // create fail with 422.
+    validation = Rule::new("!has(self.metadata.name) || size(self.metadata.name) <= 63").message("metadata.name: at most 63 characters (it is copied into the pruneforge.dev/job label of the job's Jobs, Pods and ConfigMaps)")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -191,6 +191,9 @@ fn list_map(obj: &Map<String, Value>, path: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Fields of `metadata` the apiserver lets root-level CEL rules read (not in the schema).
+const ROOT_METADATA: [&str; 2] = [".metadata.name", ".metadata.generateName"];
+
 /// Unbounded inputs of CEL rules, as `path: problem` lines. For every node carrying
 /// `x-kubernetes-validations`: each enclosing list needs `maxItems` and each enclosing map
 /// `maxProperties` (they multiply how often the rule runs), and every list, string or map the
@@ -242,6 +245,10 @@ fn cel_nodes<'a>(
                 if cap.get(2).is_some() {
                     // `self.a.b(` calls method b on self.a.
                     chain = chain.rsplit_once('.').map_or("", |(head, _)| head);
+                }
+                // Root rules may read the name (the apiserver bounds it: ≤ 253 characters).
+                if path.is_empty() && ROOT_METADATA.contains(&chain) {
+                    continue;
                 }
                 let mut target = s;
                 let mut target_path = path.to_string();

@@ -32,6 +32,36 @@ impl Recorded {
     pub fn is(&self, method: &str, suffix: &str) -> bool {
         self.method == method && self.path.ends_with(suffix)
     }
+
+    /// What RBAC authorizes this request as: `(apiGroup, resource[/subresource], verb)`, e.g.
+    /// `("batch", "jobs", "create")` or `("", "pods", "watch")`; `None` for non-resource paths.
+    pub fn rbac(&self) -> Option<(String, String, String)> {
+        let path = ApiPath::parse(&self.path)?;
+        let group = match path.prefix.strip_prefix("/apis/") {
+            Some(gv) => gv.split('/').next().unwrap_or_default().to_string(),
+            None => String::new(),
+        };
+        let resource = match &path.subresource {
+            Some(sub) => format!("{}/{sub}", path.resource),
+            None => path.resource.clone(),
+        };
+        let watch = self
+            .query
+            .get("watch")
+            .is_some_and(|w| w == "true" || w == "1");
+        let verb = match (self.method.as_str(), path.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if watch => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => return None,
+        };
+        Some((group, resource, verb.to_string()))
+    }
 }
 
 type Kind = (String, String);
@@ -59,6 +89,9 @@ pub struct Store {
     pub requests: Vec<Recorded>,
     /// Whether to record requests (off in benchmarks).
     pub record: bool,
+    /// Namespaces being deleted: creates there are refused with 403 (`NamespaceTerminating`),
+    /// as the apiserver's NamespaceLifecycle admission does.
+    pub terminating_namespaces: std::collections::BTreeSet<String>,
 }
 
 /// A `Status` error response.
@@ -67,6 +100,18 @@ pub fn error_response(code: u16, reason: &str, message: &str) -> Response<FakeBo
         code,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": message, "reason": reason, "code": code}),
+    )
+}
+
+/// The 403 of a create in a terminating namespace.
+fn namespace_terminating(ns: &str) -> Response<FakeBody> {
+    respond(
+        403,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("unable to create new content in namespace {ns} because it is being terminated"),
+                "reason": "Forbidden", "code": 403,
+                "details": {"causes": [{"reason": "NamespaceTerminating",
+                    "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]}}),
     )
 }
 
@@ -82,6 +127,43 @@ fn respond(code: u16, body: &Value) -> Response<FakeBody> {
 
 fn now() -> String {
     Timestamp::now().to_string()
+}
+
+/// Whether `v` is a valid label value: at most 63 characters, alphanumeric at both ends,
+/// `-`, `_` and `.` inside.
+fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b.first().is_some_and(u8::is_ascii_alphanumeric)
+            && b.last().is_some_and(u8::is_ascii_alphanumeric))
+}
+
+/// The apiserver's label validation of an object (and of a Job's pod template): the 422
+/// message for the first invalid value.
+fn invalid_labels(resource: &str, obj: &Value) -> Option<String> {
+    let name = meta(obj, "name").unwrap_or_default();
+    for (path, field) in [
+        ("/metadata/labels", "metadata.labels"),
+        (
+            "/spec/template/metadata/labels",
+            "spec.template.metadata.labels",
+        ),
+    ] {
+        let Some(labels) = obj.pointer(path).and_then(Value::as_object) else {
+            continue;
+        };
+        for value in labels.values().filter_map(Value::as_str) {
+            if !is_label_value(value) {
+                return Some(format!(
+                    "{resource} {name:?} is invalid: {field}: Invalid value: {value:?}: must be no more than 63 characters"
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn meta(obj: &Value, field: &str) -> Option<String> {
@@ -339,6 +421,12 @@ impl Store {
                 if path.namespace.is_some() {
                     obj["metadata"]["namespace"] = json!(ns);
                 }
+                if let Some(m) = invalid_labels(&kind.1, &obj) {
+                    return error_response(422, "Invalid", &m);
+                }
+                if self.terminating_namespaces.contains(&ns) {
+                    return namespace_terminating(&ns);
+                }
                 let stored = self.put(&kind.0, &kind.1, obj);
                 respond(201, &stored)
             }
@@ -439,6 +527,12 @@ impl Store {
                 if path.namespace.is_some() {
                     obj["metadata"]["namespace"] = json!(ns);
                 }
+                if let Some(m) = invalid_labels(&kind.1, &obj) {
+                    return error_response(422, "Invalid", &m);
+                }
+                if self.terminating_namespaces.contains(ns) {
+                    return namespace_terminating(ns);
+                }
                 let stored = self.put(&kind.0, &kind.1, obj);
                 return respond(201, &stored);
             }
@@ -505,6 +599,9 @@ impl Store {
         }
         if next == current {
             return respond(200, &current);
+        }
+        if let Some(m) = invalid_labels(&kind.1, &next) {
+            return error_response(422, "Invalid", &m);
         }
         let stored = self.put(&kind.0, &kind.1, next);
         respond(200, &stored)
