@@ -47,9 +47,23 @@ fn every_example_validates_and_plans() {
     let mut documents = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let jobs = validator
-            .validate_yaml(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        // A manifest may carry what the job needs beside it (the cluster quickstart's claim).
+        let (ours, theirs): (Vec<Value>, Vec<Value>) = load_documents(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .into_iter()
+            .partition(|d| {
+                d["apiVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("pruneforge.dev/"))
+            });
+        for doc in &theirs {
+            assert_eq!(doc["kind"], "PersistentVolumeClaim", "{}", file.display());
+        }
+        let jobs = ours.iter().map(|doc| {
+            validator
+                .validate(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        });
         for job in jobs {
             let p = plan(&job.spec).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             assert!(p.len() > 3, "{}", file.display());
@@ -90,6 +104,29 @@ fn quickstart_plans_the_documented_stages() {
     assert!(p.stages()[0]
         .artifact_uri
         .starts_with("file://./pruneforge-out/import/"));
+}
+
+#[test]
+fn cluster_quickstart_is_the_quickstart_on_a_claim_every_stage_pod_mounts() {
+    let text = std::fs::read_to_string(examples_dir().join("cluster-quickstart.yaml")).unwrap();
+    let docs = load_documents(&text).unwrap();
+    assert_eq!(docs.len(), 2);
+    let (claim, mut job) = (docs[0].clone(), docs[1].clone());
+    assert_eq!(claim["kind"], "PersistentVolumeClaim");
+    let storage = job["spec"]["storage"].clone();
+    assert_eq!(storage["pvcName"], claim["metadata"]["name"]);
+    assert!(storage["uri"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("file:///")));
+    // One place per fact: the job is the quickstart's but for where it stores.
+    let mut local = quickstart();
+    local["spec"]["storage"] = Value::Null;
+    job["spec"]["storage"] = Value::Null;
+    assert_eq!(job, local);
+    let p = plan(&ManifestValidator::new().validate(&docs[1]).unwrap().spec).unwrap();
+    assert!(p.stages()[0]
+        .artifact_uri
+        .starts_with("file:///data/pruneforge/import/"));
 }
 
 #[test]

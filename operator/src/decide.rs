@@ -46,6 +46,13 @@ pub struct Inputs<'a> {
     pub max_attempts: u32,
     /// The time to stamp on transitions.
     pub now: Time,
+    /// Hash of the current runner settings ([`crate::stage_job::runner_hash`]): a stage Job
+    /// built from other settings whose pods never started is replaced. `None`: no check.
+    pub runner_hash: Option<&'a str>,
+    /// How long a stage Job may go without a pod that runs, while its pods are stuck (image
+    /// pull error, unschedulable, ...) or none could be created, before the stage fails with
+    /// the reason. `None`: no deadline.
+    pub startup_deadline: Option<std::time::Duration>,
 }
 
 /// Create the Job of one stage attempt.
@@ -308,6 +315,58 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                         message: entry.message.clone().unwrap_or_default(),
                     });
                 }
+            }
+            JobState::Running
+                if !job.started
+                    && inputs
+                        .runner_hash
+                        .zip(job.runner_hash.as_deref())
+                        .is_some_and(|(now, then)| now != then) =>
+            {
+                // A corrected image (or secret, resources, placement) reaches a Job that is
+                // stuck: it is deleted and the same attempt is created again once it is gone.
+                decision.delete.push(job.name.clone());
+                entry.phase = StagePhase::Running;
+                entry.message =
+                    Some("runner settings changed: replacing the Job, whose pods never ran".into());
+                running += 1;
+            }
+            JobState::Running
+                if !job.started
+                    && (job.problem.is_some() || job.pods == 0)
+                    && inputs.startup_deadline.is_some_and(|limit| {
+                        seconds_between(
+                            job.start_time.as_ref().or(entry.start_time.as_ref()),
+                            Some(&inputs.now),
+                        )
+                        .is_some_and(|waited| waited > limit.as_secs_f64())
+                    }) =>
+            {
+                // Stuck since it was created: retrying the same pod template would not help.
+                // The stage fails now and the job stalls with the reason; a spec edit retries.
+                let limit = inputs.startup_deadline.unwrap_or_default().as_secs();
+                let why = job.problem.clone().unwrap_or_else(|| {
+                    format!(
+                        "no pod could be created (a ResourceQuota, LimitRange or admission \
+                         webhook may refuse it: kubectl describe job {})",
+                        job.name
+                    )
+                });
+                decision.delete.push(job.name.clone());
+                entry.phase = StagePhase::Failed;
+                entry.completion_time = Some(inputs.now.clone());
+                entry.message = Some(format!("did not start within {limit} s: {why}"));
+                failed.push((stage.id.clone(), entry.message.clone().unwrap_or_default()));
+                decision.finished.push(Finished {
+                    kind: stage.kind(),
+                    succeeded: false,
+                    seconds: seconds_between(entry.start_time.as_ref(), Some(&inputs.now)),
+                });
+                decision.events.push(StageEvent::Failed {
+                    stage: stage.id.clone(),
+                    job: job.name.clone(),
+                    message: entry.message.clone().unwrap_or_default(),
+                });
             }
             JobState::Running | JobState::Suspended => {
                 entry.phase = StagePhase::Running;

@@ -1,13 +1,19 @@
 //! The `pruneforge.dev/artifacts` finalizer: applies `spec.storage.retention` when a job is
 //! deleted.
 //!
-//! * Retain (default): the finalizer is removed at once; owner references let the garbage
-//!   collector remove the stage Jobs, their Pods and the request ConfigMaps.
+//! * Retain (default): no finalizer is added (one found is removed, also at deletion); owner
+//!   references let the garbage collector remove the stage Jobs, their Pods and the request
+//!   ConfigMaps.
 //! * Delete: running stage Jobs are deleted first (foreground, so their pods are gone before
 //!   anything else happens), then a clean-up Job runs `pruneforge gc --prefix <artifact uri>`
 //!   for every stage artifact this job wrote (the operator itself stays free of object-storage
 //!   clients and credentials). When it finished the finalizer is removed; a failed clean-up is
-//!   reported as a Warning event and does not block the deletion.
+//!   reported as a Warning event and does not block the deletion. The clean-up Job is a CPU pod
+//!   (none of the runner's GPU node selector, tolerations or priority class) with a deadline
+//!   (`gcDeadlineSeconds`), so it can neither wait for a GPU node nor run forever.
+//! * In a namespace being deleted the apiserver refuses new objects (403 "being terminated"):
+//!   the clean-up Job cannot run there, so the finalizer is removed at once with an error log
+//!   naming the artifact prefixes left behind, instead of blocking the namespace forever.
 
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -18,8 +24,9 @@ use pruneforge_api::plan::key::artifact_uri;
 use pruneforge_api::spec::Retention;
 use pruneforge_api::PruneDistillJob;
 use serde_json::json;
+use std::collections::BTreeSet;
 use std::time::Duration;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -38,6 +45,17 @@ const CLEANUP_POLL: Duration = Duration::from_secs(5);
 /// Whether the object carries the finalizer.
 pub fn has(obj: &PruneDistillJob) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Whether the job needs the finalizer: only `retention: Delete` has clean-up to do.
+pub fn wanted(obj: &PruneDistillJob) -> bool {
+    obj.spec.storage.retention == Retention::Delete
+}
+
+/// Whether an API error is the apiserver's refusal to create objects in a namespace that is
+/// being deleted (NamespaceLifecycle admission: 403 "... because it is being terminated").
+pub fn namespace_terminating(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 403 && s.message.contains("being terminated"))
 }
 
 /// Adds the finalizer with a JSON patch guarded by the object's resourceVersion.
@@ -108,6 +126,47 @@ pub fn artifact_prefixes(obj: &PruneDistillJob) -> Vec<String> {
     out
 }
 
+/// Artifact uris that other jobs still reference: every stage in their status (run, cached or
+/// still to run) under their storage root. Jobs being deleted with `retention: Delete` do not
+/// count (they want their artifacts gone too), nor does `obj` itself.
+pub fn referenced_elsewhere(obj: &PruneDistillJob, others: &[PruneDistillJob]) -> BTreeSet<String> {
+    let me = (obj.namespace(), obj.name_any(), obj.meta().uid.clone());
+    others
+        .iter()
+        .filter(|o| (o.namespace(), o.name_any(), o.meta().uid.clone()) != me)
+        .filter(|o| !(o.meta().deletion_timestamp.is_some() && wanted(o)))
+        .flat_map(|o| {
+            let root = o.spec.storage.root();
+            o.status
+                .iter()
+                .flat_map(|s| s.stages.iter())
+                .map(move |s| artifact_uri(root, s.kind, &s.key))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Every job in the namespaces the operator watches.
+async fn watched_jobs(ctx: &Context) -> Result<Vec<PruneDistillJob>> {
+    let params = ListParams::default();
+    Ok(match &ctx.settings.watched_namespaces {
+        None => {
+            Api::<PruneDistillJob>::all(ctx.client.clone())
+                .list(&params)
+                .await?
+                .items
+        }
+        Some(namespaces) => {
+            let mut all = Vec::new();
+            for ns in namespaces {
+                let api = Api::<PruneDistillJob>::namespaced(ctx.client.clone(), ns);
+                all.extend(api.list(&params).await?.items);
+            }
+            all
+        }
+    })
+}
+
 /// Runs the deletion policy; removes the finalizer when done.
 pub async fn cleanup(
     obj: &PruneDistillJob,
@@ -167,6 +226,30 @@ pub async fn cleanup(
     match existing.as_ref().and_then(observe::job_outcome) {
         None => {
             if existing.is_none() {
+                // Content-addressed artifacts can serve several jobs: keep what another still uses.
+                let shared = referenced_elsewhere(obj, &watched_jobs(ctx).await?);
+                let (kept, prefixes): (Vec<String>, Vec<String>) =
+                    prefixes.into_iter().partition(|p| shared.contains(p));
+                if !kept.is_empty() {
+                    events::publish(
+                        ctx,
+                        obj,
+                        events::job_event(
+                            EventType::Normal,
+                            "ArtifactsShared",
+                            "DeleteArtifacts",
+                            format!(
+                                "keeping {} artifact prefix(es) that other jobs still use",
+                                kept.len()
+                            ),
+                        ),
+                    )
+                    .await;
+                }
+                if prefixes.is_empty() {
+                    remove(api, obj).await?;
+                    return Ok(Action::await_change());
+                }
                 let job = stage_job::gc_job(obj, &prefixes, &ctx.settings)?;
                 match jobs_api.create(&PostParams::default(), &job).await {
                     Ok(_) => {
@@ -186,6 +269,14 @@ pub async fn cleanup(
                         .await;
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) if namespace_terminating(&e) => {
+                        error!(namespace = %ns, job = %name, prefixes = ?prefixes,
+                            "namespace is being deleted, so the artifact clean-up Job cannot run; \
+                             removing the finalizer and leaving these artifact prefixes in storage \
+                             (delete them with `pruneforge gc --prefix <uri>`)");
+                        remove(api, obj).await?;
+                        return Ok(Action::await_change());
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -199,7 +290,7 @@ pub async fn cleanup(
                     EventType::Normal,
                     "ArtifactsDeleted",
                     "DeleteArtifacts",
-                    format!("deleted {} artifact prefix(es)", prefixes.len()),
+                    format!("clean-up Job {gc_name} deleted the job's artifacts"),
                 ),
             )
             .await;

@@ -22,6 +22,9 @@ pub const ROLE_STAGE: &str = "stage";
 pub const ROLE_GC: &str = "gc";
 /// Annotation with the full 64-hex cache key of a stage Job / ConfigMap.
 pub const KEY_ANNOTATION: &str = "pruneforge.dev/cache-key";
+/// Annotation of a stage Job: the hash of the runner settings its pod template was built from
+/// ([`crate::stage_job::runner_hash`]); a Job that has not started is replaced when it changes.
+pub const RUNNER_HASH_ANNOTATION: &str = "pruneforge.dev/runner-hash";
 /// Kueue's queue label.
 pub const KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 /// Label the Job controller puts on its pods (Kubernetes ≥ 1.27).

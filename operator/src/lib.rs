@@ -85,7 +85,8 @@ pub struct Operator {
 
 impl Operator {
     /// An operator with fresh (unregistered) metrics.
-    pub fn new(client: kube::Client, settings: Settings, scope: Scope) -> Self {
+    pub fn new(client: kube::Client, mut settings: Settings, scope: Scope) -> Self {
+        settings.watched_namespaces = scope.namespaces();
         Operator {
             context: Arc::new(Context::new(
                 client,

@@ -67,6 +67,10 @@ struct RunArgs {
     /// Attempts (Jobs) per stage before the job is Stalled.
     #[arg(long, default_value_t = settings::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
+    /// Seconds a stage Job may wait with stuck pods (image pull error, unschedulable, ...) or
+    /// none at all before its stage fails with the pods' reason.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..))]
+    startup_deadline_seconds: u64,
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
@@ -187,6 +191,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         runner_service_account: non_empty(&args.runner_service_account),
         // The chart creates the runner account in each watched namespace, or only in its own
         // when watching all of them.
+        watched_namespaces: scope.namespaces(),
+        startup_deadline: std::time::Duration::from_secs(args.startup_deadline_seconds),
         runner_service_account_namespaces: match &scope {
             Scope::Cluster => args.lease_namespace.clone().map(|ns| vec![ns]),
             Scope::Namespace(ns) => Some(vec![ns.clone()]),

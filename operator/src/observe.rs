@@ -56,6 +56,12 @@ pub struct ObservedJob {
     pub problem: Option<String>,
     /// Being deleted.
     pub deleting: bool,
+    /// Whether any of its pods ever ran (a container started, or a pod finished).
+    pub started: bool,
+    /// Its pods that exist now.
+    pub pods: usize,
+    /// The runner-settings hash its pod template was built from (annotation), when recorded.
+    pub runner_hash: Option<String>,
 }
 
 impl ObservedJob {
@@ -88,7 +94,9 @@ pub fn job_outcome(job: &Job) -> Option<Result<(), String>> {
     {
         return Some(Ok(()));
     }
-    is("Failed").or_else(|| is("FailureTarget")).map(|c| {
+    // `FailureTarget` alone is not the end: the Job controller still waits for its pods to
+    // terminate (one may still be uploading) before it sets `Failed`.
+    is("Failed").map(|c| {
         let reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
         Err(match c.message.as_deref().filter(|m| !m.is_empty()) {
             Some(m) => format!("{reason}: {m}"),
@@ -151,7 +159,7 @@ fn observe_job(job: &Job, name: String, pods: &[&Pod]) -> Option<ObservedJob> {
     let state = if let Some(c) = condition("Complete").or_else(|| condition("SuccessCriteriaMet")) {
         completion_time = completion_time.or_else(|| c.last_transition_time.clone());
         JobState::Succeeded
-    } else if let Some(c) = condition("Failed").or_else(|| condition("FailureTarget")) {
+    } else if let Some(c) = condition("Failed") {
         completion_time = completion_time.or_else(|| c.last_transition_time.clone());
         let mut reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
         if let Some(m) = c.message.as_deref().filter(|m| !m.is_empty()) {
@@ -181,12 +189,21 @@ fn observe_job(job: &Job, name: String, pods: &[&Pod]) -> Option<ObservedJob> {
             }
         }
     }
+    // A Job that will fail but whose pods still run: no next attempt until they have stopped.
+    let failing = condition("FailureTarget").map(|c| {
+        format!(
+            "{}: waiting for its pods to stop before the next attempt",
+            c.reason.as_deref().unwrap_or("FailureTarget")
+        )
+    });
     let problem = match state {
-        JobState::Running | JobState::Suspended => pod_facts
-            .iter()
-            .filter(|p| !p.failed && !p.succeeded)
-            .find_map(|p| p.stuck.clone())
-            .or(last_failure),
+        JobState::Running | JobState::Suspended => failing.or_else(|| {
+            pod_facts
+                .iter()
+                .filter(|p| !p.failed && !p.succeeded)
+                .find_map(|p| p.stuck.clone())
+                .or(last_failure)
+        }),
         JobState::Failed { .. } | JobState::Succeeded => None,
     };
 
@@ -201,11 +218,21 @@ fn observe_job(job: &Job, name: String, pods: &[&Pod]) -> Option<ObservedJob> {
         results: results.into_values().collect(),
         problem,
         deleting: job.metadata.deletion_timestamp.is_some(),
+        pods: pod_facts.len(),
+        started: pod_facts.iter().any(|p| p.started)
+            || status.succeeded.unwrap_or(0) > 0
+            || status.failed.unwrap_or(0) > 0,
+        runner_hash: job
+            .annotations()
+            .get(labels::RUNNER_HASH_ANNOTATION)
+            .cloned(),
     })
 }
 
 /// What one pod tells.
 struct PodFacts {
+    /// The pod got past startup: running or finished.
+    started: bool,
     succeeded: bool,
     failed: bool,
     /// Completion index (Indexed Jobs).
@@ -308,6 +335,7 @@ fn pod_facts(pod: &Pod) -> PodFacts {
     };
 
     PodFacts {
+        started: matches!(phase.as_str(), "Running" | "Succeeded" | "Failed"),
         succeeded: phase == "Succeeded",
         failed: phase == "Failed",
         index,

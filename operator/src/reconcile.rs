@@ -100,8 +100,13 @@ async fn reconcile_inner(obj: &Arc<PruneDistillJob>, ctx: &Arc<Context>) -> Resu
     if obj.meta().deletion_timestamp.is_some() {
         return finalizer::cleanup(obj, ctx, &api).await;
     }
-    if !finalizer::has(obj) {
-        finalizer::add(&api, obj).await?;
+    // Only `retention: Delete` has work to do at deletion; a Retain job carries no finalizer,
+    // so nothing can hold its deletion (one added by an earlier version or while the job was
+    // Delete is taken off).
+    match (finalizer::wanted(obj), finalizer::has(obj)) {
+        (true, false) => finalizer::add(&api, obj).await?,
+        (false, true) => finalizer::remove(&api, obj).await?,
+        _ => {}
     }
     apply(obj, ctx, &api, &ns).await
 }
@@ -197,6 +202,8 @@ async fn apply(
         jobs: &observed,
         max_attempts: ctx.settings.max_attempts.max(1),
         now,
+        runner_hash: Some(&stage_job::runner_hash(obj, &ctx.settings)),
+        startup_deadline: Some(ctx.settings.startup_deadline),
     });
     act(obj, ctx, &plan, &decision, &observed, ns).await?;
     if decision.status != previous {

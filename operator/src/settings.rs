@@ -28,6 +28,9 @@ pub struct Settings {
     pub requeue_error_max: Duration,
     /// `ttlSecondsAfterFinished` of the artifact clean-up Job.
     pub gc_ttl_seconds: i32,
+    /// `activeDeadlineSeconds` of the artifact clean-up Job: past it the Job fails, the failure
+    /// is reported as a Warning event and the deletion goes on.
+    pub gc_deadline_seconds: i64,
     /// Runner image for jobs that request GPUs (`spec.runner.gpu.count > 0`) and do not set
     /// `spec.runner.image` (the candle `cuda` build); `None` uses `runner_image`.
     pub runner_cuda_image: Option<String>,
@@ -44,6 +47,12 @@ pub struct Settings {
     /// namespace, or only in its own when watching all); jobs elsewhere keep their namespace's
     /// default account. `None`: every namespace.
     pub runner_service_account_namespaces: Option<Vec<String>>,
+    /// How long a stage Job may wait with stuck pods (image pull error, unschedulable, ...) or
+    /// none at all before its stage fails with the pods' reason and the job stalls.
+    pub startup_deadline: Duration,
+    /// Namespaces this operator watches (`None`: every namespace). Artifact clean-up looks there
+    /// for other jobs that still use an artifact before it deletes it.
+    pub watched_namespaces: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -90,11 +99,14 @@ impl Default for Settings {
             requeue_error: Duration::from_secs(5),
             requeue_error_max: Duration::from_secs(10 * 60),
             gc_ttl_seconds: 3600,
+            gc_deadline_seconds: 1800,
             runner_cuda_image: None,
             gpu_resource_name: None,
             storage_secret: None,
             runner_service_account: None,
             runner_service_account_namespaces: None,
+            watched_namespaces: None,
+            startup_deadline: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -76,6 +76,18 @@ pub fn request_config_map(
     })
 }
 
+/// Hash of what a stage pod's template is built from besides the stage itself: the runner and
+/// storage settings with the operator's defaults filled in (image, resources, placement,
+/// service account, secrets). 16 hex digits.
+pub fn runner_hash(job: &PruneDistillJob, settings: &Settings) -> String {
+    use sha2::{Digest, Sha256};
+    let namespace = job.namespace();
+    let runner = settings.effective_runner(&job.spec.runner, namespace.as_deref());
+    let storage = settings.effective_storage(&job.spec.storage);
+    let text = json!({"runner": runner, "storage": storage}).to_string();
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
+}
+
 /// The Job of `attempt` of `stage`.
 pub fn stage_job(
     job: &PruneDistillJob,
@@ -144,7 +156,10 @@ pub fn stage_job(
             "name": job_name,
             "namespace": job.namespace(),
             "labels": job_labels,
-            "annotations": {labels::KEY_ANNOTATION: stage.key},
+            "annotations": {
+                labels::KEY_ANNOTATION: stage.key,
+                labels::RUNNER_HASH_ANNOTATION: runner_hash(job, settings),
+            },
             "ownerReferences": [job.controller_owner_ref(&())],
         },
         "spec": job_spec,
@@ -173,9 +188,13 @@ pub fn gc_job(job: &PruneDistillJob, prefixes: &[String], settings: &Settings) -
         command.push("--prefix".into());
         command.push(p.clone());
     }
-    // The clean-up Job runs on CPU, so it gets the CPU runner image unless the spec names one.
+    // The clean-up Job runs on CPU, so it gets the CPU runner image unless the spec names one,
+    // and none of the placement meant for GPU stages: it must not wait for a GPU node.
     let mut cpu_runner = spec.runner.clone();
     cpu_runner.gpu.count = 0;
+    cpu_runner.node_selector.clear();
+    cpu_runner.tolerations.clear();
+    cpu_runner.priority_class_name = None;
     let namespace = job.namespace();
     let runner = settings.effective_runner(&cpu_runner, namespace.as_deref());
     let storage = settings.effective_storage(&spec.storage);
@@ -197,6 +216,7 @@ pub fn gc_job(job: &PruneDistillJob, prefixes: &[String], settings: &Settings) -
         "spec": {
             "template": template,
             "backoffLimit": 2,
+            "activeDeadlineSeconds": settings.gc_deadline_seconds,
             "ttlSecondsAfterFinished": settings.gc_ttl_seconds,
         },
     });

@@ -62,6 +62,9 @@ fn job(plan: &Plan, stage: &str, attempt: u32, state: JobState) -> ObservedJob {
         results,
         problem: None,
         deleting: false,
+        started: true,
+        pods: 1,
+        runner_hash: None,
     }
 }
 
@@ -79,6 +82,8 @@ fn run(
         jobs,
         max_attempts: 3,
         now: now(),
+        runner_hash: None,
+        startup_deadline: None,
     })
 }
 
@@ -267,6 +272,8 @@ fn stalled_and_reconciling_are_never_both_true() {
             jobs,
             max_attempts: 1,
             now: now(),
+            runner_hash: None,
+            startup_deadline: None,
         })
     };
     let first = decide_once(&PruneDistillJobStatus::default(), &[]);
@@ -304,4 +311,139 @@ fn stalled_and_reconciling_are_never_both_true() {
         ("True".into(), "StageFailed".into())
     );
     assert_eq!(cond(&d3, CONDITION_RECONCILING).0, "False");
+}
+
+/// One decision with a runner hash and a startup deadline, at `now`.
+fn decide_at(
+    plan: &Plan,
+    previous: &PruneDistillJobStatus,
+    jobs: &[ObservedJob],
+    runner_hash: &str,
+    now: Time,
+) -> Decision {
+    decide(&Inputs {
+        name: "j",
+        plan,
+        previous,
+        generation: Some(1),
+        jobs,
+        max_attempts: 3,
+        now,
+        runner_hash: Some(runner_hash),
+        startup_deadline: Some(std::time::Duration::from_secs(900)),
+    })
+}
+
+fn later(seconds: i64) -> Time {
+    Time(Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+}
+
+/// The `import` Job, its pods stuck (or absent), built from runner settings `hash`.
+fn stuck_import(plan: &Plan, problem: Option<&str>, hash: &str) -> ObservedJob {
+    let mut j = job(plan, "import", 1, JobState::Running);
+    j.started = false;
+    j.pods = usize::from(problem.is_some());
+    j.problem = problem.map(str::to_string);
+    j.runner_hash = Some(hash.into());
+    j
+}
+
+#[test]
+fn stuck_pods_fail_the_stage_at_the_startup_deadline_and_stall_the_job() {
+    use pruneforge_api::status::CONDITION_STALLED;
+    use pruneforge_operator::conditions;
+    let plan = test_plan(SPEC);
+    let first = decide_at(&plan, &PruneDistillJobStatus::default(), &[], "h1", now());
+    let pull = "pod j-import-0: ImagePullBackOff: Back-off pulling image \"runner:typo\"";
+    let jobs = [stuck_import(&plan, Some(pull), "h1")];
+
+    // Before the deadline: running, with the pod's reason as the stage message.
+    let d = decide_at(&plan, &first.status, &jobs, "h1", later(60));
+    let import = d
+        .status
+        .stages
+        .iter()
+        .find(|s| s.id == "import")
+        .expect("import");
+    assert_eq!(import.phase, StagePhase::Running);
+    assert_eq!(import.message.as_deref(), Some(pull));
+    assert!(d.delete.is_empty());
+    assert!(!conditions::is_true(
+        &d.status.conditions,
+        CONDITION_STALLED
+    ));
+
+    // Past it: failed for good (no retry of the same template), the Job deleted, Stalled with
+    // the reason.
+    let d = decide_at(&plan, &first.status, &jobs, "h1", later(901));
+    let import = d
+        .status
+        .stages
+        .iter()
+        .find(|s| s.id == "import")
+        .expect("import");
+    assert_eq!(import.phase, StagePhase::Failed);
+    assert_eq!(
+        import.message.as_deref(),
+        Some(format!("did not start within 900 s: {pull}").as_str())
+    );
+    assert_eq!(d.delete, [jobs[0].name.clone()]);
+    assert!(d.start.is_empty());
+    assert!(conditions::is_true(&d.status.conditions, CONDITION_STALLED));
+    let stalled = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_STALLED)
+        .expect("Stalled");
+    assert!(
+        stalled.message.contains("ImagePullBackOff"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(d.status.phase, Some(JobPhase::Failed));
+}
+
+#[test]
+fn a_job_that_cannot_create_pods_fails_at_the_deadline_and_says_where_to_look() {
+    let plan = test_plan(SPEC);
+    let first = decide_at(&plan, &PruneDistillJobStatus::default(), &[], "h1", now());
+    let jobs = [stuck_import(&plan, None, "h1")];
+    let d = decide_at(&plan, &first.status, &jobs, "h1", later(60));
+    assert_eq!(d.status.stages[0].phase, StagePhase::Running);
+    let d = decide_at(&plan, &first.status, &jobs, "h1", later(1000));
+    let m = d.status.stages[0].message.clone().unwrap_or_default();
+    assert_eq!(d.status.stages[0].phase, StagePhase::Failed);
+    assert!(
+        m.contains("no pod could be created") && m.contains("kubectl describe job"),
+        "{m}"
+    );
+    // Pods that exist and are only slow (ContainerCreating: a large image) are not stuck.
+    let mut slow = stuck_import(&plan, None, "h1");
+    slow.pods = 1;
+    let d = decide_at(&plan, &first.status, &[slow], "h1", later(1000));
+    assert_eq!(d.status.stages[0].phase, StagePhase::Running);
+}
+
+#[test]
+fn a_changed_runner_spec_replaces_a_job_whose_pods_never_ran() {
+    let plan = test_plan(SPEC);
+    let first = decide_at(&plan, &PruneDistillJobStatus::default(), &[], "h1", now());
+    let pull = "pod j-import-0: ErrImagePull: not found";
+    // The user fixed spec.runner.image: the runner hash is now h2.
+    let jobs = [stuck_import(&plan, Some(pull), "h1")];
+    let d = decide_at(&plan, &first.status, &jobs, "h2", later(30));
+    assert_eq!(d.delete, [jobs[0].name.clone()]);
+    assert!(d.start.is_empty(), "not before the old Job is gone");
+    assert_eq!(d.status.stages[0].phase, StagePhase::Running);
+    // Once it is gone, the same attempt starts again (with the new template).
+    let d2 = decide_at(&plan, &d.status, &[], "h2", later(40));
+    assert_eq!(started(&d2), ["import"]);
+    assert_eq!(d2.start[0].attempt, 1);
+    // A Job whose pods run keeps running: it is not killed for a settings change.
+    let mut running = stuck_import(&plan, None, "h1");
+    running.started = true;
+    running.pods = 1;
+    let d = decide_at(&plan, &first.status, &[running], "h2", later(30));
+    assert!(d.delete.is_empty());
 }

@@ -121,6 +121,38 @@ fn failed_job_reason_includes_pod_termination_and_log_tail() {
 }
 
 #[test]
+fn failure_target_is_not_the_end_while_pods_still_run() {
+    // Kubernetes 1.31+: FailureTarget first; Failed only once every pod has terminated. A pod
+    // may still be uploading, so the next attempt must wait for Failed.
+    let failing = json!([{"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit"}]);
+    let running = json!({"phase": "Running", "containerStatuses": [{"name": "runner", "image": "i",
+        "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {}}}]});
+    let job_failing = job(failing.clone(), false);
+    let o = &observe(
+        std::slice::from_ref(&job_failing),
+        &[pod("p0", None, running)],
+    )[0];
+    assert_eq!(o.state, JobState::Running);
+    assert!(!o.is_finished());
+    assert_eq!(
+        o.problem.as_deref(),
+        Some("BackoffLimitExceeded: waiting for its pods to stop before the next attempt")
+    );
+    assert_eq!(
+        pruneforge_operator::observe::job_outcome(&job_failing),
+        None
+    );
+
+    let mut both = failing.as_array().cloned().unwrap_or_default();
+    both.push(json!({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}));
+    let job_failed = job(json!(both), false);
+    let o = &observe(std::slice::from_ref(&job_failed), &[])[0];
+    assert!(matches!(o.state, JobState::Failed { .. }), "{:?}", o.state);
+    assert!(pruneforge_operator::observe::job_outcome(&job_failed).is_some_and(|r| r.is_err()));
+}
+
+#[test]
 fn live_pods_report_pull_errors_and_suspended_jobs_are_recognised() {
     let waiting = json!({"phase": "Pending", "containerStatuses": [{"name": "runner", "image": "i", "imageID": "",
         "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}]});

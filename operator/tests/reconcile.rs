@@ -169,18 +169,45 @@ fn succeeded_message(h: &Harness, job: &str) -> String {
     results::succeeded(&request).to_termination_message()
 }
 
+fn has_finalizer(obj: &PruneDistillJob) -> bool {
+    obj.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == finalizer::FINALIZER)
+}
+
+const DELETE_RETENTION: &str = "uri: s3://bucket/runs\n  secretRef: s3-creds\n  retention: Delete";
+
 #[tokio::test]
-async fn first_start_adds_finalizer_creates_first_stage_and_reports_reconciling() {
+async fn only_delete_retention_gets_the_finalizer() {
+    // Retain (the default) has nothing to do at deletion: no finalizer that could hold it.
+    let h = Harness::new(SPEC);
+    h.reconcile().await;
+    assert!(!has_finalizer(&h.get().await));
+    // Switched to Delete, the job gets it; switched back, it loses it again.
+    let delete = Harness::new(&SPEC.replace("uri: file:///data/out", DELETE_RETENTION));
+    delete.reconcile().await;
+    assert!(has_finalizer(&delete.get().await));
+    delete
+        .api()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"storage": {"retention": "Retain"}}})),
+        )
+        .await
+        .expect("edit");
+    delete.reconcile().await;
+    assert!(!has_finalizer(&delete.get().await));
+}
+
+#[tokio::test]
+async fn first_start_creates_first_stage_and_reports_reconciling() {
     let h = Harness::new(SPEC);
     h.reconcile().await;
     let obj = h.get().await;
 
-    assert!(obj
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == finalizer::FINALIZER));
     // Only `import` has no inputs.
     let jobs = h.jobs();
     assert_eq!(jobs.len(), 1, "{:?}", h.job_names());
@@ -780,10 +807,32 @@ maxParallelStages: 4
 }
 
 #[tokio::test]
-async fn deletion_with_retain_removes_finalizer_and_owned_objects() {
+async fn deletion_with_retain_is_immediate_and_removes_owned_objects() {
     let h = Harness::new(SPEC);
     h.reconcile().await;
     assert_eq!(h.jobs().len(), 1);
+    h.api()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("delete");
+    assert!(h.api().get_opt(NAME).await.expect("get").is_none());
+    assert!(h.jobs().is_empty(), "owned Jobs are garbage collected");
+    assert!(h.server.list(CORE, "configmaps", Some(NS)).is_empty());
+}
+
+#[tokio::test]
+async fn deletion_with_retain_removes_a_finalizer_left_by_an_earlier_version() {
+    let h = Harness::new(SPEC);
+    h.reconcile().await;
+    assert_eq!(h.jobs().len(), 1);
+    h.api()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": [finalizer::FINALIZER]}})),
+        )
+        .await
+        .expect("add the finalizer as an earlier version did");
     h.api()
         .delete(NAME, &DeleteParams::default())
         .await
@@ -800,10 +849,8 @@ async fn deletion_with_retain_removes_finalizer_and_owned_objects() {
 
 #[tokio::test]
 async fn deletion_with_delete_retention_runs_a_cleanup_job() {
-    let spec = SPEC.replace(
-        "uri: file:///data/out",
-        "uri: s3://bucket/runs\n  secretRef: s3-creds\n  retention: Delete",
-    );
+    let spec = SPEC.replace("uri: file:///data/out", DELETE_RETENTION)
+        + "runner:\n  gpu:\n    count: 1\n  nodeSelector:\n    pool: h100\n  tolerations:\n    - key: nvidia.com/gpu\n      operator: Exists\n      effect: NoSchedule\n  priorityClassName: training\n";
     let h = Harness::new(&spec);
     h.run_to_ready().await;
     h.api()
@@ -844,12 +891,26 @@ async fn deletion_with_delete_retention_runs_a_cleanup_job() {
     assert_eq!(gc.len(), 1);
     let gc = &gc[0];
     assert!(gc.metadata.owner_references.is_none());
-    let c = &gc
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .expect("pod")
-        .containers[0];
+    let gc_spec = gc.spec.as_ref().expect("job spec");
+    assert_eq!(gc_spec.active_deadline_seconds, Some(1800), "a deadline");
+    let pod = gc_spec.template.spec.clone().expect("pod");
+    // A CPU pod: none of the GPU stages' placement, so it never waits for a GPU node.
+    assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+    assert!(pod.priority_class_name.is_none());
+    let stage_pod = h
+        .jobs()
+        .into_iter()
+        .find(|j| {
+            j.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::ROLE))
+                .is_none_or(|r| r != "gc")
+        })
+        .and_then(|j| j.spec.and_then(|s| s.template.spec))
+        .expect("a stage pod");
+    assert!(stage_pod.node_selector.is_some() && stage_pod.tolerations.is_some());
+    let c = &pod.containers[0];
     let cmd = c.command.clone().unwrap_or_default();
     assert_eq!(&cmd[..2], ["pruneforge", "gc"]);
     let prefixes: Vec<&String> = cmd.iter().skip(2).filter(|a| *a != "--prefix").collect();
@@ -879,6 +940,92 @@ async fn deletion_with_delete_retention_runs_a_cleanup_job() {
         && r.body
             .as_ref()
             .is_some_and(|b| b["reason"] == "ArtifactsDeleted")));
+}
+
+#[tokio::test]
+async fn deletion_keeps_artifacts_another_job_still_uses() {
+    let h = Harness::new(&SPEC.replace("uri: file:///data/out", DELETE_RETENTION));
+    h.run_to_ready().await;
+    // A second job with the same spec and storage: every artifact is shared (its status lists
+    // the same keys; it kept the default Retain).
+    let mut twin = serde_json::to_value(h.get().await).expect("serialize");
+    twin["metadata"] = json!({"name": "twin", "namespace": NS});
+    twin["spec"]["storage"]["retention"] = json!("Retain");
+    h.server.with(|s| s.put(PDJ, "prunedistilljobs", twin));
+    h.api()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.reconcile().await;
+    assert!(h.api().get_opt(NAME).await.expect("get").is_none());
+    let requests = h.server.requests();
+    assert!(
+        !requests.iter().any(|r| r.is("POST", "/jobs")
+            && r.body
+                .as_ref()
+                .is_some_and(|b| b["metadata"]["labels"][labels::ROLE] == "gc")),
+        "no clean-up Job: everything is shared"
+    );
+    assert!(requests.iter().any(|r| r.is("POST", "/events")
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b["reason"] == "ArtifactsShared")));
+}
+
+#[tokio::test]
+async fn shared_artifacts_are_those_of_other_live_jobs() {
+    let spec: PruneDistillJobSpec =
+        serde_yaml::from_str(&SPEC.replace("uri: file:///data/out", DELETE_RETENTION))
+            .expect("spec");
+    let h = Harness::new(&SPEC.replace("uri: file:///data/out", DELETE_RETENTION));
+    h.run_to_ready().await;
+    let me = h.get().await;
+    let mine = finalizer::artifact_prefixes(&me);
+    assert!(mine.len() > 3);
+    let mut other = me.clone();
+    other.metadata.name = Some("other".into());
+    other.metadata.uid = Some("another-uid".into());
+    assert_eq!(
+        finalizer::referenced_elsewhere(&me, &[me.clone(), other.clone()])
+            .intersection(&mine.iter().cloned().collect())
+            .count(),
+        mine.len(),
+        "itself does not count; an identical job shares everything"
+    );
+    // Another job being deleted with Delete does not hold the artifacts back.
+    other.metadata.deletion_timestamp = me.metadata.creation_timestamp.clone();
+    assert!(finalizer::referenced_elsewhere(&me, &[other.clone()]).is_empty());
+    // Different storage root: nothing shared.
+    other.metadata.deletion_timestamp = None;
+    other.spec = spec;
+    other.spec.storage.uri = "s3://elsewhere/runs".into();
+    assert!(finalizer::referenced_elsewhere(&me, &[other])
+        .iter()
+        .all(|u| u.starts_with("s3://elsewhere/")));
+}
+
+#[tokio::test]
+async fn deletion_in_a_terminating_namespace_does_not_hang() {
+    let h = Harness::new(&SPEC.replace("uri: file:///data/out", DELETE_RETENTION));
+    h.run_to_ready().await;
+    assert!(has_finalizer(&h.get().await));
+    // `kubectl delete namespace`: the namespace controller deletes the job, and the apiserver
+    // refuses new objects in the namespace, the clean-up Job among them.
+    h.server
+        .with(|s| s.terminating_namespaces.insert(NS.to_string()));
+    h.api()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.reconcile().await;
+    assert!(
+        h.api().get_opt(NAME).await.expect("get").is_none(),
+        "the finalizer is removed, so the namespace can go"
+    );
+    assert!(h.server.requests().iter().any(|r| r.is("POST", "/jobs")
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b["metadata"]["labels"][labels::ROLE] == "gc")));
 }
 
 #[tokio::test]
