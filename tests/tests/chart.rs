@@ -249,6 +249,44 @@ fn namespace_list_gets_a_role_per_namespace_and_nothing_cluster_wide() {
 }
 
 #[test]
+fn admission_policy_allows_the_charts_runner_and_exempts_only_the_operator() {
+    // Enforced by a real kube-apiserver in tests/tests/e2e_faults.rs (PRUNEFORGE_E2E_KUBECONFIG).
+    for name in ["default", "namespaced", "servicemonitor"] {
+        let objects = scenario(name);
+        let policy = one(&objects, "ValidatingAdmissionPolicy");
+        let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+        assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+        assert_eq!(str_list(&binding["spec"]["validationActions"]), ["Deny"]);
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+        let image = policy["spec"]["validations"][0]["expression"]
+            .as_str()
+            .unwrap_or_default();
+        let runner_image = env_value(&objects, "PRUNEFORGE_RUNNER_CUDA_IMAGE")["value"]
+            .as_str()
+            .unwrap_or_default();
+        let repo = runner_image.rsplit_once(':').map_or("", |(r, _)| r);
+        assert!(
+            !repo.is_empty() && image.contains(&format!("\"{repo}:\"")),
+            "{name}: {image}"
+        );
+        // The one exempt user is the operator's own ServiceAccount.
+        let pod = &deployment(&objects)["spec"]["template"]["spec"];
+        let sa = pod["serviceAccountName"].as_str().unwrap_or_default();
+        let ns = deployment(&objects)["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let condition = policy["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            condition.contains(&format!("'system:serviceaccount:{ns}:{sa}'")),
+            "{name}: {condition}"
+        );
+    }
+}
+
+#[test]
 fn operator_pod_is_hardened_and_probed() {
     for name in ["default", "namespaced", "servicemonitor"] {
         let objects = scenario(name);

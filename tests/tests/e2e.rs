@@ -134,7 +134,7 @@ async fn e2e_quickstart_reaches_ready() {
     let obj = api.get("quickstart").await.expect("get");
     println!("{}", summary(&obj));
 
-    // Deletion runs the finalizer.
+    // Deletion: a Retain job carries no finalizer, so it goes at once (owned Jobs by the GC).
     api.delete("quickstart", &DeleteParams::default())
         .await
         .expect("delete");
@@ -160,8 +160,19 @@ async fn e2e_quickstart_reaches_ready() {
     );
     let status = ready.status.expect("status");
     assert_eq!(status.phase, Some(JobPhase::Succeeded));
-    assert!(status.best_recovery.is_some());
     assert!(!status.evaluations.is_empty());
+    // With 4 items per task every task may sit within 2 standard errors of chance: then no
+    // headline average exists and so no best recovery (issue 13); otherwise there is one.
+    let base_average = status
+        .evaluations
+        .iter()
+        .find(|e| e.variant == "base")
+        .and_then(|e| e.average);
+    println!(
+        "base average {base_average:?}, best recovery {:?}",
+        status.best_recovery
+    );
+    assert_eq!(status.best_recovery.is_some(), base_average.is_some());
     assert!(gone.is_ok(), "finalizer did not release the job");
 }
 
