@@ -3,9 +3,7 @@
 use crate::model::config::ModelConfig;
 use crate::model::error::{ModelError, Result};
 use crate::model::llama::Llama;
-use crate::model::safetensors_io::{
-    encode_tensor, write_safetensors, SafetensorsWeights, SaveDtype,
-};
+use crate::model::safetensors_io::{write_tensors_streamed, SafetensorsWeights, SaveDtype};
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_json_atomic, StagingDir};
 use candle_core::{DType, Device};
@@ -75,11 +73,8 @@ pub fn save_hf_dir(
     }
     write_json_atomic(&dir.join("config.json"), &cfg)
         .map_err(|e| ModelError::io(&dir.join("config.json"), e))?;
-    let mut tensors = Vec::new();
-    for (name, t) in model.named_weights()? {
-        tensors.push((name, encode_tensor(&t, dtype)?));
-    }
-    write_safetensors(dir, &tensors, MAX_SHARD_BYTES)?;
+    // Encoded one tensor at a time while written (views of the model's weights otherwise).
+    write_tensors_streamed(dir, &model.named_weights()?, dtype, MAX_SHARD_BYTES)?;
     tokenizer.save_dir(dir)?;
     write_generation_config(dir, model, tokenizer)?;
     staging.commit().map_err(|e| ModelError::io(out, e))?;

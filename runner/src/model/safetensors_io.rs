@@ -267,6 +267,105 @@ pub fn encode_tensor(t: &Tensor, dtype: SaveDtype) -> Result<RawTensor> {
     Ok(raw)
 }
 
+/// A tensor encoded only when the writer reaches it, so that at most one tensor's bytes are in
+/// memory while a model is saved. An encoding error is kept and reported after the file is
+/// written (the file is then discarded), since [`View::data`] cannot fail.
+struct LazyTensor<'a> {
+    tensor: &'a Tensor,
+    dtype: SaveDtype,
+    shape: Vec<usize>,
+    error: &'a std::cell::RefCell<Option<ModelError>>,
+}
+
+impl SaveDtype {
+    fn st_dtype(self) -> Dtype {
+        match self {
+            SaveDtype::F32 => Dtype::F32,
+            SaveDtype::F16 => Dtype::F16,
+            SaveDtype::BF16 => Dtype::BF16,
+        }
+    }
+    fn bytes_per_value(self) -> usize {
+        match self {
+            SaveDtype::F32 => 4,
+            SaveDtype::F16 | SaveDtype::BF16 => 2,
+        }
+    }
+}
+
+impl View for &LazyTensor<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype.st_dtype()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match encode_tensor(self.tensor, self.dtype) {
+            Ok(raw) => Cow::Owned(raw.bytes),
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e);
+                Cow::Owned(vec![0; self.data_len()])
+            }
+        }
+    }
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.bytes_per_value()
+    }
+}
+
+/// Groups items of `sizes` bytes into shards of at most `max_shard_bytes` (one shard when all
+/// fit): indices per shard.
+fn shard_plan(sizes: &[usize], max_shard_bytes: usize) -> Vec<Vec<usize>> {
+    let mut shards: Vec<Vec<usize>> = vec![vec![]];
+    let mut size = 0;
+    for (i, &len) in sizes.iter().enumerate() {
+        if size > 0 && size + len > max_shard_bytes {
+            shards.push(vec![]);
+            size = 0;
+        }
+        size += len;
+        if let Some(last) = shards.last_mut() {
+            last.push(i);
+        }
+    }
+    shards
+}
+
+/// Writes `model.safetensors`, or shards with `model.safetensors.index.json`, through `write`
+/// (which writes the named items of one shard to a path).
+fn write_sharded<T>(
+    dir: &Path,
+    items: &[(String, T)],
+    sizes: &[usize],
+    max_shard_bytes: usize,
+    write: impl Fn(&Path, &[&(String, T)]) -> Result<()>,
+) -> Result<()> {
+    let total: usize = sizes.iter().sum();
+    let shards = shard_plan(sizes, max_shard_bytes);
+    if shards.len() == 1 {
+        let all: Vec<&(String, T)> = items.iter().collect();
+        return write(&dir.join("model.safetensors"), &all);
+    }
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
+        let members: Vec<&(String, T)> = shard.iter().map(|&j| &items[j]).collect();
+        write(&dir.join(&name), &members)?;
+        for (t, _) in members {
+            weight_map.insert(t.clone(), name.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    crate::util::fs::write_json_atomic(&dir.join("model.safetensors.index.json"), &index)
+        .map_err(|e| ModelError::io(&dir.join("model.safetensors.index.json"), e))
+}
+
+fn format_meta() -> HashMap<String, String> {
+    [("format".to_string(), "pt".to_string())].into()
+}
+
 /// Writes tensors as `model.safetensors`, or as shards of at most `max_shard_bytes` with
 /// `model.safetensors.index.json` when larger. Files are written to temp names and renamed.
 pub fn write_safetensors(
@@ -274,45 +373,108 @@ pub fn write_safetensors(
     tensors: &[(String, RawTensor)],
     max_shard_bytes: usize,
 ) -> Result<()> {
-    let total: usize = tensors.iter().map(|(_, t)| t.bytes.len()).sum();
-    let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let write_one = |path: &Path, items: &[&(String, RawTensor)]| -> Result<()> {
+    let sizes: Vec<usize> = tensors.iter().map(|(_, t)| t.bytes.len()).collect();
+    write_sharded(dir, tensors, &sizes, max_shard_bytes, |path, items| {
         let tmp = path.with_extension("safetensors.tmp");
         safetensors::serialize_to_file(
             items.iter().map(|(n, t)| (n.as_str(), t)),
-            Some(meta.clone()),
+            Some(format_meta()),
             &tmp,
         )
         .map_err(|e| st_err(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
-        Ok(())
-    };
-    if total <= max_shard_bytes {
-        let all: Vec<&(String, RawTensor)> = tensors.iter().collect();
-        return write_one(&dir.join("model.safetensors"), &all);
-    }
-    let mut shards: Vec<Vec<&(String, RawTensor)>> = vec![vec![]];
-    let mut size = 0;
-    for t in tensors {
-        if size > 0 && size + t.1.bytes.len() > max_shard_bytes {
-            shards.push(vec![]);
-            size = 0;
+        std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    })
+}
+
+/// [`write_safetensors`] for candle tensors, converted to `dtype` one at a time as they are
+/// written: memory beyond the model is one tensor, not the whole encoded model.
+pub fn write_tensors_streamed(
+    dir: &Path,
+    tensors: &[(String, Tensor)],
+    dtype: SaveDtype,
+    max_shard_bytes: usize,
+) -> Result<()> {
+    let sizes: Vec<usize> = tensors
+        .iter()
+        .map(|(_, t)| t.elem_count() * dtype.bytes_per_value())
+        .collect();
+    write_sharded(dir, tensors, &sizes, max_shard_bytes, |path, items| {
+        let tmp = path.with_extension("safetensors.tmp");
+        let error = std::cell::RefCell::new(None);
+        let lazy: Vec<(&str, LazyTensor<'_>)> = items
+            .iter()
+            .map(|(n, t)| {
+                let tensor = LazyTensor {
+                    tensor: t,
+                    dtype,
+                    shape: t.dims().to_vec(),
+                    error: &error,
+                };
+                (n.as_str(), tensor)
+            })
+            .collect();
+        let written = safetensors::serialize_to_file(
+            lazy.iter().map(|(n, t)| (*n, t)),
+            Some(format_meta()),
+            &tmp,
+        )
+        .map_err(|e| st_err(&tmp, e.to_string()));
+        drop(lazy);
+        if let Some(e) = error.into_inner().map(Err).unwrap_or(written).err() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        size += t.1.bytes.len();
-        if let Some(last) = shards.last_mut() {
-            last.push(t);
+        std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn streamed_writing_gives_the_files_of_eager_writing() {
+        let dev = Device::Cpu;
+        let tensors: Vec<(String, Tensor)> = (0..5)
+            .map(|i| {
+                let t = Tensor::arange(0f32, (6 * (i + 1)) as f32, &dev)
+                    .unwrap()
+                    .affine(0.37, -1.0)
+                    .unwrap()
+                    .reshape((i + 1, 6))
+                    .unwrap();
+                (format!("layer.{i}.weight"), t)
+            })
+            .collect();
+        for (dtype, max_shard) in [
+            (SaveDtype::BF16, usize::MAX),
+            (SaveDtype::F16, 40),
+            (SaveDtype::F32, 100),
+        ] {
+            let eager = tempfile::tempdir().unwrap();
+            let streamed = tempfile::tempdir().unwrap();
+            let raw: Vec<(String, RawTensor)> = tensors
+                .iter()
+                .map(|(n, t)| (n.clone(), encode_tensor(t, dtype).unwrap()))
+                .collect();
+            write_safetensors(eager.path(), &raw, max_shard).unwrap();
+            write_tensors_streamed(streamed.path(), &tensors, dtype, max_shard).unwrap();
+            let (a, b) = (files(eager.path()), files(streamed.path()));
+            assert_eq!(a, b, "{dtype:?}, shards of {max_shard} bytes");
+            assert_eq!(a.len() > 1, max_shard < usize::MAX, "{a:?}");
         }
     }
-    let n = shards.len();
-    let mut weight_map = serde_json::Map::new();
-    for (i, shard) in shards.iter().enumerate() {
-        let name = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
-        write_one(&dir.join(&name), shard)?;
-        for (t, _) in shard {
-            weight_map.insert(t.clone(), name.clone().into());
-        }
-    }
-    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-    crate::util::fs::write_json_atomic(&dir.join("model.safetensors.index.json"), &index)
-        .map_err(|e| ModelError::io(&dir.join("model.safetensors.index.json"), e))
 }
