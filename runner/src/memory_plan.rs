@@ -133,6 +133,62 @@ pub fn inference(
     }
 }
 
+/// Eval with a model window of `window` tokens. Log-likelihood scoring runs at most the
+/// scorer's `max_batch_tokens` padded tokens per forward pass (a longer sequence, up to the
+/// window, runs alone), the LM head on chunks of [`LOGIT_CHUNK`] positions, and, with the
+/// prefix cache, a KV cache of at most its byte budget. Generation (`generating`: a task such
+/// as GSM8K) decodes `rows` prompts of up to the window together, with a KV cache for the
+/// prompt and `new_tokens`. The need is the larger of the two.
+///
+/// [`LOGIT_CHUNK`]: crate::eval::scorer::LOGIT_CHUNK
+#[allow(clippy::too_many_arguments)]
+pub fn eval(
+    cfg: &ModelConfig,
+    dtype: DType,
+    rows: usize,
+    window: usize,
+    prefix_cache: bool,
+    generating: bool,
+    new_tokens: usize,
+) -> MemoryNeed {
+    use crate::eval::scorer::{ScorerOptions, LOGIT_CHUNK};
+    let opts = ScorerOptions::new(rows, window);
+    let pass = opts.max_batch_tokens.max(window);
+    let mut scoring = inference(
+        "eval",
+        cfg,
+        dtype,
+        1,
+        1,
+        pass,
+        LOGIT_CHUNK.min(pass),
+        0,
+        false,
+    );
+    if prefix_cache {
+        scoring.kv_cache = opts.kv_budget_bytes as u64;
+    }
+    if !generating {
+        return scoring;
+    }
+    let generation = inference(
+        "eval",
+        cfg,
+        dtype,
+        1,
+        rows,
+        window,
+        rows,
+        window + new_tokens,
+        false,
+    );
+    if generation.total() > scoring.total() {
+        generation
+    } else {
+        scoring
+    }
+}
+
 /// LoRA training on `rows × tokens` per micro-batch: the frozen base in `dtype`, an optional
 /// teacher of the same shape, the activations kept for the backward pass, the head's chunked
 /// f32 logits, and f32 LoRA weights with gradients and two AdamW moments. With
@@ -242,5 +298,29 @@ mod tests {
         assert!(e.contains("24.0 GiB are available"), "{e}");
         let need = inference("eval", &c, DType::BF16, 1, 8, 512, 8 * 512, 0, false);
         assert!(check_against(&need, 80 << 30, "cuda:0").is_ok());
+    }
+
+    #[test]
+    fn eval_scoring_is_bounded_by_the_scorers_pass_not_by_the_batch() {
+        let c = llama_8b();
+        // The scorer packs at most 2048 padded tokens per pass: 16 rows cost what 1 row costs.
+        let one = eval(&c, DType::BF16, 1, 2048, false, false, 256);
+        let sixteen = eval(&c, DType::BF16, 16, 2048, false, false, 256);
+        assert_eq!(one, sixteen);
+        assert_eq!(one.kv_cache, 0);
+        // The prefix cache adds its budget.
+        let cached = eval(&c, DType::BF16, 16, 2048, true, false, 256);
+        assert_eq!(cached.kv_cache, 1 << 30);
+        // Generation decodes the rows together: it grows with them and wins when larger.
+        let gen4 = eval(&c, DType::BF16, 4, 2048, true, true, 256);
+        let gen16 = eval(&c, DType::BF16, 16, 2048, true, true, 256);
+        assert!(gen16.total() > gen4.total() && gen16.total() > cached.total());
+        assert_eq!(
+            gen16.kv_cache,
+            kv_cache_bytes(&c, DType::BF16, 16, 2048 + 256)
+        );
+        // A window longer than the pass runs alone and sets the pass.
+        let long = eval(&c, DType::BF16, 16, 8192, false, false, 256);
+        assert!(long.activations > one.activations);
     }
 }

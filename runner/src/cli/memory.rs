@@ -79,17 +79,12 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
                 a.checkpoint,
             )
         },
-        memory_plan::inference(
-            "eval",
-            &cfg,
-            dtype,
-            1,
-            b,
-            t,
-            pruneforge::eval::scorer::LOGIT_CHUNK.min(b * t),
-            0,
-            false,
-        ),
+        // Multiple-choice scoring; with a generation task (GSM8K) see `eval + generation`.
+        memory_plan::eval(&cfg, dtype, b, t, true, false, a.new_tokens),
+        MemoryNeed {
+            stage: "eval + generation".into(),
+            ..memory_plan::eval(&cfg, dtype, b, t, true, true, a.new_tokens)
+        },
         memory_plan::inference("speculate", &cfg, dtype, 2, 1, t, t, kv, false),
     ];
     if a.json {

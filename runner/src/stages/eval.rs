@@ -517,23 +517,22 @@ pub fn run(
     // included) are resolved once.
     let tasks = resolve_tasks(params, resolver)?;
     let base = read_base(base_eval, resolver)?;
+    let generating = tasks
+        .iter()
+        .any(|t| t.name.def().output_type == pruneforge_api::spec::OutputType::GenerateUntil);
     let hf = super::context::open_model_checked(model_dir, compute, |cfg| {
-        let rows = params.batch_size.max(1);
-        let tokens = params
+        let window = params
             .max_length
             .unwrap_or(2048)
             .min(cfg.max_position_embeddings);
-        crate::memory_plan::inference(
-            "eval",
+        crate::memory_plan::eval(
             cfg,
             compute.dtype,
-            1,
-            rows,
-            tokens,
-            // The LM head runs on chunks of the scored positions.
-            crate::eval::scorer::LOGIT_CHUNK.min(rows * tokens),
-            0,
-            false,
+            params.batch_size.max(1),
+            window,
+            params.prefix_cache,
+            generating,
+            params.max_gen_tokens,
         )
     })?;
     evaluate(
