@@ -71,6 +71,9 @@ struct RunArgs {
     /// none at all before its stage fails with the pods' reason.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(30..))]
     startup_deadline_seconds: u64,
+    /// ttlSecondsAfterFinished of stage Jobs whose spec.runner sets none.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i32).range(0..))]
+    stage_job_ttl_seconds: i32,
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
@@ -192,6 +195,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         // The chart creates the runner account in each watched namespace, or only in its own
         // when watching all of them.
         watched_namespaces: scope.namespaces(),
+        stage_job_ttl_seconds: args.stage_job_ttl_seconds,
         startup_deadline: std::time::Duration::from_secs(args.startup_deadline_seconds),
         runner_service_account_namespaces: match &scope {
             Scope::Cluster => args.lease_namespace.clone().map(|ns| vec![ns]),

@@ -26,6 +26,8 @@ pub struct Settings {
     pub requeue_error: Duration,
     /// Longest requeue interval after failed reconciles.
     pub requeue_error_max: Duration,
+    /// `ttlSecondsAfterFinished` of stage Jobs whose spec sets none.
+    pub stage_job_ttl_seconds: i32,
     /// `ttlSecondsAfterFinished` of the artifact clean-up Job.
     pub gc_ttl_seconds: i32,
     /// `activeDeadlineSeconds` of the artifact clean-up Job: past it the Job fails, the failure
@@ -99,6 +101,7 @@ impl Default for Settings {
             requeue_error: Duration::from_secs(5),
             requeue_error_max: Duration::from_secs(10 * 60),
             gc_ttl_seconds: 3600,
+            stage_job_ttl_seconds: 24 * 3600,
             gc_deadline_seconds: 1800,
             runner_cuda_image: None,
             gpu_resource_name: None,

@@ -143,9 +143,12 @@ pub fn stage_job(
     if let Some(d) = runner.active_deadline_seconds {
         job_spec["activeDeadlineSeconds"] = json!(d);
     }
-    if let Some(t) = runner.ttl_seconds_after_finished {
-        job_spec["ttlSecondsAfterFinished"] = json!(t);
-    }
+    // Finished stage Jobs (and their pods) go away after a day unless the spec says otherwise:
+    // their results are in the status by then, and a Job deleted before the operator saw it
+    // finish is created again and finds its committed artifact.
+    job_spec["ttlSecondsAfterFinished"] = json!(runner
+        .ttl_seconds_after_finished
+        .unwrap_or(settings.stage_job_ttl_seconds));
     if runner.queue_name.is_some() {
         job_spec["suspend"] = json!(true);
     }

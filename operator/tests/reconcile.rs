@@ -214,6 +214,11 @@ async fn first_start_creates_first_stage_and_reports_reconciling() {
     let job = &jobs[0];
     let name = job.metadata.name.clone().unwrap_or_default();
     assert!(name.starts_with("tiny-import-"), "{name}");
+    // Finished stage Jobs do not pile up: a day's TTL when the spec sets none.
+    assert_eq!(
+        job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished),
+        Some(86_400)
+    );
     assert!(name.len() <= 63);
     let l = job.metadata.labels.clone().unwrap_or_default();
     assert_eq!(l[labels::MANAGED_BY], "pruneforge-operator");
