@@ -51,15 +51,6 @@ impl Scope {
         }
     }
 
-    /// The namespaces of the scope; `None` for every namespace.
-    pub fn namespaces(&self) -> Option<Vec<String>> {
-        match self {
-            Scope::Cluster => None,
-            Scope::Namespace(ns) => Some(vec![ns.clone()]),
-            Scope::Namespaces(list) => Some(list.clone()),
-        }
-    }
-
     /// The single-namespace (or cluster-wide) scopes this scope is made of.
     pub fn parts(&self) -> Vec<Scope> {
         match self {

@@ -293,27 +293,20 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                         message: entry.message.clone().unwrap_or_default(),
                     });
                 } else {
-                    entry.phase = StagePhase::Failed;
-                    entry.completion_time = Some(
-                        job.completion_time
-                            .clone()
-                            .unwrap_or_else(|| inputs.now.clone()),
+                    let at = job
+                        .completion_time
+                        .clone()
+                        .unwrap_or_else(|| inputs.now.clone());
+                    let message = format!("failed after {} attempt(s): {why}", job.attempt);
+                    fail_for_good(
+                        &mut entry,
+                        stage,
+                        job,
+                        at,
+                        message,
+                        &mut failed,
+                        &mut decision,
                     );
-                    entry.message = Some(format!("failed after {} attempt(s): {why}", job.attempt));
-                    failed.push((stage.id.clone(), entry.message.clone().unwrap_or_default()));
-                    decision.finished.push(Finished {
-                        kind: stage.kind(),
-                        succeeded: false,
-                        seconds: seconds_between(
-                            entry.start_time.as_ref(),
-                            entry.completion_time.as_ref(),
-                        ),
-                    });
-                    decision.events.push(StageEvent::Failed {
-                        stage: stage.id.clone(),
-                        job: job.name.clone(),
-                        message: entry.message.clone().unwrap_or_default(),
-                    });
                 }
             }
             JobState::Running
@@ -353,20 +346,17 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                     )
                 });
                 decision.delete.push(job.name.clone());
-                entry.phase = StagePhase::Failed;
-                entry.completion_time = Some(inputs.now.clone());
-                entry.message = Some(format!("did not start within {limit} s: {why}"));
-                failed.push((stage.id.clone(), entry.message.clone().unwrap_or_default()));
-                decision.finished.push(Finished {
-                    kind: stage.kind(),
-                    succeeded: false,
-                    seconds: seconds_between(entry.start_time.as_ref(), Some(&inputs.now)),
-                });
-                decision.events.push(StageEvent::Failed {
-                    stage: stage.id.clone(),
-                    job: job.name.clone(),
-                    message: entry.message.clone().unwrap_or_default(),
-                });
+                let message = format!("did not start within {limit} s: {why}");
+                let at = inputs.now.clone();
+                fail_for_good(
+                    &mut entry,
+                    stage,
+                    job,
+                    at,
+                    message,
+                    &mut failed,
+                    &mut decision,
+                );
             }
             JobState::Running | JobState::Suspended => {
                 entry.phase = StagePhase::Running;
@@ -593,6 +583,33 @@ pub fn api_error(
     status.conditions = conditions::build(&previous.conditions, desired, generation, now);
     status.observed_generation = generation;
     status
+}
+
+/// Marks the stage Failed for good at `at` with `message`: no further attempt until the spec
+/// changes; recorded for the conditions, the metrics and an Event.
+fn fail_for_good(
+    entry: &mut StageStatus,
+    stage: &pruneforge_api::StageInstance,
+    job: &ObservedJob,
+    at: Time,
+    message: String,
+    failed: &mut Vec<(StageId, String)>,
+    decision: &mut Decision,
+) {
+    entry.phase = StagePhase::Failed;
+    entry.completion_time = Some(at);
+    entry.message = Some(message.clone());
+    failed.push((stage.id.clone(), message.clone()));
+    decision.finished.push(Finished {
+        kind: stage.kind(),
+        succeeded: false,
+        seconds: seconds_between(entry.start_time.as_ref(), entry.completion_time.as_ref()),
+    });
+    decision.events.push(StageEvent::Failed {
+        stage: stage.id.clone(),
+        job: job.name.clone(),
+        message,
+    });
 }
 
 fn failure_message(reason: &str, results: &[pruneforge_api::StageResult]) -> String {

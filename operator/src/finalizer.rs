@@ -148,23 +148,12 @@ pub fn referenced_elsewhere(obj: &PruneDistillJob, others: &[PruneDistillJob]) -
 
 /// Every job in the namespaces the operator watches.
 async fn watched_jobs(ctx: &Context) -> Result<Vec<PruneDistillJob>> {
-    let params = ListParams::default();
-    Ok(match &ctx.settings.watched_namespaces {
-        None => {
-            Api::<PruneDistillJob>::all(ctx.client.clone())
-                .list(&params)
-                .await?
-                .items
-        }
-        Some(namespaces) => {
-            let mut all = Vec::new();
-            for ns in namespaces {
-                let api = Api::<PruneDistillJob>::namespaced(ctx.client.clone(), ns);
-                all.extend(api.list(&params).await?.items);
-            }
-            all
-        }
-    })
+    let mut all = Vec::new();
+    for part in ctx.settings.watched.parts() {
+        let api: Api<PruneDistillJob> = part.api(ctx.client.clone());
+        all.extend(api.list(&ListParams::default()).await?.items);
+    }
+    Ok(all)
 }
 
 /// Runs the deletion policy; removes the finalizer when done.

@@ -86,7 +86,7 @@ pub struct Operator {
 impl Operator {
     /// An operator with fresh (unregistered) metrics.
     pub fn new(client: kube::Client, mut settings: Settings, scope: Scope) -> Self {
-        settings.watched_namespaces = scope.namespaces();
+        settings.watched = scope.clone();
         Operator {
             context: Arc::new(Context::new(
                 client,

@@ -192,11 +192,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         gpu_resource_name: non_empty(&args.gpu_resource_name),
         storage_secret: non_empty(&args.storage_secret),
         runner_service_account: non_empty(&args.runner_service_account),
-        // The chart creates the runner account in each watched namespace, or only in its own
-        // when watching all of them.
-        watched_namespaces: scope.namespaces(),
+        watched: scope.clone(),
         stage_job_ttl_seconds: args.stage_job_ttl_seconds,
         startup_deadline: std::time::Duration::from_secs(args.startup_deadline_seconds),
+        // The chart creates the runner account in each watched namespace, or only in its own
+        // when watching all of them.
         runner_service_account_namespaces: match &scope {
             Scope::Cluster => args.lease_namespace.clone().map(|ns| vec![ns]),
             Scope::Namespace(ns) => Some(vec![ns.clone()]),

@@ -52,9 +52,9 @@ pub struct Settings {
     /// How long a stage Job may wait with stuck pods (image pull error, unschedulable, ...) or
     /// none at all before its stage fails with the pods' reason and the job stalls.
     pub startup_deadline: Duration,
-    /// Namespaces this operator watches (`None`: every namespace). Artifact clean-up looks there
-    /// for other jobs that still use an artifact before it deletes it.
-    pub watched_namespaces: Option<Vec<String>>,
+    /// What this operator watches. Artifact clean-up looks there for other jobs that still use
+    /// an artifact before it deletes it.
+    pub watched: crate::controller::Scope,
 }
 
 impl Settings {
@@ -108,7 +108,7 @@ impl Default for Settings {
             storage_secret: None,
             runner_service_account: None,
             runner_service_account_namespaces: None,
-            watched_namespaces: None,
+            watched: crate::controller::Scope::Cluster,
             startup_deadline: Duration::from_secs(15 * 60),
         }
     }

@@ -6,6 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Resource, ResourceExt};
 use pruneforge_api::contract::{JobRef, StageRequest};
+use pruneforge_api::spec::{RunnerSpec, StorageSpec};
 use pruneforge_api::{Plan, PruneDistillJob, StageInstance};
 use serde_json::json;
 
@@ -80,10 +81,16 @@ pub fn request_config_map(
 /// storage settings with the operator's defaults filled in (image, resources, placement,
 /// service account, secrets). 16 hex digits.
 pub fn runner_hash(job: &PruneDistillJob, settings: &Settings) -> String {
-    use sha2::{Digest, Sha256};
     let namespace = job.namespace();
-    let runner = settings.effective_runner(&job.spec.runner, namespace.as_deref());
-    let storage = settings.effective_storage(&job.spec.storage);
+    hash_of(
+        &settings.effective_runner(&job.spec.runner, namespace.as_deref()),
+        &settings.effective_storage(&job.spec.storage),
+    )
+}
+
+/// [`runner_hash`] of effective runner and storage settings.
+fn hash_of(runner: &RunnerSpec, storage: &StorageSpec) -> String {
+    use sha2::{Digest, Sha256};
     let text = json!({"runner": runner, "storage": storage}).to_string();
     hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
@@ -161,7 +168,7 @@ pub fn stage_job(
             "labels": job_labels,
             "annotations": {
                 labels::KEY_ANNOTATION: stage.key,
-                labels::RUNNER_HASH_ANNOTATION: runner_hash(job, settings),
+                labels::RUNNER_HASH_ANNOTATION: hash_of(runner, storage),
             },
             "ownerReferences": [job.controller_owner_ref(&())],
         },

@@ -121,6 +121,27 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<(), Cluster
     }
 }
 
+/// For an e2e test: a client from `PRUNEFORGE_E2E_KUBECONFIG`, the CRD installed, and a fresh
+/// namespace `<prefix>-<pid>`; `None` (after saying so) when the variable is unset.
+pub async fn e2e_namespace(prefix: &str) -> Option<(Client, String)> {
+    let Some(kubeconfig) = crate::env::kubeconfig() else {
+        println!("skipped: PRUNEFORGE_E2E_KUBECONFIG not set");
+        return None;
+    };
+    let client = client(&kubeconfig)
+        .await
+        .expect("client from PRUNEFORGE_E2E_KUBECONFIG");
+    install_crd(
+        &client,
+        &crate::env::repo_root().join("crds/pruneforge.dev_prunedistilljobs.yaml"),
+    )
+    .await
+    .expect("install CRD");
+    let ns = format!("{prefix}-{}", std::process::id());
+    create_namespace(&client, &ns).await.expect("namespace");
+    Some((client, ns))
+}
+
 /// Deletes a namespace (best effort).
 pub async fn delete_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());

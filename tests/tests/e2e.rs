@@ -69,23 +69,9 @@ fn summary(obj: &PruneDistillJob) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_quickstart_reaches_ready() {
-    let Some(kubeconfig) = env::kubeconfig() else {
-        println!("skipped: PRUNEFORGE_E2E_KUBECONFIG not set");
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e").await else {
         return;
     };
-    let client = cluster::client(&kubeconfig)
-        .await
-        .expect("client from PRUNEFORGE_E2E_KUBECONFIG");
-    cluster::install_crd(
-        &client,
-        &env::repo_root().join("crds/pruneforge.dev_prunedistilljobs.yaml"),
-    )
-    .await
-    .expect("install CRD");
-    let ns = format!("pruneforge-e2e-{}", std::process::id());
-    cluster::create_namespace(&client, &ns)
-        .await
-        .expect("namespace");
 
     let storage = tempfile::tempdir().expect("tempdir");
     let storage_uri = std::env::var("PRUNEFORGE_E2E_STORAGE_URI")

@@ -27,27 +27,6 @@ fn quickstart(namespace: &str, name: &str, storage: Value) -> Value {
     v
 }
 
-async fn setup(prefix: &str) -> Option<(Client, String)> {
-    let Some(kubeconfig) = env::kubeconfig() else {
-        println!("skipped: PRUNEFORGE_E2E_KUBECONFIG not set");
-        return None;
-    };
-    let client = cluster::client(&kubeconfig)
-        .await
-        .expect("client from PRUNEFORGE_E2E_KUBECONFIG");
-    cluster::install_crd(
-        &client,
-        &env::repo_root().join("crds/pruneforge.dev_prunedistilljobs.yaml"),
-    )
-    .await
-    .expect("install CRD");
-    let ns = format!("{prefix}-{}", std::process::id());
-    cluster::create_namespace(&client, &ns)
-        .await
-        .expect("namespace");
-    Some((client, ns))
-}
-
 fn start_operator(
     client: &Client,
     ns: &str,
@@ -90,7 +69,7 @@ fn stage_message(obj: &PruneDistillJob, id: &str) -> String {
 /// spec retries the stage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_unschedulable_pods_stall_at_the_startup_deadline() {
-    let Some((client, ns)) = setup("pruneforge-e2e-stuck").await else {
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e-stuck").await else {
         return;
     };
     let settings = Settings {
@@ -174,7 +153,7 @@ async fn e2e_unschedulable_pods_stall_at_the_startup_deadline() {
 /// the operator releases the finalizer, so the namespace goes away instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_namespace_deletion_with_delete_retention_does_not_hang() {
-    let Some((client, ns)) = setup("pruneforge-e2e-nsdel").await else {
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e-nsdel").await else {
         return;
     };
     let (stop, op) = start_operator(&client, &ns, Settings::default());
@@ -239,7 +218,7 @@ fn dynamic(v: &Value) -> kube::api::DynamicObject {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_admission_policy_limits_what_a_job_may_put_into_pods() {
     use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
-    let Some((client, ns)) = setup("pruneforge-e2e-vap").await else {
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e-vap").await else {
         return;
     };
     let out = tempfile::tempdir().expect("tempdir");
