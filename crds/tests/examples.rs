@@ -89,7 +89,7 @@ fn quickstart_plans_the_documented_stages() {
             "import",
             "score",
             "prune-n6",
-            "distill-gsm8k",
+            "distill-alpaca",
             "finetune-n6-sft",
             "finetune-n6-self-distill",
             "merge-n6",
@@ -274,6 +274,19 @@ fn schema_violations_name_the_field() {
             "less than or equal to 1",
         ),
         (
+            vec![
+                ("/spec/merge/method", json!("ties")),
+                ("/spec/merge/weights", json!([1.0, 12.0])),
+            ],
+            "spec.merge.weights[1]",
+            "less than or equal to 10",
+        ),
+        (
+            vec![("/spec/merge/method", json!("merge-all"))],
+            "spec.merge.method",
+            "unsupported value \"merge-all\"",
+        ),
+        (
             vec![("/spec/runner/resources", json!({"limits": {"memory": [1]}}))],
             "spec.runner.resources.limits.memory",
             "integer or a string",
@@ -291,7 +304,50 @@ fn cel_violations_name_the_field() {
         (
             vec![("/spec/merge/models", json!(["sft"]))],
             "spec.merge.models",
-            "spec.merge.models: slerp merges exactly 2 models",
+            "spec.merge.models: slerp and nuslerp merge exactly 2 models",
+        ),
+        (
+            vec![
+                ("/spec/recovery/methods", json!(["none", "sft", "self-distill", "logit-kd"])),
+                ("/spec/merge/method", json!("nuslerp")),
+                ("/spec/merge/models", json!(["sft", "self-distill", "logit-kd"])),
+            ],
+            "spec.merge.models",
+            "slerp and nuslerp merge exactly 2 models",
+        ),
+        (
+            vec![("/spec/merge/weights", json!([1.0, 2.0]))],
+            "spec.merge.weights",
+            "only linear, task-arithmetic and ties take weights",
+        ),
+        (
+            vec![
+                ("/spec/merge/method", json!("task-arithmetic")),
+                ("/spec/merge/weights", json!([1.0, 2.0, 3.0])),
+            ],
+            "spec.merge.weights",
+            "one weight per model of spec.merge.models",
+        ),
+        (
+            vec![
+                ("/spec/merge/method", json!("task-arithmetic")),
+                ("/spec/merge/density", json!(0.5)),
+            ],
+            "spec.merge.density",
+            "only ties sparsifies",
+        ),
+        (
+            vec![("/spec/merge/lambda", json!(2))],
+            "spec.merge.lambda",
+            "only task-arithmetic and ties scale",
+        ),
+        (
+            vec![
+                ("/spec/merge/method", json!("nuslerp")),
+                ("/spec/merge/normalize", json!(true)),
+            ],
+            "spec.merge.normalize",
+            "only linear, task-arithmetic and ties normalise",
         ),
         (
             vec![
@@ -335,6 +391,17 @@ fn cel_violations_name_the_field() {
             "must start with file://, s3://, gs:// or az://",
         ),
         (vec![("/spec/storage/pvcName", json!("data"))], "", ""),
+        (
+            vec![
+                ("/spec/merge/method", json!("ties")),
+                ("/spec/merge/weights", json!([1.0, 0.5])),
+                ("/spec/merge/density", json!(0.5)),
+                ("/spec/merge/lambda", json!(1.2)),
+                ("/spec/merge/normalize", json!(false)),
+            ],
+            "",
+            "",
+        ),
         (
             vec![("/spec/distillation/datasets/0/uri", json!("builtin:dolly"))],
             "spec.distillation.datasets[0].uri",
@@ -390,7 +457,8 @@ fn cel_violations_name_the_field() {
     ];
     for (changes, path, message) in cases {
         if path.is_empty() {
-            // pvcName with a file:// uri is valid: the quickstart stores under file://.
+            // Valid changes: pvcName with a file:// uri (the quickstart stores under file://),
+            // ties with all its settings.
             let mut doc = quickstart();
             for (p, v) in &changes {
                 set(&mut doc, p, v.clone());
@@ -411,6 +479,10 @@ fn cel_rules_catch_what_the_schema_would_too() {
     let mut doc = quickstart();
     set(&mut doc, "/spec/recovery/kd/ratio", json!(1.5));
     set(&mut doc, "/spec/merge/t", json!(-0.5));
+    set(&mut doc, "/spec/merge/method", json!("ties"));
+    set(&mut doc, "/spec/merge/weights", json!([1.0, -11.0]));
+    set(&mut doc, "/spec/merge/density", json!(0.0));
+    set(&mut doc, "/spec/merge/lambda", json!(-1.0));
     set(&mut doc, "/spec/pruning/blockSizes", json!([6, 0]));
     let errors = kube::core::cel::Validator::new()
         .validate(&schema, &doc, None)
@@ -419,6 +491,9 @@ fn cel_rules_catch_what_the_schema_would_too() {
     for needle in [
         "spec.recovery.kd.ratio must be between 0 and 1",
         "spec.merge.t must be between 0 and 1",
+        "spec.merge.weights: every weight must be between -10 and 10",
+        "spec.merge.density must be greater than 0 and at most 1",
+        "spec.merge.lambda must be between 0 and 10",
         "spec.pruning.blockSizes: every block size must be at least 1",
     ] {
         assert!(text.contains(needle), "{needle:?} not in {text}");

@@ -576,8 +576,136 @@ fn invalid_specs_are_rejected_with_the_field_named() {
                     RecoveryMethod::SelfDistillLogitKd,
                 ]
             }),
-            PlanError::SlerpNeedsTwoModels(3),
+            PlanError::MergeNeedsTwoModels {
+                method: MergeMethod::Slerp,
+                got: 3,
+            },
             "spec.merge.models",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Nuslerp;
+                s.merge.models = vec![
+                    RecoveryMethod::Sft,
+                    RecoveryMethod::SelfDistill,
+                    RecoveryMethod::SelfDistillLogitKd,
+                ]
+            }),
+            PlanError::MergeNeedsTwoModels {
+                method: MergeMethod::Nuslerp,
+                got: 3,
+            },
+            "spec.merge.models",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::TaskArithmetic;
+                s.merge.weights = vec![1.0];
+            }),
+            PlanError::MergeWeightsCount {
+                weights: 1,
+                models: 2,
+            },
+            "spec.merge.weights",
+        ),
+        (
+            Box::new(|s| s.merge.weights = vec![0.5, 0.5]),
+            PlanError::MergeSettingNotUsed {
+                field: "weights",
+                method: MergeMethod::Slerp,
+                used_by: "linear, task-arithmetic and ties",
+            },
+            "spec.merge.weights",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Ties;
+                s.merge.weights = vec![1.0, 11.0];
+            }),
+            PlanError::MergeSettingOutOfRange {
+                field: "weights",
+                range: "between -10 and 10",
+                value: "11".into(),
+            },
+            "spec.merge.weights",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::TaskArithmetic;
+                s.merge.weights = vec![1.0, -1.0];
+                s.merge.normalize = Some(true);
+            }),
+            PlanError::MergeWeightsSumToZero {
+                method: MergeMethod::TaskArithmetic,
+            },
+            "spec.merge.normalize: false",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Linear;
+                s.merge.weights = vec![2.0, -2.0];
+            }),
+            PlanError::MergeWeightsSumToZero {
+                method: MergeMethod::Linear,
+            },
+            "spec.merge.weights",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::TaskArithmetic;
+                s.merge.density = 0.5;
+            }),
+            PlanError::MergeSettingNotUsed {
+                field: "density",
+                method: MergeMethod::TaskArithmetic,
+                used_by: "ties",
+            },
+            "spec.merge.density",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Ties;
+                s.merge.density = 0.0;
+            }),
+            PlanError::MergeSettingOutOfRange {
+                field: "density",
+                range: "greater than 0 and at most 1",
+                value: "0".into(),
+            },
+            "spec.merge.density",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Ties;
+                s.merge.lambda = 10.5;
+            }),
+            PlanError::MergeSettingOutOfRange {
+                field: "lambda",
+                range: "between 0 and 10",
+                value: "10.5".into(),
+            },
+            "spec.merge.lambda",
+        ),
+        (
+            Box::new(|s| {
+                s.merge.method = MergeMethod::Nuslerp;
+                s.merge.lambda = 2.0;
+            }),
+            PlanError::MergeSettingNotUsed {
+                field: "lambda",
+                method: MergeMethod::Nuslerp,
+                used_by: "task-arithmetic and ties",
+            },
+            "spec.merge.lambda",
+        ),
+        (
+            Box::new(|s| s.merge.normalize = Some(false)),
+            PlanError::MergeSettingNotUsed {
+                field: "normalize",
+                method: MergeMethod::Slerp,
+                used_by: "linear, task-arithmetic and ties",
+            },
+            "spec.merge.normalize",
         ),
         (
             Box::new(|s| {
@@ -746,4 +874,71 @@ fn eval_presets_fill_the_shots_tasks_leave_unset() {
     let moved = changed(&plan(&a).unwrap(), &plan(&spec).unwrap());
     assert!(moved.iter().all(|id| id.starts_with("eval-")), "{moved:?}");
     assert!(!moved.is_empty());
+}
+
+#[test]
+fn task_vector_merge_settings_enter_the_merge_key_only_when_set() {
+    let a = plan(&full_spec()).unwrap();
+    // The default request leaves the new settings out, so keys of earlier plans stay.
+    let merge_request = |p: &Plan| match &p.get("merge-n6").unwrap().params {
+        StageParams::Merge(m) => serde_json::to_value(m).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let default_request = merge_request(&a);
+    for field in ["weights", "density", "lambda", "normalize"] {
+        assert!(
+            default_request.get(field).is_none(),
+            "{field} in {default_request}"
+        );
+    }
+    let merged_downstream = set(&[
+        "merge-n4",
+        "merge-n6",
+        "eval-n4-merged",
+        "eval-n6-merged",
+    ]);
+
+    let mut ties = full_spec();
+    ties.merge.method = MergeMethod::Ties;
+    let b = plan(&ties).unwrap();
+    assert_eq!(changed(&a, &b), merged_downstream);
+    for (field, value) in [
+        ("density", serde_json::json!(0.5)),
+        ("lambda", serde_json::json!(1.5)),
+        ("weights", serde_json::json!([2.0, 1.0])),
+    ] {
+        let mut spec = ties.clone();
+        match field {
+            "density" => spec.merge.density = 0.5,
+            "lambda" => spec.merge.lambda = 1.5,
+            _ => spec.merge.weights = vec![2.0, 1.0],
+        }
+        let c = plan(&spec).unwrap();
+        assert_eq!(changed(&b, &c), merged_downstream, "{field}");
+        assert_eq!(merge_request(&c)[field], value);
+    }
+    // normalize at the method's default is the same work as leaving it unset; the other value
+    // is not.
+    let mut spec = ties.clone();
+    spec.merge.normalize = Some(true);
+    assert!(changed(&b, &plan(&spec).unwrap()).is_empty());
+    spec.merge.normalize = Some(false);
+    let c = plan(&spec).unwrap();
+    assert_eq!(changed(&b, &c), merged_downstream);
+    assert_eq!(merge_request(&c)["normalize"], serde_json::json!(false));
+    let mut spec = full_spec();
+    spec.merge.method = MergeMethod::TaskArithmetic;
+    spec.merge.normalize = Some(false);
+    let ta = plan(&spec).unwrap();
+    spec.merge.normalize = None;
+    assert!(changed(&ta, &plan(&spec).unwrap()).is_empty());
+    // The merge stage of every method reads the pruned model as `base`.
+    let inputs: Vec<&str> = b
+        .get("merge-n6")
+        .unwrap()
+        .inputs
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(inputs, ["base", "model-0", "model-1"]);
 }

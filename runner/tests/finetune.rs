@@ -9,9 +9,11 @@ use common::tiny::{write_tiny_model, TinySpec};
 use pruneforge::data::sft::SftRecord;
 use pruneforge::loader::{open_model, HfModel};
 use pruneforge::model::{ForwardOptions, Llama};
+use pruneforge::report::dose_md::FinetuneDose;
 use pruneforge::stages::finetune::{load_records, run, FinetuneParams};
 use pruneforge::stages::StageError;
 use pruneforge::train::batching::{tokenize, Batch, Example};
+use pruneforge::train::dose::TrainingDose;
 use pruneforge::train::lora::{LoraParams, LoraSet};
 use pruneforge::train::loss::LossWeights;
 use pruneforge::train::trainer::{forward_loss, Trainer};
@@ -537,6 +539,15 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
     assert_eq!(back.params.rank, 4);
     assert!(full_dir.join("loss.svg").exists());
     assert_eq!(a["summary"]["truncated"], b["summary"]["truncated"]);
+    // The dose counts every session of the resumed run.
+    for field in ["optimizer_steps", "sequences", "answer_tokens", "input_tokens"] {
+        assert_eq!(a["dose"][field], b["dose"][field], "dose.{field}");
+    }
+    let (ra, rb) = (
+        a["dose"]["weight_change"]["overall"]["ratio"].as_f64().unwrap(),
+        b["dose"]["weight_change"]["overall"]["ratio"].as_f64().unwrap(),
+    );
+    assert!((ra / rb - 1.0).abs() < 1e-4, "{ra} vs {rb}");
     // A finished run started again does not train further.
     let again = run(
         &dir,
@@ -603,6 +614,99 @@ fn training_lowers_the_loss_and_writes_the_merged_model() {
     let merged = open_model(&out.join("merged")).unwrap();
     assert_eq!(merged.model.config.num_hidden_layers, 2);
     assert!(!out.join("checkpoints").exists());
+}
+
+/// `‖W‖²_F` of every projection of every layer of `model`, by (layer, projection), and of
+/// the difference to `other` (same shape).
+fn projection_norms_sq(model: &Llama, other: &Llama) -> Vec<(String, f64, f64)> {
+    let mut out = Vec::new();
+    for (l, (layer, other_layer)) in model.layers.iter().zip(&other.layers).enumerate() {
+        for name in pruneforge::model::llama::PROJECTIONS {
+            let weight = |lay| {
+                let lin = Llama::projection(lay, name).unwrap();
+                let w = lin.part_weight(lin.part_index(name).unwrap()).unwrap();
+                w.to_dtype(candle_core::DType::F64).unwrap()
+            };
+            let (w, v) = (weight(layer), weight(other_layer));
+            let sq = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            out.push((format!("{l}.{name}"), sq(&w), sq(&(&v - &w).unwrap())));
+        }
+    }
+    out
+}
+
+#[test]
+fn finetune_json_reports_the_training_dose() {
+    let (tmp, dir) = tiny(12);
+    let out = tmp.path().join("out");
+    let params = FinetuneParams {
+        write_merged: true,
+        checkpoint_every: 0,
+        ..small_params(5)
+    };
+    let s = run(
+        &dir,
+        None,
+        &[alpaca()],
+        &params,
+        &out,
+        &pruneforge::device::Compute::cpu(),
+    )
+    .unwrap();
+    let doc = read_json(&out.join("finetune.json"));
+    let dose: TrainingDose = serde_json::from_value(doc["dose"].clone()).expect("dose block");
+    assert_eq!(dose.optimizer_steps, 5);
+    assert_eq!(dose.optimizer_steps, s.steps);
+    assert_eq!(dose.training_records, s.examples);
+    // 5 steps of 2 micro-batches of at most 2 sequences (a window's last batch may be short).
+    assert!(
+        dose.sequences > 10 && dose.sequences <= 20,
+        "{} sequences",
+        dose.sequences
+    );
+    assert!((dose.epochs - dose.sequences as f64 / s.examples as f64).abs() < 1e-12);
+    assert_eq!(dose.answer_tokens, s.tokens);
+    assert!(dose.input_tokens > dose.answer_tokens);
+    let change = dose.weight_change.expect("weight change");
+    let ok = |r: f64| r > 0.0 && r.is_finite();
+    assert!(ok(change.overall.ratio), "{:?}", change.overall);
+    assert_eq!(change.overall.modules, 2 * 7);
+    assert_eq!(change.per_projection.len(), 7);
+    for (name, c) in &change.per_projection {
+        assert!(ok(c.ratio), "{name}: {c:?}");
+    }
+    assert_eq!(change.per_layer.len(), 2);
+    // Against the dense difference between the merged and the original weights.
+    let base = open_model(&dir).unwrap();
+    let merged = open_model(&out.join("merged")).unwrap();
+    let norms = projection_norms_sq(&base.model, &merged.model);
+    let (base_sq, delta_sq) = norms
+        .iter()
+        .fold((0.0, 0.0), |(b, d), (_, w, dw)| (b + w, d + dw));
+    let dense_ratio = (delta_sq / base_sq).sqrt();
+    assert!(
+        (change.overall.ratio / dense_ratio - 1.0).abs() < 1e-2,
+        "low-rank {} vs dense {dense_ratio}",
+        change.overall.ratio
+    );
+    let q: (f64, f64) = norms
+        .iter()
+        .filter(|(k, _, _)| k.ends_with(".q_proj"))
+        .fold((0.0, 0.0), |(b, d), (_, w, dw)| (b + w, d + dw));
+    let q_ratio = change.per_projection["q_proj"].ratio;
+    assert!(
+        (q_ratio / (q.1 / q.0).sqrt() - 1.0).abs() < 1e-2,
+        "q_proj: {q_ratio} vs {}",
+        (q.1 / q.0).sqrt()
+    );
+    // The report reads this finetune.json, and one written before the block existed.
+    let read = FinetuneDose::from_finetune_json("n2-sft", &doc.to_string()).unwrap();
+    assert_eq!(read.sequences, Some(dose.sequences));
+    let mut old = doc.clone();
+    old.as_object_mut().unwrap().remove("dose");
+    let read = FinetuneDose::from_finetune_json("n2-sft", &old.to_string()).unwrap();
+    assert_eq!((read.steps, read.sequences), (Some(5), None));
+    assert_eq!(read.answer_tokens, Some(s.tokens));
 }
 
 #[test]

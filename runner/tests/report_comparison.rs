@@ -159,6 +159,8 @@ fn comparison_of_two_items_files() {
         comparisons: cmp,
         recoveries: BTreeMap::from([("n4".to_string(), recovery)]),
         at_chance: vec!["piqa".into()],
+        kl: Default::default(),
+        dose: Default::default(),
     };
     let md = markdown(&d, None);
     assert!(md.contains("## Paired comparisons"), "{md}");
@@ -188,4 +190,99 @@ fn comparison_of_two_items_files() {
     );
     let page = html(&d);
     assert!(page.contains("<h2>Paired comparisons</h2>") && page.contains("not distinguishable"));
+}
+
+/// The "Training dose" section gathered from finetune and distill artifacts on disk: rows from
+/// each finetune.json (one with a dose block, one from before it), the cosine of the two
+/// fine-tunes' ΔW from their adapter files, and the distillation's shares.
+#[test]
+fn training_dose_section_from_artifacts() {
+    use pruneforge::report::gather;
+    use pruneforge::train::tensor_io;
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let stage = |id: &str, kind: &str| StageRun {
+        id: id.into(),
+        kind: kind.into(),
+        key: "k".into(),
+        status: RunStatus::Ran,
+        seconds: 1.0,
+        artifact_uri: format!("file://{}/{kind}/{id}/", root.display()),
+        summary: None,
+        message: None,
+    };
+    let dir = |id: &str, kind: &str| {
+        let d = root.join(kind).join(id);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    };
+    // Rank-1 adapters on a 2×2 q_proj and v_proj of layer 0, scale alpha / r = 2:
+    // sft: ΔW_q = 2·e1e1ᵀ, ΔW_v = 2·e2e2ᵀ; self-distill: 2·ΔW_q and −ΔW_v. Cosine per
+    // projection 1 and −1, overall (2·4 − 4) / (sqrt(8) · sqrt(20)) = 1 / sqrt(10).
+    let adapter = |d: &Path, q_sign: f32, v_sign: f32| {
+        let p = |m: &str| format!("base_model.model.model.layers.0.self_attn.{m}");
+        let tensors = vec![
+            (format!("{}.lora_A.weight", p("q_proj")), vec![1, 2], vec![1.0, 0.0]),
+            (format!("{}.lora_B.weight", p("q_proj")), vec![2, 1], vec![q_sign, 0.0]),
+            (format!("{}.lora_A.weight", p("v_proj")), vec![1, 2], vec![0.0, 1.0]),
+            (format!("{}.lora_B.weight", p("v_proj")), vec![2, 1], vec![0.0, v_sign]),
+        ];
+        tensor_io::write(&d.join("adapter_model.safetensors"), &tensors).expect("adapter");
+        let cfg = json!({"r": 1, "lora_alpha": 2, "use_rslora": false, "peft_type": "LORA"});
+        std::fs::write(d.join("adapter_config.json"), cfg.to_string()).expect("config");
+    };
+    let sft = dir("finetune-n4-sft", "finetune");
+    adapter(&sft, 1.0, 1.0);
+    let dose = json!({"optimizer_steps": 32, "sequences": 128, "training_records": 64,
+        "epochs": 2.0, "answer_tokens": 9000, "input_tokens": 15000,
+        "weight_change": {"overall": {"delta_norm": 1.0, "base_norm": 800.0, "ratio": 0.00125,
+                                      "modules": 2},
+                          "per_projection": {"q_proj": {"ratio": 0.002}, "v_proj": {"ratio": 0.0005}}}});
+    let doc = json!({"summary": {"steps": 32, "tokens": 9000}, "dose": dose});
+    std::fs::write(sft.join("finetune.json"), doc.to_string()).expect("finetune.json");
+    let distilled = dir("finetune-n4-self-distill", "finetune");
+    adapter(&distilled, 2.0, -1.0);
+    let old_doc = json!({"summary": {"steps": 32, "tokens": 8000}});
+    std::fs::write(distilled.join("finetune.json"), old_doc.to_string()).expect("finetune.json");
+    let distill = dir("distill-alpaca", "distill");
+    let summary = json!({"dataset": "alpaca", "items": 64, "kept": 48, "fallback": 16,
+        "kept_rate": 0.75, "fallback_reasons": {"truncated": 10, "banned-phrase": 6},
+        "differing": 40, "differing_rate": 0.625, "generated_tokens": 1000, "wall_s": 1.0,
+        "tokens_per_s": 1000.0, "resumed_items": 0, "shards": 1});
+    std::fs::write(distill.join("distill.json"), summary.to_string()).expect("distill.json");
+
+    let d = gather(RunReport {
+        job: "job".into(),
+        storage: root.display().to_string(),
+        wall_s: 1.0,
+        stages: vec![
+            stage("distill-alpaca", "distill"),
+            stage("finetune-n4-sft", "finetune"),
+            stage("finetune-n4-self-distill", "finetune"),
+        ],
+    });
+    assert_eq!(d.dose.cosines.len(), 1, "{:?}", d.dose);
+    let cos = &d.dose.cosines[0].cosine;
+    assert!((cos.overall.expect("cosine") - 10f64.sqrt().recip()).abs() < 1e-9);
+    let md = markdown(&d, None);
+    assert!(md.contains("## Training dose"), "{md}");
+    assert!(
+        md.contains("| n4-sft | 32 | 128 | 2.00 | 9000 | 15000 | 1.25e-3 | 2.00e-3 | 5.00e-4 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| n4-self-distill | 32 | — | — | 8000 | — | — | — | — |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| n4 | sft vs self-distill | 0.316 | 1.000 | -1.000 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| alpaca | 64 | 48 (75.0%) | 40 (62.5%) | banned-phrase 6, truncated 10 |"),
+        "{md}"
+    );
+    let page = html(&d);
+    assert!(page.contains("<h2>Training dose</h2>") && page.contains("sft vs self-distill"));
 }

@@ -241,7 +241,7 @@ async fn fake_kubelet_drives_the_operator_offline() {
     let distill = status
         .stages
         .iter()
-        .find(|s| s.id == "distill-gsm8k")
+        .find(|s| s.id == "distill-alpaca")
         .expect("distill");
     assert_eq!(
         distill.message.as_deref(),

@@ -10,7 +10,7 @@ use crate::params::{
     SpeculateParams, StageParams,
 };
 use crate::spec::{
-    DistillDataset, DraftModel, MergeMethod, PruneDistillJobSpec, RecoveryMethod, ResolvedCompute,
+    DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod, ResolvedCompute,
     TrainingData,
 };
 
@@ -181,6 +181,14 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                     t: spec.merge.t,
                     t_gradient: spec.merge.t_gradient.clone(),
                     models: spec.merge.models.clone(),
+                    weights: spec.merge.weights.clone(),
+                    density: spec.merge.density,
+                    lambda: spec.merge.lambda,
+                    // Only a setting that differs from the method's default enters the key.
+                    normalize: spec
+                        .merge
+                        .normalize
+                        .filter(|n| Some(*n) != spec.merge.method.default_normalize()),
                 }),
                 &inputs,
                 1,
@@ -364,8 +372,11 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
         if models.len() < 2 {
             return Err(PlanError::TooFewMergeModels(models.len()));
         }
-        if spec.merge.method == MergeMethod::Slerp && models.len() != 2 {
-            return Err(PlanError::SlerpNeedsTwoModels(models.len()));
+        if spec.merge.method.needs_two_models() && models.len() != 2 {
+            return Err(PlanError::MergeNeedsTwoModels {
+                method: spec.merge.method,
+                got: models.len(),
+            });
         }
         let mut seen = BTreeSet::new();
         for &m in models {
@@ -393,6 +404,7 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
                 value: v.to_string(),
             });
         }
+        check_merge_settings(&spec.merge)?;
     }
     if spec.speculative.enabled
         && spec.speculative.draft == DraftModel::Merged
@@ -414,6 +426,75 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     }
     Ok(())
 }
+
+/// The settings of the task-vector methods and weighted merges: which method uses which, their
+/// ranges, one weight per model, and a non-zero sum of weights where the merge divides by it.
+fn check_merge_settings(merge: &MergeSpec) -> Result<(), PlanError> {
+    let method = merge.method;
+    let not_used = |field: &'static str, used_by: &'static str| PlanError::MergeSettingNotUsed {
+        field,
+        method,
+        used_by,
+    };
+    if !merge.weights.is_empty() {
+        if !method.takes_weights() {
+            return Err(not_used("weights", "linear, task-arithmetic and ties"));
+        }
+        if merge.weights.len() != merge.models.len() {
+            return Err(PlanError::MergeWeightsCount {
+                weights: merge.weights.len(),
+                models: merge.models.len(),
+            });
+        }
+        if let Some(w) = merge
+            .weights
+            .iter()
+            .find(|w| !(-10.0..=10.0).contains(*w))
+        {
+            return Err(PlanError::MergeSettingOutOfRange {
+                field: "weights",
+                range: "between -10 and 10",
+                value: w.to_string(),
+            });
+        }
+    }
+    if !(merge.density > 0.0 && merge.density <= 1.0) {
+        return Err(PlanError::MergeSettingOutOfRange {
+            field: "density",
+            range: "greater than 0 and at most 1",
+            value: merge.density.to_string(),
+        });
+    }
+    if merge.density != 1.0 && !method.takes_density() {
+        return Err(not_used("density", "ties"));
+    }
+    if !(0.0..=10.0).contains(&merge.lambda) {
+        return Err(PlanError::MergeSettingOutOfRange {
+            field: "lambda",
+            range: "between 0 and 10",
+            value: merge.lambda.to_string(),
+        });
+    }
+    if merge.lambda != 1.0 && !method.takes_lambda() {
+        return Err(not_used("lambda", "task-arithmetic and ties"));
+    }
+    if merge.normalize.is_some() && method.default_normalize().is_none() {
+        return Err(not_used("normalize", "linear, task-arithmetic and ties"));
+    }
+    // ties divides per entry by the weights of the agreeing models (a zero divisor counts as
+    // 1 there, as in mergekit); linear and task-arithmetic divide by the sum of all weights.
+    let divides_by_sum = matches!(method, MergeMethod::Linear | MergeMethod::TaskArithmetic);
+    if divides_by_sum && merge.effective_normalize() && !merge.weights.is_empty() {
+        let sum: f64 = merge.weights.iter().sum();
+        if sum.abs() < WEIGHT_SUM_EPS {
+            return Err(PlanError::MergeWeightsSumToZero { method });
+        }
+    }
+    Ok(())
+}
+
+/// mergekit's threshold below which a sum of weights counts as zero (task arithmetic).
+const WEIGHT_SUM_EPS: f64 = 1e-8;
 
 /// 1-32 characters of `[a-z0-9-]`, starting and ending with a letter or digit.
 fn is_dataset_name(name: &str) -> bool {

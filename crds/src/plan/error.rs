@@ -1,6 +1,6 @@
 //! Why a spec cannot be planned.
 
-use crate::spec::RecoveryMethod;
+use crate::spec::{MergeMethod, RecoveryMethod};
 
 /// A spec the planner rejects. Each message names the field to fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,9 +37,14 @@ pub enum PlanError {
     /// Merge enabled with fewer than two models.
     #[error("spec.merge.models: merging needs at least 2 models, got {0}")]
     TooFewMergeModels(usize),
-    /// slerp with other than two models.
-    #[error("spec.merge.models: slerp merges exactly 2 models, got {0}")]
-    SlerpNeedsTwoModels(usize),
+    /// slerp or nuslerp with other than two models.
+    #[error("spec.merge.models: {method} merges exactly 2 models, got {got}; use linear, task-arithmetic or ties for more")]
+    MergeNeedsTwoModels {
+        /// slerp or nuslerp.
+        method: MergeMethod,
+        /// The number of models listed.
+        got: usize,
+    },
     /// A merged model whose method is not run or has no fine-tuned model.
     #[error("spec.merge.models: {0} is not a fine-tuned model of this job; list it in spec.recovery.methods (none cannot be merged)")]
     MergeModelNotTrained(RecoveryMethod),
@@ -53,6 +58,40 @@ pub enum PlanError {
         field: &'static str,
         /// The offending value.
         value: String,
+    },
+    /// A merge setting outside its range.
+    #[error("spec.merge.{field} must be {range}, got {value}")]
+    MergeSettingOutOfRange {
+        /// `weights`, `density` or `lambda`.
+        field: &'static str,
+        /// The allowed range, in words.
+        range: &'static str,
+        /// The offending value.
+        value: String,
+    },
+    /// A merge setting the chosen method does not use.
+    #[error("spec.merge.{field} is not used by method {method}; only {used_by} use it: remove {field} or change spec.merge.method")]
+    MergeSettingNotUsed {
+        /// `weights`, `density`, `lambda` or `normalize`.
+        field: &'static str,
+        /// The method chosen.
+        method: MergeMethod,
+        /// The methods that use the setting.
+        used_by: &'static str,
+    },
+    /// A number of weights other than the number of models.
+    #[error("spec.merge.weights has {weights} values for {models} models; give one weight per model of spec.merge.models, in the same order")]
+    MergeWeightsCount {
+        /// Weights given.
+        weights: usize,
+        /// Models merged.
+        models: usize,
+    },
+    /// Weights summing to 0 where the merge divides by their sum.
+    #[error("spec.merge.weights sum to 0, but {method} with normalize divides by their sum; change the weights or set spec.merge.normalize: false")]
+    MergeWeightsSumToZero {
+        /// linear or task-arithmetic.
+        method: MergeMethod,
     },
     /// The merged draft without merging.
     #[error("spec.speculative.draft is merged, but spec.merge.enabled is false")]

@@ -35,11 +35,15 @@ pub enum EvalTaskName {
     Gsm8k,
     /// Perplexity on held-out text (lower is better; not part of the average).
     Perplexity,
+    /// KL(base ‖ model) per token on the perplexity task's held-out text: how far the model's
+    /// next-token distributions are from the base model's (lower is better; 0 for the base;
+    /// not part of the average). The base model's eval writes the reference distributions.
+    Kl,
 }
 
 impl EvalTaskName {
     /// Every task.
-    pub const ALL: [EvalTaskName; 9] = [
+    pub const ALL: [EvalTaskName; 10] = [
         EvalTaskName::ArcEasy,
         EvalTaskName::ArcChallenge,
         EvalTaskName::Hellaswag,
@@ -49,6 +53,7 @@ impl EvalTaskName {
         EvalTaskName::TruthfulqaMc2,
         EvalTaskName::Gsm8k,
         EvalTaskName::Perplexity,
+        EvalTaskName::Kl,
     ];
 
     /// The tasks run when none are given: the seven zero-shot multiple-choice tasks.
@@ -74,6 +79,7 @@ impl EvalTaskName {
             EvalTaskName::TruthfulqaMc2 => "truthfulqa_mc2",
             EvalTaskName::Gsm8k => "gsm8k",
             EvalTaskName::Perplexity => "perplexity",
+            EvalTaskName::Kl => "kl",
         }
     }
 
@@ -89,6 +95,7 @@ impl EvalTaskName {
             EvalTaskName::TruthfulqaMc2 => &TRUTHFULQA_MC2,
             EvalTaskName::Gsm8k => &GSM8K,
             EvalTaskName::Perplexity => &PERPLEXITY,
+            EvalTaskName::Kl => &KL,
         }
     }
 
@@ -179,6 +186,8 @@ pub enum MainMetric {
     ExactMatchFlexible,
     /// Token-level perplexity (lower is better; never averaged).
     Perplexity,
+    /// Mean KL(base ‖ model) per scored token, in nats (lower is better; never averaged).
+    KlPerToken,
 }
 
 impl MainMetric {
@@ -191,6 +200,7 @@ impl MainMetric {
             MainMetric::Mc2 => "mc2",
             MainMetric::ExactMatchFlexible => "exact_match,flexible-extract",
             MainMetric::Perplexity => "perplexity",
+            MainMetric::KlPerToken => "kl_per_token",
         }
     }
 
@@ -203,13 +213,14 @@ impl MainMetric {
             MainMetric::Mc2 => "mc2,none",
             MainMetric::ExactMatchFlexible => "exact_match,flexible-extract",
             MainMetric::Perplexity => "perplexity,none",
+            MainMetric::KlPerToken => "kl_per_token,none",
         }
     }
 
-    /// Whether a higher value is better; the accuracy-like metrics (all but perplexity) are
-    /// the ones averaged.
+    /// Whether a higher value is better; the accuracy-like metrics (all but perplexity and KL)
+    /// are the ones averaged.
     pub fn higher_is_better(self) -> bool {
-        self != MainMetric::Perplexity
+        !matches!(self, MainMetric::Perplexity | MainMetric::KlPerToken)
     }
 }
 
@@ -348,6 +359,18 @@ const PERPLEXITY: TaskDef = TaskDef {
     output_type: OutputType::LoglikelihoodRolling,
 };
 
+/// The perplexity task's held-out rows, scored against the base model's next-token
+/// distributions; no prompts, no chance level.
+const KL: TaskDef = TaskDef {
+    docs: BuiltinDataset::Alpaca,
+    fewshot_pool: None,
+    other_splits: &[],
+    metric: MainMetric::KlPerToken,
+    chance: None,
+    default_shots: 0,
+    output_type: OutputType::LoglikelihoodRolling,
+};
+
 /// One benchmark run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -356,8 +379,8 @@ const PERPLEXITY: TaskDef = TaskDef {
     validation = Rule::new(format!("!has(self.uri) || ({})", builtin_uri_rule())).message(builtin_uri_message("spec.evaluation.tasks[]")).field_path(".uri")
 )]
 pub struct EvalTask {
-    /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k or
-    /// perplexity.
+    /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k,
+    /// perplexity or kl.
     pub name: EvalTaskName,
     /// Few-shot examples per prompt (taken from the task's train/dev split). Unset: the task's
     /// standard setting, 5 for mmlu (from dev) and gsm8k (from train), 0 for the others.

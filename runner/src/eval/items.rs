@@ -51,7 +51,7 @@ pub struct ItemValues {
 pub type ItemTable = BTreeMap<String, BTreeMap<u64, ItemValues>>;
 
 /// Parses `items.jsonl`. Lines that are not JSON objects with `task` and `idx` are skipped
-/// and counted; tasks without an accuracy metric (perplexity) are left out. Returns the table
+/// and counted; tasks without an accuracy metric (perplexity, kl) are left out. Returns the table
 /// and the number of skipped lines.
 pub fn parse_items(text: &str) -> (ItemTable, usize) {
     let mut table = ItemTable::new();
@@ -96,7 +96,7 @@ fn insert_item(table: &mut ItemTable, v: &Value) -> bool {
 /// The values of one item line; `None` for a task that has no accuracy metric.
 fn item_values(task: &str, v: &Value) -> Option<ItemValues> {
     let metric = task.parse::<EvalTaskName>().ok().map(|t| t.def().metric);
-    if metric == Some(MainMetric::Perplexity) {
+    if metric.is_some_and(|m| !m.higher_is_better()) {
         return None;
     }
     let correct = v

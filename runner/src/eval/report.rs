@@ -315,7 +315,8 @@ pub fn recovery(
         let percent = if s.higher_is_better {
             (b.value != 0.0).then(|| s.value / b.value * 100.0)
         } else {
-            (s.value != 0.0).then(|| b.value / s.value * 100.0)
+            // KL's base value is 0 (the base against itself): no ratio.
+            (s.value != 0.0 && b.value != 0.0).then(|| b.value / s.value * 100.0)
         };
         let chance = s
             .task

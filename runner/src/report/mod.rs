@@ -6,6 +6,8 @@
 pub mod comparison;
 pub mod comparison_md;
 pub mod describe;
+pub mod dose_md;
+pub mod kl_recovery;
 pub mod normalized_md;
 pub mod pairs;
 pub mod svg;
@@ -70,6 +72,10 @@ pub struct ReportData {
     pub recoveries: BTreeMap<String, Recovery>,
     /// Tasks where the base is within 2 standard errors of chance (left out of averages).
     pub at_chance: Vec<String>,
+    /// KL to the base model per variant, shares recovered, paired differences.
+    pub kl: kl_recovery::KlAnalysis,
+    /// Training dose of the fine-tunes and distillations ([`dose_md`]).
+    pub dose: dose_md::DoseReport,
 }
 
 /// Per-step losses from a finetune artifact's `finetune.json` (its `history`, or a
@@ -117,6 +123,18 @@ fn eval_items(run: &RunReport) -> BTreeMap<String, ItemTable> {
         out.insert(s.id.trim_start_matches("eval-").to_string(), items);
     }
     out
+}
+
+/// The `kl` rows of every eval stage's `items.jsonl`, by variant.
+fn eval_kl_rows(run: &RunReport) -> BTreeMap<String, kl_recovery::KlRows> {
+    run.stages
+        .iter()
+        .filter(|s| s.kind == "eval" && !matches!(s.status, RunStatus::Failed | RunStatus::Skipped))
+        .filter_map(|s| {
+            let rows = kl_recovery::kl_rows(&artifact_text(s, crate::stages::eval::ITEMS_JSONL)?);
+            (!rows.is_empty()).then(|| (s.id.trim_start_matches("eval-").to_string(), rows))
+        })
+        .collect()
 }
 
 /// Each eval stage's `eval.json`, by variant.
@@ -176,6 +194,7 @@ pub fn gather(run: RunReport) -> ReportData {
     let mut heatmaps = Vec::new();
     let mut loss_curves = Vec::new();
     let comparisons = comparisons(&eval_items(&run), BootstrapConfig::default());
+    let kl = kl_recovery::analyse(&eval_kl_rows(&run), BootstrapConfig::default());
     let docs = eval_docs(&run);
     let recoveries: BTreeMap<String, Recovery> = docs
         .iter()
@@ -187,6 +206,7 @@ pub fn gather(run: RunReport) -> ReportData {
         })
         .collect();
     let at_chance = base_at_chance(&docs, &recoveries);
+    let dose = dose_md::gather(&run);
     for s in &run.stages {
         if matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
             continue;
@@ -215,6 +235,8 @@ pub fn gather(run: RunReport) -> ReportData {
         comparisons,
         recoveries,
         at_chance,
+        kl,
+        dose,
     }
 }
 
@@ -472,6 +494,14 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
             normalized_md::LEGEND
         );
     }
+    let kl = kl_recovery::kl_md(&d.kl);
+    if !kl.is_empty() {
+        let _ = write!(
+            s,
+            "## KL to the base model\n\n{}\n\n{kl}\n",
+            kl_recovery::LEGEND
+        );
+    }
     let ev = eval_table_md(run);
     if !ev.is_empty() {
         let _ = write!(s, "## Evaluation\n\n{ev}\n");
@@ -496,6 +526,7 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
     if !sp.is_empty() {
         let _ = write!(s, "## Speculative decoding\n\n{sp}\n");
     }
+    s += &dose_md::dose_md(&d.dose);
     s
 }
 
@@ -572,6 +603,15 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
             md_table_to_html(&norm)
         );
     }
+    let kl = kl_recovery::kl_md(&d.kl);
+    if !kl.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>KL to the base model</h2><p>{}</p>{}",
+            esc(kl_recovery::LEGEND),
+            kl.split("\n\n").map(md_table_to_html).collect::<String>()
+        );
+    }
     let ev = eval_table_md(run);
     if !ev.is_empty() {
         let _ = write!(s, "<h2>Evaluation</h2>{}", md_table_to_html(&ev));
@@ -589,6 +629,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
     if !sp.is_empty() {
         let _ = write!(s, "<h2>Speculative decoding</h2>{}", md_table_to_html(&sp));
     }
+    s += &dose_md::dose_html(&d.dose, md_table_to_html, esc);
     s + "</body></html>\n"
 }
 

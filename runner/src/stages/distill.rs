@@ -43,6 +43,14 @@ pub struct DistillSummary {
     /// Fallback count per reason label (empty, truncated, banned-phrase, banned-prefix,
     /// wrong-answer, prompt-too-long).
     pub fallback_reasons: BTreeMap<String, usize>,
+    /// Records whose answer in the distilled set differs from the original one: kept rewrites
+    /// that are not identical to it (whitespace at the ends aside). `None` in summaries written
+    /// before this was counted.
+    #[serde(default)]
+    pub differing: Option<usize>,
+    /// `differing / items`.
+    #[serde(default)]
+    pub differing_rate: Option<f64>,
     pub generated_tokens: usize,
     pub wall_s: f64,
     pub tokens_per_s: f64,
@@ -277,6 +285,7 @@ fn write_shard_outputs(
         shards: count,
         ..Default::default()
     };
+    let mut differing = 0usize;
     for i in range {
         let r = &input.records[i];
         let e = journal
@@ -286,7 +295,11 @@ fn write_shard_outputs(
         match &e.decision {
             Decision::Kept => {
                 summary.kept += 1;
-                records.push(rewritten(r, &e.rewrite, &input.schema));
+                let record = rewritten(r, &e.rewrite, &input.schema);
+                if record.output.trim() != r.output.trim() {
+                    differing += 1;
+                }
+                records.push(record);
             }
             Decision::Fallback(reason) => {
                 summary.fallback += 1;
@@ -303,6 +316,8 @@ fn write_shard_outputs(
         log.push('\n');
     }
     summary.kept_rate = summary.kept as f64 / summary.items.max(1) as f64;
+    summary.differing = Some(differing);
+    summary.differing_rate = Some(differing as f64 / summary.items.max(1) as f64);
     let out = SftDataset {
         schema: input.schema.clone(),
         records,
@@ -313,7 +328,7 @@ fn write_shard_outputs(
     write_json_atomic(&dir.join("distill.json"), &summary).map_err(|e| StageError::io(dir, e))?;
     tracing::info!(
         dataset = %summary.dataset, items = summary.items, kept = summary.kept,
-        kept_rate = summary.kept_rate, tokens_per_s = summary.tokens_per_s, "distill shard done"
+        kept_rate = summary.kept_rate, differing = differing, tokens_per_s = summary.tokens_per_s, "distill shard done"
     );
     Ok(summary)
 }
@@ -350,6 +365,7 @@ pub fn gather_into(src: &Path, count: usize, dest: &Path) -> Result<DistillSumma
     std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
     let mut total = DistillSummary {
         shards: count,
+        differing: Some(0),
         ..Default::default()
     };
     let mut schema = None;
@@ -373,6 +389,8 @@ pub fn gather_into(src: &Path, count: usize, dest: &Path) -> Result<DistillSumma
         total.generated_tokens += s.generated_tokens;
         total.wall_s += s.wall_s;
         total.resumed_items += s.resumed_items;
+        // Unknown for the whole set as soon as one shard did not count it.
+        total.differing = total.differing.zip(s.differing).map(|(t, d)| t + d);
         for (k, v) in s.fallback_reasons {
             *total.fallback_reasons.entry(k).or_default() += v;
         }
@@ -386,6 +404,9 @@ pub fn gather_into(src: &Path, count: usize, dest: &Path) -> Result<DistillSumma
         );
     }
     total.kept_rate = total.kept as f64 / total.items.max(1) as f64;
+    total.differing_rate = total
+        .differing
+        .map(|d| d as f64 / total.items.max(1) as f64);
     total.tokens_per_s = total.generated_tokens as f64 / total.wall_s.max(1e-9);
     let schema = schema.ok_or_else(|| StageError::Input("no shards to gather".into()))?;
     let out = SftDataset {
@@ -460,4 +481,103 @@ pub fn run_request(p: &DistillParams, ctx: &StageContext) -> Result<Outcome> {
         files: vec!["distill.json".into(), "records.jsonl".into()],
         sharded,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pruneforge_api::spec::{
+        AnswerCheck, DatasetFormat, DistillDataset, GenerationSpec, PromptTemplate,
+    };
+
+    fn entry(index: usize, rewrite: &str, decision: Decision) -> Entry {
+        Entry {
+            index,
+            id: index.to_string(),
+            rewrite: rewrite.to_string(),
+            decision,
+            generated_tokens: 3,
+            finish: FinishReason::Eos,
+        }
+    }
+
+    /// A finished journal needs no model: the shard's outputs come from the journal alone.
+    #[test]
+    fn differing_counts_kept_rewrites_that_change_the_answer() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data.json");
+        let records = serde_json::json!([
+            {"instruction": "a", "input": "", "output": "Paris."},
+            {"instruction": "b", "input": "", "output": "Blue.\n"},
+            {"instruction": "c", "input": "", "output": "Four."},
+            {"instruction": "d", "input": "", "output": "Yes."},
+        ]);
+        std::fs::write(&data, records.to_string()).expect("data");
+        let params = DistillParams {
+            dataset: DistillDataset {
+                name: "t".into(),
+                uri: data.display().to_string(),
+                format: DatasetFormat::Alpaca,
+                fields: None,
+                kind: DataKind::General,
+                limit: None,
+                offset: 0,
+            },
+            template: PromptTemplate::default(),
+            answer_check: AnswerCheck::default(),
+            generation: GenerationSpec::default(),
+        };
+        let out = tmp.path().join("out");
+        for (shard, entries) in [
+            (
+                0,
+                vec![
+                    entry(0, "The capital of France is Paris.", Decision::Kept),
+                    entry(1, "  Blue.", Decision::Kept),
+                ],
+            ),
+            (
+                1,
+                vec![
+                    entry(2, "", Decision::Fallback(FallbackReason::Empty)),
+                    entry(3, "Yes, it is.", Decision::Kept),
+                ],
+            ),
+        ] {
+            let mut journal =
+                Journal::open(&shard_dir(&out, shard).join("journal.jsonl")).expect("journal");
+            for e in entries {
+                journal.append(e).expect("append");
+            }
+            journal.sync().expect("sync");
+        }
+        let no_model = tmp.path().join("no-model");
+        let s = run(
+            &no_model,
+            &params,
+            2,
+            &out,
+            &Resolver::local(),
+            &Compute::cpu(),
+        )
+        .expect("run");
+        assert_eq!((s.items, s.kept, s.fallback), (4, 3, 1));
+        // Item 1's rewrite is the original answer: kept, but not different.
+        assert_eq!(s.differing, Some(2));
+        assert_eq!(s.differing_rate, Some(0.5));
+        assert_eq!(s.fallback_reasons.get("empty"), Some(&1));
+        let written: DistillSummary = serde_json::from_str(
+            &std::fs::read_to_string(out.join("distill.json")).expect("read"),
+        )
+        .expect("parse");
+        assert_eq!(written, s);
+        // A summary written before the count existed still parses, as unknown.
+        let mut old = serde_json::to_value(&s).expect("json");
+        if let Some(o) = old.as_object_mut() {
+            o.remove("differing");
+            o.remove("differing_rate");
+        }
+        let old: DistillSummary = serde_json::from_value(old).expect("old summary");
+        assert_eq!(old.differing, None);
+    }
 }

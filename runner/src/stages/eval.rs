@@ -7,7 +7,8 @@
 //!
 //! Tasks: arc_easy, arc_challenge, hellaswag, piqa, winogrande (partial scoring), mmlu
 //! (5-shot unless told otherwise; macro and micro), truthfulqa_mc2, gsm8k (5-shot greedy
-//! generation, strict and flexible match) and perplexity (held-out text). See
+//! generation, strict and flexible match), perplexity (held-out text) and kl (KL(base ‖ model)
+//! per token on the same text; the base's eval writes the reference, see [`crate::eval::kl`]). See
 //! [`crate::eval`] for the scoring and [`crate::eval::report`] for the report and the main
 //! metric of each task.
 
@@ -27,6 +28,7 @@ use crate::device::Compute;
 use crate::eval::chance;
 use crate::eval::generation::{self, GenOptions};
 use crate::eval::items::{items_from_values, parse_items, ItemTable};
+use crate::eval::kl;
 use crate::eval::normalized_recovery::add_paired_intervals;
 use crate::eval::perplexity::{self, PerplexitySource, TokenRow};
 use crate::eval::report::{self, TaskOutcome, TaskReport};
@@ -50,8 +52,8 @@ pub const ITEMS_JSONL: &str = "items.jsonl";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k or
-    /// perplexity.
+    /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k,
+    /// perplexity or kl.
     pub name: String,
     /// Few-shot examples; `None`: 5 for mmlu and gsm8k, 0 for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,9 +259,9 @@ fn resolve_tasks(params: &EvalParams, resolver: &Resolver) -> Result<Vec<Resolve
             )));
         }
         let shots = spec.shots.unwrap_or_else(|| default_shots(name));
-        if name == EvalTaskName::Perplexity && shots > 0 {
+        if name.def().output_type == OutputType::LoglikelihoodRolling && shots > 0 {
             return Err(StageError::Input(format!(
-                "perplexity has no prompts, so shots must be 0 (got {shots})"
+                "{name} has no prompts, so shots must be 0 (got {shots})"
             )));
         }
         if spec.limit == Some(0) {
@@ -321,6 +323,9 @@ struct Context<'a> {
     model: &'a Llama,
     tokenizer: &'a Tokenizer,
     params: &'a EvalParams,
+    /// The kl task's reference: the base's file to read, or, without a base, the file this
+    /// run writes.
+    kl_reference: KlReferenceRole,
     scorer: ScorerOptions,
     ll_stats: ScoreStats,
     gen_stats: GenerationStats,
@@ -375,7 +380,11 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
             let rows = perplexity::load_rows(&source, ctx.tokenizer)?;
             let n = rows.len();
             let rows = selected(t.name, rows, Selection::new(t.spec.offset, limit))?;
-            let out = perplexity_outcome(ctx, &rows)?;
+            let out = if t.name == EvalTaskName::Kl {
+                kl_outcome(ctx, &rows)?
+            } else {
+                perplexity_outcome(ctx, &rows)?
+            };
             (out, n, rows.len())
         } else {
             match tasks::build(t.name, &t.files, &config)? {
@@ -503,6 +512,99 @@ fn perplexity_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOu
     Ok(out)
 }
 
+/// Where the kl task's reference comes from.
+#[derive(Debug, Clone)]
+enum KlReferenceRole {
+    /// No base eval: this model is the reference; its distributions are written here.
+    Write(PathBuf),
+    /// The base eval's reference file (`None`: the base eval has none).
+    Read(Option<PathBuf>),
+}
+
+fn kl_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOutcome> {
+    let task = EvalTaskName::Kl;
+    let max_length = ctx.scorer.max_length;
+    if let Some(long) = rows.iter().find(|r| r.tokens.len() > max_length) {
+        return Err(StageError::Input(format!(
+            "kl: row {} has {} tokens, more than max_length {max_length}; score shorter rows \
+             (the held-out Alpaca rows have {})",
+            long.idx,
+            long.tokens.len(),
+            perplexity::ROW_TOKENS
+        )));
+    }
+    let pairs: Vec<(usize, &[u32])> = rows.iter().map(|r| (r.idx, r.tokens.as_slice())).collect();
+    let started = Instant::now();
+    let values = match &ctx.kl_reference {
+        KlReferenceRole::Write(path) => {
+            let (reference, own) = kl::reference_of(ctx.model, &pairs, kl::TOP_K)?;
+            kl::save_reference(&reference, path)?;
+            own
+        }
+        KlReferenceRole::Read(Some(path)) => {
+            let reference = kl::load_reference(path)?;
+            kl::kl_against(ctx.model, &reference, &pairs)?
+        }
+        KlReferenceRole::Read(None) => {
+            return Err(StageError::Input(format!(
+                "kl: the base eval has no {}; evaluate the base model with the kl task too \
+                 (its eval writes the reference distributions)",
+                kl::REFERENCE_FILE
+            )))
+        }
+    };
+    let positions: usize = values.iter().map(|v| v.positions).sum();
+    if positions == 0 {
+        return Err(StageError::Input(
+            "kl: the selected rows have no token to score (rows need at least 2 tokens)".into(),
+        ));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let stats = &mut ctx.ll_stats;
+    stats.requests += values.len();
+    stats.sequences += values.len();
+    stats.request_tokens += positions;
+    stats.forward_tokens += positions;
+    stats.padded_tokens += positions;
+    stats.logit_rows += positions;
+    stats.forward_calls += values.len();
+    stats.seconds += seconds;
+    stats.forward_seconds += seconds;
+    let mut out = TaskOutcome::default();
+    for v in &values {
+        out.items.push(json!({
+            "task": task.as_str(),
+            "idx": v.idx,
+            "tokens_scored": v.positions,
+            "kl": v.kl_per_token(),
+            "kl_sum": v.kl_sum,
+            "nll": v.nll_sum,
+            "reference_topk_mass": v.reference_mass_sum / v.positions.max(1) as f64,
+        }));
+    }
+    let total = |f: fn(&kl::RowKl) -> f64| values.iter().map(f).sum::<f64>();
+    let per_row: Vec<f64> = values.iter().map(kl::RowKl::kl_per_token).collect();
+    let nll_per_token = total(|v| v.nll_sum) / positions as f64;
+    out.metrics = vec![
+        (
+            "kl_per_token,none".into(),
+            total(|v| v.kl_sum) / positions as f64,
+        ),
+        ("nll_per_token,none".into(), nll_per_token),
+        ("perplexity,none".into(), nll_per_token.exp()),
+        (
+            "reference_topk_mass,none".into(),
+            total(|v| v.reference_mass_sum) / positions as f64,
+        ),
+        ("tokens,none".into(), positions as f64),
+        ("rows,none".into(), values.len() as f64),
+    ];
+    if let Ok(se) = crate::stats::summary::standard_error(&per_row) {
+        out.metrics.push(("kl_per_token_stderr,none".into(), se));
+    }
+    Ok(out)
+}
+
 /// Runs the eval stage: `model_dir` (HF directory or .gguf), optionally the base model's
 /// `eval.json` for recovery, results into `out_dir`.
 pub fn run(
@@ -516,7 +618,7 @@ pub fn run(
     // Bad task specs and a bad base file fail before the model is loaded; task files (downloads
     // included) are resolved once.
     let tasks = resolve_tasks(params, resolver)?;
-    let base = read_base(base_eval, resolver)?;
+    let base = read_base(base_eval, resolver, &tasks)?;
     let generating = tasks
         .iter()
         .any(|t| t.name.def().output_type == pruneforge_api::spec::OutputType::GenerateUntil);
@@ -557,7 +659,7 @@ pub fn run_with_model(
     out_dir: &Path,
 ) -> Result<EvalSummary> {
     let tasks = resolve_tasks(params, resolver)?;
-    let base = read_base(base_eval, resolver)?;
+    let base = read_base(base_eval, resolver, &tasks)?;
     evaluate(model, tokenizer, model_label, base, params, &tasks, out_dir)
 }
 
@@ -566,16 +668,35 @@ struct BaseEval<'a> {
     path: &'a Path,
     eval: Value,
     items: Option<ItemTable>,
+    /// Its kl reference, when a kl task is run and the file exists.
+    kl_reference: Option<PathBuf>,
 }
 
 /// The base model's `eval.json` with its path and items, when one is given.
-fn read_base<'a>(base_eval: Option<&'a Path>, resolver: &Resolver) -> Result<Option<BaseEval<'a>>> {
+fn read_base<'a>(
+    base_eval: Option<&'a Path>,
+    resolver: &Resolver,
+    tasks: &[ResolvedTask],
+) -> Result<Option<BaseEval<'a>>> {
     let Some(path) = base_eval else {
         return Ok(None);
     };
     let eval = read_json(path)?;
     let items = read_base_items(path, resolver);
-    Ok(Some(BaseEval { path, eval, items }))
+    let kl_reference = if tasks.iter().any(|t| t.name == EvalTaskName::Kl) {
+        resolver
+            .resolve_sibling(&path.display().to_string(), kl::REFERENCE_FILE)
+            .ok()
+            .filter(|p| p.is_file())
+    } else {
+        None
+    };
+    Ok(Some(BaseEval {
+        path,
+        eval,
+        items,
+        kl_reference,
+    }))
 }
 
 /// The base's `items.jsonl` beside its `eval.json` (resolved as the eval.json's sibling);
@@ -628,10 +749,16 @@ fn evaluate(
     }
     let mut scorer = ScorerOptions::new(params.batch_size, max_length);
     scorer.prefix_cache = params.prefix_cache;
+    std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
+    let kl_reference = match &base {
+        None => KlReferenceRole::Write(out_dir.join(kl::REFERENCE_FILE)),
+        Some(b) => KlReferenceRole::Read(b.kl_reference.clone()),
+    };
     let mut ctx = Context {
         model,
         tokenizer,
         params,
+        kl_reference,
         scorer,
         ll_stats: ScoreStats::default(),
         gen_stats: GenerationStats::default(),
@@ -749,6 +876,9 @@ pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -
     )?;
     let mut summary = s.to_contract();
     let mut files = vec![EVAL_JSON, ITEMS_JSONL];
+    if ctx.out.join(kl::REFERENCE_FILE).is_file() {
+        files.push(kl::REFERENCE_FILE);
+    }
     if let (Some(spec), Some(base)) = (&p.drift, ctx.inputs.get("base")) {
         let base = ctx.open_model(&super::model_dir_of(base)?)?;
         let candidate = ctx.open_model(&model)?;

@@ -20,7 +20,9 @@
 //!   `[out, r]`), loadable with `PeftModel.from_pretrained`;
 //! - `merged/`: the model with the adapter folded in, as an HF directory;
 //! - `finetune.json`: parameters, the loss curve (per optimizer step: loss, ce, kd, lr,
-//!   grad_norm, tokens), throughput, truncation counts, initial/final loss, held-out NLL;
+//!   grad_norm, tokens), throughput, truncation counts, initial/final loss, held-out NLL, and
+//!   the training `dose` ([`crate::train::dose::TrainingDose`]: optimizer steps, sequences,
+//!   epochs, answer and input tokens, `‖ΔW‖ / ‖W‖` overall, per projection kind and per layer);
 //! - `loss.svg`: the loss curve;
 //! - `checkpoints/`: the latest resumable checkpoint (when `checkpoint_every > 0`); a run
 //!   started again on the same `out_dir` resumes from it step for step.
@@ -32,6 +34,7 @@ use crate::loader::{open_model_on, save_hf_dir, HfModel};
 use crate::model::config::ModelConfig;
 use crate::train::batching::{tokenize, Batch, DataOrder, Example};
 use crate::train::checkpoint::{self, StepLog, TrainState};
+use crate::train::dose::{self, AdapterDelta, TrainingDose, WeightChange};
 use crate::train::eval::mean_nll;
 use crate::train::lora::LoraSet;
 use crate::train::schedule::learning_rate;
@@ -236,6 +239,42 @@ struct Report<'a> {
     phase_seconds: PhaseTimes,
     threads: usize,
     history: &'a [StepLog],
+    dose: &'a TrainingDose,
+}
+
+/// The dose of a run after `steps` optimizer steps of `grad_accum` batches each, measured
+/// before the adapters are merged into `student`. The weight change is left out (with a
+/// warning) when it cannot be measured: it describes the run, it is not its result.
+fn training_dose(
+    student: &crate::model::Llama,
+    lora: &LoraSet,
+    replay_order: DataOrder,
+    examples: &[Example],
+    steps: u64,
+    grad_accum: u64,
+) -> TrainingDose {
+    let seen = dose::sequences_seen(replay_order, examples, steps * grad_accum);
+    let change = || -> std::result::Result<WeightChange, TrainError> {
+        let delta = AdapterDelta::from_lora_set(lora)?;
+        dose::weight_change(&delta, &dose::base_norms_sq(student, &delta)?)
+    };
+    let weight_change = match change() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not measure the weight change of the adapters");
+            None
+        }
+    };
+    let d = TrainingDose::new(steps, seen, examples.len(), weight_change);
+    tracing::info!(
+        steps = d.optimizer_steps,
+        sequences = d.sequences,
+        epochs = d.epochs,
+        answer_tokens = d.answer_tokens,
+        relative_change = d.weight_change.as_ref().map(|c| c.overall.ratio),
+        "training dose"
+    );
+    d
 }
 
 fn validate(params: &FinetuneParams) -> Result<()> {
@@ -396,6 +435,8 @@ pub fn run(
     }
 
     let lengths: Vec<usize> = tokenized.examples.iter().map(|e| e.tokens.len()).collect();
+    // A fresh copy of the order to count, at the end, what every session fed.
+    let replay_order = DataOrder::new(lengths.clone(), opt_p.batch_size, opt_p.seed);
     let mut order = DataOrder::new(lengths, opt_p.batch_size, opt_p.seed);
     order.restore(state.data);
     let examples: &[Example] = &tokenized.examples;
@@ -505,6 +546,21 @@ pub fn run(
     std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
     let completed = state.step >= opt_p.steps;
     let lora = trainer.lora;
+    let dose = training_dose(
+        &student,
+        &lora,
+        replay_order,
+        examples,
+        state.step,
+        opt_p.grad_accum as u64,
+    );
+    if dose.answer_tokens != state.tokens_seen {
+        tracing::warn!(
+            replayed = dose.answer_tokens,
+            counted = state.tokens_seen,
+            "the replayed data order disagrees with the answer tokens counted in training"
+        );
+    }
     let mut heldout_nll_after = None;
     if completed {
         lora.save_peft(out_dir, &student_dir.display().to_string())?;
@@ -560,6 +616,7 @@ pub fn run(
         phase_seconds: phases,
         threads: rayon::current_num_threads(),
         history: h,
+        dose: &dose,
     };
     let report_path = out_dir.join("finetune.json");
     write_json_atomic(&report_path, &report).map_err(|e| StageError::io(&report_path, e))?;

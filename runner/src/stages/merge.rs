@@ -1,26 +1,44 @@
-//! Stage `merge`: SLERP or linear interpolation of fine-tuned models of the same shape, tensor
-//! by tensor, with mergekit's semantics (see the submodules for the sources they follow).
+//! Stage `merge`: SLERP, linear interpolation, NuSLERP, task arithmetic or TIES of fine-tuned
+//! models of the same shape, tensor by tensor, with mergekit's semantics (see the submodules
+//! for the sources they follow).
 //!
-//! Inputs are HF directories (or `.gguf` files, imported first). The first model, or `base`,
-//! is mergekit's `base_model`: the `t = 0` end of a SLERP, and the source of `config.json`,
-//! the tokenizer files, the chat template and `generation_config.json`, which are copied
-//! unchanged. Each merged tensor is stored in the dtype the base model stores it in. The output
-//! directory is a loadable HF model directory plus `merge.json` (inputs with digests, the
-//! resolved parameters, and per tensor: `t`, the cosine of the two tensors, whether SLERP fell
-//! back to linear interpolation); it is built in a temporary sibling and renamed into place.
+//! Inputs are HF directories (or `.gguf` files, imported first). `base` is mergekit's
+//! `base_model`: for slerp and linear the `t = 0` end (the first model when not given); for the
+//! task-vector methods (nuslerp, task-arithmetic, ties) the model the fine-tunes started from
+//! (in a job, the pruned model), required and not itself among the merged models. The base is
+//! the source of `config.json`, the tokenizer files, the chat template and
+//! `generation_config.json`, which are copied unchanged, and each merged tensor is stored in the
+//! dtype the base stores it in. The output directory is a loadable HF model directory plus
+//! `merge.json` (inputs with digests, the resolved parameters, and per tensor: `t`, the cosine
+//! of the two tensors or task vectors, whether (nu)slerp fell back to linear interpolation, the
+//! L2 norm of each task vector, and for ties the entries kept per task vector and the entries
+//! with a sign conflict); it is built in a temporary sibling and renamed into place.
 //!
 //! Methods:
 //! - `slerp`: exactly two models; `t` per tensor as in [`schedule`].
 //! - `linear` with `weights`: mergekit `linear`, `Σ wᵢ·xᵢ / Σ wᵢ` (or not normalised).
 //! - `linear` without `weights`: two models are mixed as `(1 - t)·a + t·b` (mergekit `lerp`,
 //!   `t` resolved per tensor as for slerp); more models are averaged with equal weights.
+//! - `nuslerp`: exactly two models besides the base; `base + slerp(t, x₀ - base, x₁ - base)` on
+//!   the flattened task vectors ([`nuslerp`]; `t` per tensor as for slerp).
+//! - `task-arithmetic`: `base + λ·Σ wᵢ·(xᵢ - base)`, divided by `Σ wᵢ` only when `normalize`
+//!   is set ([`task_arithmetic`]).
+//! - `ties`: each task vector sparsified to `density` by magnitude ([`sparsify`]), a sign
+//!   elected per entry from `Σ wᵢ·τᵢ`, only agreeing entries summed and (by default) divided by
+//!   the weights of the agreeing models, times `λ` ([`task_arithmetic`]).
+//!
+//! `weights` default to 1 per model, `density` and `lambda` to 1, `normalize` to mergekit's
+//! default for the method (true for linear and ties, false for task-arithmetic).
 
 pub mod compat;
 pub mod inputs;
 pub mod linear;
+pub mod nuslerp;
 pub mod schedule;
 pub mod shards;
 pub mod slerp;
+pub mod sparsify;
+pub mod task_arithmetic;
 
 pub use schedule::{FilteredT, ResolvedT, TValue, TensorPosition};
 
@@ -33,6 +51,7 @@ use pruneforge_api::contract::{self, StageSummary};
 use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use task_arithmetic::{TaskArithmetic, Ties};
 
 /// The report written next to the merged weights.
 pub const REPORT_FILE: &str = "merge.json";
@@ -48,16 +67,29 @@ pub struct MergeParams {
     /// weights on two models.
     #[serde(default)]
     pub t: TValue,
-    /// Linear: one weight per model, in merge order (base first).
+    /// One weight per model: linear, in merge order (base first); task-arithmetic and ties,
+    /// per fine-tuned model (the base has none). Unset: 1 each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<f64>>,
-    /// Linear with weights: divide by the sum of the weights (mergekit's default).
-    #[serde(default = "default_normalize")]
-    pub normalize: bool,
+    /// Divide by the sum of the weights (ties: of the agreeing models). Unset: mergekit's
+    /// default, true for linear and ties, false for task-arithmetic; slerp and nuslerp have
+    /// no such setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+    /// ties: share of each task vector's entries kept (largest magnitudes), in (0, 1].
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub density: f64,
+    /// task-arithmetic, ties: scale of the merged task vector.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lambda: f64,
 }
 
-fn default_normalize() -> bool {
-    true
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl Default for MergeParams {
@@ -66,7 +98,9 @@ impl Default for MergeParams {
             method: MergeMethod::default(),
             t: TValue::default(),
             weights: None,
-            normalize: true,
+            normalize: None,
+            density: 1.0,
+            lambda: 1.0,
         }
     }
 }
@@ -86,9 +120,12 @@ pub struct MergeSummary {
     /// `t` per position, when `t` was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t_resolved: Option<Vec<ResolvedT>>,
-    /// The weights used by a weighted linear merge.
+    /// The weights used by a weighted linear merge, task arithmetic or ties.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<f64>>,
+    /// ties: entries, over all tensors, where a task vector was left out for its sign.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_conflicts: Option<usize>,
 }
 
 /// One input of `merge.json`.
@@ -110,10 +147,21 @@ pub struct TensorRecord {
     pub dtype: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub t: Option<f64>,
-    /// Slerp: dot product of the normalised tensors (their cosine similarity).
+    /// slerp: dot product of the normalised tensors (their cosine similarity); nuslerp: of the
+    /// normalised task vectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cosine: Option<f64>,
     pub lerp_fallback: bool,
+    /// Task-vector methods: the L2 norm of each task vector `xᵢ - base`, in model order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_vector_norms: Option<Vec<f64>>,
+    /// ties: entries each sparsified task vector keeps (`int(density · numel)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_per_model: Option<usize>,
+    /// ties: entries where a task vector's non-zero entry disagrees with the elected sign and
+    /// is left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_conflicts: Option<usize>,
 }
 
 /// `merge.json`.
@@ -126,9 +174,15 @@ pub struct MergeReport {
     pub t_resolved: Option<Vec<ResolvedT>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<f64>>,
+    /// The resolved `normalize` of linear with weights, task-arithmetic and ties.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
     pub total_tensors: usize,
     pub fallback_count: usize,
     pub fallback_tensors: Vec<String>,
+    /// ties: the sum of the tensors' `sign_conflicts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_sign_conflicts: Option<usize>,
     pub weight_files: Vec<String>,
     pub tensors: Vec<TensorRecord>,
 }
@@ -141,11 +195,33 @@ enum Mix {
     Lerp,
     /// `Σ wᵢ·xᵢ` (divided by `Σ wᵢ` when normalising).
     Weighted { weights: Vec<f64>, normalize: bool },
+    /// Base and two models: slerp of the two task vectors, `t` per tensor.
+    Nuslerp,
+    /// Base and one or more models: task arithmetic, or TIES.
+    TaskVectors(TaskArithmetic),
 }
 
 impl Mix {
     fn uses_t(&self) -> bool {
-        matches!(self, Self::Slerp | Self::Lerp)
+        matches!(self, Self::Slerp | Self::Lerp | Self::Nuslerp)
+    }
+
+    /// The weights the merge used, for the report.
+    fn weights(&self) -> Option<Vec<f64>> {
+        match self {
+            Self::Weighted { weights, .. } => Some(weights.clone()),
+            Self::TaskVectors(ta) => Some(ta.weights.clone()),
+            _ => None,
+        }
+    }
+
+    /// The resolved `normalize`, for the report.
+    fn normalize(&self) -> Option<bool> {
+        match self {
+            Self::Weighted { normalize, .. } => Some(*normalize),
+            Self::TaskVectors(ta) => Some(ta.normalize),
+            _ => None,
+        }
     }
 }
 
@@ -153,59 +229,146 @@ fn input_err(msg: impl Into<String>) -> StageError {
     StageError::Input(msg.into())
 }
 
-fn choose_mix(params: &MergeParams, n: usize) -> Result<Mix> {
-    match params.method {
-        MergeMethod::Slerp => {
-            if n != 2 {
+/// Refuses settings the method does not use (they would be silently ignored).
+fn check_unused_settings(params: &MergeParams) -> Result<()> {
+    let method = params.method;
+    if params.weights.is_some() && !method.takes_weights() {
+        return Err(input_err(format!(
+            "weights apply to methods linear, task-arithmetic and ties; {method} is controlled by t"
+        )));
+    }
+    if params.density != 1.0 && !method.takes_density() {
+        return Err(input_err(format!(
+            "density applies to method ties only (it sparsifies the task vectors); remove it for {method}"
+        )));
+    }
+    if params.lambda != 1.0 && !method.takes_lambda() {
+        return Err(input_err(format!(
+            "lambda applies to methods task-arithmetic and ties only; remove it for {method}"
+        )));
+    }
+    if params.normalize.is_some() && method.default_normalize().is_none() {
+        return Err(input_err(format!(
+            "normalize applies to methods linear, task-arithmetic and ties; {method} has no such setting"
+        )));
+    }
+    Ok(())
+}
+
+/// One finite weight per model, or 1 each when not given.
+fn resolve_weights(params: &MergeParams, models: usize, what: &str) -> Result<Vec<f64>> {
+    match &params.weights {
+        Some(w) => {
+            if w.len() != models {
                 return Err(input_err(format!(
-                    "slerp merges exactly 2 models, got {n} (a base that is not among the \
-                     models counts as one more input); use method linear for more"
+                    "weights has {} values for {models} models (one per model, {what})",
+                    w.len()
                 )));
             }
-            if params.weights.is_some() {
-                return Err(input_err(
-                    "weights apply to method linear; slerp is controlled by t",
-                ));
+            if let Some(v) = w.iter().find(|v| !v.is_finite()) {
+                return Err(input_err(format!("weights must be finite, got {v}")));
+            }
+            Ok(w.clone())
+        }
+        None => Ok(vec![1.0; models]),
+    }
+}
+
+/// `inputs` counts every input in merge order, the base included.
+fn choose_mix(params: &MergeParams, inputs: usize) -> Result<Mix> {
+    check_unused_settings(params)?;
+    let method = params.method;
+    match method {
+        MergeMethod::Slerp => {
+            if inputs != 2 {
+                return Err(input_err(format!(
+                    "slerp merges exactly 2 models, got {inputs} (a base that is not among the \
+                     models counts as one more input); use method linear for more"
+                )));
             }
             params.t.validate().map_err(input_err)?;
             Ok(Mix::Slerp)
         }
         MergeMethod::Linear => {
-            if n < 2 {
+            if inputs < 2 {
                 return Err(input_err(format!(
-                    "linear merges 2 or more models, got {n}"
+                    "linear merges 2 or more models, got {inputs}"
                 )));
             }
+            let normalize = params.normalize.unwrap_or(true);
             match &params.weights {
-                Some(w) => {
-                    if w.len() != n {
-                        return Err(input_err(format!(
-                            "weights has {} values for {n} models (one per model, base first)",
-                            w.len()
-                        )));
-                    }
-                    if let Some(v) = w.iter().find(|v| !v.is_finite()) {
-                        return Err(input_err(format!("weights must be finite, got {v}")));
-                    }
-                    if params.normalize && w.iter().sum::<f64>() as f32 == 0.0 {
+                Some(_) => {
+                    let weights = resolve_weights(params, inputs, "base first")?;
+                    if normalize && weights.iter().sum::<f64>() as f32 == 0.0 {
                         return Err(input_err(
                             "weights sum to 0 and cannot be normalised; change them or set normalize: false",
                         ));
                     }
-                    Ok(Mix::Weighted {
-                        weights: w.clone(),
-                        normalize: params.normalize,
-                    })
+                    Ok(Mix::Weighted { weights, normalize })
                 }
-                None if n == 2 => {
+                None if inputs == 2 => {
                     params.t.validate().map_err(input_err)?;
                     Ok(Mix::Lerp)
                 }
                 None => Ok(Mix::Weighted {
-                    weights: vec![1.0; n],
+                    weights: vec![1.0; inputs],
                     normalize: true,
                 }),
             }
+        }
+        MergeMethod::Nuslerp => {
+            let models = inputs.saturating_sub(1);
+            if models != 2 {
+                return Err(input_err(format!(
+                    "nuslerp merges exactly 2 models besides the base, got {models}"
+                )));
+            }
+            params.t.validate().map_err(input_err)?;
+            Ok(Mix::Nuslerp)
+        }
+        MergeMethod::TaskArithmetic | MergeMethod::Ties => {
+            let models = inputs.saturating_sub(1);
+            if models == 0 {
+                return Err(input_err(format!(
+                    "{method} needs at least 1 fine-tuned model besides the base"
+                )));
+            }
+            let weights = resolve_weights(params, models, "the base has none")?;
+            if !params.lambda.is_finite() {
+                return Err(input_err(format!(
+                    "lambda must be finite, got {}",
+                    params.lambda
+                )));
+            }
+            let normalize = params
+                .normalize
+                .or(method.default_normalize())
+                .unwrap_or(false);
+            let ties = if method == MergeMethod::Ties {
+                if !(params.density > 0.0 && params.density <= 1.0) {
+                    return Err(input_err(format!(
+                        "density must be greater than 0 and at most 1, got {}",
+                        params.density
+                    )));
+                }
+                Some(Ties {
+                    density: params.density,
+                })
+            } else {
+                // mergekit counts |Σ wᵢ| < 1e-8 as 1: refuse instead of silently not dividing.
+                if normalize && weights.iter().sum::<f64>().abs() < 1e-8 {
+                    return Err(input_err(
+                        "weights sum to 0 and cannot be normalised; change them or set normalize: false",
+                    ));
+                }
+                None
+            };
+            Ok(Mix::TaskVectors(TaskArithmetic {
+                weights,
+                lambda: params.lambda,
+                normalize,
+                ties,
+            }))
         }
     }
 }
@@ -233,6 +396,35 @@ fn merge_order(models: &[PathBuf], base: Option<&Path>) -> Result<Vec<PathBuf>> 
             None => order.insert(0, b.to_path_buf()),
         }
     }
+    Ok(order)
+}
+
+/// The inputs of a task-vector method: the base (required, and not one of `models`), then the
+/// fine-tuned models in order.
+fn task_vector_order(
+    method: MergeMethod,
+    models: &[PathBuf],
+    base: Option<&Path>,
+) -> Result<Vec<PathBuf>> {
+    let base = base.ok_or_else(|| {
+        input_err(format!(
+            "{method} merges task vectors (each model minus the base): give the base model, \
+             the model the fine-tunes started from (in a job, the pruned model; on the command \
+             line, --base)"
+        ))
+    })?;
+    if models.is_empty() {
+        return Err(input_err("no models to merge"));
+    }
+    if let Some(m) = models.iter().find(|m| same_path(m, base)) {
+        return Err(input_err(format!(
+            "the base model {} is also among the models to merge; {method} takes each model's \
+             difference to the base, so list only the fine-tuned models",
+            m.display()
+        )));
+    }
+    let mut order = vec![base.to_path_buf()];
+    order.extend(models.iter().cloned());
     Ok(order)
 }
 
@@ -331,12 +523,42 @@ fn load_finite(m: &ModelInput, name: &str) -> Result<Vec<f32>> {
     Ok(values)
 }
 
-/// Merges one tensor; returns the values and (cosine, lerp fallback) for slerp.
-fn merge_tensor(
-    plan: &TensorPlan,
-    inputs: &[ModelInput],
-    mix: &Mix,
-) -> Result<(Vec<f32>, Option<f64>, bool)> {
+/// One merged tensor and what the report records about it.
+struct MergedTensor {
+    values: Vec<f32>,
+    /// slerp, nuslerp: cosine of the two tensors or task vectors.
+    cosine: Option<f64>,
+    /// slerp, nuslerp: fell back to linear interpolation.
+    lerp_fallback: bool,
+    task_vector_norms: Option<Vec<f64>>,
+    kept_per_model: Option<usize>,
+    sign_conflicts: Option<usize>,
+}
+
+impl MergedTensor {
+    fn plain(values: Vec<f32>) -> Self {
+        Self {
+            values,
+            cosine: None,
+            lerp_fallback: false,
+            task_vector_norms: None,
+            kept_per_model: None,
+            sign_conflicts: None,
+        }
+    }
+}
+
+/// L2 norm of `x - base`.
+fn task_vector_norm(base: &[f32], x: &[f32]) -> f64 {
+    x.iter()
+        .zip(base)
+        .map(|(&a, &b)| f64::from(a - b).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Merges one tensor of `inputs` (in merge order, the base first).
+fn merge_tensor(plan: &TensorPlan, inputs: &[ModelInput], mix: &Mix) -> Result<MergedTensor> {
     let values: Vec<Vec<f32>> = inputs
         .iter()
         .map(|m| load_finite(m, &plan.name))
@@ -345,32 +567,78 @@ fn merge_tensor(
     Ok(match mix {
         Mix::Slerp => {
             let (out, b) = slerp::slerp(t, &values[0], &values[1]);
-            (out, Some(b.dot), b.lerp_fallback)
+            MergedTensor {
+                cosine: Some(b.dot),
+                lerp_fallback: b.lerp_fallback,
+                ..MergedTensor::plain(out)
+            }
         }
         Mix::Lerp => {
             let b = slerp::lerp_blend(t, f64::NAN);
-            (slerp::apply(&b, &values[0], &values[1]), None, false)
+            MergedTensor::plain(slerp::apply(&b, &values[0], &values[1]))
         }
         Mix::Weighted { weights, normalize } => {
             let refs: Vec<&[f32]> = values.iter().map(Vec::as_slice).collect();
-            (
-                linear::weighted_sum(weights, &refs, *normalize),
-                None,
-                false,
-            )
+            MergedTensor::plain(linear::weighted_sum(weights, &refs, *normalize))
+        }
+        Mix::Nuslerp => {
+            let (base, x0, x1) = (&values[0], &values[1], &values[2]);
+            let (out, b) = nuslerp::merge(t, base, x0, x1);
+            MergedTensor {
+                cosine: Some(b.dot),
+                lerp_fallback: b.lerp_fallback,
+                task_vector_norms: Some(vec![
+                    task_vector_norm(base, x0),
+                    task_vector_norm(base, x1),
+                ]),
+                ..MergedTensor::plain(out)
+            }
+        }
+        Mix::TaskVectors(settings) => {
+            let models: Vec<&[f32]> = values[1..].iter().map(Vec::as_slice).collect();
+            let merged = task_arithmetic::merge(settings, &values[0], &models)
+                .map_err(|e| input_err(format!("tensor `{}`: {e}", plan.name)))?;
+            MergedTensor {
+                task_vector_norms: Some(merged.task_vector_norms),
+                kept_per_model: merged.kept_per_model,
+                sign_conflicts: merged.sign_conflicts,
+                ..MergedTensor::plain(merged.values)
+            }
         }
     })
 }
 
+/// TIES: refuses, before anything is read, a density that keeps no entry of some tensor.
+fn check_density(plans: &[TensorPlan], mix: &Mix) -> Result<()> {
+    let Mix::TaskVectors(TaskArithmetic {
+        ties: Some(ties), ..
+    }) = mix
+    else {
+        return Ok(());
+    };
+    for plan in plans {
+        let elements = plan.shape.iter().product::<usize>();
+        sparsify::kept_count(ties.density, elements)
+            .map_err(|e| input_err(format!("tensor `{}`: {e}", plan.name)))?;
+    }
+    Ok(())
+}
+
 /// Merges `models` (HF directories or `.gguf` files) into an HF directory at `out_dir`.
-/// `base` is the `t = 0` model and the source of config and tokenizer (default: the first).
+/// `base` is the source of config and tokenizer: for slerp and linear the `t = 0` model
+/// (default: the first); for nuslerp, task-arithmetic and ties the model the task vectors are
+/// taken against (required, not among `models`).
 pub fn run(
     models: &[PathBuf],
     base: Option<&Path>,
     params: &MergeParams,
     out_dir: &Path,
 ) -> Result<MergeSummary> {
-    let order = merge_order(models, base)?;
+    let order = if params.method.uses_task_vectors() {
+        task_vector_order(params.method, models, base)?
+    } else {
+        merge_order(models, base)?
+    };
     let mix = choose_mix(params, order.len())?;
     let inputs: Vec<ModelInput> = order
         .iter()
@@ -382,6 +650,7 @@ pub fn run(
     }
     check_out_dir(out_dir, &inputs)?;
     let plans = plan_tensors(base, params, &mix)?;
+    check_density(&plans, &mix)?;
     tracing::info!(
         method = params.method.as_str(),
         models = inputs.len(),
@@ -421,18 +690,28 @@ pub fn run(
     for range in shard_ranges {
         let mut encoded: Vec<(String, RawTensor)> = Vec::with_capacity(range.len());
         for plan in &plans[range] {
-            let (values, cosine, lerp_fallback) = merge_tensor(plan, &inputs, &mix)?;
-            let mut raw = encode_f32(&values, plan.dtype);
+            let merged = merge_tensor(plan, &inputs, &mix)?;
+            let mut raw = encode_f32(&merged.values, plan.dtype);
             raw.shape = plan.shape.clone();
             encoded.push((plan.name.clone(), raw));
-            tracing::debug!(tensor = %plan.name, t = ?plan.t, ?cosine, lerp_fallback, "merged");
+            tracing::debug!(
+                tensor = %plan.name,
+                t = ?plan.t,
+                cosine = ?merged.cosine,
+                lerp_fallback = merged.lerp_fallback,
+                sign_conflicts = ?merged.sign_conflicts,
+                "merged"
+            );
             tensor_records.push(TensorRecord {
                 name: plan.name.clone(),
                 shape: plan.shape.clone(),
                 dtype: plan.dtype.torch_name().into(),
                 t: plan.t,
-                cosine,
-                lerp_fallback,
+                cosine: merged.cosine,
+                lerp_fallback: merged.lerp_fallback,
+                task_vector_norms: merged.task_vector_norms,
+                kept_per_model: merged.kept_per_model,
+                sign_conflicts: merged.sign_conflicts,
             });
         }
         writer.write(&encoded)?;
@@ -447,19 +726,28 @@ pub fn run(
     let t_resolved = mix
         .uses_t()
         .then(|| params.t.resolved(base.config.num_hidden_layers));
-    let weights = match &mix {
-        Mix::Weighted { weights, .. } => Some(weights.clone()),
-        _ => None,
-    };
+    let weights = mix.weights();
+    let ties = matches!(
+        &mix,
+        Mix::TaskVectors(TaskArithmetic { ties: Some(_), .. })
+    );
+    let total_sign_conflicts = ties.then(|| {
+        tensor_records
+            .iter()
+            .filter_map(|r| r.sign_conflicts)
+            .sum::<usize>()
+    });
     let report = MergeReport {
         method: params.method,
         params: params.clone(),
         inputs: records,
         t_resolved: t_resolved.clone(),
         weights: weights.clone(),
+        normalize: mix.normalize(),
         total_tensors: tensor_records.len(),
         fallback_count: fallback_tensors.len(),
         fallback_tensors,
+        total_sign_conflicts,
         weight_files,
         tensors: tensor_records,
     };
@@ -480,11 +768,13 @@ pub fn run(
         fallback_count: report.fallback_count,
         t_resolved,
         weights,
+        sign_conflicts: total_sign_conflicts,
     })
 }
 
-/// The stage contract's `merge`: inputs `model-0`, `model-1`, … in order (the first is
-/// mergekit's `t = 0` end).
+/// The stage contract's `merge`: inputs `base` (the pruned model) and `model-0`, `model-1`, …
+/// in order. slerp and linear mix the models (`model-0` is mergekit's `t = 0` end); nuslerp,
+/// task-arithmetic and ties take the task vectors against `base`.
 pub fn run_request(p: &pruneforge_api::params::MergeParams, ctx: &StageContext) -> Result<Outcome> {
     let mut models = Vec::new();
     for i in 0.. {
@@ -498,13 +788,20 @@ pub fn run_request(p: &pruneforge_api::params::MergeParams, ctx: &StageContext) 
     } else {
         TValue::List(p.t_gradient.clone())
     };
+    let base = if p.method.uses_task_vectors() {
+        Some(ctx.model("base")?)
+    } else {
+        None
+    };
     let params = MergeParams {
         method: p.method,
         t,
-        weights: None,
-        normalize: true,
+        weights: (!p.weights.is_empty()).then(|| p.weights.clone()),
+        normalize: p.normalize,
+        density: p.density,
+        lambda: p.lambda,
     };
-    let s = run(&models, None, &params, ctx.out)?;
+    let s = run(&models, base.as_deref(), &params, ctx.out)?;
     Ok(Outcome::new(
         StageSummary::Merge(contract::MergeSummary {
             tensors: s.tensors as u64,

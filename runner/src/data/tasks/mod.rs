@@ -123,7 +123,7 @@ pub fn build(task: EvalTaskName, files: &TaskFiles, config: &TaskConfig) -> Resu
         EvalTaskName::Mmlu => mc(mmlu::build(files, config)?),
         EvalTaskName::TruthfulqaMc2 => mc(truthfulqa::build(files, config)?),
         EvalTaskName::Gsm8k => TaskDocs::Generation(gsm8k::build(files, config)?),
-        EvalTaskName::Perplexity => TaskDocs::Perplexity(perplexity::build(
+        EvalTaskName::Perplexity | EvalTaskName::Kl => TaskDocs::Perplexity(perplexity::build(
             &perplexity::source_for_path(&files.docs),
             config,
         )?),

@@ -96,8 +96,9 @@ pub fn slerp(t: f64, v0: &[f32], v1: &[f32]) -> (Vec<f32>, Blend) {
     (apply(&b, v0, v1), b)
 }
 
-/// (Σ v0², Σ v1², Σ v0·v1) in f64, over fixed chunks summed in order.
-fn sums(v0: &[f32], v1: &[f32]) -> (f64, f64, f64) {
+/// (Σ v0², Σ v1², Σ v0·v1) in f64, over fixed chunks summed in order (also used by
+/// [`super::nuslerp`]).
+pub(super) fn sums(v0: &[f32], v1: &[f32]) -> (f64, f64, f64) {
     let parts: Vec<(f64, f64, f64)> = v0
         .par_chunks(CHUNK)
         .zip(v1.par_chunks(CHUNK))

@@ -1,0 +1,489 @@
+//! KL(base ‖ model) per token on held-out text: how far a pruned or recovered model's
+//! next-token distributions are from the base model's. Accuracy on a few hundred benchmark
+//! items cannot see a pruning change of a small model, while the distributions it predicts
+//! differ at every position; this task measures that directly and pairs by row.
+//!
+//! The base model's eval writes [`REFERENCE_FILE`]: for every scored position of every row its
+//! [`TOP_K`] most likely tokens with their log-probabilities, and the log of the probability
+//! mass of all other tokens. A variant's eval reads that file (as a sibling of the base's
+//! `eval.json`) instead of loading the base model, and computes per position the exact KL
+//! divergence between the two distributions over `TOP_K + 1` outcomes (the top tokens, and
+//! "any other token" merged into one). Merging outcomes never increases a KL divergence, so
+//! the value is a lower bound on the full-vocabulary KL; the base's mean top-k mass says how
+//! tight it is (`reference_topk_mass` in eval.json).
+//!
+//! Rows are the perplexity task's rows (the held-out Alpaca stream by default), each scored
+//! on its own: positions `0..L-1` predict tokens `1..L`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use super::scorer::{log_softmax_summary, LOGIT_CHUNK};
+use crate::error::{Result, StageError};
+use crate::model::{ForwardOptions, Llama};
+
+/// The base model's next-token distributions, beside its `eval.json`.
+pub const REFERENCE_FILE: &str = "kl_reference.safetensors";
+/// Tokens kept per position in the reference.
+pub const TOP_K: usize = 256;
+
+/// The reference distributions of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowReference {
+    /// The row's position among all rows of the source.
+    pub idx: usize,
+    /// The row's tokens (checked against the variant's rows).
+    pub tokens: Vec<u32>,
+    /// `[positions × k]` token ids, most likely first.
+    pub top_ids: Vec<u32>,
+    /// `[positions × k]` their log-probabilities.
+    pub top_logp: Vec<f32>,
+    /// Per position: ln of the probability mass outside the top k (−∞ when none).
+    pub rest_logp: Vec<f32>,
+}
+
+impl RowReference {
+    /// Scored positions: every token but the last predicts the next.
+    pub fn positions(&self) -> usize {
+        self.tokens.len().saturating_sub(1)
+    }
+}
+
+/// The reference of every scored row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KlReference {
+    pub top_k: usize,
+    pub rows: Vec<RowReference>,
+}
+
+/// KL and NLL of one row, summed over its positions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowKl {
+    pub idx: usize,
+    pub positions: usize,
+    /// Σ KL(base ‖ model) over positions, nats.
+    pub kl_sum: f64,
+    /// Σ −log p_model(next token), nats.
+    pub nll_sum: f64,
+    /// Σ of the base's top-k probability mass.
+    pub reference_mass_sum: f64,
+}
+
+impl RowKl {
+    fn summed(idx: usize, per_position: impl IntoIterator<Item = (f64, f64, f64)>) -> Self {
+        let mut row = RowKl {
+            idx,
+            positions: 0,
+            kl_sum: 0.0,
+            nll_sum: 0.0,
+            reference_mass_sum: 0.0,
+        };
+        for (kl, nll, mass) in per_position {
+            row.positions += 1;
+            row.kl_sum += kl;
+            row.nll_sum += nll;
+            row.reference_mass_sum += mass;
+        }
+        row
+    }
+
+    /// Mean KL per scored token of the row.
+    pub fn kl_per_token(&self) -> f64 {
+        self.kl_sum / self.positions.max(1) as f64
+    }
+}
+
+/// One position of the reference: the `k` most likely tokens (most likely first) with their
+/// log-probabilities, ln of the remaining mass, and the top-k mass.
+pub fn position_reference(logits: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32, f64) {
+    let (lse, _) = log_softmax_summary(logits);
+    let k = k.min(logits.len());
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
+    if k < order.len() {
+        order.select_nth_unstable_by(k, by_logit_desc);
+        order.truncate(k);
+    }
+    order.sort_by(by_logit_desc);
+    let logp: Vec<f32> = order
+        .iter()
+        .map(|&i| (f64::from(logits[i as usize]) - lse) as f32)
+        .collect();
+    let top_mass: f64 = order
+        .iter()
+        .map(|&i| (f64::from(logits[i as usize]) - lse).exp())
+        .sum();
+    let rest = rest_mass(logits, lse, &order);
+    (order, logp, rest.ln() as f32, top_mass.min(1.0))
+}
+
+/// Probability mass (under the softmax of `logits`, log-normaliser `lse`) of the tokens not
+/// in `ids`, summed over those tokens directly (no `1 − Σ top` cancellation).
+fn rest_mass(logits: &[f32], lse: f64, ids: &[u32]) -> f64 {
+    let mut in_top = vec![false; logits.len()];
+    for &i in ids {
+        if let Some(slot) = in_top.get_mut(i as usize) {
+            *slot = true;
+        }
+    }
+    logits
+        .iter()
+        .zip(&in_top)
+        .filter(|(_, &top)| !top)
+        .map(|(&l, _)| (f64::from(l) - lse).exp())
+        .sum()
+}
+
+/// KL(reference ‖ model) at one position over the reference's top tokens and the merged rest,
+/// with the model's NLL of `target`.
+pub fn position_kl(
+    logits: &[f32],
+    top_ids: &[u32],
+    top_logp: &[f32],
+    rest_logp: f32,
+    target: u32,
+) -> Result<(f64, f64)> {
+    let vocab = logits.len();
+    let (lse, _) = log_softmax_summary(logits);
+    let logit_of = |id: u32| -> Result<f64> {
+        logits.get(id as usize).map(|&l| f64::from(l)).ok_or_else(|| {
+            StageError::Input(format!(
+                "kl: token id {id} of the reference is outside the model's vocabulary ({vocab}); \
+                 the base and this model must share a tokenizer"
+            ))
+        })
+    };
+    let mut kl = 0.0;
+    for (&id, &lp) in top_ids.iter().zip(top_logp) {
+        let lp = f64::from(lp);
+        kl += lp.exp() * (lp - (logit_of(id)? - lse));
+    }
+    let rest_p = f64::from(rest_logp).exp();
+    if rest_p > 0.0 {
+        // A model mass of exactly 0 outside the top k would make the KL infinite; the floor
+        // keeps the term finite (ln 1e-300 ≈ −691).
+        let q_rest = rest_mass(logits, lse, top_ids).max(1e-300);
+        kl += rest_p * (f64::from(rest_logp) - q_rest.ln());
+    }
+    let nll = lse - logit_of(target)?;
+    // Rounding can make a KL of identical distributions −1e-9.
+    Ok((kl.max(0.0), nll))
+}
+
+/// Runs `model` over one row and maps every scored position's f32 logits with `f`, in
+/// position order (positions in parallel).
+fn map_positions<T: Send>(
+    model: &Llama,
+    tokens: &[u32],
+    f: impl Fn(usize, &[f32]) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let positions = tokens.len().saturating_sub(1);
+    if positions == 0 {
+        return Ok(Vec::new());
+    }
+    let input = Tensor::from_vec(tokens[..positions].to_vec(), (1, positions), model.device())?;
+    let hidden = model
+        .forward(&input, ForwardOptions::default())?
+        .last_hidden
+        .squeeze(0)?;
+    let mut out = Vec::with_capacity(positions);
+    for start in (0..positions).step_by(LOGIT_CHUNK) {
+        let len = LOGIT_CHUNK.min(positions - start);
+        let logits = model
+            .logits(&hidden.narrow(0, start, len)?)?
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?;
+        let vocab = logits.dim(1)?;
+        let data = logits.flatten_all()?.to_vec1::<f32>()?;
+        let chunk: Vec<T> = data
+            .par_chunks(vocab)
+            .enumerate()
+            .map(|(i, row)| f(start + i, row))
+            .collect::<Result<_>>()?;
+        out.extend(chunk);
+    }
+    Ok(out)
+}
+
+/// The base model's reference for `rows` (`(idx, tokens)`), with each row's values against
+/// itself (KL 0, the base's NLL, its top-k mass).
+pub fn reference_of(
+    model: &Llama,
+    rows: &[(usize, &[u32])],
+    top_k: usize,
+) -> Result<(KlReference, Vec<RowKl>)> {
+    let mut refs = Vec::with_capacity(rows.len());
+    let mut own = Vec::with_capacity(rows.len());
+    for &(idx, tokens) in rows {
+        let per_position = map_positions(model, tokens, |p, logits| {
+            let (ids, logp, rest, mass) = position_reference(logits, top_k);
+            let (lse, _) = log_softmax_summary(logits);
+            let target = tokens[p + 1] as usize;
+            let nll = lse - f64::from(logits.get(target).copied().unwrap_or(f32::NEG_INFINITY));
+            Ok((ids, logp, rest, mass, nll))
+        })?;
+        let mut row = RowReference {
+            idx,
+            tokens: tokens.to_vec(),
+            top_ids: Vec::with_capacity(per_position.len() * top_k),
+            top_logp: Vec::with_capacity(per_position.len() * top_k),
+            rest_logp: Vec::with_capacity(per_position.len()),
+        };
+        let mut values = Vec::with_capacity(per_position.len());
+        for (ids, logp, rest, mass, nll) in per_position {
+            if ids.len() != top_k {
+                return Err(StageError::Input(format!(
+                    "kl: the vocabulary ({}) is smaller than the {top_k} tokens kept per position",
+                    ids.len()
+                )));
+            }
+            row.top_ids.extend(ids);
+            row.top_logp.extend(logp);
+            row.rest_logp.push(rest);
+            values.push((0.0, nll, mass));
+        }
+        own.push(RowKl::summed(idx, values));
+        refs.push(row);
+    }
+    Ok((KlReference { top_k, rows: refs }, own))
+}
+
+/// KL(reference ‖ model) of every row of the reference, scored with `model`; `rows` are the
+/// variant's rows (`(idx, tokens)`), which must be the reference's.
+pub fn kl_against(
+    model: &Llama,
+    reference: &KlReference,
+    rows: &[(usize, &[u32])],
+) -> Result<Vec<RowKl>> {
+    let k = reference.top_k;
+    let by_idx: HashMap<usize, &RowReference> =
+        reference.rows.iter().map(|r| (r.idx, r)).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for &(idx, tokens) in rows {
+        let reference_row = by_idx.get(&idx).filter(|r| r.tokens == tokens).ok_or_else(|| {
+            StageError::Input(format!(
+                "kl: row {idx} is not in the base model's reference, or has other tokens; \
+                 evaluate the base and this model with the same kl task settings (rows, limit, \
+                 uri) and the same tokenizer"
+            ))
+        })?;
+        let values = map_positions(model, tokens, |p, logits| {
+            let (kl, nll) = position_kl(
+                logits,
+                &reference_row.top_ids[p * k..(p + 1) * k],
+                &reference_row.top_logp[p * k..(p + 1) * k],
+                reference_row.rest_logp[p],
+                tokens[p + 1],
+            )?;
+            let mass: f64 = reference_row.top_logp[p * k..(p + 1) * k]
+                .iter()
+                .map(|&lp| f64::from(lp).exp())
+                .sum();
+            Ok((kl, nll, mass))
+        })?;
+        out.push(RowKl::summed(idx, values));
+    }
+    Ok(out)
+}
+
+const ROW_IDX: &str = "row_idx";
+const ROW_LEN: &str = "row_len";
+const TOKENS: &str = "tokens";
+const TOP_IDS: &str = "top_ids";
+const TOP_LOGP: &str = "top_logp";
+const REST_LOGP: &str = "rest_logp";
+
+/// Writes the reference (temp file, then rename).
+pub fn save_reference(reference: &KlReference, path: &Path) -> Result<()> {
+    let k = reference.top_k;
+    let positions: usize = reference.rows.iter().map(RowReference::positions).sum();
+    let cat = |f: fn(&RowReference) -> &[u32]| -> Vec<u32> {
+        reference.rows.iter().flat_map(|r| f(r).iter().copied()).collect()
+    };
+    let cpu = Device::Cpu;
+    let rows = reference.rows.len();
+    let as_u32 = |v: usize| -> Result<u32> {
+        u32::try_from(v)
+            .map_err(|_| StageError::Input(format!("kl: {v} does not fit a u32 in the reference")))
+    };
+    let idx: Vec<u32> = reference
+        .rows
+        .iter()
+        .map(|r| as_u32(r.idx))
+        .collect::<Result<_>>()?;
+    let len: Vec<u32> = reference
+        .rows
+        .iter()
+        .map(|r| as_u32(r.tokens.len()))
+        .collect::<Result<_>>()?;
+    let tokens = cat(|r| &r.tokens);
+    let top_ids = cat(|r| &r.top_ids);
+    let top_logp: Vec<f32> = reference
+        .rows
+        .iter()
+        .flat_map(|r| r.top_logp.iter().copied())
+        .collect();
+    let rest_logp: Vec<f32> = reference
+        .rows
+        .iter()
+        .flat_map(|r| r.rest_logp.iter().copied())
+        .collect();
+    let n_tokens = tokens.len();
+    let tensors: HashMap<String, Tensor> = [
+        (ROW_IDX, Tensor::from_vec(idx, rows, &cpu)?),
+        (ROW_LEN, Tensor::from_vec(len, rows, &cpu)?),
+        (TOKENS, Tensor::from_vec(tokens, n_tokens, &cpu)?),
+        (TOP_IDS, Tensor::from_vec(top_ids, (positions, k), &cpu)?),
+        (TOP_LOGP, Tensor::from_vec(top_logp, (positions, k), &cpu)?),
+        (REST_LOGP, Tensor::from_vec(rest_logp, positions, &cpu)?),
+    ]
+    .into_iter()
+    .map(|(name, t)| (name.to_string(), t))
+    .collect();
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| StageError::Input(format!("kl: cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| StageError::io(path, e))
+}
+
+/// Reads a reference written by [`save_reference`].
+pub fn load_reference(path: &Path) -> Result<KlReference> {
+    let bad = |why: String| {
+        StageError::Input(format!(
+            "{}: not a KL reference ({why}); rerun the base model's eval with the kl task",
+            path.display()
+        ))
+    };
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| bad(format!("unreadable: {e}")))?;
+    let get = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| bad(format!("no tensor `{name}`")))
+    };
+    let u32s = |name: &str| -> Result<Vec<u32>> {
+        get(name)?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<u32>())
+            .map_err(|e| bad(format!("`{name}`: {e}")))
+    };
+    let f32s = |name: &str| -> Result<Vec<f32>> {
+        get(name)?
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| bad(format!("`{name}`: {e}")))
+    };
+    let k = get(TOP_IDS)?
+        .dims()
+        .get(1)
+        .copied()
+        .ok_or_else(|| bad("`top_ids` is not [positions, k]".into()))?;
+    let (idx, len, tokens) = (u32s(ROW_IDX)?, u32s(ROW_LEN)?, u32s(TOKENS)?);
+    let (top_ids, top_logp, rest_logp) = (u32s(TOP_IDS)?, f32s(TOP_LOGP)?, f32s(REST_LOGP)?);
+    let positions: usize = len.iter().map(|&l| (l as usize).saturating_sub(1)).sum();
+    if idx.len() != len.len()
+        || tokens.len() != len.iter().map(|&l| l as usize).sum::<usize>()
+        || rest_logp.len() != positions
+        || top_ids.len() != positions * k
+        || top_logp.len() != positions * k
+    {
+        return Err(bad("tensor sizes disagree".into()));
+    }
+    let (mut t0, mut p0) = (0usize, 0usize);
+    let rows = idx
+        .iter()
+        .zip(&len)
+        .map(|(&i, &l)| {
+            let l = l as usize;
+            let p = l.saturating_sub(1);
+            let row = RowReference {
+                idx: i as usize,
+                tokens: tokens[t0..t0 + l].to_vec(),
+                top_ids: top_ids[p0 * k..(p0 + p) * k].to_vec(),
+                top_logp: top_logp[p0 * k..(p0 + p) * k].to_vec(),
+                rest_logp: rest_logp[p0..p0 + p].to_vec(),
+            };
+            t0 += l;
+            p0 += p;
+            row
+        })
+        .collect();
+    Ok(KlReference { top_k: k, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn softmax(logits: &[f32]) -> Vec<f64> {
+        let (lse, _) = log_softmax_summary(logits);
+        logits.iter().map(|&l| (f64::from(l) - lse).exp()).collect()
+    }
+
+    #[test]
+    fn full_reference_gives_the_exact_kl() {
+        let p_logits = [1.0f32, 0.5, -0.3, 2.0, 0.0];
+        let q_logits = [0.2f32, 0.9, -1.0, 1.5, 0.3];
+        let (ids, logp, rest, mass) = position_reference(&p_logits, 5);
+        assert_eq!(ids[0], 3, "most likely first");
+        assert!(rest == f32::NEG_INFINITY && (mass - 1.0).abs() < 1e-12);
+        let (kl, nll) = position_kl(&q_logits, &ids, &logp, rest, 1).expect("kl");
+        let (p, q) = (softmax(&p_logits), softmax(&q_logits));
+        let exact: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
+        assert!((kl - exact).abs() < 1e-6, "{kl} vs {exact}");
+        assert!((nll + q[1].ln()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merged_rest_is_a_lower_bound_and_exact_for_equal_models() {
+        let p_logits = [1.0f32, 0.5, -0.3, 2.0, 0.0, -2.0];
+        let q_logits = [0.2f32, 0.9, -1.0, 1.5, 0.3, 1.0];
+        let (ids, logp, rest, mass) = position_reference(&p_logits, 2);
+        assert_eq!(ids, vec![3, 0]);
+        let p = softmax(&p_logits);
+        assert!((mass - (p[3] + p[0])).abs() < 1e-9);
+        assert!((f64::from(rest).exp() - (1.0 - p[3] - p[0])).abs() < 1e-6);
+        let (kl, _) = position_kl(&q_logits, &ids, &logp, rest, 0).expect("kl");
+        let q = softmax(&q_logits);
+        let exact: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
+        let (pr, qr) = (1.0 - p[3] - p[0], 1.0 - q[3] - q[0]);
+        let merged = p[3] * (p[3] / q[3]).ln() + p[0] * (p[0] / q[0]).ln() + pr * (pr / qr).ln();
+        assert!((kl - merged).abs() < 1e-6, "{kl} vs {merged}");
+        assert!(kl < exact);
+        let (same, _) = position_kl(&p_logits, &ids, &logp, rest, 0).expect("kl");
+        assert!(same.abs() < 1e-7);
+    }
+
+    #[test]
+    fn reference_survives_a_round_trip_and_rejects_garbage() {
+        let reference = KlReference {
+            top_k: 2,
+            rows: vec![
+                RowReference {
+                    idx: 4,
+                    tokens: vec![1, 2, 3],
+                    top_ids: vec![5, 6, 7, 8],
+                    top_logp: vec![-0.1, -2.0, -0.5, -1.5],
+                    rest_logp: vec![-4.0, f32::NEG_INFINITY],
+                },
+                RowReference {
+                    idx: 9,
+                    tokens: vec![7, 8],
+                    top_ids: vec![1, 0],
+                    top_logp: vec![-0.2, -1.9],
+                    rest_logp: vec![-3.0],
+                },
+            ],
+        };
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join(REFERENCE_FILE);
+        save_reference(&reference, &path).expect("save");
+        assert_eq!(load_reference(&path).expect("load"), reference);
+        std::fs::write(&path, b"not safetensors").expect("write");
+        let err = load_reference(&path).expect_err("garbage refused");
+        assert!(err.to_string().contains("rerun the base"), "{err}");
+    }
+}
