@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use common::*;
 use pruneforge::resolve::Resolver;
+use pruneforge::eval::kl;
 use pruneforge::stages::eval::{run, run_with_model, EvalParams, TaskSpec, EVAL_JSON, ITEMS_JSONL};
 use serde_json::Value;
 
@@ -359,4 +360,58 @@ fn offset_past_the_end_is_a_clear_error() {
     )
     .expect_err("offset too large");
     assert!(err.to_string().contains("leaves no documents"), "{err}");
+}
+
+#[test]
+fn kl_is_zero_for_the_base_and_grows_with_pruning() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = EvalParams {
+        tasks: vec!["kl:0:3".parse().expect("spec")],
+        data_dir: Some(shared_dir().join("data")),
+        ..EvalParams::default()
+    };
+    let base_model = embedded_model();
+    let eval = |m: &pruneforge::loader::HfModel, base: Option<&std::path::Path>, dir: &str| {
+        run_with_model(
+            &m.model,
+            &m.tokenizer,
+            dir,
+            base,
+            &p,
+            &Resolver::local(),
+            &tmp.path().join(dir),
+        )
+    };
+    let base = eval(&base_model, None, "base").expect("base");
+    assert_eq!(base.tasks[0].metric, "kl_per_token");
+    assert_eq!(base.tasks[0].value, 0.0);
+    let reference = tmp.path().join("base").join(kl::REFERENCE_FILE);
+    assert!(reference.is_file(), "the base writes the reference");
+    let base_json = tmp.path().join("base").join(EVAL_JSON);
+    let mass = read(base_json.clone())["results"]["kl"]["reference_topk_mass,none"]
+        .as_f64()
+        .expect("mass");
+    assert!(mass > 0.5 && mass <= 1.0, "top-256 mass {mass}");
+
+    // The same model against the reference: KL 0 up to rounding.
+    let same = eval(&base_model, Some(&base_json), "same").expect("same");
+    assert!(same.tasks[0].value.abs() < 1e-5, "{}", same.tasks[0].value);
+    assert!(same.recovery[0].percent.is_none(), "no ratio to a KL of 0");
+
+    // Six blocks removed: far from the base, on every row.
+    let mut pruned = embedded_model();
+    pruned.model.remove_layers(13, 6).expect("prune");
+    let out = eval(&pruned, Some(&base_json), "pruned").expect("pruned");
+    assert!(out.tasks[0].value > 0.05, "KL {}", out.tasks[0].value);
+    let items = std::fs::read_to_string(tmp.path().join("pruned").join(ITEMS_JSONL)).expect("items");
+    let rows = pruneforge::report::kl_recovery::kl_rows(&items);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.values().all(|&k| k > 0.0), "{rows:?}");
+    let doc = read(tmp.path().join("pruned").join(EVAL_JSON));
+    assert!(doc["results"]["kl"]["kl_per_token_stderr,none"].as_f64().expect("se") > 0.0);
+
+    // Without the base's reference the variant cannot be scored; the error says what to do.
+    std::fs::remove_file(&reference).expect("rm");
+    let err = eval(&pruned, Some(&base_json), "orphan").expect_err("no reference");
+    assert!(err.to_string().contains("evaluate the base model with the kl task"), "{err}");
 }

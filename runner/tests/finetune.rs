@@ -540,12 +540,21 @@ fn resumed_run_continues_exactly_and_writes_peft_adapter() {
     assert!(full_dir.join("loss.svg").exists());
     assert_eq!(a["summary"]["truncated"], b["summary"]["truncated"]);
     // The dose counts every session of the resumed run.
-    for field in ["optimizer_steps", "sequences", "answer_tokens", "input_tokens"] {
+    for field in [
+        "optimizer_steps",
+        "sequences",
+        "answer_tokens",
+        "input_tokens",
+    ] {
         assert_eq!(a["dose"][field], b["dose"][field], "dose.{field}");
     }
     let (ra, rb) = (
-        a["dose"]["weight_change"]["overall"]["ratio"].as_f64().unwrap(),
-        b["dose"]["weight_change"]["overall"]["ratio"].as_f64().unwrap(),
+        a["dose"]["weight_change"]["overall"]["ratio"]
+            .as_f64()
+            .unwrap(),
+        b["dose"]["weight_change"]["overall"]["ratio"]
+            .as_f64()
+            .unwrap(),
     );
     assert!((ra / rb - 1.0).abs() < 1e-4, "{ra} vs {rb}");
     // A finished run started again does not train further.
@@ -628,7 +637,14 @@ fn projection_norms_sq(model: &Llama, other: &Llama) -> Vec<(String, f64, f64)> 
                 w.to_dtype(candle_core::DType::F64).unwrap()
             };
             let (w, v) = (weight(layer), weight(other_layer));
-            let sq = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            let sq = |t: &Tensor| {
+                t.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
             out.push((format!("{l}.{name}"), sq(&w), sq(&(&v - &w).unwrap())));
         }
     }

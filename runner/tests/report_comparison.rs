@@ -223,10 +223,26 @@ fn training_dose_section_from_artifacts() {
     let adapter = |d: &Path, q_sign: f32, v_sign: f32| {
         let p = |m: &str| format!("base_model.model.model.layers.0.self_attn.{m}");
         let tensors = vec![
-            (format!("{}.lora_A.weight", p("q_proj")), vec![1, 2], vec![1.0, 0.0]),
-            (format!("{}.lora_B.weight", p("q_proj")), vec![2, 1], vec![q_sign, 0.0]),
-            (format!("{}.lora_A.weight", p("v_proj")), vec![1, 2], vec![0.0, 1.0]),
-            (format!("{}.lora_B.weight", p("v_proj")), vec![2, 1], vec![0.0, v_sign]),
+            (
+                format!("{}.lora_A.weight", p("q_proj")),
+                vec![1, 2],
+                vec![1.0, 0.0],
+            ),
+            (
+                format!("{}.lora_B.weight", p("q_proj")),
+                vec![2, 1],
+                vec![q_sign, 0.0],
+            ),
+            (
+                format!("{}.lora_A.weight", p("v_proj")),
+                vec![1, 2],
+                vec![0.0, 1.0],
+            ),
+            (
+                format!("{}.lora_B.weight", p("v_proj")),
+                vec![2, 1],
+                vec![0.0, v_sign],
+            ),
         ];
         tensor_io::write(&d.join("adapter_model.safetensors"), &tensors).expect("adapter");
         let cfg = json!({"r": 1, "lora_alpha": 2, "use_rslora": false, "peft_type": "LORA"});

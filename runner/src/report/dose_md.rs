@@ -216,7 +216,11 @@ pub fn finetune_table(d: &DoseReport) -> String {
     for p in &projections {
         let _ = write!(s, " {p} |");
     }
-    let _ = writeln!(s, "\n|---|---:|---:|---:|---:|---:|---:|{}", "---:|".repeat(projections.len()));
+    let _ = writeln!(
+        s,
+        "\n|---|---:|---:|---:|---:|---:|---:|{}",
+        "---:|".repeat(projections.len())
+    );
     for f in &d.finetunes {
         let change = f.weight_change.as_ref();
         let _ = write!(
@@ -232,7 +236,9 @@ pub fn finetune_table(d: &DoseReport) -> String {
         );
         for p in &projections {
             let cell = opt(
-                change.and_then(|c| c.per_projection.get(p)).map(|r| r.ratio),
+                change
+                    .and_then(|c| c.per_projection.get(p))
+                    .map(|r| r.ratio),
                 ratio,
             );
             let _ = write!(s, " {cell} |");
@@ -248,7 +254,11 @@ pub fn cosine_table(d: &DoseReport) -> String {
     if d.cosines.is_empty() {
         return String::new();
     }
-    let projections = projection_order(d.cosines.iter().flat_map(|c| c.cosine.per_projection.keys()));
+    let projections = projection_order(
+        d.cosines
+            .iter()
+            .flat_map(|c| c.cosine.per_projection.keys()),
+    );
     let mut s = String::from("| block | compared | cosine of ΔW |");
     for p in &projections {
         let _ = write!(s, " {p} |");
@@ -265,7 +275,11 @@ pub fn cosine_table(d: &DoseReport) -> String {
             cos(c.cosine.overall)
         );
         for p in &projections {
-            let _ = write!(s, " {} |", cos(c.cosine.per_projection.get(p).copied().flatten()));
+            let _ = write!(
+                s,
+                " {} |",
+                cos(c.cosine.per_projection.get(p).copied().flatten())
+            );
         }
         s.push('\n');
     }
@@ -329,7 +343,11 @@ pub fn dose_md(d: &DoseReport) -> String {
 }
 
 /// The HTML section; `table_html` turns one Markdown table into HTML, `esc` escapes text.
-pub fn dose_html(d: &DoseReport, table_html: fn(&str) -> String, esc: fn(&str) -> String) -> String {
+pub fn dose_html(
+    d: &DoseReport,
+    table_html: fn(&str) -> String,
+    esc: fn(&str) -> String,
+) -> String {
     let tables = tables(d);
     if tables.is_empty() {
         return String::new();
@@ -425,7 +443,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| n4-sft | 32 | 128 | 2.00 | 9000 | 15000 | 1.23e-3 | 2.00e-3 | 5.00e-4 |"),
+            md.contains(
+                "| n4-sft | 32 | 128 | 2.00 | 9000 | 15000 | 1.23e-3 | 2.00e-3 | 5.00e-4 |"
+            ),
             "{md}"
         );
         // An old finetune.json: what it has, dashes for the rest.
@@ -433,15 +453,25 @@ mod tests {
             md.contains("| n4-self-distill | 32 | — | — | 8000 | — | — | — | — |"),
             "{md}"
         );
-        assert!(md.contains("| block | compared | cosine of ΔW | q_proj | down_proj |"), "{md}");
-        assert!(md.contains("| n4 | sft vs self-distill | 0.421 | 0.500 | — |"), "{md}");
+        assert!(
+            md.contains("| block | compared | cosine of ΔW | q_proj | down_proj |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| n4 | sft vs self-distill | 0.421 | 0.500 | — |"),
+            "{md}"
+        );
         assert!(
             md.contains(
                 "| alpaca | 64 | 48 (75.0%) | 40 (62.5%) | banned-phrase 6, truncated 10 |"
             ),
             "{md}"
         );
-        let html = dose_html(&hand_made(), |t| format!("<table>{}</table>", t.lines().count()), |t| t.to_string());
+        let html = dose_html(
+            &hand_made(),
+            |t| format!("<table>{}</table>", t.lines().count()),
+            |t| t.to_string(),
+        );
         assert!(html.starts_with("<h2>Training dose</h2>"), "{html}");
         assert_eq!(html.matches("<table>").count(), 3, "{html}");
         assert_eq!(dose_md(&DoseReport::default()), "");
@@ -456,11 +486,17 @@ mod tests {
                      "weight_change": {"overall": {"ratio": 0.01}}}
         });
         let d = FinetuneDose::from_finetune_json("n2-sft", &with.to_string()).expect("dose");
-        assert_eq!((d.steps, d.sequences, d.epochs), (Some(8), Some(32), Some(2.0)));
+        assert_eq!(
+            (d.steps, d.sequences, d.epochs),
+            (Some(8), Some(32), Some(2.0))
+        );
         assert_eq!(d.weight_change.map(|c| c.overall.ratio), Some(0.01));
         let old = serde_json::json!({"summary": {"steps": 8, "tokens": 100}});
         let d = FinetuneDose::from_finetune_json("n2-sft", &old.to_string()).expect("dose");
-        assert_eq!((d.steps, d.answer_tokens, d.sequences), (Some(8), Some(100), None));
+        assert_eq!(
+            (d.steps, d.answer_tokens, d.sequences),
+            (Some(8), Some(100), None)
+        );
         assert!(FinetuneDose::from_finetune_json("n2-sft", "[1]").is_none());
     }
 }

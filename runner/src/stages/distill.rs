@@ -566,10 +566,9 @@ mod tests {
         assert_eq!(s.differing, Some(2));
         assert_eq!(s.differing_rate, Some(0.5));
         assert_eq!(s.fallback_reasons.get("empty"), Some(&1));
-        let written: DistillSummary = serde_json::from_str(
-            &std::fs::read_to_string(out.join("distill.json")).expect("read"),
-        )
-        .expect("parse");
+        let written: DistillSummary =
+            serde_json::from_str(&std::fs::read_to_string(out.join("distill.json")).expect("read"))
+                .expect("parse");
         assert_eq!(written, s);
         // A summary written before the count existed still parses, as unknown.
         let mut old = serde_json::to_value(&s).expect("json");
