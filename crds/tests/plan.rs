@@ -942,3 +942,55 @@ fn task_vector_merge_settings_enter_the_merge_key_only_when_set() {
         .collect();
     assert_eq!(inputs, ["base", "model-0", "model-1"]);
 }
+
+#[test]
+fn control_seeds_repeat_the_sft_arm_with_another_seed() {
+    let base = full_spec();
+    let mut spec = full_spec();
+    spec.recovery.control_seeds = vec![7];
+    let p = plan(&spec).unwrap();
+    let before = plan(&base).unwrap();
+    // One more fine-tune and one more eval per block size; nothing else moves.
+    let added: BTreeSet<String> = ids(&p).difference(&ids(&before)).cloned().collect();
+    assert_eq!(
+        added,
+        set(&[
+            "finetune-n4-sft-seed7",
+            "finetune-n6-sft-seed7",
+            "eval-n4-sft-seed7",
+            "eval-n6-sft-seed7",
+        ])
+    );
+    let kp = keys(&p);
+    for (id, key) in keys(&before) {
+        assert_eq!(kp[&id], key, "{id} moved");
+    }
+    let control = p.get("finetune-n6-sft-seed7").unwrap();
+    let arm = p.get("finetune-n6-sft").unwrap();
+    let (StageParams::Finetune(c), StageParams::Finetune(a)) = (&control.params, &arm.params)
+    else {
+        panic!("finetune params expected");
+    };
+    assert_eq!(c.optimizer.seed, 7);
+    let mut same = c.clone();
+    same.optimizer.seed = a.optimizer.seed;
+    assert_eq!(&same, a, "only the seed differs");
+    assert_eq!(control.inputs, arm.inputs);
+    assert_ne!(control.key, arm.key);
+    assert_eq!(
+        p.get("eval-n6-sft-seed7").unwrap().inputs["model"].as_str(),
+        "finetune-n6-sft-seed7"
+    );
+
+    let mut no_sft = full_spec();
+    no_sft.recovery.methods = vec![RecoveryMethod::None, RecoveryMethod::SelfDistill];
+    no_sft.merge.enabled = false;
+    no_sft.recovery.control_seeds = vec![7];
+    assert_eq!(plan(&no_sft).unwrap_err(), PlanError::ControlWithoutSft);
+    let mut same_seed = full_spec();
+    same_seed.recovery.control_seeds = vec![same_seed.recovery.optimizer.seed];
+    assert_eq!(
+        plan(&same_seed).unwrap_err(),
+        PlanError::ControlSeedIsTheArmSeed(same_seed.recovery.optimizer.seed)
+    );
+}

@@ -161,6 +161,28 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
             finetuned.insert((n, method), id);
         }
     }
+    // the noise-floor controls: the sft arm with other seeds
+    let mut controls: BTreeMap<(u32, u32), StageId> = BTreeMap::new();
+    for &n in &block_sizes {
+        for &seed in &spec.recovery.control_seeds {
+            // The sft arm's settings but for the seed (validated: sft is among the methods).
+            let Some(StageParams::Finetune(mut params)) = finetuned
+                .get(&(n, RecoveryMethod::Sft))
+                .and_then(|sft| builder.params(sft))
+                .cloned()
+            else {
+                continue;
+            };
+            params.optimizer.seed = seed;
+            let id = builder.add(
+                StageId::finetune_control(n, seed),
+                StageParams::Finetune(params),
+                &[("model", &pruned[&n])],
+                1,
+            );
+            controls.insert((n, seed), id);
+        }
+    }
 
     // merge, one per block size
     let mut merged: BTreeMap<u32, StageId> = BTreeMap::new();
@@ -229,6 +251,11 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         for &method in &trained {
             models.push((variant::finetuned(n, method), &finetuned[&(n, method)]));
         }
+        for &seed in &spec.recovery.control_seeds {
+            if let Some(id) = controls.get(&(n, seed)) {
+                models.push((variant::control(n, seed), id));
+            }
+        }
         if let Some(id) = merged.get(&n) {
             models.push((variant::merged(n), id));
         }
@@ -282,6 +309,11 @@ struct Builder {
 }
 
 impl Builder {
+    /// The parameters of a stage already in the plan.
+    fn params(&self, id: &StageId) -> Option<&StageParams> {
+        self.stages.iter().find(|s| &s.id == id).map(|s| &s.params)
+    }
+
     /// Appends a stage whose inputs are already in the plan (so the order stays topological) and
     /// returns its id.
     fn add(
@@ -365,6 +397,16 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     }
     if spec.distillation.shards == 0 {
         return Err(PlanError::ZeroShards);
+    }
+    let controls = &spec.recovery.control_seeds;
+    if !controls.is_empty() && !methods.contains(&RecoveryMethod::Sft) {
+        return Err(PlanError::ControlWithoutSft);
+    }
+    if let Some(&s) = controls
+        .iter()
+        .find(|&&s| s == spec.recovery.optimizer.seed)
+    {
+        return Err(PlanError::ControlSeedIsTheArmSeed(s));
     }
 
     if spec.merge.enabled {

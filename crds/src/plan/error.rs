@@ -93,6 +93,12 @@ pub enum PlanError {
         /// linear or task-arithmetic.
         method: MergeMethod,
     },
+    /// Control seeds without the `sft` arm they control.
+    #[error("spec.recovery.controlSeeds: the control repeats the sft arm with another seed; add sft to spec.recovery.methods")]
+    ControlWithoutSft,
+    /// A control seed equal to the arm's own seed.
+    #[error("spec.recovery.controlSeeds: seed {0} is spec.recovery.optimizer.seed, the sft arm's own; pick another seed")]
+    ControlSeedIsTheArmSeed(u32),
     /// The merged draft without merging.
     #[error("spec.speculative.draft is merged, but spec.merge.enabled is false")]
     MergedDraftWithoutMerge,

@@ -40,6 +40,11 @@ impl StageId {
         StageId(format!("finetune-n{n}-{}", method.slug()))
     }
 
+    /// `finetune-n<n>-sft-seed<seed>`: the noise-floor control of the `sft` arm.
+    pub fn finetune_control(n: u32, seed: u32) -> Self {
+        StageId(format!("finetune-{}", variant::control(n, seed)))
+    }
+
     /// `merge-n<n>`.
     pub fn merge(n: u32) -> Self {
         StageId(format!("merge-n{n}"))
@@ -94,6 +99,11 @@ pub mod variant {
     /// A fine-tuned model: `n6-self-distill`.
     pub fn finetuned(n: u32, method: RecoveryMethod) -> String {
         format!("n{n}-{}", method.slug())
+    }
+
+    /// The `sft` arm trained again with another seed (the noise-floor control): `n6-sft-seed7`.
+    pub fn control(n: u32, seed: u32) -> String {
+        format!("n{n}-sft-seed{seed}")
     }
 
     /// A merged model: `n6-merged`.

@@ -142,7 +142,7 @@ pub struct MergeSpec {
     pub models: Vec<RecoveryMethod>,
     /// One weight per model of `models`, in the same order, each in [-10, 10] (linear,
     /// task-arithmetic, ties); empty means 1 for every model.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     #[schemars(length(max = 6), inner(range(min = -10.0, max = 10.0)))]
     pub weights: Vec<f64>,
     /// ties: the share of each task vector's entries kept, the largest in magnitude, in (0, 1].

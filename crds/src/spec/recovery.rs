@@ -396,6 +396,15 @@ pub struct RecoverySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000000))]
     pub train_limit: Option<u32>,
+    /// Noise-floor control: for each seed one more `sft` fine-tune that differs from the `sft`
+    /// arm only in `optimizer.seed` (adapter initialisation, dropout, data order). Its eval
+    /// variant is `n<N>-sft-seed<S>`; the report pairs it with `n<N>-sft`, so the difference
+    /// that training noise alone makes is measured beside the methods' differences. Needs `sft`
+    /// among the methods; each seed must differ from `optimizer.seed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub control_seeds: Vec<u32>,
 }
 
 fn default_methods() -> Vec<RecoveryMethod> {
@@ -415,6 +424,7 @@ impl Default for RecoverySpec {
             kd: KdSpec::default(),
             checkpoint_every: default_checkpoint_every(),
             train_limit: None,
+            control_seeds: Vec::new(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! `pruneforge_api::plan::variant`). Per block size:
 //! - every recovered variant against the pruned model without fine-tuning (`n6`);
 //! - self-distillation (`n6-self-distill…`) against SFT (`n6-sft`);
-//! - the merged model against each fine-tuned model of the block size (its possible inputs).
+//! - the merged model against each fine-tuned model of the block size (its possible inputs);
+//! - each noise-floor control (`n6-sft-seed7`, the sft arm with another seed) against `n6-sft`.
 
 /// One comparison: `variant` − `reference`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,13 @@ fn split_variant(v: &str) -> Option<(&str, &str)> {
     let (prefix, method) = v.split_once('-').unwrap_or((v, ""));
     let digits = prefix.strip_prefix('n')?;
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some((prefix, method))
+}
+
+/// A noise-floor control: the `sft` arm trained again with another seed (`sft-seed7`).
+fn is_control(method: &str) -> bool {
+    method
+        .strip_prefix("sft-seed")
+        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The comparisons among `variants` (names of evaluated variants, any order).
@@ -52,8 +60,17 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
                 out.push(pair(&name(m), &name("sft")));
             }
         }
+        // The noise-floor controls (`sft-seed<S>`) against the arm they repeat.
+        for m in methods.iter().filter(|m| is_control(m)) {
+            if methods.contains(&"sft") {
+                out.push(pair(&name(m), &name("sft")));
+            }
+        }
         if methods.contains(&"merged") {
-            for m in methods.iter().filter(|m| **m != "merged") {
+            for m in methods
+                .iter()
+                .filter(|m| **m != "merged" && !is_control(m))
+            {
                 out.push(pair(&name("merged"), &name(m)));
             }
         }
@@ -94,5 +111,22 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()));
         assert_eq!(got, want);
         assert!(comparison_pairs(&["base".into(), "nx-sft".into()]).is_empty());
+        // A noise-floor control pairs with the pruned model and its arm, never with the merge.
+        let with_control: Vec<String> = ["n6", "n6-sft", "n6-sft-seed7", "n6-merged"]
+            .map(String::from)
+            .to_vec();
+        let got: Vec<(String, String)> = comparison_pairs(&with_control)
+            .into_iter()
+            .map(|p| (p.variant, p.reference))
+            .collect();
+        let want = [
+            ("n6-sft", "n6"),
+            ("n6-sft-seed7", "n6"),
+            ("n6-merged", "n6"),
+            ("n6-sft-seed7", "n6-sft"),
+            ("n6-merged", "n6-sft"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(got, want);
     }
 }
