@@ -308,9 +308,15 @@ fn cel_violations_name_the_field() {
         ),
         (
             vec![
-                ("/spec/recovery/methods", json!(["none", "sft", "self-distill", "logit-kd"])),
+                (
+                    "/spec/recovery/methods",
+                    json!(["none", "sft", "self-distill", "logit-kd"]),
+                ),
                 ("/spec/merge/method", json!("nuslerp")),
-                ("/spec/merge/models", json!(["sft", "self-distill", "logit-kd"])),
+                (
+                    "/spec/merge/models",
+                    json!(["sft", "self-distill", "logit-kd"]),
+                ),
             ],
             "spec.merge.models",
             "slerp and nuslerp merge exactly 2 models",

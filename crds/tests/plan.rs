@@ -891,12 +891,7 @@ fn task_vector_merge_settings_enter_the_merge_key_only_when_set() {
             "{field} in {default_request}"
         );
     }
-    let merged_downstream = set(&[
-        "merge-n4",
-        "merge-n6",
-        "eval-n4-merged",
-        "eval-n6-merged",
-    ]);
+    let merged_downstream = set(&["merge-n4", "merge-n6", "eval-n4-merged", "eval-n6-merged"]);
 
     let mut ties = full_spec();
     ties.merge.method = MergeMethod::Ties;
@@ -937,8 +932,8 @@ fn task_vector_merge_settings_enter_the_merge_key_only_when_set() {
         .get("merge-n6")
         .unwrap()
         .inputs
-        .iter()
-        .map(|(name, _)| name.as_str())
+        .keys()
+        .map(String::as_str)
         .collect();
     assert_eq!(inputs, ["base", "model-0", "model-1"]);
 }

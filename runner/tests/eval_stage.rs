@@ -404,7 +404,7 @@ fn kl_is_zero_for_the_base_and_grows_with_pruning() {
     let out = eval(&pruned, Some(&base_json), "pruned").expect("pruned");
     assert!(out.tasks[0].value > 0.05, "KL {}", out.tasks[0].value);
     let items = std::fs::read_to_string(tmp.path().join("pruned").join(ITEMS_JSONL)).expect("items");
-    let rows = pruneforge::report::kl_recovery::kl_rows(&items);
+    let rows = pruneforge::report::row_recovery::rows_of(pruneforge::report::row_recovery::KL, &items);
     assert_eq!(rows.len(), 3);
     assert!(rows.values().all(|&k| k > 0.0), "{rows:?}");
     let doc = read(tmp.path().join("pruned").join(EVAL_JSON));
@@ -414,4 +414,62 @@ fn kl_is_zero_for_the_base_and_grows_with_pruning() {
     std::fs::remove_file(&reference).expect("rm");
     let err = eval(&pruned, Some(&base_json), "orphan").expect_err("no reference");
     assert!(err.to_string().contains("evaluate the base model with the kl task"), "{err}");
+}
+
+#[test]
+fn answer_nll_scores_held_out_answers_and_grows_with_pruning() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = EvalParams {
+        tasks: vec!["answer_nll:0:4".parse().expect("spec")],
+        data_dir: Some(shared_dir().join("data")),
+        ..EvalParams::default()
+    };
+    let base_model = embedded_model();
+    let base = run_with_model(
+        &base_model.model,
+        &base_model.tokenizer,
+        "base",
+        None,
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("base"),
+    )
+    .expect("base");
+    assert_eq!(base.tasks[0].metric, "nll_per_answer_token");
+    assert!(base.tasks[0].value > 0.0 && base.tasks[0].value < 5.0);
+    let items = std::fs::read_to_string(tmp.path().join("base").join(ITEMS_JSONL)).expect("items");
+    let rows = pruneforge::report::row_recovery::rows_of(
+        pruneforge::report::row_recovery::ANSWER_NLL,
+        &items,
+    );
+    let first = pruneforge_api::spec::ANSWER_NLL_FIRST_RECORD as u64;
+    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (first..first + 4).collect::<Vec<_>>());
+    let mut pruned = embedded_model();
+    pruned.model.remove_layers(13, 6).expect("prune");
+    let out = run_with_model(
+        &pruned.model,
+        &pruned.tokenizer,
+        "pruned",
+        Some(&tmp.path().join("base").join(EVAL_JSON)),
+        &p,
+        &Resolver::local(),
+        &tmp.path().join("pruned"),
+    )
+    .expect("pruned");
+    assert!(out.tasks[0].value > base.tasks[0].value + 0.2, "{} vs {}", out.tasks[0].value, base.tasks[0].value);
+    let few_shot = EvalParams {
+        tasks: vec!["answer_nll:2:4".parse().expect("spec")],
+        ..p.clone()
+    };
+    let err = run_with_model(
+        &pruned.model,
+        &pruned.tokenizer,
+        "x",
+        None,
+        &few_shot,
+        &Resolver::local(),
+        &tmp.path().join("x"),
+    )
+    .expect_err("shots refused");
+    assert!(err.to_string().contains("shots must be 0"), "{err}");
 }

@@ -759,7 +759,10 @@ fn task_vector_models_keeping(
 
 /// mergekit `get_task_vectors`: `x - base`, in float32 as mergekit computes it.
 fn task_vector(base: &[f32], x: &[f32]) -> Vec<f64> {
-    x.iter().zip(base).map(|(&x, &b)| f64::from(x - b)).collect()
+    x.iter()
+        .zip(base)
+        .map(|(&x, &b)| f64::from(x - b))
+        .collect()
 }
 
 /// mergekit `magnitude`: the int(density · n) largest |τ| kept (equal magnitudes: lower index).
@@ -1056,7 +1059,10 @@ fn nuslerp_is_a_slerp_of_the_task_vectors_added_to_the_base() {
         want[0] = 1.0 + 2.0 * c;
         want[1] = 1.0 + 3.0 * h;
         assert_close(&m[NORM], &want, 1e-6, NORM);
-        assert_eq!(m[untouched], wb[untouched], "unchanged tensors stay the base's");
+        assert_eq!(
+            m[untouched], wb[untouched],
+            "unchanged tensors stay the base's"
+        );
         let r = report(&out);
         let norm = r.tensors.iter().find(|x| x.name == NORM).unwrap();
         assert_eq!(norm.cosine, Some(0.0));
@@ -1180,7 +1186,11 @@ fn task_vector_methods_refuse_what_they_cannot_merge() {
             density: 0.1,
             ..task_vector_params(MergeMethod::Ties)
         },
-        &["norm.weight", "keeps no entry", "raise density to at least 0.125"],
+        &[
+            "norm.weight",
+            "keeps no entry",
+            "raise density to at least 0.125",
+        ],
     );
     // Zero-sum weights without normalising are fine.
     let p = MergeParams {
@@ -1237,7 +1247,13 @@ fn cli_merges_with_ties_and_requires_a_base() {
     // --normalize for task-arithmetic.
     let out = tmp.path().join("out-ta");
     let o = std::process::Command::new(bin)
-        .args(["merge", "--method", "task-arithmetic", "--normalize", "--base"])
+        .args([
+            "merge",
+            "--method",
+            "task-arithmetic",
+            "--normalize",
+            "--base",
+        ])
         .arg(&base)
         .arg("--models")
         .args(&models)
@@ -1257,7 +1273,10 @@ fn cli_merges_with_ties_and_requires_a_base() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--method nuslerp") && err.contains("give --base"), "{err}");
+    assert!(
+        err.contains("--method nuslerp") && err.contains("give --base"),
+        "{err}"
+    );
     assert!(!tmp.path().join("bad").exists());
 }
 

@@ -159,7 +159,7 @@ fn comparison_of_two_items_files() {
         comparisons: cmp,
         recoveries: BTreeMap::from([("n4".to_string(), recovery)]),
         at_chance: vec!["piqa".into()],
-        kl: Default::default(),
+        row_metrics: vec![],
         dose: Default::default(),
     };
     let md = markdown(&d, None);

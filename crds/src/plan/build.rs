@@ -10,8 +10,8 @@ use crate::params::{
     SpeculateParams, StageParams,
 };
 use crate::spec::{
-    DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod, ResolvedCompute,
-    TrainingData,
+    DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod,
+    ResolvedCompute, TrainingData,
 };
 
 /// Builds the stage plan of a spec. Pure: equal specs give equal plans. Only the spec parts a
@@ -488,11 +488,7 @@ fn check_merge_settings(merge: &MergeSpec) -> Result<(), PlanError> {
                 models: merge.models.len(),
             });
         }
-        if let Some(w) = merge
-            .weights
-            .iter()
-            .find(|w| !(-10.0..=10.0).contains(*w))
-        {
+        if let Some(w) = merge.weights.iter().find(|w| !(-10.0..=10.0).contains(*w)) {
             return Err(PlanError::MergeSettingOutOfRange {
                 field: "weights",
                 range: "between -10 and 10",

@@ -39,11 +39,15 @@ pub enum EvalTaskName {
     /// next-token distributions are from the base model's (lower is better; 0 for the base;
     /// not part of the average). The base model's eval writes the reference distributions.
     Kl,
+    /// Negative log-likelihood per token of held-out instruction answers given their prompts
+    /// (chat template as in fine-tuning; default: Alpaca records 4500 onwards, which no example
+    /// trains on); lower is better; not part of the average.
+    AnswerNll,
 }
 
 impl EvalTaskName {
     /// Every task.
-    pub const ALL: [EvalTaskName; 10] = [
+    pub const ALL: [EvalTaskName; 11] = [
         EvalTaskName::ArcEasy,
         EvalTaskName::ArcChallenge,
         EvalTaskName::Hellaswag,
@@ -54,6 +58,7 @@ impl EvalTaskName {
         EvalTaskName::Gsm8k,
         EvalTaskName::Perplexity,
         EvalTaskName::Kl,
+        EvalTaskName::AnswerNll,
     ];
 
     /// The tasks run when none are given: the seven zero-shot multiple-choice tasks.
@@ -80,6 +85,7 @@ impl EvalTaskName {
             EvalTaskName::Gsm8k => "gsm8k",
             EvalTaskName::Perplexity => "perplexity",
             EvalTaskName::Kl => "kl",
+            EvalTaskName::AnswerNll => "answer_nll",
         }
     }
 
@@ -96,6 +102,7 @@ impl EvalTaskName {
             EvalTaskName::Gsm8k => &GSM8K,
             EvalTaskName::Perplexity => &PERPLEXITY,
             EvalTaskName::Kl => &KL,
+            EvalTaskName::AnswerNll => &ANSWER_NLL,
         }
     }
 
@@ -156,6 +163,8 @@ pub enum OutputType {
     GenerateUntil,
     /// Rolling log-likelihood of whole texts (perplexity).
     LoglikelihoodRolling,
+    /// Log-likelihood of a continuation given its context.
+    Loglikelihood,
 }
 
 impl OutputType {
@@ -165,6 +174,7 @@ impl OutputType {
             OutputType::MultipleChoice => "multiple_choice",
             OutputType::GenerateUntil => "generate_until",
             OutputType::LoglikelihoodRolling => "loglikelihood_rolling",
+            OutputType::Loglikelihood => "loglikelihood",
         }
     }
 }
@@ -188,6 +198,9 @@ pub enum MainMetric {
     Perplexity,
     /// Mean KL(base ‖ model) per scored token, in nats (lower is better; never averaged).
     KlPerToken,
+    /// Mean negative log-likelihood per answer token, in nats (lower is better; never
+    /// averaged).
+    NllPerAnswerToken,
 }
 
 impl MainMetric {
@@ -201,6 +214,7 @@ impl MainMetric {
             MainMetric::ExactMatchFlexible => "exact_match,flexible-extract",
             MainMetric::Perplexity => "perplexity",
             MainMetric::KlPerToken => "kl_per_token",
+            MainMetric::NllPerAnswerToken => "nll_per_answer_token",
         }
     }
 
@@ -214,13 +228,17 @@ impl MainMetric {
             MainMetric::ExactMatchFlexible => "exact_match,flexible-extract",
             MainMetric::Perplexity => "perplexity,none",
             MainMetric::KlPerToken => "kl_per_token,none",
+            MainMetric::NllPerAnswerToken => "nll_per_answer_token,none",
         }
     }
 
-    /// Whether a higher value is better; the accuracy-like metrics (all but perplexity and KL)
-    /// are the ones averaged.
+    /// Whether a higher value is better; the accuracy-like metrics (all but perplexity, KL and
+    /// answer NLL) are the ones averaged.
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, MainMetric::Perplexity | MainMetric::KlPerToken)
+        !matches!(
+            self,
+            MainMetric::Perplexity | MainMetric::KlPerToken | MainMetric::NllPerAnswerToken
+        )
     }
 }
 
@@ -371,6 +389,23 @@ const KL: TaskDef = TaskDef {
     output_type: OutputType::LoglikelihoodRolling,
 };
 
+/// Held-out instruction answers (Alpaca records from [`ANSWER_NLL_FIRST_RECORD`] on, when no
+/// `uri` is given), scored like fine-tuning scores them; no few-shot, no chance level.
+const ANSWER_NLL: TaskDef = TaskDef {
+    docs: BuiltinDataset::Alpaca,
+    fewshot_pool: None,
+    other_splits: &[],
+    metric: MainMetric::NllPerAnswerToken,
+    chance: None,
+    default_shots: 0,
+    output_type: OutputType::Loglikelihood,
+};
+
+/// The first bundled Alpaca record of the `answer_nll` task: the last 500 of the 5,000, clear of
+/// the calibration stream and the held-out rows (the first ~420 records) and of the records the
+/// examples distill and train on.
+pub const ANSWER_NLL_FIRST_RECORD: usize = 4500;
+
 /// One benchmark run.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -380,7 +415,7 @@ const KL: TaskDef = TaskDef {
 )]
 pub struct EvalTask {
     /// arc_easy, arc_challenge, hellaswag, piqa, winogrande, mmlu, truthfulqa_mc2, gsm8k,
-    /// perplexity or kl.
+    /// perplexity, kl or answer_nll.
     pub name: EvalTaskName,
     /// Few-shot examples per prompt (taken from the task's train/dev split). Unset: the task's
     /// standard setting, 5 for mmlu (from dev) and gsm8k (from train), 0 for the others.

@@ -24,7 +24,7 @@ pub use distillation::{
 };
 pub use evaluation::{
     DriftSpec, EvalPreset, EvalTask, EvalTaskName, EvaluationSpec, MainMetric, OutputType, TaskDef,
-    UnknownTask,
+    UnknownTask, ANSWER_NLL_FIRST_RECORD,
 };
 pub use merge::{MergeMethod, MergeSpec};
 pub use model::{DType, ModelFormat, ModelSource, ModelSpec};

@@ -7,9 +7,9 @@ pub mod comparison;
 pub mod comparison_md;
 pub mod describe;
 pub mod dose_md;
-pub mod kl_recovery;
 pub mod normalized_md;
 pub mod pairs;
+pub mod row_recovery;
 pub mod svg;
 
 pub use describe::describe;
@@ -72,8 +72,9 @@ pub struct ReportData {
     pub recoveries: BTreeMap<String, Recovery>,
     /// Tasks where the base is within 2 standard errors of chance (left out of averages).
     pub at_chance: Vec<String>,
-    /// KL to the base model per variant, shares recovered, paired differences.
-    pub kl: kl_recovery::KlAnalysis,
+    /// The per-row metrics (KL to the base, held-out answer NLL): per variant, shares
+    /// recovered, paired differences; metrics no eval ran are left out.
+    pub row_metrics: Vec<row_recovery::Analysis>,
     /// Training dose of the fine-tunes and distillations ([`dose_md`]).
     pub dose: dose_md::DoseReport,
 }
@@ -125,13 +126,14 @@ fn eval_items(run: &RunReport) -> BTreeMap<String, ItemTable> {
     out
 }
 
-/// The `kl` rows of every eval stage's `items.jsonl`, by variant.
-fn eval_kl_rows(run: &RunReport) -> BTreeMap<String, kl_recovery::KlRows> {
+/// The rows of `metric` in every eval stage's `items.jsonl`, by variant.
+fn eval_rows(run: &RunReport, metric: row_recovery::RowMetric) -> BTreeMap<String, row_recovery::Rows> {
     run.stages
         .iter()
         .filter(|s| s.kind == "eval" && !matches!(s.status, RunStatus::Failed | RunStatus::Skipped))
         .filter_map(|s| {
-            let rows = kl_recovery::kl_rows(&artifact_text(s, crate::stages::eval::ITEMS_JSONL)?);
+            let text = artifact_text(s, crate::stages::eval::ITEMS_JSONL)?;
+            let rows = row_recovery::rows_of(metric, &text);
             (!rows.is_empty()).then(|| (s.id.trim_start_matches("eval-").to_string(), rows))
         })
         .collect()
@@ -194,7 +196,11 @@ pub fn gather(run: RunReport) -> ReportData {
     let mut heatmaps = Vec::new();
     let mut loss_curves = Vec::new();
     let comparisons = comparisons(&eval_items(&run), BootstrapConfig::default());
-    let kl = kl_recovery::analyse(&eval_kl_rows(&run), BootstrapConfig::default());
+    let row_metrics: Vec<row_recovery::Analysis> = row_recovery::METRICS
+        .into_iter()
+        .map(|m| row_recovery::analyse(m, &eval_rows(&run, m), BootstrapConfig::default()))
+        .filter(|a| !a.variants.is_empty())
+        .collect();
     let docs = eval_docs(&run);
     let recoveries: BTreeMap<String, Recovery> = docs
         .iter()
@@ -235,7 +241,7 @@ pub fn gather(run: RunReport) -> ReportData {
         comparisons,
         recoveries,
         at_chance,
-        kl,
+        row_metrics,
         dose,
     }
 }
@@ -494,13 +500,17 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
             normalized_md::LEGEND
         );
     }
-    let kl = kl_recovery::kl_md(&d.kl);
-    if !kl.is_empty() {
-        let _ = write!(
-            s,
-            "## KL to the base model\n\n{}\n\n{kl}\n",
-            kl_recovery::LEGEND
-        );
+    for a in &d.row_metrics {
+        let m = row_recovery::METRICS.into_iter().find(|m| m.task == a.task);
+        if let Some(m) = m {
+            let _ = write!(
+                s,
+                "## {}\n\n{}\n\n{}\n",
+                m.title,
+                row_recovery::legend(m),
+                row_recovery::analysis_md(a)
+            );
+        }
     }
     let ev = eval_table_md(run);
     if !ev.is_empty() {
@@ -603,14 +613,20 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
             md_table_to_html(&norm)
         );
     }
-    let kl = kl_recovery::kl_md(&d.kl);
-    if !kl.is_empty() {
-        let _ = write!(
-            s,
-            "<h2>KL to the base model</h2><p>{}</p>{}",
-            esc(kl_recovery::LEGEND),
-            kl.split("\n\n").map(md_table_to_html).collect::<String>()
-        );
+    for a in &d.row_metrics {
+        let m = row_recovery::METRICS.into_iter().find(|m| m.task == a.task);
+        if let Some(m) = m {
+            let _ = write!(
+                s,
+                "<h2>{}</h2><p>{}</p>{}",
+                esc(m.title),
+                esc(&row_recovery::legend(m)),
+                row_recovery::analysis_md(a)
+                    .split("\n\n")
+                    .map(md_table_to_html)
+                    .collect::<String>()
+            );
+        }
     }
     let ev = eval_table_md(run);
     if !ev.is_empty() {

@@ -259,7 +259,12 @@ fn resolve_tasks(params: &EvalParams, resolver: &Resolver) -> Result<Vec<Resolve
             )));
         }
         let shots = spec.shots.unwrap_or_else(|| default_shots(name));
-        if name.def().output_type == OutputType::LoglikelihoodRolling && shots > 0 {
+        let output_type = name.def().output_type;
+        if matches!(
+            output_type,
+            OutputType::LoglikelihoodRolling | OutputType::Loglikelihood
+        ) && shots > 0
+        {
             return Err(StageError::Input(format!(
                 "{name} has no prompts, so shots must be 0 (got {shots})"
             )));
@@ -427,6 +432,21 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
                         &mut ctx.gen_stats,
                     )?;
                     (out, n, docs.len())
+                }
+                TaskDocs::Answers(docs) => {
+                    let n = docs.len();
+                    // The bundled Alpaca's held-out answers start at a fixed record.
+                    let skip = if t.spec.uri.is_none() {
+                        pruneforge_api::spec::ANSWER_NLL_FIRST_RECORD
+                    } else {
+                        0
+                    };
+                    let docs = selected(
+                        t.name,
+                        docs,
+                        Selection::new(skip + t.spec.offset, limit),
+                    )?;
+                    (answer_nll_outcome(ctx, &docs)?, n, docs.len())
                 }
                 TaskDocs::Perplexity(_) => {
                     return Err(StageError::Input(
@@ -601,6 +621,68 @@ fn kl_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOutcome> {
     ];
     if let Ok(se) = crate::stats::summary::standard_error(&per_row) {
         out.metrics.push(("kl_per_token_stderr,none".into(), se));
+    }
+    Ok(out)
+}
+
+fn answer_nll_outcome(
+    ctx: &mut Context<'_>,
+    docs: &[tasks::answers::AnswerDoc],
+) -> Result<TaskOutcome> {
+    let task = EvalTaskName::AnswerNll;
+    let mut encoded = Vec::with_capacity(docs.len());
+    for d in docs {
+        if let Some((prompt, answer)) =
+            crate::train::batching::encode_record(ctx.tokenizer, &d.record)?
+        {
+            encoded.push((d.idx, prompt, answer));
+        }
+    }
+    let requests: Vec<crate::eval::EncodedRequest> = encoded
+        .iter()
+        .map(|(_, prompt, answer)| crate::eval::EncodedRequest {
+            context: prompt.clone(),
+            continuation: answer.clone(),
+            // The answer is encoded on its own after the prompt, as fine-tuning does.
+            context_is_prefix: true,
+        })
+        .collect();
+    if requests.is_empty() {
+        return Err(StageError::Input(
+            "answer_nll: none of the selected records has an answer to score".into(),
+        ));
+    }
+    let scores = score(ctx.model, &requests, &ctx.scorer, &mut ctx.ll_stats)?;
+    let mut out = TaskOutcome::default();
+    let (mut nll_sum, mut tokens) = (0.0, 0usize);
+    let mut per_item = Vec::with_capacity(scores.len());
+    for ((idx, _, _), s) in encoded.iter().zip(&scores) {
+        let per_token = -s.ll / s.tokens.max(1) as f64;
+        out.items.push(json!({
+            "task": task.as_str(),
+            "idx": idx,
+            "tokens_scored": s.tokens,
+            "nll": -s.ll,
+            "nll_per_token": per_token,
+        }));
+        nll_sum -= s.ll;
+        tokens += s.tokens;
+        per_item.push(per_token);
+    }
+    let mean = nll_sum / tokens.max(1) as f64;
+    out.metrics = vec![
+        ("nll_per_answer_token,none".into(), mean),
+        ("perplexity,none".into(), mean.exp()),
+        ("tokens,none".into(), tokens as f64),
+        ("answers,none".into(), per_item.len() as f64),
+        (
+            "skipped_empty_answers,none".into(),
+            (docs.len() - per_item.len()) as f64,
+        ),
+    ];
+    if let Ok(se) = crate::stats::summary::standard_error(&per_item) {
+        out.metrics
+            .push(("nll_per_answer_token_stderr,none".into(), se));
     }
     Ok(out)
 }

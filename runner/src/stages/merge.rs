@@ -727,10 +727,7 @@ pub fn run(
         .uses_t()
         .then(|| params.t.resolved(base.config.num_hidden_layers));
     let weights = mix.weights();
-    let ties = matches!(
-        &mix,
-        Mix::TaskVectors(TaskArithmetic { ties: Some(_), .. })
-    );
+    let ties = matches!(&mix, Mix::TaskVectors(TaskArithmetic { ties: Some(_), .. }));
     let total_sign_conflicts = ties.then(|| {
         tensor_records
             .iter()

@@ -75,11 +75,13 @@ pub struct TextRow {
 }
 
 /// The documents of one task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TaskDocs {
     MultipleChoice(Vec<McDoc>),
     Generation(Vec<GenDoc>),
     Perplexity(Vec<TextRow>),
+    /// Held-out instruction answers (`answer_nll`).
+    Answers(Vec<super::answers::AnswerDoc>),
 }
 
 impl TaskDocs {
@@ -88,6 +90,7 @@ impl TaskDocs {
             TaskDocs::MultipleChoice(d) => d.len(),
             TaskDocs::Generation(d) => d.len(),
             TaskDocs::Perplexity(d) => d.len(),
+            TaskDocs::Answers(d) => d.len(),
         }
     }
 

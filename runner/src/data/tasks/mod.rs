@@ -2,6 +2,7 @@
 //! no tokenizer). Contexts and continuations are exactly those of
 //! `shared/reference/README.md` (accuracy section) for the zero-shot multiple-choice tasks.
 
+pub mod answers;
 pub mod arc;
 pub mod doc;
 pub mod fewshot;
@@ -123,6 +124,7 @@ pub fn build(task: EvalTaskName, files: &TaskFiles, config: &TaskConfig) -> Resu
         EvalTaskName::Mmlu => mc(mmlu::build(files, config)?),
         EvalTaskName::TruthfulqaMc2 => mc(truthfulqa::build(files, config)?),
         EvalTaskName::Gsm8k => TaskDocs::Generation(gsm8k::build(files, config)?),
+        EvalTaskName::AnswerNll => TaskDocs::Answers(answers::build(files, config)?),
         EvalTaskName::Perplexity | EvalTaskName::Kl => TaskDocs::Perplexity(perplexity::build(
             &perplexity::source_for_path(&files.docs),
             config,

@@ -60,7 +60,8 @@ pub fn merge(t: f64, base: &[f32], x0: &[f32], x1: &[f32]) -> (Vec<f32>, Blend) 
         x0.len() == base.len() && x1.len() == base.len(),
         "nuslerp needs tensors of equal size"
     );
-    let task_vector = |x: &[f32]| -> Vec<f32> { x.iter().zip(base).map(|(&a, &b)| a - b).collect() };
+    let task_vector =
+        |x: &[f32]| -> Vec<f32> { x.iter().zip(base).map(|(&a, &b)| a - b).collect() };
     let (tau0, tau1) = (task_vector(x0), task_vector(x1));
     let b = blend(t, &tau0, &tau1);
     let mut out = slerp::apply(&b, &tau0, &tau1);

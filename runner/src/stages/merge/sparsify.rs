@@ -101,9 +101,7 @@ mod tests {
     #[test]
     fn kept_count_matches_the_mask_for_many_sizes() {
         for n in [1usize, 2, 3, 7, 10, 33, 100, 1001] {
-            let v: Vec<f32> = (0..n)
-                .map(|i| ((i * 7919) % 97) as f32 - 48.0)
-                .collect();
+            let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % 97) as f32 - 48.0).collect();
             for density in [0.1, 0.25, 0.5, 0.7, 0.999] {
                 match kept_count(density, n) {
                     Ok(k) => {

@@ -203,7 +203,12 @@ fn l2_norm(v: &[f32]) -> f64 {
 mod tests {
     use super::*;
 
-    fn settings(weights: &[f64], lambda: f64, normalize: bool, ties: Option<f64>) -> TaskArithmetic {
+    fn settings(
+        weights: &[f64],
+        lambda: f64,
+        normalize: bool,
+        ties: Option<f64>,
+    ) -> TaskArithmetic {
         TaskArithmetic {
             weights: weights.to_vec(),
             lambda,
@@ -289,7 +294,12 @@ mod tests {
         let base = [0.5f32, 0.5, 0.5];
         let a = [1.5f32, 0.5, 1.0]; // τ = (1, 0, 0.5)
         let b = [-0.5f32, 0.5, 0.0]; // τ = (-1, 0, -0.5)
-        let m = merge(&settings(&[1.0, 1.0], 1.0, true, Some(1.0)), &base, &[&a, &b]).unwrap();
+        let m = merge(
+            &settings(&[1.0, 1.0], 1.0, true, Some(1.0)),
+            &base,
+            &[&a, &b],
+        )
+        .unwrap();
         // Entry 0: Σ = 0 → + elected → a's +1 alone, / 1 → 1.5. Entry 1: all 0 → base.
         // Entry 2: Σ = 0 → + → 0.5 / 1 → 1.0.
         assert_eq!(m.values, [1.5, 0.5, 1.0]);
@@ -307,9 +317,19 @@ mod tests {
         let m = merge(&settings(&[1.0, -2.0], 1.0, true, None), &base, &[&a, &b]).unwrap();
         assert_eq!(m.values, [1.0]);
         // TIES: δ = (1, -2), Σ = -1 → - elected: only b: -2 / -2 = 1 (normalised), -2 otherwise.
-        let m = merge(&settings(&[1.0, -2.0], 1.0, true, Some(1.0)), &base, &[&a, &b]).unwrap();
+        let m = merge(
+            &settings(&[1.0, -2.0], 1.0, true, Some(1.0)),
+            &base,
+            &[&a, &b],
+        )
+        .unwrap();
         assert_eq!(m.values, [1.0]);
-        let m = merge(&settings(&[1.0, -2.0], 1.0, false, Some(1.0)), &base, &[&a, &b]).unwrap();
+        let m = merge(
+            &settings(&[1.0, -2.0], 1.0, false, Some(1.0)),
+            &base,
+            &[&a, &b],
+        )
+        .unwrap();
         assert_eq!(m.values, [-2.0]);
     }
 
