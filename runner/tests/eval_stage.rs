@@ -7,8 +7,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use pruneforge::resolve::Resolver;
 use pruneforge::eval::kl;
+use pruneforge::resolve::Resolver;
 use pruneforge::stages::eval::{run, run_with_model, EvalParams, TaskSpec, EVAL_JSON, ITEMS_JSONL};
 use serde_json::Value;
 
@@ -403,17 +403,28 @@ fn kl_is_zero_for_the_base_and_grows_with_pruning() {
     pruned.model.remove_layers(13, 6).expect("prune");
     let out = eval(&pruned, Some(&base_json), "pruned").expect("pruned");
     assert!(out.tasks[0].value > 0.05, "KL {}", out.tasks[0].value);
-    let items = std::fs::read_to_string(tmp.path().join("pruned").join(ITEMS_JSONL)).expect("items");
-    let rows = pruneforge::report::row_recovery::rows_of(pruneforge::report::row_recovery::KL, &items);
+    let items =
+        std::fs::read_to_string(tmp.path().join("pruned").join(ITEMS_JSONL)).expect("items");
+    let rows =
+        pruneforge::report::row_recovery::rows_of(pruneforge::report::row_recovery::KL, &items);
     assert_eq!(rows.len(), 3);
     assert!(rows.values().all(|&k| k > 0.0), "{rows:?}");
     let doc = read(tmp.path().join("pruned").join(EVAL_JSON));
-    assert!(doc["results"]["kl"]["kl_per_token_stderr,none"].as_f64().expect("se") > 0.0);
+    assert!(
+        doc["results"]["kl"]["kl_per_token_stderr,none"]
+            .as_f64()
+            .expect("se")
+            > 0.0
+    );
 
     // Without the base's reference the variant cannot be scored; the error says what to do.
     std::fs::remove_file(&reference).expect("rm");
     let err = eval(&pruned, Some(&base_json), "orphan").expect_err("no reference");
-    assert!(err.to_string().contains("evaluate the base model with the kl task"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("evaluate the base model with the kl task"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -443,7 +454,10 @@ fn answer_nll_scores_held_out_answers_and_grows_with_pruning() {
         &items,
     );
     let first = pruneforge_api::spec::ANSWER_NLL_FIRST_RECORD as u64;
-    assert_eq!(rows.keys().copied().collect::<Vec<_>>(), (first..first + 4).collect::<Vec<_>>());
+    assert_eq!(
+        rows.keys().copied().collect::<Vec<_>>(),
+        (first..first + 4).collect::<Vec<_>>()
+    );
     let mut pruned = embedded_model();
     pruned.model.remove_layers(13, 6).expect("prune");
     let out = run_with_model(
@@ -456,7 +470,12 @@ fn answer_nll_scores_held_out_answers_and_grows_with_pruning() {
         &tmp.path().join("pruned"),
     )
     .expect("pruned");
-    assert!(out.tasks[0].value > base.tasks[0].value + 0.2, "{} vs {}", out.tasks[0].value, base.tasks[0].value);
+    assert!(
+        out.tasks[0].value > base.tasks[0].value + 0.2,
+        "{} vs {}",
+        out.tasks[0].value,
+        base.tasks[0].value
+    );
     let few_shot = EvalParams {
         tasks: vec!["answer_nll:2:4".parse().expect("spec")],
         ..p.clone()

@@ -149,12 +149,15 @@ pub fn position_kl(
     let vocab = logits.len();
     let (lse, _) = log_softmax_summary(logits);
     let logit_of = |id: u32| -> Result<f64> {
-        logits.get(id as usize).map(|&l| f64::from(l)).ok_or_else(|| {
-            StageError::Input(format!(
+        logits
+            .get(id as usize)
+            .map(|&l| f64::from(l))
+            .ok_or_else(|| {
+                StageError::Input(format!(
                 "kl: token id {id} of the reference is outside the model's vocabulary ({vocab}); \
                  the base and this model must share a tokenizer"
             ))
-        })
+            })
     };
     let mut kl = 0.0;
     for (&id, &lp) in top_ids.iter().zip(top_logp) {
@@ -215,6 +218,8 @@ pub fn reference_of(
     rows: &[(usize, &[u32])],
     top_k: usize,
 ) -> Result<(KlReference, Vec<RowKl>)> {
+    // A vocabulary smaller than `top_k` is kept whole (the KL is then exact).
+    let top_k = top_k.min(model.config.vocab_size);
     let mut refs = Vec::with_capacity(rows.len());
     let mut own = Vec::with_capacity(rows.len());
     for &(idx, tokens) in rows {
@@ -236,8 +241,9 @@ pub fn reference_of(
         for (ids, logp, rest, mass, nll) in per_position {
             if ids.len() != top_k {
                 return Err(StageError::Input(format!(
-                    "kl: the vocabulary ({}) is smaller than the {top_k} tokens kept per position",
-                    ids.len()
+                    "kl: the model's logits have {} entries, its config says {} tokens",
+                    ids.len(),
+                    model.config.vocab_size
                 )));
             }
             row.top_ids.extend(ids);
@@ -259,17 +265,19 @@ pub fn kl_against(
     rows: &[(usize, &[u32])],
 ) -> Result<Vec<RowKl>> {
     let k = reference.top_k;
-    let by_idx: HashMap<usize, &RowReference> =
-        reference.rows.iter().map(|r| (r.idx, r)).collect();
+    let by_idx: HashMap<usize, &RowReference> = reference.rows.iter().map(|r| (r.idx, r)).collect();
     let mut out = Vec::with_capacity(rows.len());
     for &(idx, tokens) in rows {
-        let reference_row = by_idx.get(&idx).filter(|r| r.tokens == tokens).ok_or_else(|| {
-            StageError::Input(format!(
-                "kl: row {idx} is not in the base model's reference, or has other tokens; \
+        let reference_row = by_idx
+            .get(&idx)
+            .filter(|r| r.tokens == tokens)
+            .ok_or_else(|| {
+                StageError::Input(format!(
+                    "kl: row {idx} is not in the base model's reference, or has other tokens; \
                  evaluate the base and this model with the same kl task settings (rows, limit, \
                  uri) and the same tokenizer"
-            ))
-        })?;
+                ))
+            })?;
         let values = map_positions(model, tokens, |p, logits| {
             let (kl, nll) = position_kl(
                 logits,
@@ -301,7 +309,11 @@ pub fn save_reference(reference: &KlReference, path: &Path) -> Result<()> {
     let k = reference.top_k;
     let positions: usize = reference.rows.iter().map(RowReference::positions).sum();
     let cat = |f: fn(&RowReference) -> &[u32]| -> Vec<u32> {
-        reference.rows.iter().flat_map(|r| f(r).iter().copied()).collect()
+        reference
+            .rows
+            .iter()
+            .flat_map(|r| f(r).iter().copied())
+            .collect()
     };
     let cpu = Device::Cpu;
     let rows = reference.rows.len();

@@ -127,7 +127,10 @@ fn eval_items(run: &RunReport) -> BTreeMap<String, ItemTable> {
 }
 
 /// The rows of `metric` in every eval stage's `items.jsonl`, by variant.
-fn eval_rows(run: &RunReport, metric: row_recovery::RowMetric) -> BTreeMap<String, row_recovery::Rows> {
+fn eval_rows(
+    run: &RunReport,
+    metric: row_recovery::RowMetric,
+) -> BTreeMap<String, row_recovery::Rows> {
     run.stages
         .iter()
         .filter(|s| s.kind == "eval" && !matches!(s.status, RunStatus::Failed | RunStatus::Skipped))

@@ -67,10 +67,7 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
             }
         }
         if methods.contains(&"merged") {
-            for m in methods
-                .iter()
-                .filter(|m| **m != "merged" && !is_control(m))
-            {
+            for m in methods.iter().filter(|m| **m != "merged" && !is_control(m)) {
                 out.push(pair(&name("merged"), &name(m)));
             }
         }

@@ -280,18 +280,29 @@ mod tests {
         let mut all = BTreeMap::new();
         all.insert("base".to_string(), rows(&[0.0; 6]));
         all.insert("n6".to_string(), rows(&[1.0, 1.2, 0.8, 1.1, 0.9, 1.0]));
-        all.insert("n6-sft".to_string(), rows(&[0.5, 0.6, 0.4, 0.55, 0.45, 0.5]));
+        all.insert(
+            "n6-sft".to_string(),
+            rows(&[0.5, 0.6, 0.4, 0.55, 0.45, 0.5]),
+        );
         all.insert(
             "n6-self-distill".to_string(),
             rows(&[0.51, 0.6, 0.41, 0.54, 0.45, 0.49]),
         );
         let a = analyse(KL, &all, BootstrapConfig::default());
-        let sft = a.variants.iter().find(|v| v.variant == "n6-sft").expect("sft");
+        let sft = a
+            .variants
+            .iter()
+            .find(|v| v.variant == "n6-sft")
+            .expect("sft");
         assert!((sft.mean - 0.5).abs() < 1e-12);
         let share = sft.share_recovered.expect("share");
         assert!((share.estimate - 0.5).abs() < 1e-12, "{share:?}");
         assert!(share.ci95.low > 0.4 && share.ci95.high < 0.6);
-        let base = a.variants.iter().find(|v| v.variant == "base").expect("base");
+        let base = a
+            .variants
+            .iter()
+            .find(|v| v.variant == "base")
+            .expect("base");
         assert!(base.share_recovered.is_none());
         let d = a
             .differences
@@ -319,7 +330,11 @@ mod tests {
         all.insert("n6".to_string(), rows(&[3.0, 2.0, 4.0]));
         all.insert("n6-sft".to_string(), rows(&[2.25, 1.25, 3.25]));
         let a = analyse(ANSWER_NLL, &all, BootstrapConfig::default());
-        let sft = a.variants.iter().find(|v| v.variant == "n6-sft").expect("sft");
+        let sft = a
+            .variants
+            .iter()
+            .find(|v| v.variant == "n6-sft")
+            .expect("sft");
         let share = sft.share_recovered.expect("share");
         assert!((share.estimate - 0.75).abs() < 1e-12, "{share:?}");
         assert!((share.ci95.low - 0.75).abs() < 1e-12 && (share.ci95.high - 0.75).abs() < 1e-12);

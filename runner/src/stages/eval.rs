@@ -441,11 +441,7 @@ fn evaluate_task(ctx: &mut Context<'_>, t: &ResolvedTask) -> Result<TaskReport> 
                     } else {
                         0
                     };
-                    let docs = selected(
-                        t.name,
-                        docs,
-                        Selection::new(skip + t.spec.offset, limit),
-                    )?;
+                    let docs = selected(t.name, docs, Selection::new(skip + t.spec.offset, limit))?;
                     (answer_nll_outcome(ctx, &docs)?, n, docs.len())
                 }
                 TaskDocs::Perplexity(_) => {

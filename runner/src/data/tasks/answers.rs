@@ -5,9 +5,9 @@
 use pruneforge_api::spec::EvalTaskName;
 
 use super::fewshot::require_zero_shot;
+use super::Result;
 use super::{TaskConfig, TaskFiles};
 use crate::data::sft::{SftDataset, SftRecord};
-use super::Result;
 
 /// One held-out record.
 #[derive(Debug, Clone, PartialEq)]
