@@ -104,10 +104,30 @@ impl StageSummary {
                 s.tensors, s.fallback_count
             ),
             Self::Eval(s) => {
+                let accuracy = s
+                    .tasks
+                    .iter()
+                    .filter(|t| {
+                        t.task
+                            .parse::<crate::spec::EvalTaskName>()
+                            .map_or(true, crate::spec::EvalTaskName::higher_is_better)
+                    })
+                    .count();
                 let mut line = match s.average {
-                    Some(avg) => format!("average {:.4} over {} tasks", avg, s.tasks.len()),
+                    Some(avg) if accuracy == s.tasks.len() => {
+                        format!("average {:.4} over {} tasks", avg, s.tasks.len())
+                    }
+                    Some(avg) => format!(
+                        "average {:.4} over {} accuracy tasks of {}",
+                        avg,
+                        accuracy,
+                        s.tasks.len()
+                    ),
                     None => format!("{} tasks", s.tasks.len()),
                 };
+                if let Some(kl) = s.tasks.iter().find(|t| t.task == "kl") {
+                    line.push_str(&format!(", KL to base {:.4}", kl.value));
+                }
                 if let Some(r) = s.recovery {
                     line.push_str(&format!(", recovery {r:.1}%"));
                 }
@@ -275,4 +295,47 @@ pub struct SpeculateSummary {
     pub speedup: f64,
     /// Tokens proposed per step (k).
     pub draft_tokens: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(task: &str, value: f64) -> TaskScore {
+        TaskScore {
+            task: task.into(),
+            metric: "m".into(),
+            value,
+            stderr: None,
+            items: Some(10),
+        }
+    }
+
+    #[test]
+    fn eval_line_counts_the_averaged_tasks_and_shows_kl() {
+        let only_accuracy = StageSummary::Eval(EvalSummary {
+            tasks: vec![task("arc_easy", 0.4), task("piqa", 0.6)],
+            average: Some(0.5),
+            recovery: Some(95.0),
+            drift_cosine: None,
+        });
+        assert_eq!(
+            only_accuracy.one_line(),
+            "average 0.5000 over 2 tasks, recovery 95.0%"
+        );
+        let with_kl = StageSummary::Eval(EvalSummary {
+            tasks: vec![
+                task("arc_easy", 0.4),
+                task("kl", 0.75),
+                task("answer_nll", 2.5),
+            ],
+            average: Some(0.4),
+            recovery: None,
+            drift_cosine: None,
+        });
+        assert_eq!(
+            with_kl.one_line(),
+            "average 0.4000 over 1 accuracy tasks of 3, KL to base 0.7500"
+        );
+    }
 }

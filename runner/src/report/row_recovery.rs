@@ -194,7 +194,8 @@ pub fn analyse(
 /// What the tables mean, printed above them.
 pub fn legend(metric: RowMetric) -> String {
     format!(
-        "Per row: {}; lower = closer to the base model. Mean over rows with a normal 95 % CI. \
+        "Per row: {}; lower = closer to the base model. Mean over rows (each row weighted \
+         equally; eval.json weights by tokens, so its value can differ) with a normal 95 % CI. \
          Share recovered = 1 − mean(variant − base) ÷ mean(pruned − base) over the same rows, \
          with a paired-bootstrap 95 % CI (1 = back at the base, 0 = no better than the pruned \
          model). Δ = variant − reference over the rows both scored, paired-bootstrap 95 % CI and \
