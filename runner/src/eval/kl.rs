@@ -226,9 +226,14 @@ pub fn reference_of(
         let per_position = map_positions(model, tokens, |p, logits| {
             let (ids, logp, rest, mass) = position_reference(logits, top_k);
             let (lse, _) = log_softmax_summary(logits);
-            let target = tokens[p + 1] as usize;
-            let nll = lse - f64::from(logits.get(target).copied().unwrap_or(f32::NEG_INFINITY));
-            Ok((ids, logp, rest, mass, nll))
+            let target = tokens[p + 1];
+            let logit = logits.get(target as usize).copied().ok_or_else(|| {
+                StageError::Input(format!(
+                    "kl: token id {target} of row {idx} is outside the model's vocabulary ({})",
+                    logits.len()
+                ))
+            })?;
+            Ok((ids, logp, rest, mass, lse - f64::from(logit)))
         })?;
         let mut row = RowReference {
             idx,

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::comparison_md::p_value;
 use super::pairs::comparison_pairs;
+use crate::stats::bootstrap::mean_difference_ci;
 use crate::stats::{
     paired_bootstrap_ci, paired_t_test, standard_error, BootstrapCi, BootstrapConfig, Interval,
     PairedT,
@@ -154,6 +155,15 @@ pub fn analyse(
             .and_then(|p| Some((rows.get(p)?, rows.get("base")?)))
             .and_then(|(pruned, base)| {
                 let (a, b) = gaps(values, pruned, base);
+                // A share of a pruning damage the data cannot tell from 0 is meaningless.
+                let damage = mean_difference_ci(&b, &vec![0.0; b.len()], config).ok()?;
+                if damage.ci95.spans_zero() {
+                    tracing::info!(
+                        variant,
+                        "pruning damage not distinguishable from 0; no share"
+                    );
+                    return None;
+                }
                 paired_bootstrap_ci(&a, &b, config, |ma, mb| 1.0 - ma / mb)
                     .map_err(|e| tracing::info!(variant, error = %e, "no recovery share"))
                     .ok()
@@ -198,7 +208,7 @@ pub fn legend(metric: RowMetric) -> String {
          equally; eval.json weights by tokens, so its value can differ) with a normal 95 % CI. \
          Share recovered = 1 − mean(variant − base) ÷ mean(pruned − base) over the same rows, \
          with a paired-bootstrap 95 % CI (1 = back at the base, 0 = no better than the pruned \
-         model). Δ = variant − reference over the rows both scored, paired-bootstrap 95 % CI and \
+         model; left out where the pruning damage's own CI includes 0). Δ = variant − reference over the rows both scored, paired-bootstrap 95 % CI and \
          paired-t p; where the CI includes 0 the two are not distinguishable.",
         metric.what
     )

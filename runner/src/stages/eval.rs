@@ -954,7 +954,10 @@ pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -
     )?;
     let mut summary = s.to_contract();
     let mut files = vec![EVAL_JSON, ITEMS_JSONL];
-    if ctx.out.join(kl::REFERENCE_FILE).is_file() {
+    // Published only when this run's kl task wrote it (a reused out dir may hold an old one).
+    let ran_kl =
+        p.tasks.iter().any(|t| t.name == EvalTaskName::Kl) && ctx.inputs.get("base-eval").is_none();
+    if ran_kl && ctx.out.join(kl::REFERENCE_FILE).is_file() {
         files.push(kl::REFERENCE_FILE);
     }
     if let (Some(spec), Some(base)) = (&p.drift, ctx.inputs.get("base")) {

@@ -306,6 +306,10 @@ fn choose_mix(params: &MergeParams, inputs: usize) -> Result<Mix> {
                     }
                     Ok(Mix::Weighted { weights, normalize })
                 }
+                None if params.normalize.is_some() => Err(input_err(
+                    "normalize applies to linear with weights; without weights two models are \
+                     interpolated by t and more are averaged",
+                )),
                 None if inputs == 2 => {
                     params.t.validate().map_err(input_err)?;
                     Ok(Mix::Lerp)

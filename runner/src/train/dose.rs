@@ -58,7 +58,7 @@ impl ModuleFactors {
                  B {b_shape:?}"
             )));
         };
-        if rank != b_rank || a.len() != rank * in_dim || b.len() != out_dim * rank {
+        if rank == 0 || rank != b_rank || a.len() != rank * in_dim || b.len() != out_dim * rank {
             return Err(TrainError::Input(format!(
                 "layer {layer} {module}: A {a_shape:?} ({} values) and B {b_shape:?} ({} values) \
                  are not the factors of one rank-r update",
@@ -207,6 +207,12 @@ fn peft_scale(origin: &str, config: &Value) -> Result<(usize, f64)> {
         .get("lora_alpha")
         .and_then(Value::as_f64)
         .ok_or_else(|| checkpoint_err(origin, "adapter config has no `lora_alpha`"))?;
+    if config.get("use_dora").and_then(Value::as_bool) == Some(true) {
+        return Err(checkpoint_err(
+            origin,
+            "adapter config sets `use_dora`; a DoRA update is not s·B·A, so its dose is not measured",
+        ));
+    }
     for pattern in ["rank_pattern", "alpha_pattern"] {
         if config
             .get(pattern)
