@@ -619,6 +619,18 @@ fn invalid_specs_are_rejected_with_the_field_named() {
         ),
         (
             Box::new(|s| {
+                s.merge.method = MergeMethod::Linear;
+                s.merge.normalize = Some(false);
+            }),
+            PlanError::MergeSettingNotUsed {
+                field: "normalize",
+                method: MergeMethod::Linear,
+                used_by: "linear with weights, task-arithmetic and ties",
+            },
+            "spec.merge.normalize",
+        ),
+        (
+            Box::new(|s| {
                 s.merge.method = MergeMethod::Ties;
                 s.merge.weights = vec![1.0, 11.0];
             }),

@@ -519,6 +519,14 @@ fn check_merge_settings(merge: &MergeSpec) -> Result<(), PlanError> {
     if merge.normalize.is_some() && method.default_normalize().is_none() {
         return Err(not_used("normalize", "linear, task-arithmetic and ties"));
     }
+    // Linear without weights interpolates two models by t and averages more: nothing to
+    // normalise, so only the default (true) is accepted there.
+    if method == MergeMethod::Linear && merge.weights.is_empty() && merge.normalize == Some(false) {
+        return Err(not_used(
+            "normalize",
+            "linear with weights, task-arithmetic and ties",
+        ));
+    }
     // ties divides per entry by the weights of the agreeing models (a zero divisor counts as
     // 1 there, as in mergekit); linear and task-arithmetic divide by the sum of all weights.
     let divides_by_sum = matches!(method, MergeMethod::Linear | MergeMethod::TaskArithmetic);
