@@ -136,35 +136,39 @@ impl SafetensorsWeights {
         let base = 8 + f.header_len;
         let (s, e) = info.data_offsets;
         let bytes = &f.mmap[base + s..base + e];
-        let values: Vec<f32> = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            other => {
-                return Err(ModelError::Tensor {
-                    file: f.path.display().to_string(),
-                    name: name.into(),
-                    reason: format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
-                })
-            }
-        };
+        let values = decode_f32(info.dtype, bytes).ok_or_else(|| ModelError::Tensor {
+            file: f.path.display().to_string(),
+            name: name.into(),
+            reason: format!(
+                "unsupported dtype {:?} (expected F32, F16, BF16 or F64)",
+                info.dtype
+            ),
+        })?;
         Ok((values, info.shape.clone()))
     }
+}
+
+/// Little-endian tensor bytes of a float dtype as f32; `None` for other dtypes.
+pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        _ => return None,
+    })
 }
 
 impl WeightSource for SafetensorsWeights {

@@ -16,8 +16,8 @@ use super::batching::{DataOrder, Example};
 use super::error::{Result, TrainError};
 use super::lora::{LoraParams, LoraSet, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::model::llama::PROJECTIONS;
+use crate::model::safetensors_io::decode_f32;
 use crate::model::Llama;
-use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -156,29 +156,11 @@ fn checkpoint_err(origin: &str, reason: impl Into<String>) -> TrainError {
 
 /// Values of a safetensors tensor as f32.
 fn tensor_f32(origin: &str, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
-    Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        other => {
-            return Err(checkpoint_err(
-                origin,
-                format!("tensor `{name}` has dtype {other:?}; expected F32, F16, BF16 or F64"),
-            ))
-        }
+    decode_f32(dtype, bytes).ok_or_else(|| {
+        checkpoint_err(
+            origin,
+            format!("tensor `{name}` has dtype {dtype:?}; expected F32, F16, BF16 or F64"),
+        )
     })
 }
 
