@@ -6,6 +6,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 use crate::backoff::ErrorBackoff;
+use crate::cache::{Caches, Expectations};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -24,6 +25,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Per-object exponential backoff of failed reconciles.
     pub backoff: ErrorBackoff,
+    /// Job and Pod stores of the running controller (empty outside it: reconciles then list).
+    pub caches: Caches,
+    /// Creates and deletes of stage Jobs the stores do not show yet.
+    pub expectations: Expectations,
 }
 
 impl Context {
@@ -44,6 +49,8 @@ impl Context {
             client,
             settings,
             metrics,
+            caches: Caches::default(),
+            expectations: Expectations::default(),
         }
     }
 }

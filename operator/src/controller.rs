@@ -1,5 +1,6 @@
 //! The kube-runtime Controller: watches PruneDistillJobs, the Jobs they own and the Pods of
-//! those Jobs, and runs [`crate::reconcile::reconcile`].
+//! those Jobs, and runs [`crate::reconcile::reconcile`]. The Job and Pod watches also fill the
+//! reflector stores ([`crate::cache`]) that reconciles read instead of listing.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use pruneforge_api::PruneDistillJob;
 use tracing::{info, warn};
 
+use crate::cache::ChildStores;
 use crate::context::Context;
 use crate::labels;
 use crate::reconcile::{error_policy, reconcile};
@@ -110,11 +112,35 @@ async fn run_one(
     let owned: Api<Job> = scope.api(client.clone());
     let pods: Api<Pod> = scope.api(client);
     let managed = watcher::Config::default().labels(&labels::managed_selector());
+    // Managed fields are dropped from cached objects: nothing reads them and they are often
+    // the larger part of an object.
+    let (job_store, job_writer) = reflector::store::<Job>();
+    let job_events = watcher(owned, managed.clone())
+        .default_backoff()
+        .modify(|job: &mut Job| job.managed_fields_mut().clear())
+        .reflect(job_writer)
+        .touched_objects();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pod_events = watcher(pods, managed)
+        .default_backoff()
+        .modify(|pod: &mut Pod| pod.managed_fields_mut().clear())
+        .reflect(pod_writer)
+        .touched_objects();
+    ctx.caches.register(
+        &scope,
+        ChildStores {
+            jobs: job_store,
+            pods: pod_store,
+        },
+    );
     info!(?scope, "starting PruneDistillJob controller");
+    let config = controller::Config::default()
+        .concurrency(concurrency)
+        .debounce(ctx.settings.debounce);
     Controller::new(jobs, watcher::Config::default().any_semantic())
-        .owns(owned, managed.clone())
-        .watches(pods, managed, pod_owner)
-        .with_config(controller::Config::default().concurrency(concurrency))
+        .owns_stream(job_events)
+        .watches_stream(pod_events, pod_owner)
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -28,6 +28,9 @@ pub enum Error {
         #[source]
         source: pruneforge_api::contract::ContractError,
     },
+    /// The cached Job and Pod stores have not completed their first list.
+    #[error("the Job and Pod cache is not ready: {0}")]
+    CacheNotReady(String),
 }
 
 impl Error {
@@ -40,7 +43,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) => {
                 (400..500).contains(&s.code) && !matches!(s.code, 408 | 409 | 429)
             }
-            Error::Kube(_) => false,
+            Error::Kube(_) | Error::CacheNotReady(_) => false,
             Error::NoNamespace(_) | Error::Serialize { .. } | Error::Contract { .. } => true,
         }
     }
@@ -64,6 +67,7 @@ impl Error {
             Error::NoNamespace(_) => "no_namespace",
             Error::Serialize { .. } => "serialize",
             Error::Contract { .. } => "contract",
+            Error::CacheNotReady(_) => "cache_not_ready",
         }
     }
 }

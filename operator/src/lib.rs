@@ -9,6 +9,8 @@
 //!   parsed termination messages, pod problems).
 //! * [`decide`] — the pure decision: new status, Jobs to create and delete, events.
 //! * [`results`] — stage results into the status summaries (recovery, best recovery, ...).
+//! * [`cache`] — reflector stores of stage Jobs and Pods fed by the controller's watches, and
+//!   the expectations that keep a reconcile from deciding on a view older than its own writes.
 //! * [`backoff`] — exponential backoff of failed reconciles, per object.
 //! * [`conditions`] — kstatus conditions Ready / Reconciling / Stalled.
 //! * [`stage_job`], [`pod_template`], [`naming`], [`labels`] — the Kubernetes objects of a
@@ -42,6 +44,7 @@
 //! ...]` in the same pod template (no request ConfigMap, no GPUs).
 
 pub mod backoff;
+pub mod cache;
 pub mod conditions;
 pub mod context;
 pub mod controller;

@@ -74,6 +74,9 @@ struct RunArgs {
     /// ttlSecondsAfterFinished of stage Jobs whose spec.runner sets none.
     #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i32).range(0..))]
     stage_job_ttl_seconds: i32,
+    /// Milliseconds a burst of events for one resource is gathered into one reconcile.
+    #[arg(long, default_value_t = settings::DEFAULT_DEBOUNCE_MS, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    debounce_ms: u64,
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
@@ -194,6 +197,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         runner_service_account: non_empty(&args.runner_service_account),
         watched: scope.clone(),
         stage_job_ttl_seconds: args.stage_job_ttl_seconds,
+        debounce: std::time::Duration::from_millis(args.debounce_ms),
         startup_deadline: std::time::Duration::from_secs(args.startup_deadline_seconds),
         // The chart creates the runner account in each watched namespace, or only in its own
         // when watching all of them.

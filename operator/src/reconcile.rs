@@ -98,6 +98,7 @@ async fn reconcile_inner(obj: &Arc<PruneDistillJob>, ctx: &Arc<Context>) -> Resu
         .ok_or_else(|| Error::NoNamespace(obj.name_any()))?;
     let api: Api<PruneDistillJob> = Api::namespaced(ctx.client.clone(), &ns);
     if obj.meta().deletion_timestamp.is_some() {
+        ctx.expectations.forget(&backoff_key(obj));
         return finalizer::cleanup(obj, ctx, &api).await;
     }
     // Only `retention: Delete` has work to do at deletion; a Retain job carries no finalizer,
@@ -174,23 +175,33 @@ async fn apply(
         }
     };
 
-    let client = ctx.client.clone();
-    let jobs_api: Api<Job> = Api::namespaced(client.clone(), ns);
-    let selector = labels::stage_selector(&name);
-    let uid = obj.meta().uid.as_deref();
-    let mut jobs = jobs_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
-    jobs.retain(|j| controlled_by(&j.metadata, uid));
-    let pods = if needs_pods(&jobs, &previous) {
-        let pods_api: Api<Pod> = Api::namespaced(client.clone(), ns);
-        pods_api
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-    } else {
-        Vec::new()
+    let (jobs, pods) = match ctx.caches.for_namespace(ns) {
+        Some(stores) => {
+            stores.ready().await?;
+            let mut jobs = stores.stage_jobs(ns, &name);
+            jobs.retain(|j| controlled_by(&j.metadata, uid_of(obj)));
+            let unmet = ctx
+                .expectations
+                .unmet(&resource_key, &jobs, std::time::Instant::now());
+            if !unmet.is_empty() {
+                // The store has not caught up with this operator's own creates or deletes:
+                // deciding now would act on an older view. Their watch events trigger the
+                // next reconcile; the requeue is a safety net.
+                debug!(?unmet, "waiting for the Job store to show the last changes");
+                return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+            }
+            // A stage's result is read from its pods' termination messages once, when its Job
+            // has finished, and then kept in the status: that read must not miss a pod the
+            // store has not caught up with yet, so it lists. Every other reconcile reads the
+            // store (pod problems of running Jobs; a lag there only delays a message).
+            let pods = if needs_pods(&jobs, &previous, JobsNeedingPods::Finished) {
+                list_stage_pods(ctx, ns, &name).await?
+            } else {
+                stores.stage_pods(ns, &name)
+            };
+            (jobs, pods)
+        }
+        None => list_stage_objects(ctx, ns, &name, uid_of(obj), &previous).await?,
     };
     let observed = observe::observe(&jobs, &pods);
 
@@ -206,6 +217,7 @@ async fn apply(
         startup_deadline: Some(ctx.settings.startup_deadline),
     });
     act(obj, ctx, &plan, &decision, &observed, ns).await?;
+    remove_finished_requests(ctx, ns, &name, &previous, &decision.status).await?;
     if decision.status != previous {
         write_status(api, &name, &decision.status).await?;
     }
@@ -243,10 +255,56 @@ async fn apply(
     }))
 }
 
-/// Pods are read only while some live Job's stage is not recorded as finished.
-fn needs_pods(jobs: &[Job], previous: &PruneDistillJobStatus) -> bool {
+fn uid_of(obj: &PruneDistillJob) -> Option<&str> {
+    obj.meta().uid.as_deref()
+}
+
+/// The stage Jobs and (while needed) Pods of job `name`, listed from the apiserver: the path of
+/// reconciles run outside the controller, which has no stores.
+async fn list_stage_objects(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    uid: Option<&str>,
+    previous: &PruneDistillJobStatus,
+) -> Result<(Vec<Job>, Vec<Pod>)> {
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let mut jobs = jobs_api
+        .list(&ListParams::default().labels(&labels::stage_selector(name)))
+        .await?
+        .items;
+    jobs.retain(|j| controlled_by(&j.metadata, uid));
+    let pods = if needs_pods(&jobs, previous, JobsNeedingPods::Unrecorded) {
+        list_stage_pods(ctx, ns, name).await?
+    } else {
+        Vec::new()
+    };
+    Ok((jobs, pods))
+}
+
+async fn list_stage_pods(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Pod>> {
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(pods_api
+        .list(&ListParams::default().labels(&labels::stage_selector(name)))
+        .await?
+        .items)
+}
+
+/// Which Jobs make [`needs_pods`] true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobsNeedingPods {
+    /// Any live Job whose stage the status does not record as finished.
+    Unrecorded,
+    /// Only those of them that have finished (their result is about to be recorded).
+    Finished,
+}
+
+/// Whether some live Job's stage is not recorded as finished in `previous` (and, for
+/// [`JobsNeedingPods::Finished`], the Job itself has finished).
+fn needs_pods(jobs: &[Job], previous: &PruneDistillJobStatus, which: JobsNeedingPods) -> bool {
     jobs.iter()
         .filter(|j| j.metadata.deletion_timestamp.is_none())
+        .filter(|j| which == JobsNeedingPods::Unrecorded || observe::job_outcome(j).is_some())
         .any(|j| {
             let l = j.labels();
             let (Some(stage), Some(key)) = (l.get(labels::STAGE), l.get(labels::KEY)) else {
@@ -274,6 +332,7 @@ async fn act(
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let cms_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let key = format!("{ns}/{}", obj.name_any());
     for start in &decision.start {
         let Some(stage) = plan.get(start.stage.as_str()) else {
             continue;
@@ -284,6 +343,8 @@ async fn act(
         let job = stage_job::stage_job(obj, stage, start.attempt, &start.job_name, &ctx.settings)?;
         match jobs_api.create(&PostParams::default(), &job).await {
             Ok(_) => {
+                ctx.expectations
+                    .created(&key, &start.job_name, std::time::Instant::now());
                 info!(stage = %stage.id, attempt = start.attempt, job = %start.job_name, "stage started");
                 ctx.metrics
                     .stages_started
@@ -293,6 +354,8 @@ async fn act(
                     .inc();
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                ctx.expectations
+                    .created(&key, &start.job_name, std::time::Instant::now());
                 debug!(job = %start.job_name, "stage Job exists already");
             }
             Err(e) => return Err(e.into()),
@@ -302,6 +365,8 @@ async fn act(
     for job_name in &decision.delete {
         info!(job = %job_name, "deleting stale stage Job");
         ignore_not_found(jobs_api.delete(job_name, &DeleteParams::background()).await)?;
+        ctx.expectations
+            .deleted(&key, job_name, std::time::Instant::now());
         // Its request ConfigMap, unless the current plan still uses the same key.
         if let Some(job) = observed.iter().find(|j| &j.name == job_name) {
             let current = plan
@@ -314,6 +379,42 @@ async fn act(
         }
     }
     Ok(())
+}
+
+/// Deletes the request ConfigMaps of stages that succeeded in this reconcile: a succeeded
+/// stage never runs again under the same key, so its request is dead weight (thousands of
+/// ConfigMaps at scale). A stage that starts again gets its ConfigMap applied anew.
+async fn remove_finished_requests(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    previous: &PruneDistillJobStatus,
+    status: &PruneDistillJobStatus,
+) -> Result<()> {
+    let cms_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    for stage in newly_succeeded(previous, status) {
+        let cm = naming::request_config_map_name(name, &stage.id, &stage.key);
+        debug!(configmap = %cm, "removing the request of a succeeded stage");
+        ignore_not_found(cms_api.delete(&cm, &DeleteParams::background()).await)?;
+    }
+    Ok(())
+}
+
+/// Stages Succeeded in `status` that were not Succeeded (under the same key) in `previous`.
+pub fn newly_succeeded<'a>(
+    previous: &PruneDistillJobStatus,
+    status: &'a PruneDistillJobStatus,
+) -> impl Iterator<Item = &'a pruneforge_api::status::StageStatus> {
+    let before: Vec<(String, String)> = previous
+        .stages
+        .iter()
+        .filter(|s| s.phase == StagePhase::Succeeded)
+        .map(|s| (s.id.clone(), s.key.clone()))
+        .collect();
+    status.stages.iter().filter(move |s| {
+        s.phase == StagePhase::Succeeded
+            && !before.iter().any(|(id, key)| *id == s.id && *key == s.key)
+    })
 }
 
 fn ignore_not_found<T>(r: std::result::Result<T, kube::Error>) -> Result<()> {

@@ -6,6 +6,8 @@ use pruneforge_api::spec::{RunnerSpec, StorageSpec, DEFAULT_GPU_RESOURCE};
 
 /// Default number of attempts of a stage (Jobs created for it) before the job is Stalled.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default debounce of reconcile requests, milliseconds.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 500;
 /// Default runner image when `spec.runner.image` is unset (the chart's `runner.image`).
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/pruneforge/pruneforge-runner:latest";
 
@@ -26,6 +28,9 @@ pub struct Settings {
     pub requeue_error: Duration,
     /// Longest requeue interval after failed reconciles.
     pub requeue_error_max: Duration,
+    /// Trailing-edge debounce of reconcile requests per object: a burst of Job and Pod events
+    /// (a pod starting, a stage finishing) becomes one reconcile.
+    pub debounce: Duration,
     /// `ttlSecondsAfterFinished` of stage Jobs whose spec sets none.
     pub stage_job_ttl_seconds: i32,
     /// `ttlSecondsAfterFinished` of the artifact clean-up Job.
@@ -100,6 +105,7 @@ impl Default for Settings {
             requeue_idle: Duration::from_secs(30 * 60),
             requeue_error: Duration::from_secs(5),
             requeue_error_max: Duration::from_secs(10 * 60),
+            debounce: Duration::from_millis(DEFAULT_DEBOUNCE_MS),
             gc_ttl_seconds: 3600,
             stage_job_ttl_seconds: 24 * 3600,
             gc_deadline_seconds: 1800,
