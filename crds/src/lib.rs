@@ -7,12 +7,15 @@
 //! * [`plan`] — the stage DAG with content-addressed cache keys and artifact paths.
 //! * [`contract`] — the JSON request a runner pod receives and the result it reports.
 //! * [`builtin`] — the `builtin:` dataset names the runner resolves.
+//! * `fuzz` (hidden) — the stable-Rust mutation fuzzer of the workspace's parser tests.
 //! * `validate` (feature `validate`, on by default) — offline validation of manifests
 //!   against the CRD's openAPIV3Schema and its CEL rules.
 
 pub mod builtin;
 pub mod contract;
 pub mod crd;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod params;
 pub mod plan;
 pub mod spec;

@@ -1,7 +1,9 @@
 //! Scale benchmark: N PruneDistillJobs (default 500, `PRUNEFORGE_BENCH_JOBS`) reconciled by the
 //! full controller (watches, owned Jobs, pod watches) against the in-memory apiserver served
 //! over HTTP on 127.0.0.1 by a child process, which also plays the Job controller and kubelet:
-//! every stage Job is finished with a synthetic result until every job is Ready. The operator
+//! every stage Job is finished with a synthetic result until every job is Ready. Each job is the
+//! quickstart (13 stages with fan-out and fan-in). Apiserver requests are counted by verb and
+//! resource. The operator
 //! runs alone in this process, so its memory (VmRSS / VmHWM from /proc/self/status) is the
 //! operator's: kube client, controller, caches, runtime.
 //!
@@ -17,19 +19,9 @@ use pruneforge_operator::fake::FakeApiServer;
 use pruneforge_operator::{Operator, Scope, Settings};
 use tokio::sync::watch;
 
-const SPEC: &str = r#"
-pruning:
-  blockSizes: [2]
-recovery:
-  methods: [none]
-evaluation:
-  tasks:
-    - name: arc_easy
-      limit: 10
-storage:
-  uri: s3://bench/out
-maxParallelStages: 2
-"#;
+/// The quickstart (13 stages: import, score, prune, distill, two fine-tunes, merge, five
+/// evaluations, speculation), as users run it.
+const QUICKSTART: &str = include_str!("../../examples/quickstart.yaml");
 const NAMESPACES: usize = 10;
 const ROLE: &str = "PRUNEFORGE_BENCH_ROLE";
 
@@ -76,13 +68,18 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn quickstart_spec() -> anyhow::Result<PruneDistillJobSpec> {
+    Ok(serde_yaml::from_str::<PruneDistillJob>(QUICKSTART)?.spec)
+}
+
 /// Child: the apiserver, the Job controller and the kubelet. Prints `PORT <port>`, then
-/// `FIRST <seconds>`, `READY <seconds> <stage jobs finished>`, `STORE <objects> <bytes>`.
+/// `FIRST <seconds>`, `READY <seconds> <stage jobs finished>`, `STORE <objects> <bytes>`,
+/// `COUNTS <json object of request counts>`.
 async fn apiserver() -> anyhow::Result<()> {
     let n = jobs();
     let server = FakeApiServer::new();
     server.with(|s| s.record = false);
-    let spec: PruneDistillJobSpec = serde_yaml::from_str(SPEC)?;
+    let spec = quickstart_spec()?;
     for i in 0..n {
         let mut obj = PruneDistillJob::new(&format!("job-{i}"), spec.clone());
         obj.metadata.namespace = Some(format!("bench-{}", i % NAMESPACES));
@@ -121,6 +118,8 @@ async fn apiserver() -> anyhow::Result<()> {
     println!("READY {} {finished}", start.elapsed().as_secs_f64());
     let (objects, bytes) = server.with(|s| s.footprint());
     println!("STORE {objects} {bytes}");
+    let counts = server.with(|s| s.counts.clone());
+    println!("COUNTS {}", serde_json::to_string(&counts)?);
     // Keep serving until the operator is done measuring (stdin closes).
     let _ = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
@@ -165,7 +164,15 @@ async fn operator() -> anyhow::Result<()> {
     let mut config = kube::Config::new(format!("http://127.0.0.1:{port}").parse()?);
     config.default_namespace = "default".into();
     let client = kube::Client::try_from(config)?;
-    let operator = Operator::new(client, Settings::default(), Scope::Cluster);
+    let mut settings = Settings::default();
+    if let Some(ms) = std::env::var("PRUNEFORGE_BENCH_DEBOUNCE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.debounce = Duration::from_millis(ms);
+    }
+    println!("debounce: {} ms", settings.debounce.as_millis());
+    let operator = Operator::new(client, settings, Scope::Cluster);
     let ctx = operator.context.clone();
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let op = tokio::spawn(operator.run(async move {
@@ -189,12 +196,18 @@ async fn operator() -> anyhow::Result<()> {
     let rss_end = proc_status("VmRSS:");
     let hwm = proc_status("VmHWM:");
     let store = next(&mut line_rx).await?;
+    let counts_line = next(&mut line_rx).await?;
+    let counts: std::collections::BTreeMap<String, u64> = counts_line
+        .strip_prefix("COUNTS ")
+        .map(serde_json::from_str)
+        .transpose()?
+        .unwrap_or_default();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), op).await;
     drop(child.stdin.take());
     let _ = child.wait();
 
-    let stages = pruneforge_api::plan(&serde_yaml::from_str::<PruneDistillJobSpec>(SPEC)?)?.len();
+    let stages = pruneforge_api::plan(&quickstart_spec()?)?.len();
     println!("resources: {n} PruneDistillJobs x {stages} stages, {NAMESPACES} namespaces; apiserver in a child process over HTTP on 127.0.0.1");
     println!(
         "first reconcile of all: {first:.2} s ({reconciles_first} reconciles, {:.0} reconciles/s)",
@@ -220,5 +233,19 @@ async fn operator() -> anyhow::Result<()> {
             .unwrap_or(f64::NAN)
             / (1024.0 * 1024.0)
     );
+    let total: u64 = counts.values().sum();
+    println!(
+        "apiserver requests: {total} in all, {:.1} per resource, {:.2} per stage",
+        total as f64 / n as f64,
+        total as f64 / (n * stages) as f64
+    );
+    let mut by_count: Vec<(&String, &u64)> = counts.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1));
+    for (what, count) in by_count {
+        println!(
+            "  {what:<36} {count:>8}  ({:.2} per resource)",
+            *count as f64 / n as f64
+        );
+    }
     Ok(())
 }

@@ -10,14 +10,15 @@
 //! event lost for good must not stall a job); the reconcile then decides on what the store holds,
 //! which is still safe: Job names are deterministic, so a Job created twice is refused with 409.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::Store;
-use kube::ResourceExt;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::watch;
 
 use crate::controller::Scope;
 use crate::labels;
@@ -27,61 +28,149 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an expectation holds reconciles back before it is given up.
 pub const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The reflector stores of one scope (a namespace, or the whole cluster).
-#[derive(Clone)]
-pub struct ChildStores {
-    /// Stage and clean-up Jobs (label `app.kubernetes.io/managed-by=pruneforge-operator`).
-    pub jobs: Store<Job>,
-    /// Their Pods (same label).
-    pub pods: Store<Pod>,
+/// `(namespace, PruneDistillJob name)`: the stage objects of one resource.
+type Group = (String, String);
+type Groups<K> = HashMap<Group, BTreeMap<String, Arc<K>>>;
+
+/// A reflector store of stage objects indexed by the resource they belong to (label
+/// `pruneforge.dev/job`), so a reconcile finds its own Jobs or Pods without scanning those of
+/// every other resource (kube-rs's `Store` has no index: a scan per reconcile is quadratic in
+/// the number of resources). Fed by the watch events of one watcher; objects without the stage
+/// labels are not kept.
+pub struct GroupedStore<K> {
+    groups: RwLock<Groups<K>>,
+    /// Objects of a relist (`Init` … `InitDone`), swapped in whole at `InitDone`.
+    relist: Mutex<Option<Groups<K>>>,
+    ready_tx: watch::Sender<bool>,
 }
 
-/// Whether an object of `namespace` with these labels is a stage object of job `name`.
-fn is_stage_object_of(
-    object_ns: Option<&str>,
-    object_labels: &std::collections::BTreeMap<String, String>,
-    ns: &str,
-    name: &str,
-) -> bool {
-    object_ns == Some(ns)
-        && object_labels.get(labels::JOB).map(String::as_str) == Some(name)
-        && object_labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_STAGE)
+fn group_of<K: Resource>(obj: &K) -> Option<Group> {
+    let meta = obj.meta();
+    let labels = meta.labels.as_ref()?;
+    if labels.get(labels::ROLE).map(String::as_str) != Some(labels::ROLE_STAGE) {
+        return None;
+    }
+    Some((meta.namespace.clone()?, labels.get(labels::JOB)?.clone()))
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    match lock.write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn insert<K: Resource + Clone>(groups: &mut Groups<K>, obj: &K) {
+    if let (Some(group), Some(name)) = (group_of(obj), obj.meta().name.clone()) {
+        groups
+            .entry(group)
+            .or_default()
+            .insert(name, Arc::new(obj.clone()));
+    }
+}
+
+impl<K: Resource + Clone> GroupedStore<K> {
+    /// An empty store, not ready until its first complete list.
+    pub fn new() -> Arc<Self> {
+        Arc::new(GroupedStore {
+            groups: RwLock::new(HashMap::new()),
+            relist: Mutex::new(None),
+            ready_tx: watch::channel(false).0,
+        })
+    }
+
+    /// Applies one watch event.
+    pub fn apply(&self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(obj) => insert(&mut write(&self.groups), obj),
+            watcher::Event::Delete(obj) => {
+                if let (Some(group), Some(name)) = (group_of(obj), obj.meta().name.as_ref()) {
+                    let mut groups = write(&self.groups);
+                    if let Some(members) = groups.get_mut(&group) {
+                        members.remove(name);
+                        if members.is_empty() {
+                            groups.remove(&group);
+                        }
+                    }
+                }
+            }
+            watcher::Event::Init => {
+                *self.relist.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashMap::new());
+            }
+            watcher::Event::InitApply(obj) => {
+                let mut relist = self.relist.lock().unwrap_or_else(|p| p.into_inner());
+                insert(relist.get_or_insert_with(HashMap::new), obj);
+            }
+            watcher::Event::InitDone => {
+                let fresh = self
+                    .relist
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_default();
+                *write(&self.groups) = fresh;
+                self.ready_tx.send_replace(true);
+            }
+        }
+    }
+
+    /// The objects of resource `name` in `ns`.
+    pub fn group(&self, ns: &str, name: &str) -> Vec<K> {
+        let groups = match self.groups.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        groups
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|members| members.values().map(|o| o.as_ref().clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the first complete list has been applied.
+    pub fn is_ready(&self) -> bool {
+        *self.ready_tx.borrow()
+    }
+
+    async fn wait_ready(&self) {
+        let mut rx = self.ready_tx.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+/// The stores of one scope (a namespace, or the whole cluster).
+#[derive(Clone)]
+pub struct ChildStores {
+    /// Stage Jobs.
+    pub jobs: Arc<GroupedStore<Job>>,
+    /// Their Pods.
+    pub pods: Arc<GroupedStore<Pod>>,
 }
 
 impl ChildStores {
-    /// Waits until both stores hold their first complete LIST.
+    /// Waits until both stores hold their first complete list.
     pub async fn ready(&self) -> Result<(), crate::Error> {
         let both = async {
-            self.jobs.wait_until_ready().await.is_ok() && self.pods.wait_until_ready().await.is_ok()
+            self.jobs.wait_ready().await;
+            self.pods.wait_ready().await;
         };
-        match tokio::time::timeout(READY_TIMEOUT, both).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(crate::Error::CacheNotReady(
-                "its watch stopped before the first list completed".into(),
-            )),
-            Err(_) => Err(crate::Error::CacheNotReady(format!(
-                "no complete list of Jobs and Pods within {} s",
-                READY_TIMEOUT.as_secs()
-            ))),
-        }
+        tokio::time::timeout(READY_TIMEOUT, both)
+            .await
+            .map_err(|_| {
+                crate::Error::CacheNotReady(format!(
+                    "no complete list of Jobs and Pods within {} s",
+                    READY_TIMEOUT.as_secs()
+                ))
+            })
     }
 
     /// The stage Jobs of job `name` in `ns`.
     pub fn stage_jobs(&self, ns: &str, name: &str) -> Vec<Job> {
-        self.jobs
-            .state_filter(|j| is_stage_object_of(j.namespace().as_deref(), j.labels(), ns, name))
-            .iter()
-            .map(|j| j.as_ref().clone())
-            .collect()
+        self.jobs.group(ns, name)
     }
 
     /// The Pods of the stage Jobs of job `name` in `ns`.
     pub fn stage_pods(&self, ns: &str, name: &str) -> Vec<Pod> {
-        self.pods
-            .state_filter(|p| is_stage_object_of(p.namespace().as_deref(), p.labels(), ns, name))
-            .iter()
-            .map(|p| p.as_ref().clone())
-            .collect()
+        self.pods.group(ns, name)
     }
 }
 
@@ -215,6 +304,59 @@ impl Expectations {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn stage_pod(ns: &str, job: &str, name: &str) -> Pod {
+        let mut p = Pod::default();
+        p.metadata.name = Some(name.into());
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.labels = Some(
+            [
+                (labels::JOB.to_string(), job.to_string()),
+                (labels::ROLE.to_string(), labels::ROLE_STAGE.to_string()),
+            ]
+            .into(),
+        );
+        p
+    }
+
+    fn names(pods: Vec<Pod>) -> Vec<String> {
+        pods.iter().map(|p| p.name_any()).collect()
+    }
+
+    #[test]
+    fn the_grouped_store_finds_a_resources_objects_and_follows_relists() {
+        use watcher::Event;
+        let store = GroupedStore::<Pod>::new();
+        assert!(!store.is_ready());
+        store.apply(&Event::Init);
+        store.apply(&Event::InitApply(stage_pod("a", "x", "x-1")));
+        store.apply(&Event::InitApply(stage_pod("b", "x", "x-9")));
+        assert!(
+            names(store.group("a", "x")).is_empty(),
+            "a relist shows only when done"
+        );
+        store.apply(&Event::InitDone);
+        assert!(store.is_ready());
+        store.apply(&Event::Apply(stage_pod("a", "x", "x-2")));
+        store.apply(&Event::Apply(stage_pod("a", "y", "y-1")));
+        let mut gc = stage_pod("a", "x", "x-gc");
+        gc.metadata
+            .labels
+            .as_mut()
+            .expect("labels")
+            .insert(labels::ROLE.into(), labels::ROLE_GC.into());
+        store.apply(&Event::Apply(gc));
+        assert_eq!(names(store.group("a", "x")), ["x-1", "x-2"]);
+        assert_eq!(names(store.group("b", "x")), ["x-9"], "per namespace");
+        store.apply(&Event::Delete(stage_pod("a", "x", "x-1")));
+        assert_eq!(names(store.group("a", "x")), ["x-2"]);
+        // A relist replaces everything: objects deleted while the watch was down are gone.
+        store.apply(&Event::Init);
+        store.apply(&Event::InitApply(stage_pod("a", "y", "y-1")));
+        store.apply(&Event::InitDone);
+        assert!(store.group("a", "x").is_empty());
+        assert_eq!(names(store.group("a", "y")), ["y-1"]);
+    }
 
     fn job(name: &str, deleting: bool) -> Job {
         let mut j = Job::default();

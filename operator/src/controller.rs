@@ -5,18 +5,18 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use pruneforge_api::PruneDistillJob;
 use tracing::{info, warn};
 
-use crate::cache::ChildStores;
+use crate::cache::{ChildStores, GroupedStore};
 use crate::context::Context;
 use crate::labels;
 use crate::reconcile::{error_policy, reconcile};
@@ -85,6 +85,21 @@ fn pod_owner(pod: Pod) -> Option<ObjectRef<PruneDistillJob>> {
     Some(ObjectRef::new(job).within(&ns))
 }
 
+/// What the store keeps of a Job: no managed fields and no pod template (reconciles read the
+/// metadata, `spec.suspend` and the status; the template is most of a Job's size).
+fn slim_job(job: &mut Job) {
+    job.managed_fields_mut().clear();
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+/// What the store keeps of a Pod: metadata (without managed fields) and status.
+fn slim_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.spec = None;
+}
+
 /// Runs the controller until `shutdown` resolves; reconciles in flight then finish. A scope of
 /// several namespaces runs one controller per namespace, side by side.
 pub async fn run(
@@ -112,20 +127,22 @@ async fn run_one(
     let owned: Api<Job> = scope.api(client.clone());
     let pods: Api<Pod> = scope.api(client);
     let managed = watcher::Config::default().labels(&labels::managed_selector());
-    // Managed fields are dropped from cached objects: nothing reads them and they are often
-    // the larger part of an object.
-    let (job_store, job_writer) = reflector::store::<Job>();
-    let job_events = watcher(owned, managed.clone())
-        .default_backoff()
-        .modify(|job: &mut Job| job.managed_fields_mut().clear())
-        .reflect(job_writer)
-        .touched_objects();
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(pods, managed)
-        .default_backoff()
-        .modify(|pod: &mut Pod| pod.managed_fields_mut().clear())
-        .reflect(pod_writer)
-        .touched_objects();
+    let job_store = GroupedStore::<Job>::new();
+    let job_events = {
+        let store = job_store.clone();
+        watcher(owned, managed.clone())
+            .modify(slim_job)
+            .inspect_ok(move |event| store.apply(event))
+            .touched_objects()
+    };
+    let pod_store = GroupedStore::<Pod>::new();
+    let pod_events = {
+        let store = pod_store.clone();
+        watcher(pods, managed)
+            .modify(slim_pod)
+            .inspect_ok(move |event| store.apply(event))
+            .touched_objects()
+    };
     ctx.caches.register(
         &scope,
         ChildStores {

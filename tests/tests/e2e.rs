@@ -307,3 +307,188 @@ async fn fake_kubelet_drives_the_operator_offline() {
     );
     drop(server);
 }
+
+/// The operator is stopped mid-pipeline, a running stage's pod is deleted while it is away, and
+/// a fresh operator (new caches, new expectations) takes over: no finished stage runs again, no
+/// Job is created twice, and the job still reaches Ready. Needs a real control plane and the
+/// fake kubelet (`PRUNEFORGE_E2E_FAKE_KUBELET=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_operator_restart_and_a_deleted_pod_rerun_nothing_finished() {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    use kube::ResourceExt;
+    use std::collections::BTreeMap;
+
+    if !env::fake_kubelet() {
+        println!("skipped: needs PRUNEFORGE_E2E_FAKE_KUBELET=1 (a control plane without nodes)");
+        return;
+    }
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-restart").await else {
+        return;
+    };
+    let storage = tempfile::tempdir().expect("tempdir");
+    let storage_uri = format!("file://{}/out", storage.path().display());
+    let start_operator = |stop_rx: watch::Receiver<bool>| {
+        let operator = Operator::new(
+            client.clone(),
+            Settings::default(),
+            Scope::Namespace(ns.clone()),
+        );
+        let mut op_stop = stop_rx;
+        tokio::spawn(operator.run(async move {
+            let _ = op_stop.wait_for(|s| *s).await;
+        }))
+    };
+    let (kubelet_stop_tx, kubelet_stop_rx) = watch::channel(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = KubeletConfig {
+        runner_bin: env::runner_bin(),
+        data_dir: env::data_dir(),
+        work_dir: work.path().to_path_buf(),
+        parallel: 1,
+        poll: Duration::from_millis(500),
+    };
+    let kubelet =
+        tokio::spawn(FakeKubelet::new(client.clone(), ns.clone(), config).run(kubelet_stop_rx));
+
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let (stop1_tx, stop1_rx) = watch::channel(false);
+    let first = start_operator(stop1_rx);
+    api.patch(
+        "restart",
+        &PatchParams::apply(cluster::MANAGER).force(),
+        &Patch::Apply(&quickstart(&ns, "restart", &storage_uri)),
+    )
+    .await
+    .expect("apply");
+    let succeeded = |o: &PruneDistillJob| {
+        o.status
+            .iter()
+            .flat_map(|s| s.stages.iter())
+            .filter(|s| s.phase == StagePhase::Succeeded)
+            .map(|s| (s.id.clone(), s.completion_time.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mid = cluster::wait_for(
+        &api,
+        "restart",
+        Duration::from_secs(env::timeout_secs()),
+        "three stages Succeeded",
+        |o| succeeded(o).len() >= 3,
+    )
+    .await
+    .expect("mid-pipeline");
+    let _ = stop1_tx.send(true);
+    let _ = first.await;
+
+    // While no operator runs: what exists, and the pod of a running stage deleted.
+    let before = api.get("restart").await.expect("get");
+    let done_before = succeeded(&before);
+    let jobs_before: BTreeMap<String, String> = jobs_api
+        .list(&ListParams::default())
+        .await
+        .expect("list jobs")
+        .items
+        .iter()
+        .map(|j| (j.name_any(), j.uid().unwrap_or_default()))
+        .collect();
+    let running_pod = pods_api
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .find(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                || p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+        });
+    let deleted_pod_job = match &running_pod {
+        Some(p) => {
+            pods_api
+                .delete(&p.name_any(), &DeleteParams::background())
+                .await
+                .expect("delete pod");
+            p.labels().get("batch.kubernetes.io/job-name").cloned()
+        }
+        None => None,
+    };
+    println!(
+        "stopped with {} of {} stages Succeeded ({} when first seen), {} Jobs; deleted pod {:?} of {:?}",
+        done_before.len(),
+        before.status.as_ref().map_or(0, |s| s.stages.len()),
+        succeeded(&mid).len(),
+        jobs_before.len(),
+        running_pod.as_ref().map(|p| p.name_any()),
+        deleted_pod_job
+    );
+
+    let (stop2_tx, stop2_rx) = watch::channel(false);
+    let second = start_operator(stop2_rx);
+    let result = cluster::wait_for(
+        &api,
+        "restart",
+        Duration::from_secs(env::timeout_secs()),
+        "Ready or Stalled",
+        |o| condition_true(o, CONDITION_READY) || condition_true(o, CONDITION_STALLED),
+    )
+    .await;
+    let jobs_after = jobs_api
+        .list(&ListParams::default())
+        .await
+        .expect("list jobs")
+        .items;
+    let _ = stop2_tx.send(true);
+    let _ = second.await;
+    let _ = kubelet_stop_tx.send(true);
+    let runs = kubelet.await.expect("kubelet task").expect("kubelet");
+    cluster::delete_namespace(&client, &ns).await;
+
+    let done = result.expect("job finished");
+    println!("{}", summary(&done));
+    println!(
+        "fake kubelet ran {} pods; {} Jobs in all",
+        runs.len(),
+        jobs_after.len()
+    );
+    assert!(condition_true(&done, CONDITION_READY), "not Ready");
+    // Finished stages kept their completion: none ran again.
+    let done_after = succeeded(&done);
+    for (stage, completed) in &done_before {
+        assert_eq!(
+            done_after.get(stage),
+            Some(completed),
+            "stage {stage} changed after the restart"
+        );
+    }
+    // Every Job that existed is the same object (not deleted and created again), and one Job
+    // per stage and attempt.
+    for (name, uid) in &jobs_before {
+        let now = jobs_after.iter().find(|j| &j.name_any() == name);
+        assert_eq!(
+            now.and_then(|j| j.uid()).as_ref(),
+            Some(uid),
+            "Job {name} was replaced"
+        );
+    }
+    let mut per_stage: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for j in &jobs_after {
+        let stage = j
+            .labels()
+            .get("pruneforge.dev/stage")
+            .cloned()
+            .unwrap_or_default();
+        per_stage.entry(stage).or_default().push(j.name_any());
+    }
+    for (stage, names) in &per_stage {
+        let retried = deleted_pod_job
+            .as_ref()
+            .is_some_and(|j| names.iter().any(|n| n == j));
+        assert!(
+            names.len() == 1 || retried,
+            "stage {stage} has Jobs {names:?} but only the stage whose pod was deleted may retry"
+        );
+    }
+}

@@ -89,6 +89,9 @@ pub struct Store {
     pub requests: Vec<Recorded>,
     /// Whether to record requests (off in benchmarks).
     pub record: bool,
+    /// Requests counted by what RBAC authorizes them as, `"<verb> <resource>"` (e.g.
+    /// `"list jobs"`, `"patch prunedistilljobs/status"`); counted even when not recorded.
+    pub counts: BTreeMap<String, u64>,
     /// Namespaces being deleted: creates there are refused with 403 (`NamespaceTerminating`),
     /// as the apiserver's NamespaceLifecycle admission does.
     pub terminating_namespaces: std::collections::BTreeSet<String>,
@@ -316,10 +319,36 @@ impl Store {
         self.next_rv();
         self.notify(&kind, "DELETED", &obj);
         if let Some(uid) = meta(&obj, "uid") {
+            // Namespaced dependents live in their owner's namespace, so only that namespace is
+            // searched (all of them for a cluster-scoped owner).
+            let in_scope =
+                |m: &BTreeMap<(String, String), Value>| -> Vec<((String, String), Value)> {
+                    let range: Box<dyn Iterator<Item = (&(String, String), &Value)>> =
+                        if ns.is_empty() {
+                            Box::new(m.iter())
+                        } else {
+                            Box::new(
+                                m.range((ns.to_string(), String::new())..)
+                                    .take_while(|((n, _), _)| n == ns),
+                            )
+                        };
+                    range
+                        .filter(|(_, v)| {
+                            v.pointer("/metadata/ownerReferences")
+                                .and_then(|o| o.as_array())
+                                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == json!(uid)))
+                        })
+                        .map(|(key, v)| (key.clone(), v.clone()))
+                        .collect()
+                };
             let owned: Vec<(Kind, String, String)> = self
                 .objects
                 .iter()
-                .flat_map(|(k, m)| m.iter().map(move |((n, nm), v)| (k, n, nm, v)))
+                .flat_map(|(k, m)| {
+                    in_scope(m)
+                        .into_iter()
+                        .map(move |((n, nm), v)| (k, n, nm, v))
+                })
                 .filter(|(_, _, _, v)| {
                     v.pointer("/metadata/ownerReferences")
                         .and_then(|o| o.as_array())
@@ -343,13 +372,20 @@ impl Store {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let recorded = Recorded {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: q.clone(),
+            content_type: content_type.clone(),
+            body: None,
+        };
+        if let Some((_, resource, verb)) = recorded.rbac() {
+            *self.counts.entry(format!("{verb} {resource}")).or_insert(0) += 1;
+        }
         if self.record {
             self.requests.push(Recorded {
-                method: parts.method.to_string(),
-                path: parts.uri.path().to_string(),
-                query: q.clone(),
-                content_type: content_type.clone(),
                 body: body_json.clone(),
+                ..recorded
             });
         }
         let Some(path) = ApiPath::parse(parts.uri.path()) else {

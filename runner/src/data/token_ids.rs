@@ -51,6 +51,13 @@ pub fn read_token_ids(path: &Path, tensor: &str) -> Result<TokenIdMatrix> {
             )))
         }
     };
+    // [rows, 0] holds no data whatever `rows` says: refuse it before sizing anything by it.
+    if width == 0 {
+        return Err(bad(format!(
+            "`{tensor}` has shape {:?}: rows without tokens",
+            view.shape()
+        )));
+    }
     let values = integers(view.dtype(), view.data()).ok_or_else(|| {
         bad(format!(
             "`{tensor}` has dtype {:?}; token ids must be I64, I32 or U32",

@@ -105,6 +105,27 @@ fn get_bool(m: &Map<String, Value>, key: &str) -> Option<bool> {
     m.get(key).and_then(Value::as_bool)
 }
 
+/// Whether every size derived from `[hidden, heads, kv_heads, head_dim, intermediate, vocab,
+/// layers]` (projection widths, parameter and FLOP counts) fits in 64 bits: the bound is 32
+/// squared widths per layer plus 4 per embedding entry, above each of those sums.
+fn sizes_fit([h, heads, kv_heads, head_dim, inter, vocab, layers]: [u64; 7]) -> bool {
+    let bound = || -> Option<u64> {
+        let q = heads.checked_mul(head_dim)?;
+        let kv = kv_heads.checked_mul(head_dim)?;
+        let width = q
+            .checked_add(kv)?
+            .checked_add(inter)?
+            .checked_add(h)?
+            .checked_add(1)?;
+        let per_layer = width.checked_mul(width)?.checked_mul(32)?;
+        let embeddings = vocab.checked_mul(h)?.checked_mul(4)?;
+        per_layer
+            .checked_mul(layers.max(1))?
+            .checked_add(embeddings)
+    };
+    bound().is_some_and(|b| usize::try_from(b).is_ok())
+}
+
 impl ModelConfig {
     /// Reads `config.json`; `file` is only used in error messages.
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
@@ -174,6 +195,23 @@ impl ModelConfig {
         };
         if head_dim % 2 != 0 {
             return Err(err(format!("head_dim {head_dim} must be even for RoPE")));
+        }
+        let dims = [
+            hidden_size,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            intermediate_size,
+            vocab_size,
+            num_hidden_layers,
+        ];
+        if !sizes_fit(dims.map(|d| d as u64)) {
+            return Err(err(format!(
+                "the model dimensions are too large (hidden_size {hidden_size}, heads \
+                 {num_attention_heads}/{num_key_value_heads}, head_dim {head_dim}, \
+                 intermediate_size {intermediate_size}, vocab_size {vocab_size}, \
+                 num_hidden_layers {num_hidden_layers})"
+            )));
         }
         // transformers >= 5 may nest rope settings under `rope_parameters`.
         let rope_params = raw.get("rope_parameters").and_then(Value::as_object);
@@ -376,6 +414,20 @@ mod tests {
         q["architectures"] = json!(["Qwen2ForCausalLM"]);
         let c = ModelConfig::from_json(q, "c").unwrap();
         assert!(c.qkv_bias && !c.o_bias);
+    }
+
+    #[test]
+    fn overflowing_dimensions_are_a_clear_error() {
+        for (key, value) in [
+            ("head_dim", json!(1u64 << 62)),
+            ("num_hidden_layers", json!(u64::MAX)),
+            ("vocab_size", json!(1u64 << 61)),
+        ] {
+            let mut v = smol();
+            v[key] = value;
+            let e = ModelConfig::from_json(v, "c").unwrap_err().to_string();
+            assert!(e.contains("too large"), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Llama {
         weights: &mut dyn WeightSource,
         device: &Device,
     ) -> Result<Self> {
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        // No capacity from the config: a hostile layer count fails at its first missing layer,
+        // not in a huge allocation.
+        let mut layers = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut w = |n: &str| weights.tensor(&format!("{p}.{n}"));
@@ -122,8 +124,9 @@ impl Llama {
                     .into(),
             ));
         };
-        let model = Self {
-            rope: RotaryTable::new(&config),
+        let mut model = Self {
+            // Built once the shapes are checked: its size follows the config's head_dim.
+            rope: RotaryTable::empty(),
             config,
             embed_tokens,
             layers,
@@ -134,6 +137,7 @@ impl Llama {
             device: device.clone(),
         };
         model.check_shapes()?;
+        model.rope = RotaryTable::new(&model.config);
         Ok(model)
     }
 

@@ -76,6 +76,14 @@ impl RotaryTable {
         }
     }
 
+    /// A table without frequencies (a placeholder until the config is checked).
+    pub fn empty() -> Self {
+        Self {
+            inv_freq: Vec::new(),
+            tables: RwLock::new(Tables::default()),
+        }
+    }
+
     pub fn half_dim(&self) -> usize {
         self.inv_freq.len()
     }

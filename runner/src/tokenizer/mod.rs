@@ -47,8 +47,25 @@ impl Tokenizer {
         eos_from_model: &[u32],
         origin: &Path,
     ) -> Result<Self, ModelError> {
-        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
-            .map_err(|e| tok_err(&origin.join("tokenizer.json"), format!("cannot parse: {e}")))?;
+        let file = origin.join("tokenizer.json");
+        // The `tokenizers` crate panics on some malformed files (an untagged decoder that
+        // matches no variant, a `continuing_subword_prefix` longer than a merged token): a
+        // hostile file must be an error, so its panics are caught here.
+        let parsed = std::panic::catch_unwind(|| {
+            tokenizers::Tokenizer::from_bytes(tokenizer_json.as_bytes())
+        })
+        .map_err(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tok_err(
+                &file,
+                format!("cannot parse (the tokenizers library failed: {why})"),
+            )
+        })?;
+        let inner = parsed.map_err(|e| tok_err(&file, format!("cannot parse: {e}")))?;
         let id =
             |key: &str| token_string(tokenizer_config.get(key)).and_then(|t| inner.token_to_id(&t));
         let bos_id = id("bos_token");

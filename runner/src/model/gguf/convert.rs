@@ -36,7 +36,29 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
+/// [`unpermute_rows`] after checking that `data` is `heads * head_dim` rows of `cols` with an
+/// even `head_dim` (metadata and tensor shapes of a GGUF need not agree).
+fn unpermuted(
+    f: &GgufFile,
+    name: &str,
+    data: &[f32],
+    heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Result<Vec<f32>, ModelError> {
+    let rows = heads.checked_mul(head_dim);
+    if head_dim % 2 != 0 || rows.and_then(|r| r.checked_mul(cols)) != Some(data.len()) {
+        return Err(f.error(format!(
+            "tensor `{name}`: {} values are not {heads} heads × head_dim {head_dim} (even) × \
+             {cols} columns",
+            data.len()
+        )));
+    }
+    Ok(unpermute_rows(data, heads, head_dim, cols))
+}
+
 /// Undo llama.cpp's permutation of a q or k weight `[heads * head_dim, cols]` (row-major).
+/// `data` must hold exactly `heads * head_dim * cols` values and `head_dim` be even.
 pub fn unpermute_rows(data: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
     let half = head_dim / 2;
     let mut out = vec![0f32; data.len()];
@@ -199,18 +221,26 @@ pub fn hf_tensors(f: &GgufFile, cfg: &Value) -> Result<Vec<ConvertedTensor>, Mod
     let kv_heads = cfg["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
     let head_dim = cfg["head_dim"].as_u64().unwrap_or(1) as usize;
     let mut out = Vec::with_capacity(f.tensors.len());
+    let mut sources: std::collections::BTreeMap<String, &str> = Default::default();
     for info in &f.tensors {
         let Some(name) = hf_name(&info.name) else {
             continue;
         };
+        // `blk.1.*` and `blk.01.*` are the same HF tensor; a checkpoint cannot hold it twice.
+        if let Some(first) = sources.insert(name.clone(), &info.name) {
+            return Err(f.error(format!(
+                "tensors `{first}` and `{}` are both `{name}`",
+                info.name
+            )));
+        }
         let mut data = dequantize(f, info)?;
         let shape: Vec<usize> = info.dims.iter().rev().copied().collect();
         if permute && shape.len() == 2 {
             let cols = shape[1];
             if name.ends_with("self_attn.q_proj.weight") {
-                data = unpermute_rows(&data, heads, head_dim, cols);
+                data = unpermuted(f, &info.name, &data, heads, head_dim, cols)?;
             } else if name.ends_with("self_attn.k_proj.weight") {
-                data = unpermute_rows(&data, kv_heads, head_dim, cols);
+                data = unpermuted(f, &info.name, &data, kv_heads, head_dim, cols)?;
             }
         }
         if permute
@@ -222,7 +252,7 @@ pub fn hf_tensors(f: &GgufFile, cfg: &Value) -> Result<Vec<ConvertedTensor>, Mod
             } else {
                 kv_heads
             };
-            data = unpermute_rows(&data, h, head_dim, 1);
+            data = unpermuted(f, &info.name, &data, h, head_dim, 1)?;
         }
         out.push(ConvertedTensor { name, shape, data });
     }

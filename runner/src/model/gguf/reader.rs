@@ -182,7 +182,8 @@ impl<'a> Cursor<'a> {
                 }
                 let item_ty = self.u32(key)?;
                 let n = self.count(key, 1)?;
-                let mut items = Vec::with_capacity(n.min(1 << 20));
+                // Capacity for the items that are there, not for what the count claims.
+                let mut items = Vec::with_capacity(n.min(4096));
                 for _ in 0..n {
                     items.push(self.value(item_ty, key, depth + 1)?);
                 }
@@ -255,7 +256,11 @@ impl GgufFile {
         }
         let data_start = c.pos.div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(raw_infos.len());
+        let mut names = std::collections::BTreeSet::new();
         for (name, dims, ty, offset) in raw_infos {
+            if !names.insert(name.clone()) {
+                return Err(c.err(format!("tensor `{name}` is listed twice")));
+            }
             let (tname, block_bytes, block_elems) = type_layout(ty)
                 .ok_or_else(|| c.err(format!("tensor `{name}` has unsupported ggml type {ty}")))?;
             let elems = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
@@ -264,7 +269,11 @@ impl GgufFile {
                     "tensor `{name}`: dims {dims:?} are not a whole number of {tname} blocks"
                 )));
             };
-            let len = elems / block_elems * block_bytes;
+            let Some(len) = (elems / block_elems).checked_mul(block_bytes) else {
+                return Err(c.err(format!(
+                    "tensor `{name}`: dims {dims:?} are too large for {tname}"
+                )));
+            };
             let start = data_start.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(len));
             match (start, end) {
