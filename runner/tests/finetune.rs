@@ -949,3 +949,91 @@ fn generic_path_and_layer_checkpointing_match_the_fused_kernels_over_one_adamw_s
         "fused vs generic values after one AdamW step differ by {d}"
     );
 }
+
+/// A pod preempted mid-fine-tune loses its work directory; its checkpoints were saved to the
+/// job's storage, so the next pod, starting in an empty directory, resumes from them and ends
+/// with the same adapter as an uninterrupted run.
+#[test]
+fn a_new_pod_resumes_from_the_checkpoint_saved_in_storage() {
+    use pruneforge::exec::resume::ResumeStore;
+    use pruneforge::stages::finetune::run_resumable;
+    use pruneforge::storage::BlockingStorage;
+
+    let (tmp, dir) = tiny(9);
+    let data = vec![alpaca()];
+    let cpu = pruneforge::device::Compute::cpu();
+    let storage_root = tmp.path().join("storage");
+    std::fs::create_dir_all(&storage_root).unwrap();
+    let store = || {
+        let s = BlockingStorage::open(&format!("file://{}", storage_root.display())).unwrap();
+        ResumeStore::at(
+            s,
+            "_resume/finetune-test",
+            std::time::Duration::from_secs(0),
+        )
+    };
+    let full_dir = tmp.path().join("full");
+    run(&dir, None, &data, &small_params(6), &full_dir, &cpu).unwrap();
+
+    let first_pod = tmp.path().join("pod-1");
+    let first = run_resumable(
+        &dir,
+        None,
+        &data,
+        &FinetuneParams {
+            stop_after: Some(4),
+            ..small_params(6)
+        },
+        &first_pod,
+        &cpu,
+        Some(&store()),
+    )
+    .unwrap();
+    assert!(!first.completed && first.steps == 4);
+    std::fs::remove_dir_all(&first_pod).unwrap();
+    assert!(storage_root
+        .join("_resume/finetune-test/checkpoints/_SUCCESS")
+        .exists());
+
+    let second_pod = tmp.path().join("pod-2");
+    let resumed = run_resumable(
+        &dir,
+        None,
+        &data,
+        &small_params(6),
+        &second_pod,
+        &cpu,
+        Some(&store()),
+    )
+    .unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(4));
+    assert!(resumed.completed && resumed.steps == 6);
+    let ta =
+        pruneforge::train::tensor_io::read(&full_dir.join("adapter_model.safetensors")).unwrap();
+    let tb =
+        pruneforge::train::tensor_io::read(&second_pod.join("adapter_model.safetensors")).unwrap();
+    for (k, (_, va)) in &ta {
+        let d = va
+            .iter()
+            .zip(&tb[k].1)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d < 1e-6, "{k}: {d}");
+    }
+    // Without the saved state a new pod would start from step 0.
+    store().clear();
+    let third_pod = tmp.path().join("pod-3");
+    let fresh = run_resumable(
+        &dir,
+        None,
+        &data,
+        &FinetuneParams {
+            stop_after: Some(1),
+            ..small_params(6)
+        },
+        &third_pod,
+        &cpu,
+        Some(&store()),
+    )
+    .unwrap();
+    assert_eq!(fresh.resumed_from_step, None);
+}

@@ -1314,6 +1314,7 @@ fn stage_request_merges_task_vectors_against_the_pruned_input() {
         resolver: &resolver,
         shards: ShardRun::All { count: 1 },
         compute: &compute,
+        resume: None,
     };
     let request = params::MergeParams {
         block_size: 1,

@@ -56,6 +56,7 @@ fn context<'a>(
         resolver,
         shards: ShardRun::All { count: 1 },
         compute: &CPU,
+        resume: None,
     }
 }
 

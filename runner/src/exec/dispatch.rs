@@ -1,6 +1,7 @@
 //! From a stage request to the stage that owns it.
 
 use super::context::ExecContext;
+use super::resume::ResumeStore;
 use crate::device::Compute;
 use crate::stages::{self, Outcome, Result, ShardRun, StageContext};
 use pruneforge_api::contract::StageRequest;
@@ -16,6 +17,7 @@ pub fn dispatch(
     out: &Path,
     exec: &ExecContext,
     compute: &Compute,
+    resume: Option<&ResumeStore>,
 ) -> Result<Outcome> {
     let shards = match req.shard {
         Some(s) if !exec.all_shards && s.count > 1 => ShardRun::One {
@@ -34,6 +36,7 @@ pub fn dispatch(
         resolver: &exec.resolver,
         shards,
         compute,
+        resume,
     };
     match &req.params {
         StageParams::Import(p) => stages::import::run_request(p, &ctx),

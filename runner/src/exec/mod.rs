@@ -11,6 +11,7 @@ pub mod context;
 pub mod dispatch;
 pub mod local;
 pub mod request;
+pub mod resume;
 
 pub use context::ExecContext;
 pub use request::{execute_request, ExecError};

@@ -4,6 +4,7 @@
 use super::artifacts::{self, ArtifactError};
 use super::context::ExecContext;
 use super::dispatch::dispatch;
+use super::resume::ResumeStore;
 use crate::device::{describe, dtype_name, Compute, MemoryWatch};
 use crate::stages::StageError;
 use pruneforge_api::contract::{StageRequest, StageResult};
@@ -79,11 +80,14 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
         dtype = dtype_name(compute.dtype),
         "stage started"
     );
+    let resume = ResumeStore::for_request(req)?;
     let memory = MemoryWatch::start(&compute.device);
     let outcome =
-        dispatch(req, &inputs, &work, &out, ctx, &compute).map_err(|source| ExecError::Stage {
-            stage: req.stage_id.to_string(),
-            source: Box::new(source),
+        dispatch(req, &inputs, &work, &out, ctx, &compute, resume.as_ref()).map_err(|source| {
+            ExecError::Stage {
+                stage: req.stage_id.to_string(),
+                source: Box::new(source),
+            }
         })?;
     let peak_device = memory.map(MemoryWatch::finish);
     let mut artifacts_map = BTreeMap::new();
@@ -115,6 +119,9 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
     crate::util::fs::write_atomic(&local.join("result.json"), result.to_json().as_bytes())
         .map_err(io(&local))?;
     artifacts::commit(&local, &req.output_uri, &sub)?;
+    if let Some(resume) = &resume {
+        resume.clear();
+    }
     let _ = std::fs::remove_dir_all(&work);
     tracing::info!(stage = %req.stage_id, seconds = result.duration_seconds, "stage committed");
     Ok(result)

@@ -34,6 +34,9 @@ pub struct StageContext<'a> {
     pub shards: ShardRun,
     /// Device and dtype of the model (model-computing stages).
     pub compute: &'a Compute,
+    /// Where the stage saves resume state in the job's storage (fine-tune checkpoints, the
+    /// distillation journal), so a new pod resumes after a preemption; `None`: local only.
+    pub resume: Option<&'a crate::exec::resume::ResumeStore>,
 }
 
 impl StageContext<'_> {

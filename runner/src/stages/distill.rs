@@ -17,6 +17,7 @@ pub mod template;
 
 use crate::data::sft::{SftDataset, SftRecord, SftSchema};
 use crate::device::Compute;
+use crate::exec::resume::ResumeStore;
 use crate::generate::{generate_with_streams, FinishReason, GenerateParams, SamplingParams};
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, ShardRun, StageContext, StageError};
@@ -108,6 +109,31 @@ pub fn run_shard(
     resolver: &Resolver,
     compute: &Compute,
 ) -> Result<DistillSummary> {
+    let shard = Shard { index, count };
+    run_shard_resumable(model_dir, params, shard, out_dir, resolver, compute, None)
+}
+
+/// Which shard of how many.
+#[derive(Clone, Copy, Debug)]
+pub struct Shard {
+    /// 0-based index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+/// [`run_shard`] that saves the shard's journal to `resume` (at most once per save interval,
+/// and at the end) and, with no local journal, starts from the one saved there.
+pub fn run_shard_resumable(
+    model_dir: &Path,
+    params: &DistillParams,
+    shard: Shard,
+    out_dir: &Path,
+    resolver: &Resolver,
+    compute: &Compute,
+    resume: Option<&ResumeStore>,
+) -> Result<DistillSummary> {
+    let Shard { index, count } = shard;
     if count == 0 || index >= count {
         return Err(StageError::Input(format!(
             "shard {index} of {count} does not exist"
@@ -133,6 +159,10 @@ pub fn run_shard(
     }
     let range = shard::shard_range(input.records.len(), index, count);
     let dir = shard_dir(out_dir, index);
+    let resume_sub = format!("shard-{index:05}");
+    if let Some(store) = resume {
+        store.restore(&dir, &resume_sub);
+    }
     std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
     let mut journal = Journal::open(&dir.join("journal.jsonl"))?;
     let resumed = journal.done.keys().filter(|k| range.contains(k)).count();
@@ -240,11 +270,22 @@ pub fn run_shard(
                     finish: c.finish,
                 })
                 .map_err(|e| crate::model::ModelError::Input(e.to_string()))?;
+            if let Some(store) = resume {
+                if store.save_due() {
+                    journal
+                        .sync()
+                        .map_err(|e| crate::model::ModelError::Input(e.to_string()))?;
+                    store.save(&dir, &resume_sub);
+                }
+            }
             progress.inc(&format!("kept {kept}"));
             Ok(())
         })?;
         progress.finish();
         journal.sync()?;
+        if let Some(store) = resume {
+            store.save(&dir, &resume_sub);
+        }
         generated_tokens = stats.generated_tokens;
     }
     let wall = started.elapsed().as_secs_f64();
@@ -444,18 +485,25 @@ pub fn run(
     resolver: &Resolver,
     compute: &Compute,
 ) -> Result<DistillSummary> {
-    for k in 0..shards.max(1) {
-        run_shard(
-            model_dir,
-            params,
-            k,
-            shards.max(1),
-            out_dir,
-            resolver,
-            compute,
-        )?;
+    run_resumable(model_dir, params, shards, out_dir, resolver, compute, None)
+}
+
+/// [`run`] with the journals saved to (and restored from) `resume`.
+pub fn run_resumable(
+    model_dir: &Path,
+    params: &DistillParams,
+    shards: usize,
+    out_dir: &Path,
+    resolver: &Resolver,
+    compute: &Compute,
+    resume: Option<&ResumeStore>,
+) -> Result<DistillSummary> {
+    let count = shards.max(1);
+    for index in 0..count {
+        let shard = Shard { index, count };
+        run_shard_resumable(model_dir, params, shard, out_dir, resolver, compute, resume)?;
     }
-    gather(out_dir, shards.max(1))
+    gather(out_dir, count)
 }
 
 /// The stage contract's `distill`: input `model` (the unpruned model) rewrites the data set;
@@ -464,11 +512,27 @@ pub fn run_request(p: &DistillParams, ctx: &StageContext) -> Result<Outcome> {
     let model = ctx.model("model")?;
     let (s, sharded) = match ctx.shards {
         ShardRun::All { count } => (
-            run(&model, p, count, ctx.out, ctx.resolver, ctx.compute)?,
+            run_resumable(
+                &model,
+                p,
+                count,
+                ctx.out,
+                ctx.resolver,
+                ctx.compute,
+                ctx.resume,
+            )?,
             false,
         ),
         ShardRun::One { index, count } => (
-            run_shard(&model, p, index, count, ctx.out, ctx.resolver, ctx.compute)?,
+            run_shard_resumable(
+                &model,
+                p,
+                Shard { index, count },
+                ctx.out,
+                ctx.resolver,
+                ctx.compute,
+                ctx.resume,
+            )?,
             true,
         ),
     };

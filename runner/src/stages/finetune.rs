@@ -295,6 +295,28 @@ pub fn run(
     out_dir: &Path,
     compute: &Compute,
 ) -> Result<FinetuneSummary> {
+    run_resumable(
+        student_dir,
+        teacher_dir,
+        data_files,
+        params,
+        out_dir,
+        compute,
+        None,
+    )
+}
+
+/// [`run`] that also saves each checkpoint to `resume` and, with no local checkpoint, starts
+/// from the one saved there (a new pod after a preemption).
+pub fn run_resumable(
+    student_dir: &Path,
+    teacher_dir: Option<&Path>,
+    data_files: &[PathBuf],
+    params: &FinetuneParams,
+    out_dir: &Path,
+    compute: &Compute,
+    resume: Option<&crate::exec::resume::ResumeStore>,
+) -> Result<FinetuneSummary> {
     validate(params)?;
     let opt_p = &params.optimizer;
     let teacher_dir = match (&params.kd, teacher_dir) {
@@ -404,6 +426,9 @@ pub fn run(
     let lora = LoraSet::init(&student, &params.lora, opt_p.seed)?;
     let mut opt = AdamW::new(&lora.sizes(), opt_p);
     let ckpt_root = out_dir.join("checkpoints");
+    if let Some(store) = resume {
+        store.restore(&ckpt_root, "checkpoints");
+    }
     let resumed = checkpoint::load_latest(&ckpt_root, &lora, &mut opt)?;
     if let Some(s) = &resumed {
         if s.fingerprint != fp {
@@ -536,6 +561,9 @@ pub fn run(
         if every > 0 && (state.step % every == 0 || state.step == opt_p.steps || stopping) {
             checkpoint::save(&ckpt_root, &trainer.lora, &trainer.opt, &state)?;
             last_ckpt = Some(state.step);
+            if let Some(store) = resume {
+                store.save(&ckpt_root, "checkpoints");
+            }
         }
     }
     let train_s = state.elapsed_s;
@@ -646,13 +674,14 @@ pub fn run_request(
     };
     let data_files = finetune_data(p, ctx)?;
     let params = finetune_params(p);
-    let s = run(
+    let s = run_resumable(
         &student,
         teacher.as_deref(),
         &data_files,
         &params,
         ctx.out,
         ctx.compute,
+        ctx.resume,
     )?;
     // Checkpoints are resume state, not a result: keep them out of the artifact.
     let _ = std::fs::remove_dir_all(ctx.out.join("checkpoints"));
