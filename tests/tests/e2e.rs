@@ -440,6 +440,46 @@ async fn e2e_operator_restart_and_a_deleted_pod_rerun_nothing_finished() {
         .await
         .expect("list jobs")
         .items;
+    // Where a stage's result could not be read, what its pods' termination messages hold.
+    if let Ok(done) = &result {
+        for st in done.status.iter().flat_map(|s| s.stages.iter()) {
+            if !st
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("left no stage result")
+            {
+                continue;
+            }
+            let pods = pods_api
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            for p in pods
+                .iter()
+                .filter(|p| p.labels().get("batch.kubernetes.io/job-name") == st.job_name.as_ref())
+            {
+                let message = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.state.as_ref())
+                    .and_then(|s| s.terminated.as_ref())
+                    .and_then(|t| t.message.clone())
+                    .unwrap_or_default();
+                println!(
+                    "stage {} pod {} phase {:?}: termination message of {} bytes: {}",
+                    st.id,
+                    p.name_any(),
+                    p.status.as_ref().and_then(|s| s.phase.clone()),
+                    message.len(),
+                    message.chars().take(400).collect::<String>()
+                );
+            }
+        }
+    }
     let _ = stop2_tx.send(true);
     let _ = second.await;
     let _ = kubelet_stop_tx.send(true);
