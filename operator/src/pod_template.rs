@@ -83,9 +83,10 @@ pub fn pod_template(p: &PodParams<'_>) -> Value {
         json!({"name": "tmp", "mountPath": TMP_DIR}),
         json!({"name": "work", "mountPath": WORK_DIR}),
     ];
+    let scratch = scratch_volume(runner);
     let mut volumes = vec![
-        json!({"name": "tmp", "emptyDir": {}}),
-        json!({"name": "work", "emptyDir": {}}),
+        json!({"name": "tmp", "emptyDir": scratch}),
+        json!({"name": "work", "emptyDir": scratch}),
     ];
     if let Some(cm) = p.request_config_map {
         mounts.push(json!({"name": "request", "mountPath": REQUEST_DIR, "readOnly": true}));
@@ -187,6 +188,22 @@ fn pull_policy(p: PullPolicy) -> &'static str {
     }
 }
 
+/// The emptyDir of the scratch volumes (`/tmp`, `/work`): limited to the container's
+/// `ephemeral-storage` limit when `spec.runner.resources` sets one, so a stage that fills its
+/// scratch space is evicted instead of filling the node's disk. Without that limit the
+/// volumes are unlimited (the node's own eviction thresholds apply).
+pub fn scratch_volume(runner: &RunnerSpec) -> Value {
+    let limit = runner
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("ephemeral-storage"));
+    match limit {
+        Some(q) => json!({"sizeLimit": q.0}),
+        None => json!({}),
+    }
+}
+
 /// `spec.runner.resources` with the GPU request added to the limits (extended resources are
 /// requested through limits; requests default to them).
 pub fn resources(runner: &RunnerSpec, gpus: bool) -> ResourceRequirements {
@@ -204,4 +221,20 @@ pub fn resources(runner: &RunnerSpec, gpus: bool) -> ResourceRequirements {
         }
     }
     r
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::*;
+
+    #[test]
+    fn scratch_volumes_take_the_ephemeral_storage_limit() {
+        let mut runner = RunnerSpec::default();
+        assert_eq!(scratch_volume(&runner), json!({}));
+        runner.resources = Some(
+            serde_json::from_value(json!({"limits": {"ephemeral-storage": "200Gi", "cpu": "8"}}))
+                .expect("resources"),
+        );
+        assert_eq!(scratch_volume(&runner), json!({"sizeLimit": "200Gi"}));
+    }
 }

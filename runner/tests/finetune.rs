@@ -1019,8 +1019,14 @@ fn a_new_pod_resumes_from_the_checkpoint_saved_in_storage() {
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(d < 1e-6, "{k}: {d}");
     }
-    // Without the saved state a new pod would start from step 0.
-    store().clear();
+    // `pruneforge gc` of the artifact removes its resume state too; without it a new pod
+    // starts from step 0.
+    let uri = format!("file://{}/finetune/test", storage_root.display());
+    let deleted = pruneforge::exec::resume::delete_for_artifact(&uri).unwrap();
+    assert!(deleted > 0, "nothing deleted");
+    assert!(!storage_root
+        .join("_resume/finetune-test/checkpoints/_SUCCESS")
+        .exists());
     let third_pod = tmp.path().join("pod-3");
     let fresh = run_resumable(
         &dir,

@@ -1,9 +1,10 @@
 //! Resume state in the job's storage, so that a stage pod that is preempted, evicted or deleted
 //! resumes where it stopped instead of from zero: the fine-tune's checkpoints and the
-//! distillation journal are saved under `_resume/<kind>-<key>[-<shard>]` beside the artifacts
+//! distillation journal are saved under `_resume/<kind>-<key>[/shard-<index>]` beside the artifacts
 //! (not inside the artifact prefix, which only ever holds a committed artifact). The next
 //! attempt, in a fresh pod with an empty work directory, downloads them before it starts. The
-//! prefix is deleted once the stage has committed its artifact.
+//! prefix is deleted once the stage has committed its artifact, and by `pruneforge gc` with the
+//! artifact.
 //!
 //! Saving is best effort: a failed save is logged and the stage goes on (it only risks redoing
 //! work after a preemption). Each save is an upload of a directory with a `_SUCCESS` manifest,
@@ -25,6 +26,25 @@ pub const RESUME_ROOT: &str = "_resume";
 /// Default least time between two throttled saves (`PRUNEFORGE_RESUME_SAVE_SECONDS`).
 pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The resume prefix of the stage whose artifact prefix is `<kind>/<key>`:
+/// `_resume/<kind>-<key>` (shards below it, `shard-<index>`).
+pub fn stage_prefix(artifact_prefix: &str) -> String {
+    format!("{RESUME_ROOT}/{}", artifact_prefix.replace('/', "-"))
+}
+
+/// Deletes the resume state of the artifact at `uri` (all its shards), e.g. when the
+/// artifact itself is deleted. Returns the number of objects deleted.
+pub fn delete_for_artifact(uri: &str) -> Result<usize, ArtifactError> {
+    let artifact = artifacts::open(uri)?;
+    artifact
+        .store
+        .delete_prefix(&stage_prefix(&artifact.prefix))
+        .map_err(|source| ArtifactError::Storage {
+            uri: uri.to_string(),
+            source,
+        })
+}
+
 /// Where one stage (shard) keeps its resume state.
 pub struct ResumeStore {
     store: BlockingStorage,
@@ -42,10 +62,10 @@ impl ResumeStore {
             return Ok(None);
         }
         let artifact = artifacts::open(&req.output_uri)?;
-        let name = artifact.prefix.replace('/', "-");
-        let name = match req.shard {
-            Some(s) if s.count > 1 => format!("{name}-shard{:05}", s.index),
-            _ => name,
+        let root = stage_prefix(&artifact.prefix);
+        let prefix = match req.shard {
+            Some(s) if s.count > 1 => format!("{root}/shard-{:05}", s.index),
+            _ => root,
         };
         let interval = std::env::var("PRUNEFORGE_RESUME_SAVE_SECONDS")
             .ok()
@@ -53,7 +73,7 @@ impl ResumeStore {
             .map_or(DEFAULT_SAVE_INTERVAL, Duration::from_secs);
         Ok(Some(ResumeStore {
             store: artifact.store,
-            prefix: format!("{RESUME_ROOT}/{name}"),
+            prefix,
             interval,
             last_save: Mutex::new(Some(Instant::now())),
         }))
