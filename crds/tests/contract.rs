@@ -286,3 +286,111 @@ fn termination_message_fits_4096_bytes() {
         other => panic!("eval summary dropped although it fits: {other:?}"),
     }
 }
+
+/// A diverged fine-tune (NaN loss) and an infinite perplexity: JSON has no NaN or infinity,
+/// and serde_json's `null` for them did not read back, so the operator could not parse the
+/// termination message at all.
+#[test]
+fn non_finite_numbers_survive_the_termination_message() {
+    let p = sample_plan();
+    let finetune = p
+        .stages()
+        .iter()
+        .find(|s| s.kind() == StageKind::Finetune)
+        .unwrap();
+    let req = StageRequest::from_plan(&p, finetune.id.as_str(), job()).unwrap();
+    let diverged = StageResult::succeeded(
+        &req,
+        StageSummary::Finetune(FinetuneSummary {
+            final_loss: f64::NAN,
+            steps: 16,
+            tokens: 12_000,
+        }),
+        BTreeMap::new(),
+        f64::INFINITY,
+    );
+    let msg = diverged.to_termination_message();
+    let back = StageResult::from_json(&msg).unwrap();
+    let value: Value = serde_json::from_str(&msg).unwrap();
+    assert_eq!(value["summary"]["finalLoss"], "NaN", "{msg}");
+    assert_eq!(value["durationSeconds"], "inf", "{msg}");
+    assert!(back.duration_seconds.is_infinite());
+    let summary = back.summary.unwrap();
+    assert!(matches!(&summary, StageSummary::Finetune(f) if f.final_loss.is_nan()));
+    assert_eq!(
+        summary.one_line(),
+        "final loss NaN after 16 steps, 12000 tokens"
+    );
+
+    let req = StageRequest::from_plan(&p, "eval-n6-merged", job()).unwrap();
+    let task = |task: &str, value: f64, stderr: Option<f64>| TaskScore {
+        task: task.into(),
+        metric: task.into(),
+        value,
+        stderr,
+        items: Some(64),
+    };
+    let eval = StageResult::succeeded(
+        &req,
+        StageSummary::Eval(EvalSummary {
+            tasks: vec![
+                task("arc_easy", 0.25, Some(f64::NAN)),
+                task("perplexity", f64::INFINITY, None),
+                task("answer_nll", f64::NEG_INFINITY, None),
+            ],
+            average: Some(0.25),
+            recovery: Some(f64::NAN),
+            drift_cosine: None,
+        }),
+        BTreeMap::new(),
+        3.0,
+    );
+    let msg = eval.to_termination_message();
+    let back = StageResult::from_json(&msg).unwrap();
+    let Some(StageSummary::Eval(e)) = &back.summary else {
+        panic!("no eval summary in {msg}");
+    };
+    assert!(e.tasks[0].stderr.is_some_and(f64::is_nan));
+    assert_eq!(e.tasks[1].value, f64::INFINITY);
+    assert_eq!(e.tasks[2].value, f64::NEG_INFINITY);
+    assert!(e.recovery.is_some_and(f64::is_nan));
+    assert_eq!(e.drift_cosine, None);
+    assert_eq!(
+        back.summary.as_ref().unwrap().one_line(),
+        "average 0.2500 over 1 accuracy tasks of 3, recovery NaN%, \
+         not finite: perplexity inf, answer_nll -inf"
+    );
+    // Finite results are unchanged: numbers stay numbers.
+    assert!(!msg.contains("null"), "{msg}");
+    assert!(msg.contains(r#""value":0.25"#), "{msg}");
+}
+
+/// Results written before non-finite numbers became strings had `null` there: they parse,
+/// as NaN for a number and as absent for an optional one.
+#[test]
+fn null_numbers_of_older_runners_read_as_nan() {
+    let p = sample_plan();
+    let req = StageRequest::from_plan(&p, "eval-n6-merged", job()).unwrap();
+    let mut value: Value = serde_json::from_str(
+        &StageResult::succeeded(
+            &req,
+            StageSummary::Finetune(FinetuneSummary {
+                final_loss: 1.0,
+                steps: 1,
+                tokens: 1,
+            }),
+            BTreeMap::new(),
+            1.0,
+        )
+        .to_json(),
+    )
+    .unwrap();
+    value["summary"]["finalLoss"] = Value::Null;
+    value["durationSeconds"] = Value::Null;
+    let back = StageResult::from_json(&value.to_string()).unwrap();
+    assert!(back.duration_seconds.is_nan());
+    assert!(matches!(back.summary, Some(StageSummary::Finetune(f)) if f.final_loss.is_nan()));
+    // A number in a string is still an error.
+    value["durationSeconds"] = "1.5".into();
+    assert!(StageResult::from_json(&value.to_string()).is_err());
+}

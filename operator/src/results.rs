@@ -67,13 +67,15 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
             status.layer_scores = s
                 .best
                 .iter()
-                .map(|b| LayerScoreStatus {
-                    block_size: b.block_size,
-                    start: b.start,
-                    end: b.end,
-                    score: b.score,
-                    metric: s.metric,
-                    scores_uri: scores_uri.clone(),
+                .filter_map(|b| {
+                    Some(LayerScoreStatus {
+                        block_size: b.block_size,
+                        start: b.start,
+                        end: b.end,
+                        score: finite(b.score)?,
+                        metric: s.metric,
+                        scores_uri: scores_uri.clone(),
+                    })
                 })
                 .collect();
         }
@@ -111,8 +113,12 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
             let name = eval_variant(&stage.id);
             let entry = EvaluationStatus {
                 variant: name.clone(),
-                tasks: e.tasks.iter().map(|t| (t.task.clone(), t.value)).collect(),
-                average: e.average,
+                tasks: e
+                    .tasks
+                    .iter()
+                    .filter_map(|t| Some((t.task.clone(), finite(t.value)?)))
+                    .collect(),
+                average: e.average.and_then(finite),
                 recovery_percent: None,
                 result_uri: Some(
                     results
@@ -128,11 +134,19 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
         }
         (StageParams::Speculate(p), StageSummary::Speculate(s)) => {
             let name = speculative_variant(p.block_size, p.draft);
+            status.speculative.retain(|x| x.variant != name);
+            let (Some(acceptance_rate), Some(mean_accepted_length), Some(speedup)) = (
+                finite(s.acceptance_rate),
+                finite(s.mean_accepted_length),
+                finite(s.speedup),
+            ) else {
+                return;
+            };
             let entry = SpeculativeStatus {
                 variant: name.clone(),
-                acceptance_rate: s.acceptance_rate,
-                mean_accepted_length: s.mean_accepted_length,
-                speedup: s.speedup,
+                acceptance_rate,
+                mean_accepted_length,
+                speedup,
                 result_uri: Some(
                     results
                         .iter()
@@ -140,14 +154,20 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
                         .unwrap_or_else(|| result_uri(stage)),
                 ),
             };
-            match status.speculative.iter_mut().find(|x| x.variant == name) {
-                Some(x) => *x = entry,
-                None => status.speculative.push(entry),
-            }
+            status.speculative.push(entry);
         }
         // import and distill have no list entry; mismatched kinds are ignored.
         _ => {}
     }
+}
+
+/// `x` when it is finite. The status holds finite numbers only: JSON has no NaN or infinity
+/// (serde_json writes `null`, which does not read back into the status's numbers), and a NaN,
+/// unequal to itself, would make every reconcile see a changed status. A non-finite
+/// result number (a diverged model) is left out of the status lists; the stage's message
+/// (`one_line`) and its `result.json` show it.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
 fn upsert(list: &mut Vec<ModelArtifactStatus>, entry: ModelArtifactStatus) {
@@ -264,7 +284,7 @@ pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet
     for e in &mut status.evaluations {
         e.recovery_percent = match (e.variant.as_str(), base, e.average) {
             (variant::BASE, _, _) => None,
-            (_, Some(b), Some(a)) => Some(round(a / b * 100.0, 2)),
+            (_, Some(b), Some(a)) => finite(round(a / b * 100.0, 2)),
             _ => None,
         };
     }

@@ -67,13 +67,25 @@ pub fn request_config_map(
             "namespace": job.namespace(),
             "labels": stage_labels(job, stage),
             "annotations": {labels::KEY_ANNOTATION: stage.key},
-            "ownerReferences": [job.controller_owner_ref(&())],
+            "ownerReferences": [owner_reference(job)],
         },
         "data": {REQUEST_KEY: request.to_json()},
     });
     serde_json::from_value(value).map_err(|source| Error::Serialize {
         what: "request ConfigMap",
         source,
+    })
+}
+
+/// The controller owner reference of a stage Job or request ConfigMap, with
+/// `blockOwnerDeletion`: a foreground deletion (`kubectl delete --cascade=foreground`) of the
+/// PruneDistillJob then waits until the garbage collector has deleted them.
+pub fn owner_reference(
+    job: &PruneDistillJob,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    job.controller_owner_ref(&()).map(|mut owner| {
+        owner.block_owner_deletion = Some(true);
+        owner
     })
 }
 
@@ -170,7 +182,7 @@ pub fn stage_job(
                 labels::KEY_ANNOTATION: stage.key,
                 labels::RUNNER_HASH_ANNOTATION: hash_of(runner, storage),
             },
-            "ownerReferences": [job.controller_owner_ref(&())],
+            "ownerReferences": [owner_reference(job)],
         },
         "spec": job_spec,
     });

@@ -447,3 +447,110 @@ fn a_changed_runner_spec_replaces_a_job_whose_pods_never_ran() {
     let d = decide_at(&plan, &first.status, &[running], "h2", later(30));
     assert!(d.delete.is_empty());
 }
+
+/// A diverged fine-tune (NaN loss), an infinite perplexity and an infinite speed-up reach the
+/// operator through the pods' termination messages: they parse, the stage messages say NaN
+/// and inf, and the status keeps finite numbers only (JSON round trip, no change on the next
+/// reconcile).
+#[test]
+fn non_finite_results_are_reported_and_keep_the_status_valid() {
+    use pruneforge_api::contract::StageSummary;
+    use pruneforge_api::StageResult;
+
+    let plan = test_plan(
+        r#"
+pruning:
+  blockSizes: [2]
+distillation:
+  datasets:
+    - {name: gsm8k, uri: 'builtin:gsm8k-train', format: gsm8k, kind: math}
+recovery:
+  methods: [sft]
+evaluation:
+  tasks:
+    - name: arc_easy
+      limit: 10
+    - name: perplexity
+speculative:
+  enabled: true
+storage:
+  uri: s3://bucket/x
+maxParallelStages: 8
+"#,
+    );
+    // What the runner reports, as the operator reads it: the termination message, parsed.
+    let diverged = |mut job: ObservedJob| {
+        for r in &mut job.results {
+            match r.summary.as_mut() {
+                Some(StageSummary::Finetune(f)) => f.final_loss = f64::NAN,
+                Some(StageSummary::Eval(e)) if r.stage_id.as_str() != "eval-base" => {
+                    for t in e.tasks.iter_mut().filter(|t| t.task == "perplexity") {
+                        t.value = f64::INFINITY;
+                        t.stderr = Some(f64::NAN);
+                    }
+                    e.average = Some(f64::NAN);
+                }
+                Some(StageSummary::Speculate(s)) => s.speedup = f64::INFINITY,
+                _ => {}
+            }
+            *r = StageResult::from_json(&r.to_termination_message())
+                .expect("the termination message parses");
+        }
+        job
+    };
+    let mut status = PruneDistillJobStatus::default();
+    let mut jobs: Vec<ObservedJob> = Vec::new();
+    for _ in 0..20 {
+        let d = run(&plan, &status, &jobs, 1);
+        for s in &d.start {
+            jobs.push(diverged(job(
+                &plan,
+                s.stage.as_str(),
+                s.attempt,
+                JobState::Succeeded,
+            )));
+        }
+        status = d.status;
+        if status.phase == Some(JobPhase::Succeeded) {
+            break;
+        }
+    }
+    assert_eq!(status.phase, Some(JobPhase::Succeeded));
+    let message = |id: &str| {
+        status
+            .stages
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.message.clone())
+            .unwrap_or_else(|| panic!("no message for {id}"))
+    };
+    assert!(
+        message("finetune-n2-sft").starts_with("final loss NaN after"),
+        "{}",
+        message("finetune-n2-sft")
+    );
+    let eval = message("eval-n2-sft");
+    assert!(eval.ends_with("not finite: perplexity inf"), "{eval}");
+    assert!(
+        status.adapters[0]
+            .summary
+            .as_deref()
+            .is_some_and(|s| s.contains("NaN")),
+        "{:?}",
+        status.adapters
+    );
+    let e = status
+        .evaluations
+        .iter()
+        .find(|e| e.variant == "n2-sft")
+        .expect("evaluation of n2-sft");
+    assert_eq!(e.tasks.keys().collect::<Vec<_>>(), ["arc_easy"]);
+    assert_eq!((e.average, e.recovery_percent), (None, None));
+    assert!(status.speculative.is_empty(), "{:?}", status.speculative);
+    // The status survives JSON (what the API server stores; times keep whole seconds there)
+    // and the next reconcile, from the stored status, sees nothing to write.
+    let json = serde_json::to_value(&status).expect("serializes");
+    let back: PruneDistillJobStatus = serde_json::from_value(json.clone()).expect("reads back");
+    assert_eq!(serde_json::to_value(&back).expect("serializes"), json);
+    assert_eq!(run(&plan, &back, &jobs, 1).status, back);
+}

@@ -143,8 +143,12 @@ fn check(input: &[u8]) -> Verdict {
         });
         previous = d.status;
     }
-    if serde_json::to_string(&previous).is_err() {
+    let Ok(json) = serde_json::to_string(&previous) else {
         return Verdict::Violation("the status does not serialize".into());
+    };
+    // Non-finite result numbers ("NaN", "inf") must not reach the status as `null`.
+    if let Err(e) = serde_json::from_str::<PruneDistillJobStatus>(&json) {
+        return Verdict::Violation(format!("the status does not read back: {e}"));
     }
     if results > 0 {
         return Verdict::Accepted;

@@ -1084,3 +1084,27 @@ async fn permanent_api_errors_stall_the_job_with_an_event_and_back_off() {
         [s(5), s(10), s(20), s(20)].map(Action::requeue).to_vec()
     );
 }
+
+#[tokio::test]
+async fn stage_objects_block_a_foreground_deletion_of_their_owner() {
+    let h = Harness::new(SPEC);
+    h.reconcile().await;
+    let jobs = h.jobs();
+    assert!(!jobs.is_empty());
+    let cms: Vec<ConfigMap> = h
+        .server
+        .list(CORE, "configmaps", Some(NS))
+        .into_iter()
+        .map(|c| serde_json::from_value(c).expect("configmap"))
+        .collect();
+    assert!(!cms.is_empty());
+    let owners = jobs
+        .iter()
+        .map(|j| &j.metadata)
+        .chain(cms.iter().map(|c| &c.metadata))
+        .flat_map(|m| m.owner_references.iter().flatten());
+    for o in owners {
+        assert_eq!(o.controller, Some(true));
+        assert_eq!(o.block_owner_deletion, Some(true), "{o:?}");
+    }
+}

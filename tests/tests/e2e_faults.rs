@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use pruneforge_api::status::{StagePhase, CONDITION_STALLED};
 use pruneforge_api::PruneDistillJob;
 use pruneforge_operator::{Operator, Scope, Settings};
@@ -379,4 +379,162 @@ async fn e2e_admission_policy_limits_what_a_job_may_put_into_pods() {
         assert!(message.contains(want), "{field}: {message}");
     }
     allowed.expect("the quickstart is admitted");
+}
+
+/// Server-side apply field ownership: the operator owns `.status` (field manager
+/// `pruneforge-operator`, subresource `status`) and nothing of the spec; the user's manager owns
+/// the spec. A user re-applying the manifest (here with one more label and a changed eval limit)
+/// never conflicts with the operator and never wipes the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_server_side_apply_keeps_spec_and_status_owners_apart() {
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e-ssa").await else {
+        return;
+    };
+    let (stop, op) = start_operator(&client, &ns, Settings::default());
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
+    let mut job = quickstart(&ns, "owned", json!({"uri": "file:///data/out"}));
+    apply(&api, "owned", &job).await;
+    let first = cluster::wait_for(&api, "owned", Duration::from_secs(60), "a status", |o| {
+        o.status.as_ref().is_some_and(|s| !s.stages.is_empty())
+    })
+    .await;
+    // The user applies again with changes, as `kubectl apply --server-side` would.
+    job["metadata"]["labels"] = json!({"team": "search"});
+    job["spec"]["evaluation"]["tasks"][0]["limit"] = json!(32);
+    let reapplied = api
+        .patch(
+            "owned",
+            &PatchParams::apply(cluster::MANAGER),
+            &Patch::Apply(&job),
+        )
+        .await;
+    let after = cluster::wait_for(
+        &api,
+        "owned",
+        Duration::from_secs(60),
+        "the new generation observed",
+        |o| o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation,
+    )
+    .await;
+    let _ = stop.send(true);
+    let _ = op.await;
+    cluster::delete_namespace(&client, &ns).await;
+
+    first.expect("the operator wrote a status");
+    let reapplied = reapplied.expect("re-applying without force does not conflict");
+    let after = after.expect("the operator observed the new generation");
+    let managers: Vec<(String, Option<String>, String)> = after
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| {
+            let fields = m
+                .fields_v1
+                .as_ref()
+                .map(|f| f.0.to_string())
+                .unwrap_or_default();
+            (
+                m.manager.clone().unwrap_or_default(),
+                m.subresource.clone(),
+                fields,
+            )
+        })
+        .collect();
+    for (manager, subresource, fields) in &managers {
+        println!(
+            "{manager} {:?}: {}",
+            subresource,
+            fields.chars().take(160).collect::<String>()
+        );
+    }
+    let operator_fields: Vec<&(String, Option<String>, String)> = managers
+        .iter()
+        .filter(|(m, _, _)| m == pruneforge_operator::FIELD_MANAGER)
+        .collect();
+    assert!(!operator_fields.is_empty(), "the operator owns no field");
+    for (_, subresource, fields) in &operator_fields {
+        assert_eq!(
+            subresource.as_deref(),
+            Some("status"),
+            "operator owns {fields}"
+        );
+        assert!(
+            !fields.contains("\"f:spec\""),
+            "operator owns spec fields: {fields}"
+        );
+    }
+    let user = managers
+        .iter()
+        .find(|(m, s, _)| m == cluster::MANAGER && s.is_none())
+        .expect("the user's manager");
+    assert!(user.2.contains("\"f:spec\"") && !user.2.contains("\"f:status\""));
+    assert_eq!(
+        reapplied.labels().get("team").map(String::as_str),
+        Some("search")
+    );
+    let stages = after.status.as_ref().map_or(0, |s| s.stages.len());
+    assert!(stages > 0, "the status survived the user's apply");
+}
+
+/// Foreground deletion (`kubectl delete --cascade=foreground`): the garbage collector deletes
+/// the stage Jobs (their owner references block the owner's deletion) before the
+/// PruneDistillJob; the operator, seeing the deletion timestamp, starts nothing new, so the
+/// deletion completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_foreground_deletion_removes_stage_jobs_first_and_completes() {
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e-fg").await else {
+        return;
+    };
+    let (stop, op) = start_operator(&client, &ns, Settings::default());
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let job = quickstart(&ns, "fg", json!({"uri": "file:///data/out"}));
+    apply(&api, "fg", &job).await;
+    let running = cluster::wait_for(&api, "fg", Duration::from_secs(60), "import running", |o| {
+        o.status
+            .iter()
+            .flat_map(|s| s.stages.iter())
+            .any(|s| s.phase == StagePhase::Running)
+    })
+    .await;
+    let before = jobs.list(&ListParams::default()).await.expect("jobs").items;
+    let owner_blocks = before.iter().all(|j| {
+        j.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "PruneDistillJob" && o.block_owner_deletion == Some(true))
+    });
+    let started = Instant::now();
+    api.delete("fg", &kube::api::DeleteParams::foreground())
+        .await
+        .expect("delete");
+    let mut gone_after = None;
+    while started.elapsed() < Duration::from_secs(90) {
+        if api.get_opt("fg").await.expect("get").is_none() {
+            gone_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let left = jobs.list(&ListParams::default()).await.expect("jobs").items;
+    let _ = stop.send(true);
+    let _ = op.await;
+    cluster::delete_namespace(&client, &ns).await;
+
+    running.expect("a stage was running");
+    println!(
+        "{} stage Job(s) before; owner references block deletion: {owner_blocks}; \
+         job gone after {gone_after:?}; Jobs left: {}",
+        before.len(),
+        left.len()
+    );
+    assert!(!before.is_empty() && owner_blocks);
+    assert!(gone_after.is_some(), "foreground deletion did not complete");
+    let stage_jobs_left = left
+        .iter()
+        .filter(|j| j.labels().get("pruneforge.dev/role").map(String::as_str) == Some("stage"))
+        .count();
+    assert_eq!(stage_jobs_left, 0, "stage Jobs outlived their owner");
 }

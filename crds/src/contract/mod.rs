@@ -1,8 +1,10 @@
 //! The stage contract: what a runner pod is asked to do ([`StageRequest`], passed as JSON) and
 //! what it reports back ([`StageResult`], written to `<output>/result.json` and, compacted, to
-//! the container's termination message).
+//! the container's termination message). Non-finite numbers of results (a diverged loss, an
+//! infinite perplexity) are written as `"NaN"`, `"inf"` or `"-inf"`; see [`float`].
 
 mod error;
+pub mod float;
 mod request;
 mod result;
 mod summary;

@@ -39,6 +39,7 @@ pub struct StageResult {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub artifacts: BTreeMap<String, String>,
     /// Wall-clock seconds the stage ran.
+    #[serde(with = "super::float")]
     pub duration_seconds: f64,
     /// The shard this result covers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -134,6 +134,16 @@ impl StageSummary {
                 if let Some(c) = s.drift_cosine {
                     line.push_str(&format!(", drift cosine {c:.3}"));
                 }
+                // A diverged model: say which metrics are NaN or infinite.
+                let non_finite: Vec<String> = s
+                    .tasks
+                    .iter()
+                    .filter(|t| !t.value.is_finite() && t.task != "kl")
+                    .map(|t| format!("{} {}", t.task, t.value))
+                    .collect();
+                if !non_finite.is_empty() {
+                    line.push_str(&format!(", not finite: {}", non_finite.join(", ")));
+                }
                 line
             }
             Self::Speculate(s) => format!(
@@ -178,6 +188,7 @@ pub struct BlockScore {
     pub end: u32,
     /// Score of the block (lower = less important for angular/influence metrics; for perplexity
     /// the perplexity without the block).
+    #[serde(with = "super::float")]
     pub score: f64,
 }
 
@@ -222,6 +233,7 @@ pub struct DistillSummary {
     /// Rewrites kept (the rest fell back to the original answer).
     pub kept: u64,
     /// kept / items.
+    #[serde(with = "super::float")]
     pub kept_rate: f64,
 }
 
@@ -230,6 +242,7 @@ pub struct DistillSummary {
 #[serde(rename_all = "camelCase")]
 pub struct FinetuneSummary {
     /// Training loss over the last logging window.
+    #[serde(with = "super::float")]
     pub final_loss: f64,
     /// Optimizer steps taken.
     pub steps: u64,
@@ -256,9 +269,14 @@ pub struct TaskScore {
     /// Metric name, e.g. `acc_norm`, `mc2`, `exact_match`, `perplexity`.
     pub metric: String,
     /// Metric value.
+    #[serde(with = "super::float")]
     pub value: f64,
     /// Standard error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::float::option"
+    )]
     pub stderr: Option<f64>,
     /// Items scored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,14 +290,26 @@ pub struct EvalSummary {
     /// Per-task primary metrics, sorted by task.
     pub tasks: Vec<TaskScore>,
     /// Mean over the accuracy tasks (perplexity excluded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::float::option"
+    )]
     pub average: Option<f64>,
     /// Recovery of the average against the base model's eval of the same config, in percent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::float::option"
+    )]
     pub recovery: Option<f64>,
     /// Mean cosine similarity of the variant's and the base model's response embeddings
     /// (drift enabled).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::float::option"
+    )]
     pub drift_cosine: Option<f64>,
 }
 
@@ -288,10 +318,13 @@ pub struct EvalSummary {
 #[serde(rename_all = "camelCase")]
 pub struct SpeculateSummary {
     /// Accepted / proposed draft tokens.
+    #[serde(with = "super::float")]
     pub acceptance_rate: f64,
     /// Mean tokens accepted per verification step.
+    #[serde(with = "super::float")]
     pub mean_accepted_length: f64,
     /// Wall-clock speed-up over plain decoding.
+    #[serde(with = "super::float")]
     pub speedup: f64,
     /// Tokens proposed per step (k).
     pub draft_tokens: u32,

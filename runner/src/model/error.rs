@@ -14,6 +14,20 @@ pub enum ModelError {
     Config { file: String, reason: String },
     #[error("{file}: invalid or corrupt safetensors file: {reason}")]
     Safetensors { file: String, reason: String },
+    /// A `weight_map` entry of `model.safetensors.index.json` that does not name a shard file
+    /// directly inside the model directory (it could read files elsewhere).
+    #[error(
+        "{index}: `weight_map` entry `{tensor}` names shard {shard}, which {reason}; shard names \
+         must be plain file names in the model directory (e.g. \
+         `model-00001-of-00002.safetensors`): fix the index or re-save the model"
+    )]
+    ShardName {
+        index: String,
+        tensor: String,
+        /// The shard as written in the index (JSON, so that odd values show as they are).
+        shard: String,
+        reason: &'static str,
+    },
     #[error("{file}: invalid or corrupt GGUF file: {reason}")]
     Gguf { file: String, reason: String },
     #[error("{file}: tensor `{name}`: {reason}")]

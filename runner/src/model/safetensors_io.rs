@@ -9,7 +9,8 @@ use safetensors::tensor::{Dtype, Metadata, View};
 use safetensors::SafeTensors;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::{Component, Path, PathBuf};
 
 struct MappedFile {
     path: PathBuf,
@@ -34,6 +35,38 @@ fn st_err(path: &Path, reason: impl Into<String>) -> ModelError {
     }
 }
 
+/// The shard file of the index entry `tensor` → `shard`: a plain file name (a single normal
+/// path component), so that every shard is read from the model directory itself. Absolute
+/// paths, `..`, subdirectories, empty names and non-strings are refused: the index comes with
+/// the model and must not make the loader read (and hash, convert or upload) other files.
+fn shard_file_name<'a>(
+    index: &Path,
+    tensor: &str,
+    shard: &'a serde_json::Value,
+) -> Result<&'a str> {
+    let refuse = |reason| ModelError::ShardName {
+        index: index.display().to_string(),
+        tensor: tensor.to_string(),
+        shard: shard.to_string(),
+        reason,
+    };
+    let name = shard.as_str().ok_or_else(|| refuse("is not a string"))?;
+    let path = Path::new(name);
+    if name.is_empty() {
+        return Err(refuse("is empty"));
+    }
+    if path.has_root() || path.is_absolute() {
+        return Err(refuse("is an absolute path"));
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(refuse("leaves the model directory through `..`"));
+    }
+    match path.components().collect::<Vec<_>>().as_slice() {
+        [Component::Normal(n)] if *n == OsStr::new(name) => Ok(name),
+        _ => Err(refuse("is not a plain file name (it has directory parts)")),
+    }
+}
+
 impl SafetensorsWeights {
     /// Opens `model.safetensors` or the shards listed in `model.safetensors.index.json`.
     pub fn open_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
@@ -49,10 +82,10 @@ impl SafetensorsWeights {
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| st_err(&index, "index has no `weight_map` object"))?;
-            let mut files: Vec<String> = map
-                .values()
-                .filter_map(|f| f.as_str().map(String::from))
-                .collect();
+            let mut files = map
+                .iter()
+                .map(|(tensor, shard)| shard_file_name(&index, tensor, shard))
+                .collect::<Result<Vec<&str>>>()?;
             files.sort();
             files.dedup();
             files.into_iter().map(|f| dir.join(f)).collect()
@@ -447,6 +480,70 @@ mod tests {
             .collect();
         out.sort();
         out
+    }
+
+    fn write_index(dir: &Path, weight_map: serde_json::Value) {
+        let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn index_shards_outside_the_model_directory_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        // A readable safetensors file next to the model directory, and one in a subdirectory.
+        let outside = vec![("secret".to_string(), encode_f32(&[7.0], SaveDtype::F32))];
+        write_safetensors(root.path(), &outside, usize::MAX).unwrap();
+        let model = root.path().join("model");
+        std::fs::create_dir_all(model.join("sub")).unwrap();
+        write_safetensors(&model.join("sub"), &outside, usize::MAX).unwrap();
+        // The model itself: two shards and their index.
+        let tensors: Vec<(String, RawTensor)> = (0..2)
+            .map(|i| (format!("w{i}"), encode_f32(&[i as f32; 4], SaveDtype::F32)))
+            .collect();
+        write_safetensors(&model, &tensors, 16).unwrap();
+        let opened = SafetensorsWeights::open_dir(&model, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(opened.names(), ["w0", "w1"]);
+
+        let abs = root.path().join("model.safetensors");
+        let hostile = [
+            serde_json::json!("../model.safetensors"),
+            serde_json::json!(abs.display().to_string()),
+            serde_json::json!("sub/../../model.safetensors"),
+            serde_json::json!("sub/model.safetensors"),
+            serde_json::json!("./model-00001-of-00002.safetensors"),
+            serde_json::json!(""),
+            serde_json::json!(".."),
+            serde_json::json!(3),
+        ];
+        for shard in hostile {
+            write_index(
+                &model,
+                serde_json::json!({"w0": "model-00001-of-00002.safetensors", "secret": shard}),
+            );
+            let err = SafetensorsWeights::open_dir(&model, DType::F32, &Device::Cpu)
+                .err()
+                .unwrap_or_else(|| panic!("shard {shard} was opened"));
+            match &err {
+                ModelError::ShardName {
+                    tensor, shard: s, ..
+                } => {
+                    assert_eq!(tensor, "secret");
+                    assert_eq!(*s, shard.to_string());
+                }
+                other => panic!("shard {shard}: {other}"),
+            }
+            let text = err.to_string();
+            assert!(
+                text.contains("model.safetensors.index.json")
+                    && text.contains("`secret`")
+                    && text.contains("plain file names"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
