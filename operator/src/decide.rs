@@ -247,6 +247,27 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
             entry.start_time = job.start_time.clone();
         }
         match &job.state {
+            JobState::Succeeded
+                if job.results.is_empty() && job.pods == 0 && job.attempt < inputs.max_attempts =>
+            {
+                // Its pods, and with them the result in their termination messages, are gone
+                // before the result was read (a pod deleted while it finished). The artifact is
+                // committed: one more attempt reads its result from storage at once.
+                let next = job.attempt + 1;
+                entry.phase = StagePhase::Running;
+                entry.message = Some(format!(
+                    "attempt {} succeeded but its pods are gone with their result; attempt {next} \
+                     reads the committed result from storage",
+                    job.attempt
+                ));
+                running += 1;
+                candidates.push((entries.len(), next));
+                decision.events.push(StageEvent::Retrying {
+                    stage: stage.id.clone(),
+                    job: job.name.clone(),
+                    message: entry.message.clone().unwrap_or_default(),
+                });
+            }
             JobState::Succeeded => {
                 let summary = results::combined_summary(&job.results);
                 entry.phase = StagePhase::Succeeded;

@@ -554,3 +554,36 @@ maxParallelStages: 8
     assert_eq!(serde_json::to_value(&back).expect("serializes"), json);
     assert_eq!(run(&plan, &back, &jobs, 1).status, back);
 }
+
+#[test]
+fn a_result_lost_with_its_pods_is_read_by_one_more_attempt() {
+    let plan = test_plan(SPEC);
+    let mut lost = job(&plan, "import", 1, JobState::Succeeded);
+    lost.results.clear();
+    lost.pods = 0;
+    let d = run(&plan, &PruneDistillJobStatus::default(), &[lost.clone()], 1);
+    assert_eq!(started(&d), ["import"]);
+    assert_eq!(d.start[0].attempt, 2);
+    let import = d
+        .status
+        .stages
+        .iter()
+        .find(|s| s.id == "import")
+        .expect("import");
+    assert_eq!(import.phase, StagePhase::Running);
+    assert!(import
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("pods are gone")));
+    // With its pod still there (no termination message written), it is recorded as before.
+    let mut silent = lost;
+    silent.pods = 1;
+    let d = run(&plan, &PruneDistillJobStatus::default(), &[silent], 1);
+    let import = d
+        .status
+        .stages
+        .iter()
+        .find(|s| s.id == "import")
+        .expect("import");
+    assert_eq!(import.phase, StagePhase::Succeeded);
+}

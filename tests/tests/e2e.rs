@@ -494,6 +494,11 @@ async fn e2e_operator_restart_and_a_deleted_pod_rerun_nothing_finished() {
         jobs_after.len()
     );
     assert!(condition_true(&done, CONDITION_READY), "not Ready");
+    // Every stage's result was read, also that of the stage whose pod was deleted.
+    for st in done.status.iter().flat_map(|s| s.stages.iter()) {
+        let m = st.message.as_deref().unwrap_or_default();
+        assert!(!m.contains("left no stage result"), "{}: {m}", st.id);
+    }
     // Finished stages kept their completion: none ran again.
     let done_after = succeeded(&done);
     for (stage, completed) in &done_before {
