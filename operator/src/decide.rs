@@ -149,6 +149,23 @@ impl Decision {
     }
 }
 
+/// Marks `entry` Running again for the next attempt after `job`, with `message`; returns the
+/// `Retrying` event. The caller counts the slot and queues the attempt.
+fn retry(
+    entry: &mut StageStatus,
+    stage: &StageId,
+    job: &ObservedJob,
+    message: String,
+) -> StageEvent {
+    entry.phase = StagePhase::Running;
+    entry.message = Some(message.clone());
+    StageEvent::Retrying {
+        stage: stage.clone(),
+        job: job.name.clone(),
+        message,
+    }
+}
+
 /// Decides the next status and actions. Pure: equal inputs give equal outputs.
 pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let plan = inputs.plan;
@@ -253,20 +270,17 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
                 // Its pods, and with them the result in their termination messages, are gone
                 // before the result was read (a pod deleted while it finished). The artifact is
                 // committed: one more attempt reads its result from storage at once.
-                let next = job.attempt + 1;
-                entry.phase = StagePhase::Running;
-                entry.message = Some(format!(
-                    "attempt {} succeeded but its pods are gone with their result; attempt {next} \
+                let message = format!(
+                    "attempt {} succeeded but its pods are gone with their result; attempt {} \
                      reads the committed result from storage",
-                    job.attempt
-                ));
+                    job.attempt,
+                    job.attempt + 1
+                );
                 running += 1;
-                candidates.push((entries.len(), next));
-                decision.events.push(StageEvent::Retrying {
-                    stage: stage.id.clone(),
-                    job: job.name.clone(),
-                    message: entry.message.clone().unwrap_or_default(),
-                });
+                candidates.push((entries.len(), job.attempt + 1));
+                decision
+                    .events
+                    .push(retry(&mut entry, &stage.id, job, message));
             }
             JobState::Succeeded => {
                 let summary = results::combined_summary(&job.results);
@@ -300,19 +314,15 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
             JobState::Failed { reason } => {
                 let why = failure_message(reason, &job.results);
                 if job.attempt < inputs.max_attempts {
-                    let next = job.attempt + 1;
-                    entry.phase = StagePhase::Running;
-                    entry.message = Some(format!(
+                    let message = format!(
                         "attempt {} of {} failed: {why}; retrying",
                         job.attempt, inputs.max_attempts
-                    ));
+                    );
                     running += 1;
-                    candidates.push((entries.len(), next));
-                    decision.events.push(StageEvent::Retrying {
-                        stage: stage.id.clone(),
-                        job: job.name.clone(),
-                        message: entry.message.clone().unwrap_or_default(),
-                    });
+                    candidates.push((entries.len(), job.attempt + 1));
+                    decision
+                        .events
+                        .push(retry(&mut entry, &stage.id, job, message));
                 } else {
                     let at = job
                         .completion_time

@@ -48,6 +48,30 @@ fn quickstart(namespace: &str, name: &str, storage_uri: &str) -> PruneDistillJob
     serde_json::from_value(v).expect("quickstart is a PruneDistillJob")
 }
 
+/// The fake kubelet running real runner pods of `ns` one at a time until `stop`, with its work
+/// directory (kept alive by the caller).
+fn spawn_kubelet(
+    client: &kube::Client,
+    ns: &str,
+    stop: watch::Receiver<bool>,
+) -> (
+    tokio::task::JoinHandle<
+        Result<Vec<pruneforge_tests::kubelet::PodRun>, pruneforge_tests::kubelet::KubeletError>,
+    >,
+    tempfile::TempDir,
+) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let config = KubeletConfig {
+        runner_bin: env::runner_bin(),
+        data_dir: env::data_dir(),
+        work_dir: work.path().to_path_buf(),
+        parallel: 1,
+        poll: Duration::from_millis(500),
+    };
+    let task = tokio::spawn(FakeKubelet::new(client.clone(), ns, config).run(stop));
+    (task, work)
+}
+
 fn summary(obj: &PruneDistillJob) -> String {
     let Some(s) = &obj.status else {
         return "no status".into();
@@ -86,19 +110,7 @@ async fn e2e_quickstart_reaches_ready() {
     let op = tokio::spawn(operator.run(async move {
         let _ = op_stop.wait_for(|s| *s).await;
     }));
-    let kubelet = env::fake_kubelet().then(|| {
-        let work = tempfile::tempdir().expect("tempdir");
-        let config = KubeletConfig {
-            runner_bin: env::runner_bin(),
-            data_dir: env::data_dir(),
-            work_dir: work.path().to_path_buf(),
-            parallel: 1,
-            poll: Duration::from_millis(500),
-        };
-        let task =
-            tokio::spawn(FakeKubelet::new(client.clone(), ns.clone(), config).run(stop_rx.clone()));
-        (task, work)
-    });
+    let kubelet = env::fake_kubelet().then(|| spawn_kubelet(&client, &ns, stop_rx.clone()));
 
     let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
     let job = quickstart(&ns, "quickstart", &storage_uri);
@@ -341,16 +353,7 @@ async fn e2e_operator_restart_and_a_deleted_pod_rerun_nothing_finished() {
         }))
     };
     let (kubelet_stop_tx, kubelet_stop_rx) = watch::channel(false);
-    let work = tempfile::tempdir().expect("tempdir");
-    let config = KubeletConfig {
-        runner_bin: env::runner_bin(),
-        data_dir: env::data_dir(),
-        work_dir: work.path().to_path_buf(),
-        parallel: 1,
-        poll: Duration::from_millis(500),
-    };
-    let kubelet =
-        tokio::spawn(FakeKubelet::new(client.clone(), ns.clone(), config).run(kubelet_stop_rx));
+    let (kubelet, _work) = spawn_kubelet(&client, &ns, kubelet_stop_rx);
 
     let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &ns);

@@ -71,12 +71,7 @@ impl ResumeStore {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(DEFAULT_SAVE_INTERVAL, Duration::from_secs);
-        Ok(Some(ResumeStore {
-            store: artifact.store,
-            prefix,
-            interval,
-            last_save: Mutex::new(Some(Instant::now())),
-        }))
+        Ok(Some(ResumeStore::at(artifact.store, &prefix, interval)))
     }
 
     /// The storage key of `sub` under this stage's resume prefix.
