@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::Args;
-use pruneforge::stages::score::{self, CalibrationData, Packing, ScoreMetric, ScoreParams};
+use pruneforge::stages::score::{
+    self, Aggregation, CalibrationData, Packing, Reduce, ScoreMetric, ScoreParams,
+};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -53,8 +55,26 @@ pub struct ScoreArgs {
     /// Metric perplexity: measure only the k best blocks (by all-token angular distance) per size.
     #[arg(long)]
     pub perplexity_top_k: Option<usize>,
+    /// Also score width (MLP neurons, attention heads, embedding channels; Minitron), written
+    /// to width_importance.safetensors for `pruneforge prune --intermediate-size …`.
+    #[arg(long)]
+    pub width: bool,
+    /// Width importance: aggregation of |activation| over a sequence's tokens (mean or l2).
+    #[arg(long, default_value = "mean", value_parser = parse_reduce, requires = "width")]
+    pub width_sequence: Reduce,
+    /// Width importance: aggregation over sequences (l2 or mean).
+    #[arg(long, default_value = "l2", value_parser = parse_reduce, requires = "width")]
+    pub width_batch: Reduce,
     #[command(flatten)]
     pub device: super::generate::DeviceArgs,
+}
+
+fn parse_reduce(s: &str) -> Result<Reduce, String> {
+    match s {
+        "mean" => Ok(Reduce::Mean),
+        "l2" => Ok(Reduce::L2),
+        other => Err(format!("unknown aggregation `{other}` (valid: mean, l2)")),
+    }
 }
 
 fn parse_packing(s: &str) -> Result<Packing, String> {
@@ -88,6 +108,10 @@ impl ScoreArgs {
             include_last_layer: self.include_last_layer,
             batch_size: self.batch_size,
             perplexity_top_k: self.perplexity_top_k,
+            width: self.width.then_some(Aggregation {
+                sequence: self.width_sequence,
+                batch: self.width_batch,
+            }),
         }
     }
 }

@@ -303,6 +303,13 @@ impl ModelConfig {
             self.num_key_value_heads.into(),
         );
         m.insert("vocab_size".into(), self.vocab_size.into());
+        // Width pruning can leave `hidden_size / num_attention_heads != head_dim`.
+        let derived = (self.num_attention_heads > 0
+            && self.hidden_size % self.num_attention_heads == 0)
+            .then(|| self.hidden_size / self.num_attention_heads);
+        if m.contains_key("head_dim") || derived != Some(self.head_dim) {
+            m.insert("head_dim".into(), self.head_dim.into());
+        }
         m.insert(
             "tie_word_embeddings".into(),
             self.tie_word_embeddings.into(),

@@ -19,6 +19,26 @@ pub struct DecoderLayer {
     pub down_proj: FusedLinear,
 }
 
+/// A point inside a decoder layer whose activations an observer can read (activation
+/// importance for width pruning, Minitron): each is `[b, t, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// Output of `input_layernorm` (width `hidden_size`).
+    InputNorm,
+    /// Attention output entering `o_proj` (width `num_attention_heads * head_dim`).
+    AttnOut,
+    /// Output of `post_attention_layernorm` (width `hidden_size`).
+    PostAttnNorm,
+    /// SwiGLU activation entering `down_proj` (width `intermediate_size`).
+    MlpAct,
+}
+
+/// Reads activations at each [`Site`] of a layer during an inference forward pass.
+pub type Observer<'a> = &'a mut dyn FnMut(Site, &Tensor) -> Result<()>;
+
+/// Reads activations at each [`Site`] of every layer (the layer's index first).
+pub type ModelObserver<'a> = &'a mut dyn FnMut(usize, Site, &Tensor) -> Result<()>;
+
 /// How attention reads and stores keys and values for one layer.
 pub enum AttnIo<'a> {
     /// Fused CPU path: keys/values go to `kv` at row `rows[b]`, positions `starts[b] + t`.
@@ -46,6 +66,22 @@ impl DecoderLayer {
         io: AttnIo<'_>,
         train: bool,
     ) -> Result<Tensor> {
+        self.forward_observed(x, cfg, io, train, None)
+    }
+
+    /// [`DecoderLayer::forward`], handing the activations at every [`Site`] to `observer`.
+    pub fn forward_observed(
+        &self,
+        x: &Tensor,
+        cfg: &ModelConfig,
+        io: AttnIo<'_>,
+        train: bool,
+        mut observer: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
+        let mut observe = |site: Site, t: &Tensor| match observer.as_mut() {
+            Some(f) => f(site, t),
+            None => Ok(()),
+        };
         let eps = cfg.rms_norm_eps;
         let fused = matches!(io, AttnIo::Fused { .. });
         let h = if fused {
@@ -55,7 +91,9 @@ impl DecoderLayer {
         } else {
             ops::rms_norm_infer(x, &self.input_layernorm, eps)?
         };
+        observe(Site::InputNorm, &h)?;
         let attn = self.attention(&h, cfg, io, train)?;
+        observe(Site::AttnOut, &attn)?;
         let x = (x + self.o_proj.forward(&attn, train)?)?;
         let h = if fused {
             kernels::rms_norm::rms_norm(&x, &self.post_attention_layernorm, eps as f32)?
@@ -64,6 +102,7 @@ impl DecoderLayer {
         } else {
             ops::rms_norm_infer(&x, &self.post_attention_layernorm, eps)?
         };
+        observe(Site::PostAttnNorm, &h)?;
         let gu = self.gate_up.forward(&h, train)?;
         let act = if fused {
             kernels::swiglu::swiglu(&gu, cfg.intermediate_size)?
@@ -74,6 +113,7 @@ impl DecoderLayer {
                 &gu.narrow(D::Minus1, inter, inter)?,
             )?
         };
+        observe(Site::MlpAct, &act)?;
         x + self.down_proj.forward(&act, train)?
     }
 

@@ -7,7 +7,7 @@ use super::error::{ModelError, Result};
 use super::kernels;
 use super::kv_buffer::KvBuffer;
 use super::kv_cache::KvCache;
-use super::layer::{AttnIo, DecoderLayer};
+use super::layer::{AttnIo, DecoderLayer, ModelObserver, Observer, Site};
 use super::linear::{matmul_t, FusedLinear, LoraAdapter};
 use super::ops;
 use super::rope::RotaryTable;
@@ -63,6 +63,21 @@ pub struct ForwardOptions {
 pub trait WeightSource {
     fn tensor(&mut self, name: &str) -> Result<Tensor>;
     fn contains(&self, name: &str) -> bool;
+}
+
+/// Weights already in memory, by HF name (each taken once).
+impl WeightSource for std::collections::HashMap<String, Tensor> {
+    fn tensor(&mut self, name: &str) -> Result<Tensor> {
+        self.remove(name).ok_or_else(|| ModelError::Tensor {
+            file: "weights in memory".into(),
+            name: name.into(),
+            reason: "missing".into(),
+        })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
 }
 
 impl Llama {
@@ -298,6 +313,23 @@ impl Llama {
     /// Full-sequence forward (no cache). `tokens`: `[b, t]` u32, right-padded batches are fine
     /// (attention is causal, so padding never influences real positions).
     pub fn forward(&self, tokens: &Tensor, opts: ForwardOptions) -> Result<ForwardOutput> {
+        self.forward_observed(tokens, opts, None)
+    }
+
+    /// [`Llama::forward`] that also hands the activations inside every layer (`Site`) to
+    /// `observer` with the layer's index. Inference only: an observer with `opts.train` is an
+    /// error.
+    pub fn forward_observed(
+        &self,
+        tokens: &Tensor,
+        opts: ForwardOptions,
+        mut observer: Option<ModelObserver<'_>>,
+    ) -> Result<ForwardOutput> {
+        if observer.is_some() && opts.train {
+            return Err(ModelError::Input(
+                "activations can be observed in inference passes only".into(),
+            ));
+        }
         self.check_tokens(tokens)?;
         let (b, t) = tokens.dims2()?;
         let mut x = self.embed(tokens)?;
@@ -308,7 +340,7 @@ impl Llama {
             let mut kv = KvBuffer::new(b, c.num_key_value_heads, t, c.head_dim);
             let rows: Vec<usize> = (0..b).collect();
             x = self.rope.with_tables(t, |tab| -> Result<Tensor> {
-                for layer in &self.layers {
+                for (i, layer) in self.layers.iter().enumerate() {
                     if opts.hidden_states {
                         hidden_states.push(x.clone());
                     }
@@ -319,7 +351,11 @@ impl Llama {
                         cos: &tab.cos,
                         sin: &tab.sin,
                     };
-                    x = layer.forward(&x, c, io, false)?;
+                    let mut at_layer = observer
+                        .as_mut()
+                        .map(|f| move |site: Site, a: &Tensor| f(i, site, a));
+                    let obs = at_layer.as_mut().map(|f| f as Observer<'_>);
+                    x = layer.forward_observed(&x, c, io, false, obs)?;
                 }
                 Ok(x)
             })?;
@@ -355,7 +391,7 @@ impl Llama {
         } else {
             let (cos, sin) = self.rope_tensors(&starts, t)?;
             let mask = ops::causal_mask(&starts, t, t, &self.device)?;
-            for layer in &self.layers {
+            for (i, layer) in self.layers.iter().enumerate() {
                 if opts.hidden_states {
                     hidden_states.push(x.clone());
                 }
@@ -365,7 +401,11 @@ impl Llama {
                     mask: &mask,
                     past: None,
                 };
-                x = layer.forward(&x, &self.config, io, opts.train)?;
+                let mut at_layer = observer
+                    .as_mut()
+                    .map(|f| move |site: Site, a: &Tensor| f(i, site, a));
+                let obs = at_layer.as_mut().map(|f| f as Observer<'_>);
+                x = layer.forward_observed(&x, &self.config, io, opts.train, obs)?;
             }
         }
         if opts.hidden_states {

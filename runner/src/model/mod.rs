@@ -20,4 +20,5 @@ pub mod train_kernels;
 pub use config::ModelConfig;
 pub use error::ModelError;
 pub use kv_cache::KvCache;
+pub use layer::Site;
 pub use llama::{ForwardOptions, ForwardOutput, Llama};

@@ -1,4 +1,9 @@
-//! Stage `prune`: removes layers from a model and writes the result as an HF directory.
+//! Stage `prune`: removes layers, channels or both from a model and writes the result as an
+//! HF directory.
+//!
+//! Width pruning ([`width`]) keeps the most important MLP neurons, KV groups and query heads,
+//! and embedding channels by the activation importance `score` wrote next to its
+//! `scores.json`; it is chosen on the full model and done before any depth pruning.
 //!
 //! Depth pruning drops a contiguous block `[start, start + n)`, either given explicitly or the
 //! block `score` chose for size `n` (read from its `scores.json`, which must have been computed
@@ -9,12 +14,18 @@
 use crate::loader::{open_model, save_hf_dir};
 use crate::model::ModelConfig;
 use crate::stages::score::digest::model_sha256;
-use crate::stages::score::{BlockChoice, ScoreMetric, ScoresFile, SCORES_FILE};
+use crate::stages::score::{
+    BlockChoice, ScoreMetric, ScoresFile, WidthImportance, SCORES_FILE, WIDTH_FILE,
+};
 use crate::stages::{Outcome, Result, StageContext, StageError};
 use crate::util::fs::write_json_atomic;
 use pruneforge_api::contract::{self, StageSummary};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+pub mod width;
+
+pub use width::{prune_width, Size, WidthShapeChange, WidthTargets};
 
 pub const PRUNE_FILE: &str = "prune.json";
 /// The pruned model's directory inside the output directory.
@@ -22,8 +33,8 @@ pub const MODEL_DIR: &str = "model";
 /// Context length at which FLOPs per token are reported unless told otherwise.
 pub const DEFAULT_FLOPS_CONTEXT: usize = 128;
 
-/// How to shrink the model. Only depth pruning exists so far; width pruning (heads, MLP
-/// channels) will be another variant.
+/// How to shrink the model: depth (a block of layers), width (neurons, heads, embedding
+/// channels; Minitron) or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PruneMethod {
@@ -34,6 +45,35 @@ pub enum PruneMethod {
         start: Option<usize>,
         n: usize,
     },
+    /// Keep the most important channels by the width importance `score` wrote next to
+    /// `scores.json`.
+    Width { width: WidthTargets },
+    /// Width pruning (chosen on the full model), then depth pruning.
+    DepthWidth {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<usize>,
+        n: usize,
+        width: WidthTargets,
+    },
+}
+
+impl PruneMethod {
+    /// The layer block `(start, n)` asked for, if any.
+    fn depth(&self) -> Option<(Option<usize>, usize)> {
+        match self {
+            PruneMethod::Depth { start, n } | PruneMethod::DepthWidth { start, n, .. } => {
+                Some((*start, *n))
+            }
+            PruneMethod::Width { .. } => None,
+        }
+    }
+
+    fn width(&self) -> Option<&WidthTargets> {
+        match self {
+            PruneMethod::Width { width } | PruneMethod::DepthWidth { width, .. } => Some(width),
+            PruneMethod::Depth { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +106,8 @@ impl PruneParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "from", rename_all = "snake_case")]
 pub enum Selection {
+    /// No layer was removed (width pruning only).
+    None,
     /// `start` was given.
     Explicit,
     /// Chosen by `score`.
@@ -99,25 +141,26 @@ pub struct PruneReport {
     pub params_ratio: f64,
     /// `flops_per_token_after / flops_per_token_before`.
     pub flops_ratio: f64,
+    /// The widths before and after, when width pruning ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<WidthShapeChange>,
 }
 
 /// Resolves the block `(start, n)` to remove.
 fn resolve_block(
-    method: &PruneMethod,
+    (start, n): (Option<usize>, usize),
     scores_path: Option<&Path>,
     model_sha: &str,
     layers: usize,
     allow_mismatch: bool,
 ) -> Result<(usize, usize, Selection)> {
-    let PruneMethod::Depth { start, n } = method;
-    let n = *n;
     if n == 0 || n >= layers {
         return Err(StageError::Input(format!(
             "cannot remove {n} layers from a model of {layers}: n must be 1..={}",
             layers.saturating_sub(1)
         )));
     }
-    if let Some(start) = *start {
+    if let Some(start) = start {
         if start + n > layers {
             return Err(StageError::Input(format!(
                 "block {start}..={} does not fit a model of {layers} layers (0..={})",
@@ -170,6 +213,39 @@ fn resolve_block(
     ))
 }
 
+/// The width importance `score` wrote next to `scores` (its `scores.json`), checked against
+/// the model's digest.
+fn read_width_importance(
+    scores: Option<&Path>,
+    model_sha: &str,
+    allow_mismatch: bool,
+) -> Result<WidthImportance> {
+    let dir = scores.and_then(Path::parent).ok_or_else(|| {
+        StageError::Input(
+            "width pruning needs the output of `pruneforge score --width` (give its scores.json; the width importance lies next to it)".into(),
+        )
+    })?;
+    let path = dir.join(WIDTH_FILE);
+    if !path.exists() {
+        return Err(StageError::Input(format!(
+            "{} is missing: run `score` with width importance (`--width`) to prune width",
+            path.display()
+        )));
+    }
+    let importance = WidthImportance::read(&path)?;
+    if importance.model_sha256 != model_sha {
+        if !allow_mismatch {
+            return Err(StageError::Input(format!(
+                "{} was computed on other weights (model sha256 {} vs {model_sha}); re-run `score` on this model or set allow_model_mismatch",
+                path.display(),
+                importance.model_sha256
+            )));
+        }
+        tracing::warn!(importance = %path.display(), "pruning with width importance of other weights");
+    }
+    Ok(importance)
+}
+
 /// Prunes the model at `model_path` (HF directory or .gguf). `scores` is the `scores.json` of
 /// `score` (needed when the method has no explicit start).
 pub fn run(
@@ -189,14 +265,25 @@ pub fn run(
     let sha = model_sha256(&hf.dir)?;
     let before: ModelConfig = hf.model.config.clone();
     let layers = hf.model.num_layers();
-    let (start, n, selection) = resolve_block(
-        &params.method,
-        scores,
-        &sha,
-        layers,
-        params.allow_model_mismatch,
-    )?;
-    hf.model.remove_layers(start, n)?;
+    let block = params
+        .method
+        .depth()
+        .map(|d| resolve_block(d, scores, &sha, layers, params.allow_model_mismatch))
+        .transpose()?;
+    let width = match params.method.width() {
+        Some(targets) => {
+            let importance = read_width_importance(scores, &sha, params.allow_model_mismatch)?;
+            Some(prune_width(&mut hf.model, &importance, targets)?)
+        }
+        None => None,
+    };
+    let (removed, selection) = match block {
+        Some((start, n, selection)) => {
+            hf.model.remove_layers(start, n)?;
+            ((start..start + n).collect(), selection)
+        }
+        None => (Vec::new(), Selection::None),
+    };
     let after = &hf.model.config;
     save_hf_dir(&hf.model, &hf.tokenizer, &target, hf.stored_dtype)?;
     let (pb, pa) = (before.parameter_count(), after.parameter_count());
@@ -204,12 +291,21 @@ pub fn run(
         before.flops_per_token(params.flops_context),
         after.flops_per_token(params.flops_context),
     );
-    let report = PruneReport {
-        method: PruneMethod::Depth {
+    let method = match (&params.method, removed.first()) {
+        (PruneMethod::Depth { n, .. }, Some(&start)) => PruneMethod::Depth {
             start: Some(start),
-            n,
+            n: *n,
         },
-        removed_layers: (start..start + n).collect(),
+        (PruneMethod::DepthWidth { n, width, .. }, Some(&start)) => PruneMethod::DepthWidth {
+            start: Some(start),
+            n: *n,
+            width: width.clone(),
+        },
+        (other, _) => other.clone(),
+    };
+    let report = PruneReport {
+        method,
+        removed_layers: removed,
         selection,
         source_model: model_path.display().to_string(),
         source_model_sha256: sha,
@@ -223,6 +319,7 @@ pub fn run(
         flops_per_token_after: fa,
         params_ratio: pa as f64 / pb.max(1) as f64,
         flops_ratio: fa as f64 / fb.max(1) as f64,
+        width,
     };
     let path = out_dir.join(PRUNE_FILE);
     write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;
@@ -282,5 +379,14 @@ mod tests {
         );
         assert_eq!(p.flops_context, 2048);
         assert!(serde_json::from_str::<PruneParams>(r#"{"method": {"kind": "width"}}"#).is_err());
+        let p: PruneParams = serde_json::from_str(
+            r#"{"method": {"kind": "depth_width", "n": 2, "width": {"hidden_size": "90%"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.method.depth(), Some((None, 2)));
+        assert_eq!(
+            p.method.width().and_then(|w| w.hidden_size.clone()),
+            Some(Size::Percent("90%".into()))
+        );
     }
 }

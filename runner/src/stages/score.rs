@@ -18,19 +18,22 @@ pub mod heatmap;
 pub mod perplexity;
 pub mod scores_file;
 pub mod token_rows;
+pub mod width;
 
 pub use calibration::{CalibrationData, Packing};
 pub use choose::{BlockChoice, LayerLimits};
 pub use pruneforge_api::spec::ScoreMetric;
 pub use scores_file::{ScoresFile, HEATMAP_FILE, SCORES_FILE, SCORES_FORMAT};
 pub use token_rows::TokenRows;
+pub use width::{Aggregation, Reduce, WidthAccumulator, WidthImportance, WIDTH_FILE};
 
 use crate::device::Compute;
-use crate::model::{ForwardOptions, Llama};
+use crate::model::{ForwardOptions, Llama, Site};
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, StageContext, StageError};
 use crate::util::fs::{write_atomic, write_json_atomic};
 use angular::{AngularAccumulator, AngularScores};
+use candle_core::Tensor;
 use perplexity::{check_vocab, BlockPerplexities, BlockPerplexity};
 use pruneforge_api::contract::{self, StageSummary};
 use scores_file::{BlockSizeScores, ScoredData, ScoredModel, Throughput};
@@ -66,6 +69,10 @@ pub struct ScoreParams {
     /// all-token angular distance (a second pass); `None` = every allowed block (in the
     /// scoring pass itself).
     pub perplexity_top_k: Option<usize>,
+    /// Also compute activation importance for width pruning (MLP neurons, heads, embedding
+    /// channels) with this aggregation, written to [`WIDTH_FILE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<Aggregation>,
 }
 
 impl Default for ScoreParams {
@@ -80,6 +87,7 @@ impl Default for ScoreParams {
             include_last_layer: false,
             batch_size: 16,
             perplexity_top_k: None,
+            width: None,
         }
     }
 }
@@ -178,6 +186,26 @@ pub fn score_pass(
     batch_size: usize,
     perplexity_blocks: &[(usize, usize)],
 ) -> Result<ScorePass> {
+    score_pass_with_width(
+        model,
+        rows,
+        block_sizes,
+        batch_size,
+        perplexity_blocks,
+        None,
+    )
+}
+
+/// [`score_pass`] that also accumulates activation importance for width pruning into
+/// `width` when given (the same forward passes).
+pub fn score_pass_with_width(
+    model: &Llama,
+    rows: &TokenRows,
+    block_sizes: &[usize],
+    batch_size: usize,
+    perplexity_blocks: &[(usize, usize)],
+    mut width: Option<&mut WidthAccumulator>,
+) -> Result<ScorePass> {
     check_vocab(model, rows)?;
     let layers = model.num_layers();
     let mut angular = AngularAccumulator::new(layers, block_sizes);
@@ -189,13 +217,19 @@ pub fn score_pass(
         let range = start..(start + batch_size).min(rows.rows());
         let t0 = Instant::now();
         let (tokens, lengths) = rows.batch(range.clone(), model.device())?;
-        let out = model.forward(
-            &tokens,
-            ForwardOptions {
-                hidden_states: true,
-                train: false,
-            },
-        )?;
+        let opts = ForwardOptions {
+            hidden_states: true,
+            train: false,
+        };
+        let out = match width.as_deref_mut() {
+            Some(acc) => {
+                acc.begin_batch(&lengths);
+                let mut observe =
+                    |layer: usize, site: Site, a: &Tensor| acc.observe(layer, site, a);
+                model.forward_observed(&tokens, opts, Some(&mut observe))?
+            }
+            None => model.forward(&tokens, opts)?,
+        };
         angular.add_batch(&out.hidden_states, &lengths)?;
         seconds += t0.elapsed().as_secs_f64();
         if let Some(p) = &mut ppl {
@@ -273,7 +307,29 @@ pub fn run(
         } else {
             Vec::new()
         };
-    let pass = score_pass(model, &rows, &sizes, params.batch_size, &in_pass)?;
+    let mut width = params
+        .width
+        .map(|agg| WidthAccumulator::new(width::WidthShape::of(&model.config), agg));
+    let pass = score_pass_with_width(
+        model,
+        &rows,
+        &sizes,
+        params.batch_size,
+        &in_pass,
+        width.as_mut(),
+    )?;
+    let mut files = vec![SCORES_FILE.to_string(), HEATMAP_FILE.to_string()];
+    if let Some(acc) = width {
+        let mut importance = acc.finish()?;
+        importance.model_sha256 = model_sha256.clone();
+        importance.write(&out_dir.join(WIDTH_FILE))?;
+        files.push(WIDTH_FILE.into());
+        tracing::info!(
+            aggregation = ?importance.aggregation,
+            "width importance written to {}",
+            out_dir.join(WIDTH_FILE).display()
+        );
+    }
     let tokens = pass.angular.tokens;
     let tokens_per_s = tokens as f64 / pass.seconds.max(1e-9);
     tracing::info!(tokens, seconds = pass.seconds, tokens_per_s, "scoring pass");
@@ -329,7 +385,7 @@ pub fn run(
         tokens_per_s,
         metric: params.metric,
         blocks,
-        files: vec![SCORES_FILE.into(), HEATMAP_FILE.into()],
+        files,
     })
 }
 
