@@ -302,6 +302,11 @@ fn schema_violations_name_the_field() {
 fn cel_violations_name_the_field() {
     let cases: Vec<Case> = vec![
         (
+            vec![("/spec/pruning/blockSizes", json!([]))],
+            "spec.pruning.blockSizes",
+            "list at least one block size or width variant",
+        ),
+        (
             vec![("/spec/merge/models", json!(["sft"]))],
             "spec.merge.models",
             "spec.merge.models: slerp and nuslerp merge exactly 2 models",

@@ -92,6 +92,7 @@ fn summaries() -> Vec<StageSummary> {
             layers_after: 24,
             parameters_before: 134_515_008,
             parameters_after: 108_000_000,
+            width: None,
         }),
         StageSummary::Distill(DistillSummary {
             items: 32,

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use pruneforge_api::params::StageParams;
-use pruneforge_api::plan::{plan, Plan, PlanError, StageId, StageKind};
+use pruneforge_api::plan::{plan, Plan, PlanError, Shape, StageId, StageKind};
 use pruneforge_api::spec::{
     DataKind, DatasetFormat, DistillDataset, DraftModel, EvalTask, EvalTaskName, MergeMethod,
-    PruneDistillJobSpec, RecoveryMethod,
+    PruneDistillJobSpec, RecoveryMethod, WidthSize, WidthTargets, WidthVariant,
 };
 
 fn gsm8k() -> DistillDataset {
@@ -259,7 +259,7 @@ fn downstream_of_score_excludes_independent_stages() {
         assert!(!down.contains(id), "{id}");
     }
     assert_eq!(
-        p.dependents(&StageId::prune(6))
+        p.dependents(&StageId::prune(&Shape::depth(6)))
             .iter()
             .map(|s| s.to_string())
             .collect::<BTreeSet<_>>(),
@@ -1000,4 +1000,133 @@ fn control_seeds_repeat_the_sft_arm_with_another_seed() {
         plan(&same_seed).unwrap_err(),
         PlanError::ControlSeedIsTheArmSeed(same_seed.recovery.optimizer.seed)
     );
+}
+
+fn width(name: &str, block_size: Option<u32>, intermediate: &str) -> WidthVariant {
+    WidthVariant {
+        name: name.into(),
+        block_size,
+        targets: WidthTargets {
+            intermediate_size: Some(
+                intermediate
+                    .parse::<u32>()
+                    .map(WidthSize::Count)
+                    .unwrap_or_else(|_| WidthSize::Percent(intermediate.into())),
+            ),
+            ..WidthTargets::default()
+        },
+    }
+}
+
+#[test]
+fn width_variants_join_the_grid_and_leave_depth_keys_alone() {
+    let depth_only = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.pruning.widths = vec![width("mlp73", None, "73%"), width("mix", Some(3), "1332")];
+    let p = plan(&spec).unwrap();
+    let all = ids(&p);
+    for id in [
+        "prune-w-mlp73",
+        "prune-n3-w-mix",
+        "finetune-w-mlp73-sft",
+        "finetune-n3-w-mix-self-distill",
+        "merge-w-mlp73",
+        "eval-w-mlp73",
+        "eval-n3-w-mix-merged",
+        "speculate-n3-w-mix",
+    ] {
+        assert!(all.contains(id), "{id} missing from {all:?}");
+    }
+    // The score stage now also scores width (and block size 3): its key and everything
+    // downstream of it move; the stages that do not read the scores keep theirs.
+    let (a, b) = (keys(&depth_only), keys(&p));
+    assert_ne!(a["score"], b["score"]);
+    assert_eq!(a["import"], b["import"]);
+    assert_eq!(a["distill-gsm8k"], b["distill-gsm8k"]);
+    assert_eq!(a["eval-base"], b["eval-base"]);
+    let score = p
+        .stages()
+        .iter()
+        .find(|s| s.id.as_str() == "score")
+        .unwrap();
+    let StageParams::Score(sp) = &score.params else {
+        panic!("score params")
+    };
+    assert_eq!(sp.block_sizes, vec![3, 4, 6]);
+    assert!(sp.width.is_some());
+    // The width prune stages read the scores and carry their targets; the combined one also
+    // removes a block.
+    let prune = |id: &str| {
+        let s = p.stages().iter().find(|s| s.id.as_str() == id).unwrap();
+        assert!(s.inputs.contains_key("scores"), "{id}");
+        match &s.params {
+            StageParams::Prune(pp) => pp.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let w = prune("prune-w-mlp73");
+    assert_eq!(
+        (w.block_size, w.width_variant.as_deref()),
+        (0, Some("mlp73"))
+    );
+    let m = prune("prune-n3-w-mix");
+    assert_eq!(m.block_size, 3);
+    assert_eq!(
+        m.width.and_then(|t| t.intermediate_size),
+        Some(WidthSize::Count(1332))
+    );
+    // A variant's name is not part of any key: renaming it reuses every artifact.
+    let mut renamed = spec.clone();
+    renamed.pruning.widths[0].name = "other".into();
+    let r = plan(&renamed).unwrap();
+    let kr = keys(&r);
+    assert_eq!(b["prune-w-mlp73"], kr["prune-w-other"]);
+    assert_eq!(b["eval-w-mlp73-sft"], kr["eval-w-other-sft"]);
+    // A width-only job needs no block size.
+    let mut only = full_spec();
+    only.pruning.block_sizes.clear();
+    only.pruning.widths = vec![width("mlp73", None, "73%")];
+    let o = plan(&only).unwrap();
+    assert!(ids(&o)
+        .iter()
+        .all(|id| !id.contains("-n4") && !id.contains("-n6")));
+    let StageParams::Score(sp) = &o.stages()[1].params else {
+        panic!("score params")
+    };
+    assert!(sp.block_sizes.is_empty());
+}
+
+#[test]
+fn invalid_width_variants_are_rejected_with_the_entry_named() {
+    let cases: Vec<(WidthVariant, &str)> = vec![
+        (width("Bad_Name", None, "50%"), "name"),
+        (width("x", Some(0), "50%"), "blockSize"),
+        (width("x", None, "150%"), "intermediateSize"),
+        (width("merged", None, "50%"), "merged"),
+        (
+            WidthVariant {
+                name: "empty".into(),
+                block_size: None,
+                targets: WidthTargets::default(),
+            },
+            "no target width",
+        ),
+    ];
+    for (variant, needle) in cases {
+        let mut spec = full_spec();
+        spec.pruning.widths = vec![variant];
+        let e = plan(&spec).unwrap_err();
+        assert!(
+            matches!(e, PlanError::InvalidWidthVariant { index: 0, .. }),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+    let mut spec = full_spec();
+    spec.pruning.widths = vec![width("a", None, "50%"), width("a", Some(2), "60%")];
+    let e = plan(&spec).unwrap_err().to_string();
+    assert!(e.contains("widths[1]") && e.contains("twice"), "{e}");
+    let mut spec = full_spec();
+    spec.pruning.block_sizes.clear();
+    assert_eq!(plan(&spec).unwrap_err(), PlanError::NoBlockSizes);
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use pruneforge_api::contract::{StageResult, StageSummary};
 use pruneforge_api::params::StageParams;
-use pruneforge_api::plan::variant;
+use pruneforge_api::plan::{variant, Shape};
 use pruneforge_api::spec::DraftModel;
 use pruneforge_api::status::{
     BestRecovery, EvaluationStatus, LayerScoreStatus, ModelArtifactStatus, PruneDistillJobStatus,
@@ -82,8 +82,9 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
         (StageParams::Prune(p), StageSummary::Prune(_)) => upsert(
             &mut status.pruned_models,
             ModelArtifactStatus {
-                variant: variant::pruned(p.block_size),
+                variant: variant::pruned(&p.shape()),
                 block_size: p.block_size,
+                width: p.width_variant.clone(),
                 method: None,
                 uri: artifact("model"),
                 summary: Some(line),
@@ -92,8 +93,9 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
         (StageParams::Finetune(p), StageSummary::Finetune(_)) => upsert(
             &mut status.adapters,
             ModelArtifactStatus {
-                variant: variant::finetuned(p.block_size, p.method),
+                variant: variant::finetuned(&p.shape(), p.method),
                 block_size: p.block_size,
+                width: p.width_variant.clone(),
                 method: Some(p.method.slug().to_string()),
                 uri: artifact("adapter"),
                 summary: Some(line),
@@ -102,8 +104,9 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
         (StageParams::Merge(p), StageSummary::Merge(_)) => upsert(
             &mut status.merged_models,
             ModelArtifactStatus {
-                variant: variant::merged(p.block_size),
+                variant: variant::merged(&p.shape()),
                 block_size: p.block_size,
+                width: p.width_variant.clone(),
                 method: None,
                 uri: artifact("model"),
                 summary: Some(line),
@@ -133,7 +136,7 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
             }
         }
         (StageParams::Speculate(p), StageSummary::Speculate(s)) => {
-            let name = speculative_variant(p.block_size, p.draft);
+            let name = speculative_variant(&p.shape(), p.draft);
             status.speculative.retain(|x| x.variant != name);
             let (Some(acceptance_rate), Some(mean_accepted_length), Some(speedup)) = (
                 finite(s.acceptance_rate),
@@ -186,10 +189,10 @@ pub fn eval_variant(id: &StageId) -> String {
 }
 
 /// Draft variant of speculative decoding: `n6` or `n6-merged`.
-pub fn speculative_variant(block_size: u32, draft: DraftModel) -> String {
+pub fn speculative_variant(shape: &Shape, draft: DraftModel) -> String {
     match draft {
-        DraftModel::Pruned => variant::pruned(block_size),
-        DraftModel::Merged => variant::merged(block_size),
+        DraftModel::Pruned => variant::pruned(shape),
+        DraftModel::Merged => variant::merged(shape),
     }
 }
 
@@ -198,7 +201,7 @@ mod producer {
     use super::*;
 
     pub fn pruned(m: &ModelArtifactStatus) -> StageId {
-        StageId::prune(m.block_size)
+        StageId::prune(&m.shape())
     }
 
     pub fn adapter(m: &ModelArtifactStatus) -> StageId {
@@ -207,7 +210,7 @@ mod producer {
     }
 
     pub fn merged(m: &ModelArtifactStatus) -> StageId {
-        StageId::merge(m.block_size)
+        StageId::merge(&m.shape())
     }
 
     pub fn evaluation(e: &EvaluationStatus) -> StageId {
@@ -215,14 +218,11 @@ mod producer {
     }
 
     pub fn speculative(s: &SpeculativeStatus) -> Option<StageId> {
-        let n: u32 = s
-            .variant
-            .strip_prefix('n')?
-            .split('-')
-            .next()?
-            .parse()
-            .ok()?;
-        Some(StageId::speculate(n))
+        // The variant is the draft's shape label, `-merged` appended for a merged draft (the
+        // planner keeps width names from ending so).
+        let label = s.variant.strip_suffix("-merged").unwrap_or(&s.variant);
+        (label.starts_with('n') || label.starts_with("w-"))
+            .then(|| StageId::from(format!("speculate-{label}").as_str()))
     }
 }
 
@@ -311,7 +311,7 @@ pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet
         .iter()
         .filter(|s| done.contains(&s.id))
         .filter_map(|s| match &s.params {
-            StageParams::Prune(p) => match p.start {
+            StageParams::Prune(p) if p.block_size > 0 => match p.start {
                 Some(start) => Some(format!("{}-{}", start, start + p.block_size - 1)),
                 None => status
                     .layer_scores

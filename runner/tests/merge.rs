@@ -1318,6 +1318,7 @@ fn stage_request_merges_task_vectors_against_the_pruned_input() {
     };
     let request = params::MergeParams {
         block_size: 1,
+        width_variant: None,
         method: MergeMethod::TaskArithmetic,
         t: 0.5,
         t_gradient: Vec::new(),

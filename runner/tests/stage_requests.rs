@@ -131,6 +131,7 @@ fn score_request_honours_calibration_offset_and_limit() {
         block_sizes: vec![1],
         exclude_first_layer: true,
         exclude_last_layer: true,
+        width: None,
     };
     let out = tmp.path().join("request");
     std::fs::create_dir_all(&out).unwrap();

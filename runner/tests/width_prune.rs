@@ -10,10 +10,10 @@ use common::*;
 use pruneforge::loader::load_hf_dir;
 use pruneforge::model::{ForwardOptions, ModelConfig};
 use pruneforge::resolve::Resolver;
-use pruneforge::stages::prune::{self, PruneMethod, PruneParams, Size, WidthTargets};
+use pruneforge::stages::prune::{self, PruneMethod, PruneParams, WidthSize, WidthTargets};
 use pruneforge::stages::score::calibration::CalibrationData;
 use pruneforge::stages::score::{
-    self, Aggregation, Reduce, ScoreParams, WidthImportance, SCORES_FILE, WIDTH_FILE,
+    self, Reduce, ScoreParams, WidthAggregation, WidthImportance, SCORES_FILE, WIDTH_FILE,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ fn ref_vec(name: &str) -> &'static [f64] {
 }
 
 /// Scores the embedded model on the reference's calibration rows with `aggregation`.
-fn scored(aggregation: Aggregation) -> PathBuf {
+fn scored(aggregation: WidthAggregation) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     let ids = reference_file();
     let params = ScoreParams {
@@ -83,7 +83,7 @@ fn scored(aggregation: Aggregation) -> PathBuf {
 
 fn default_scores() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| scored(Aggregation::default()))
+    DIR.get_or_init(|| scored(WidthAggregation::default()))
 }
 
 fn check_importance(w: &WidthImportance, tag: &str) {
@@ -125,7 +125,7 @@ fn importance_matches_pytorch_with_modelopt_aggregation() {
 
 #[test]
 fn importance_matches_pytorch_with_the_other_aggregation() {
-    let dir = scored(Aggregation {
+    let dir = scored(WidthAggregation {
         sequence: Reduce::L2,
         batch: Reduce::Mean,
     });
@@ -136,15 +136,15 @@ fn importance_matches_pytorch_with_the_other_aggregation() {
 fn targets(variant: &str) -> WidthTargets {
     match variant {
         "mlp_kv" => WidthTargets {
-            intermediate_size: Some(Size::Count(1152)),
-            num_key_value_heads: Some(Size::Count(2)),
+            intermediate_size: Some(WidthSize::Count(1152)),
+            num_key_value_heads: Some(WidthSize::Count(2)),
             ..WidthTargets::default()
         },
         "all" => WidthTargets {
-            intermediate_size: Some(Size::Percent("75%".into())),
-            num_key_value_heads: Some(Size::Count(2)),
-            heads_per_group: Some(Size::Count(2)),
-            hidden_size: Some(Size::Count(480)),
+            intermediate_size: Some(WidthSize::Percent("75%".into())),
+            num_key_value_heads: Some(WidthSize::Count(2)),
+            heads_per_group: Some(WidthSize::Count(2)),
+            hidden_size: Some(WidthSize::Count(480)),
         },
         other => panic!("no variant {other}"),
     }
@@ -272,7 +272,7 @@ fn depth_and_width_combine() {
         start: None,
         n: 2,
         width: WidthTargets {
-            intermediate_size: Some(Size::Percent("50%".into())),
+            intermediate_size: Some(WidthSize::Percent("50%".into())),
             ..WidthTargets::default()
         },
     };

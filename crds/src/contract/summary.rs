@@ -80,15 +80,25 @@ impl StageSummary {
                     blocks.join(", ")
                 )
             }
-            Self::Prune(s) => format!(
-                "dropped layers {}-{}: {} -> {} layers, {} -> {} parameters",
-                s.start,
-                s.end,
-                s.layers_before,
-                s.layers_after,
-                human_count(s.parameters_before),
-                human_count(s.parameters_after)
-            ),
+            Self::Prune(s) => {
+                let dropped = if s.block_size == 0 {
+                    "no layer dropped".to_string()
+                } else {
+                    format!("dropped layers {}-{}", s.start, s.end)
+                };
+                let width = s
+                    .width
+                    .as_deref()
+                    .map(|w| format!("; width {w}"))
+                    .unwrap_or_default();
+                format!(
+                    "{dropped}{width}: {} -> {} layers, {} -> {} parameters",
+                    s.layers_before,
+                    s.layers_after,
+                    human_count(s.parameters_before),
+                    human_count(s.parameters_after)
+                )
+            }
             Self::Distill(s) => format!(
                 "kept {}/{} rewrites ({:.1}%)",
                 s.kept,
@@ -222,6 +232,9 @@ pub struct PruneSummary {
     pub parameters_before: u64,
     /// Parameters after.
     pub parameters_after: u64,
+    /// The widths that changed, e.g. `intermediate 1536->1128` (width pruning only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<String>,
 }
 
 /// `distill`: how many rewrites passed the answer check.

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::plan::Shape;
+
 use crate::spec::{DistillDataset, LoraSpec, OptimizerSpec, RecoveryMethod, TrainingRecipe};
 
 /// `finetune`: LoRA on one pruned model with one recovery method. Inputs: `model` (the pruned
@@ -10,6 +12,10 @@ use crate::spec::{DistillDataset, LoraSpec, OptimizerSpec, RecoveryMethod, Train
 pub struct FinetuneParams {
     /// Block size of the pruned model.
     pub block_size: u32,
+    /// The width variant this stage belongs to (`spec.pruning.widths[].name`); absent for
+    /// depth-only variants. A name only: left out of the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_variant: Option<String>,
     /// The recovery method.
     pub method: RecoveryMethod,
     /// Data and loss weights of the method.
@@ -33,6 +39,14 @@ pub struct FinetuneParams {
 }
 
 impl FinetuneParams {
+    /// The pruned model this stage derives from.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            block_size: self.block_size,
+            width: self.width_variant.clone(),
+        }
+    }
+
     /// Serialized fields that steer execution but not the result; left out of the cache key.
     pub const EXECUTION_ONLY_FIELDS: &'static [&'static str] = &["checkpointEvery"];
 }

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::plan::Shape;
+
 use crate::spec::{MergeMethod, RecoveryMethod};
 
 /// `merge`: combine the fine-tuned models of one block size. Inputs: `base` (the pruned
@@ -15,6 +17,10 @@ use crate::spec::{MergeMethod, RecoveryMethod};
 pub struct MergeParams {
     /// Block size of the pruned models.
     pub block_size: u32,
+    /// The width variant this stage belongs to (`spec.pruning.widths[].name`); absent for
+    /// depth-only variants. A name only: left out of the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_variant: Option<String>,
     /// slerp, linear, nuslerp, task-arithmetic or ties.
     pub method: MergeMethod,
     /// Interpolation factor.
@@ -45,4 +51,14 @@ fn one() -> f64 {
 
 fn is_one(v: &f64) -> bool {
     *v == 1.0
+}
+
+impl MergeParams {
+    /// The pruned model this stage derives from.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            block_size: self.block_size,
+            width: self.width_variant.clone(),
+        }
+    }
 }

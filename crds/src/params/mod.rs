@@ -29,6 +29,10 @@ use crate::stage_kind::StageKind;
 /// [`ScoreParams::calibration_reads_records_differently`]).
 pub const CALIBRATION_RECORDS_FIELD: &str = "calibrationReadAsRecords";
 
+/// The name of a stage's width variant: names the stage, never enters its cache key (renaming
+/// a variant reuses its artifacts).
+pub const WIDTH_VARIANT_FIELD: &str = "widthVariant";
+
 /// Parameters of one stage, tagged by kind. Serialized as `{"kind": "...", "params": {...}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "params", rename_all = "kebab-case")]
@@ -81,6 +85,9 @@ impl StageParams {
         }
         // Plain structs of strings, numbers and lists always serialize.
         .unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = value.as_object_mut() {
+            obj.remove(WIDTH_VARIANT_FIELD);
+        }
         match (self, value.as_object_mut()) {
             (StageParams::Finetune(_), Some(obj)) => {
                 for field in FinetuneParams::EXECUTION_ONLY_FIELDS {

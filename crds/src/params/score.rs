@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::builtin::BuiltinDataset;
-use crate::spec::{CalibrationSpec, DatasetFormat, ScoreMetric};
+use crate::spec::{CalibrationSpec, DatasetFormat, ScoreMetric, WidthAggregation};
 
 /// `score`: layer importance on the calibration set for every block size; reports the best
 /// allowed block per size. Input `model`: the imported model.
@@ -18,6 +18,10 @@ pub struct ScoreParams {
     pub exclude_first_layer: bool,
     /// Never choose a block containing the last layer.
     pub exclude_last_layer: bool,
+    /// Also score width (activation importance) with this aggregation; set when the spec has
+    /// width variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<WidthAggregation>,
 }
 
 impl ScoreParams {

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::plan::Shape;
+
 use crate::spec::{DatasetRef, DraftModel};
 
 /// `speculate`: speculative decoding with the base model verifying a pruned draft. Inputs:
@@ -9,6 +11,10 @@ use crate::spec::{DatasetRef, DraftModel};
 pub struct SpeculateParams {
     /// Block size of the draft.
     pub block_size: u32,
+    /// The width variant this stage belongs to (`spec.pruning.widths[].name`); absent for
+    /// depth-only variants. A name only: left out of the cache key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_variant: Option<String>,
     /// pruned or merged.
     pub draft: DraftModel,
     /// Tokens proposed per step (k).
@@ -21,4 +27,14 @@ pub struct SpeculateParams {
     pub prompts: DatasetRef,
     /// Sampling seed.
     pub seed: u32,
+}
+
+impl SpeculateParams {
+    /// The pruned model this stage derives from.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            block_size: self.block_size,
+            width: self.width_variant.clone(),
+        }
+    }
 }

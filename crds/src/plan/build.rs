@@ -4,14 +4,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::id::variant;
 use super::key::{artifact_uri, cache_key};
-use super::{Plan, PlanError, StageId, StageInstance};
+use super::{Plan, PlanError, Shape, StageId, StageInstance};
 use crate::params::{
     DistillParams, EvalParams, FinetuneParams, ImportParams, MergeParams, PruneParams, ScoreParams,
     SpeculateParams, StageParams,
 };
 use crate::spec::{
     DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod,
-    ResolvedCompute, TrainingData,
+    ResolvedCompute, TrainingData, WidthVariant,
 };
 
 /// Builds the stage plan of a spec. Pure: equal specs give equal plans. Only the spec parts a
@@ -37,14 +37,33 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         stages: Vec::new(),
     };
 
-    let block_sizes: Vec<u32> = spec
+    // The pruned variants: one per depth block size, then one per width variant.
+    let mut shapes: Vec<(Shape, Option<&WidthVariant>)> = spec
         .pruning
         .block_sizes
         .iter()
         .copied()
         .collect::<BTreeSet<u32>>()
         .into_iter()
+        .map(|n| (Shape::depth(n), None))
         .collect();
+    for w in &spec.pruning.widths {
+        let shape = Shape {
+            block_size: w.block_size.unwrap_or(0),
+            width: Some(w.name.clone()),
+        };
+        shapes.push((shape, Some(w)));
+    }
+    // Every block size some variant removes, scored once.
+    let block_sizes: Vec<u32> = shapes
+        .iter()
+        .map(|(s, _)| s.block_size)
+        .filter(|&n| n > 0)
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect();
+    let width_importance = (!spec.pruning.widths.is_empty())
+        .then(|| spec.pruning.width_importance.unwrap_or_default());
     let trained: Vec<RecoveryMethod> = spec
         .recovery
         .methods
@@ -74,28 +93,33 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
             block_sizes: block_sizes.clone(),
             exclude_first_layer: spec.pruning.exclude_first_layer,
             exclude_last_layer: spec.pruning.exclude_last_layer,
+            width: width_importance,
         }),
         &[("model", &import)],
         1,
     );
 
-    // prune, one per block size
-    let mut pruned: BTreeMap<u32, StageId> = BTreeMap::new();
-    for &n in &block_sizes {
+    // prune, one per variant
+    let mut pruned: BTreeMap<Shape, StageId> = BTreeMap::new();
+    for (shape, width) in &shapes {
         let mut inputs = vec![("model", &import)];
-        if spec.pruning.start.is_none() {
+        if spec.pruning.start.is_none() || width.is_some() {
             inputs.push(("scores", &score));
         }
         let id = builder.add(
-            StageId::prune(n),
+            StageId::prune(shape),
             StageParams::Prune(PruneParams {
-                block_size: n,
-                start: spec.pruning.start,
+                block_size: shape.block_size,
+                start: (shape.block_size > 0)
+                    .then_some(spec.pruning.start)
+                    .flatten(),
+                width: width.map(|w| w.targets.clone()),
+                width_variant: shape.width.clone(),
             }),
             &inputs,
             1,
         );
-        pruned.insert(n, id);
+        pruned.insert(shape.clone(), id);
     }
 
     // distill, one per data set, only when some method trains on distilled answers
@@ -120,14 +144,14 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         }
     }
 
-    // finetune, one per block size and trained method
-    let mut finetuned: BTreeMap<(u32, RecoveryMethod), StageId> = BTreeMap::new();
-    for &n in &block_sizes {
+    // finetune, one per variant and trained method
+    let mut finetuned: BTreeMap<(Shape, RecoveryMethod), StageId> = BTreeMap::new();
+    for (shape, _) in &shapes {
         for &method in &trained {
             let Some(recipe) = method.recipe(spec.recovery.kd.ratio) else {
                 continue;
             };
-            let mut inputs: Vec<(&str, &StageId)> = vec![("model", &pruned[&n])];
+            let mut inputs: Vec<(&str, &StageId)> = vec![("model", &pruned[shape])];
             if recipe.needs_teacher() {
                 inputs.push(("teacher", &import));
             }
@@ -141,9 +165,10 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                 }
             };
             let id = builder.add(
-                StageId::finetune(n, method),
+                StageId::finetune(shape, method),
                 StageParams::Finetune(FinetuneParams {
-                    block_size: n,
+                    block_size: shape.block_size,
+                    width_variant: shape.width.clone(),
                     method,
                     recipe,
                     datasets,
@@ -158,16 +183,16 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                 &inputs,
                 1,
             );
-            finetuned.insert((n, method), id);
+            finetuned.insert((shape.clone(), method), id);
         }
     }
     // the noise-floor controls: the sft arm with other seeds
-    let mut controls: BTreeMap<(u32, u32), StageId> = BTreeMap::new();
-    for &n in &block_sizes {
+    let mut controls: BTreeMap<(Shape, u32), StageId> = BTreeMap::new();
+    for (shape, _) in &shapes {
         for &seed in &spec.recovery.control_seeds {
             // The sft arm's settings but for the seed (validated: sft is among the methods).
             let Some(StageParams::Finetune(mut params)) = finetuned
-                .get(&(n, RecoveryMethod::Sft))
+                .get(&(shape.clone(), RecoveryMethod::Sft))
                 .and_then(|sft| builder.params(sft))
                 .cloned()
             else {
@@ -175,30 +200,31 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
             };
             params.optimizer.seed = seed;
             let id = builder.add(
-                StageId::finetune_control(n, seed),
+                StageId::finetune_control(shape, seed),
                 StageParams::Finetune(params),
-                &[("model", &pruned[&n])],
+                &[("model", &pruned[shape])],
                 1,
             );
-            controls.insert((n, seed), id);
+            controls.insert((shape.clone(), seed), id);
         }
     }
 
-    // merge, one per block size
-    let mut merged: BTreeMap<u32, StageId> = BTreeMap::new();
+    // merge, one per variant
+    let mut merged: BTreeMap<Shape, StageId> = BTreeMap::new();
     if spec.merge.enabled {
-        for &n in &block_sizes {
+        for (shape, _) in &shapes {
             let names: Vec<String> = (0..spec.merge.models.len())
                 .map(|i| format!("model-{i}"))
                 .collect();
-            let mut inputs: Vec<(&str, &StageId)> = vec![("base", &pruned[&n])];
+            let mut inputs: Vec<(&str, &StageId)> = vec![("base", &pruned[shape])];
             for (name, method) in names.iter().zip(&spec.merge.models) {
-                inputs.push((name.as_str(), &finetuned[&(n, *method)]));
+                inputs.push((name.as_str(), &finetuned[&(shape.clone(), *method)]));
             }
             let id = builder.add(
-                StageId::merge(n),
+                StageId::merge(shape),
                 StageParams::Merge(MergeParams {
-                    block_size: n,
+                    block_size: shape.block_size,
+                    width_variant: shape.width.clone(),
                     method: spec.merge.method,
                     t: spec.merge.t,
                     t_gradient: spec.merge.t_gradient.clone(),
@@ -215,11 +241,11 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                 &inputs,
                 1,
             );
-            merged.insert(n, id);
+            merged.insert(shape.clone(), id);
         }
     }
 
-    // eval: base, then per block size the pruned, fine-tuned and merged models
+    // eval: base, then per variant the pruned, fine-tuned and merged models
     let mut tasks = spec.evaluation.tasks.clone();
     tasks.sort_by_key(|t| t.name);
     if let Some(preset) = spec.evaluation.preset {
@@ -243,21 +269,24 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         &[("model", &import)],
         1,
     );
-    for &n in &block_sizes {
+    for (shape, _) in &shapes {
         let mut models: Vec<(String, &StageId)> = Vec::new();
         if spec.recovery.methods.contains(&RecoveryMethod::None) {
-            models.push((variant::pruned(n), &pruned[&n]));
+            models.push((variant::pruned(shape), &pruned[shape]));
         }
         for &method in &trained {
-            models.push((variant::finetuned(n, method), &finetuned[&(n, method)]));
+            models.push((
+                variant::finetuned(shape, method),
+                &finetuned[&(shape.clone(), method)],
+            ));
         }
         for &seed in &spec.recovery.control_seeds {
-            if let Some(id) = controls.get(&(n, seed)) {
-                models.push((variant::control(n, seed), id));
+            if let Some(id) = controls.get(&(shape.clone(), seed)) {
+                models.push((variant::control(shape, seed), id));
             }
         }
-        if let Some(id) = merged.get(&n) {
-            models.push((variant::merged(n), id));
+        if let Some(id) = merged.get(shape) {
+            models.push((variant::merged(shape), id));
         }
         for (name, model) in models {
             // The base model's results give each variant its recovery %.
@@ -269,18 +298,19 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         }
     }
 
-    // speculate, one per block size
+    // speculate, one per variant
     if spec.speculative.enabled {
-        for &n in &block_sizes {
+        for (shape, _) in &shapes {
             let draft = match spec.speculative.draft {
-                DraftModel::Pruned => &pruned[&n],
-                DraftModel::Merged => &merged[&n],
+                DraftModel::Pruned => &pruned[shape],
+                DraftModel::Merged => &merged[shape],
             };
             let s = &spec.speculative;
             builder.add(
-                StageId::speculate(n),
+                StageId::speculate(shape),
                 StageParams::Speculate(SpeculateParams {
-                    block_size: n,
+                    block_size: shape.block_size,
+                    width_variant: shape.width.clone(),
                     draft: s.draft,
                     draft_tokens: s.draft_tokens,
                     max_new_tokens: s.max_new_tokens,
@@ -358,8 +388,38 @@ impl Builder {
 /// cluster; this keeps local runs (no apiserver) just as strict.
 fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     let sizes = &spec.pruning.block_sizes;
-    if sizes.is_empty() {
+    if sizes.is_empty() && spec.pruning.widths.is_empty() {
         return Err(PlanError::NoBlockSizes);
+    }
+    let mut width_names = BTreeSet::new();
+    for (index, w) in spec.pruning.widths.iter().enumerate() {
+        let invalid = |reason: String| PlanError::InvalidWidthVariant { index, reason };
+        if !is_label(&w.name, 20) {
+            return Err(invalid(format!(
+                "name {:?} must be 1-20 lowercase letters, digits or '-', starting and ending with a letter or digit",
+                w.name
+            )));
+        }
+        if w.name == "merged" || w.name.ends_with("-merged") {
+            return Err(invalid(format!(
+                "name {:?} must not end in `merged`, which names merged models",
+                w.name
+            )));
+        }
+        if !width_names.insert(w.name.as_str()) {
+            return Err(invalid(format!("name {:?} is used twice", w.name)));
+        }
+        if w.targets.is_empty() {
+            return Err(invalid(
+                "no target width; give intermediateSize, numKeyValueHeads, headsPerGroup or hiddenSize".into(),
+            ));
+        }
+        w.targets.check().map_err(invalid)?;
+        if w.block_size == Some(0) {
+            return Err(invalid(
+                "blockSize must be at least 1 (leave it out for width pruning only)".into(),
+            ));
+        }
     }
     let mut seen = BTreeSet::new();
     for &n in sizes {
@@ -544,10 +604,15 @@ const WEIGHT_SUM_EPS: f64 = 1e-8;
 
 /// 1-32 characters of `[a-z0-9-]`, starting and ending with a letter or digit.
 fn is_dataset_name(name: &str) -> bool {
+    is_label(name, 32)
+}
+
+/// 1-`max` lowercase letters, digits or `-`, not starting or ending with `-`.
+fn is_label(name: &str, max: usize) -> bool {
     let bytes = name.as_bytes();
     let ok_char = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
     !bytes.is_empty()
-        && bytes.len() <= 32
+        && bytes.len() <= max
         && bytes.iter().all(ok_char)
         && bytes.first() != Some(&b'-')
         && bytes.last() != Some(&b'-')

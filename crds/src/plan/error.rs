@@ -5,9 +5,17 @@ use crate::spec::{MergeMethod, RecoveryMethod};
 /// A spec the planner rejects. Each message names the field to fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// `pruning.blockSizes` is empty.
-    #[error("spec.pruning.blockSizes is empty; list at least one block size, e.g. [6]")]
+    /// `pruning.blockSizes` and `pruning.widths` are both empty.
+    #[error("spec.pruning.blockSizes is empty and there are no spec.pruning.widths; list at least one block size, e.g. [6], or a width variant")]
     NoBlockSizes,
+    /// A width variant the planner cannot use.
+    #[error("spec.pruning.widths[{index}]: {reason}")]
+    InvalidWidthVariant {
+        /// Position in `pruning.widths`.
+        index: usize,
+        /// What to fix.
+        reason: String,
+    },
     /// A block size of 0.
     #[error(
         "spec.pruning.blockSizes: block size 0 is not allowed; every block size must be at least 1"

@@ -6,10 +6,45 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::RecoveryMethod;
 
+/// Which pruned model a variant derives from: a block of `block_size` layers removed (0: none),
+/// a named width variant (`spec.pruning.widths`), or both. Its label names the variant: `n6`,
+/// `w-mlp75`, `n3-w-mix`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Shape {
+    pub block_size: u32,
+    pub width: Option<String>,
+}
+
+impl Shape {
+    /// Depth pruning only: `n<n>`.
+    pub fn depth(block_size: u32) -> Self {
+        Shape {
+            block_size,
+            width: None,
+        }
+    }
+
+    /// The label: `n<n>`, `w-<name>` or `n<n>-w-<name>`.
+    pub fn label(&self) -> String {
+        match (self.block_size, &self.width) {
+            (n, None) => format!("n{n}"),
+            (0, Some(w)) => format!("w-{w}"),
+            (n, Some(w)) => format!("n{n}-w-{w}"),
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
 /// Stable id of a stage instance within a plan, e.g. `import`, `score`, `prune-n6`,
 /// `distill-gsm8k`, `finetune-n6-self-distill`, `merge-n6`, `eval-base`, `eval-n6`,
-/// `eval-n6-sft`, `eval-n6-merged`, `speculate-n6`. Ids are lowercase DNS labels, so they can be
-/// part of Kubernetes object names.
+/// `eval-n6-sft`, `eval-n6-merged`, `speculate-n6`; width variants put their shape label where
+/// `n6` stands (`prune-w-mlp75`). Ids are lowercase DNS labels, so they can be part of
+/// Kubernetes object names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct StageId(String);
@@ -25,9 +60,9 @@ impl StageId {
         StageId("score".into())
     }
 
-    /// `prune-n<n>`.
-    pub fn prune(n: u32) -> Self {
-        StageId(format!("prune-n{n}"))
+    /// `prune-<shape>`.
+    pub fn prune(shape: &Shape) -> Self {
+        StageId(format!("prune-{shape}"))
     }
 
     /// `distill-<dataset name>`.
@@ -35,19 +70,19 @@ impl StageId {
         StageId(format!("distill-{dataset}"))
     }
 
-    /// `finetune-n<n>-<method slug>`.
-    pub fn finetune(n: u32, method: RecoveryMethod) -> Self {
-        StageId(format!("finetune-n{n}-{}", method.slug()))
+    /// `finetune-<shape>-<method slug>`.
+    pub fn finetune(shape: &Shape, method: RecoveryMethod) -> Self {
+        StageId(format!("finetune-{}", variant::finetuned(shape, method)))
     }
 
-    /// `finetune-n<n>-sft-seed<seed>`: the noise-floor control of the `sft` arm.
-    pub fn finetune_control(n: u32, seed: u32) -> Self {
-        StageId(format!("finetune-{}", variant::control(n, seed)))
+    /// `finetune-<shape>-sft-seed<seed>`: the noise-floor control of the `sft` arm.
+    pub fn finetune_control(shape: &Shape, seed: u32) -> Self {
+        StageId(format!("finetune-{}", variant::control(shape, seed)))
     }
 
-    /// `merge-n<n>`.
-    pub fn merge(n: u32) -> Self {
-        StageId(format!("merge-n{n}"))
+    /// `merge-<shape>`.
+    pub fn merge(shape: &Shape) -> Self {
+        StageId(format!("merge-{shape}"))
     }
 
     /// `eval-<variant>`, e.g. `eval-base`, `eval-n6`, `eval-n6-sft`, `eval-n6-merged`.
@@ -55,9 +90,9 @@ impl StageId {
         StageId(format!("eval-{variant}"))
     }
 
-    /// `speculate-n<n>`.
-    pub fn speculate(n: u32) -> Self {
-        StageId(format!("speculate-n{n}"))
+    /// `speculate-<shape>`.
+    pub fn speculate(shape: &Shape) -> Self {
+        StageId(format!("speculate-{shape}"))
     }
 
     /// The id as a string.
@@ -86,28 +121,29 @@ impl AsRef<str> for StageId {
 
 /// Variant names used in eval stage ids and in the status.
 pub mod variant {
+    use super::Shape;
     use crate::spec::RecoveryMethod;
 
     /// The unpruned model.
     pub const BASE: &str = "base";
 
-    /// The pruned model without recovery: `n6`.
-    pub fn pruned(n: u32) -> String {
-        format!("n{n}")
+    /// The pruned model without recovery: `n6`, `w-mlp75`.
+    pub fn pruned(shape: &Shape) -> String {
+        shape.label()
     }
 
     /// A fine-tuned model: `n6-self-distill`.
-    pub fn finetuned(n: u32, method: RecoveryMethod) -> String {
-        format!("n{n}-{}", method.slug())
+    pub fn finetuned(shape: &Shape, method: RecoveryMethod) -> String {
+        format!("{shape}-{}", method.slug())
     }
 
     /// The `sft` arm trained again with another seed (the noise-floor control): `n6-sft-seed7`.
-    pub fn control(n: u32, seed: u32) -> String {
-        format!("n{n}-sft-seed{seed}")
+    pub fn control(shape: &Shape, seed: u32) -> String {
+        format!("{shape}-sft-seed{seed}")
     }
 
     /// A merged model: `n6-merged`.
-    pub fn merged(n: u32) -> String {
-        format!("n{n}-merged")
+    pub fn merged(shape: &Shape) -> String {
+        format!("{shape}-merged")
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::stage_kind::StageKind;
 pub use build::{plan, plan_for};
 pub use error::PlanError;
-pub use id::{variant, StageId};
+pub use id::{variant, Shape, StageId};
 
 use crate::params::StageParams;
 use crate::spec::ResolvedCompute;

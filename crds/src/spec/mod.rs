@@ -12,6 +12,7 @@ pub mod recovery;
 pub mod runner;
 pub mod speculative;
 pub mod storage;
+pub mod width;
 
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub use recovery::{
 pub use runner::{GpuSpec, PullPolicy, RunnerSpec, DEFAULT_GPU_RESOURCE};
 pub use speculative::{DraftModel, SpeculativeSpec};
 pub use storage::{Retention, StorageSpec};
+pub use width::{Reduce, WidthAggregation, WidthSize, WidthTargets, WidthVariant};
 
 use crate::status::PruneDistillJobStatus;
 

@@ -1,6 +1,8 @@
 //! Which layers to score and drop.
 
 use kube::KubeSchema;
+
+use super::width::{WidthAggregation, WidthVariant};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -65,11 +67,12 @@ impl std::str::FromStr for ScoreMetric {
 }
 
 /// Pruning: drop the least important contiguous block of `n` layers, for each `n` in
-/// `blockSizes`.
+/// `blockSizes`; and prune width (alone or with a block) for each entry of `widths`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.blockSizes.all(n, n >= 1)").message("spec.pruning.blockSizes: every block size must be at least 1").field_path(".blockSizes")
+    validation = Rule::new("self.blockSizes.all(n, n >= 1)").message("spec.pruning.blockSizes: every block size must be at least 1").field_path(".blockSizes"),
+    validation = Rule::new("size(self.blockSizes) > 0 || (has(self.widths) && size(self.widths) > 0)").message("spec.pruning: list at least one block size or width variant").field_path(".blockSizes")
 )]
 pub struct PruningSpec {
     /// Layer-importance metric: angular-last-token, angular-all-tokens, block-influence or
@@ -78,7 +81,7 @@ pub struct PruningSpec {
     pub metric: ScoreMetric,
     /// Numbers of consecutive layers to drop; one pruned model per entry.
     #[serde(default = "default_block_sizes")]
-    #[schemars(length(min = 1, max = 8), inner(range(min = 1, max = 256)))]
+    #[schemars(length(max = 8), inner(range(min = 1, max = 256)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub block_sizes: Vec<u32>,
     /// Never drop the first layer.
@@ -92,6 +95,16 @@ pub struct PruningSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 1024))]
     pub start: Option<u32>,
+    /// Width-pruned variants (Minitron: MLP neurons, KV groups and heads, embedding channels by
+    /// activation importance), each alone or combined with a block of layers; they join the
+    /// grid beside the depth-only variants of `blockSizes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub widths: Vec<WidthVariant>,
+    /// How activation importance is aggregated (default: mean over a sequence, L2 over
+    /// sequences, as NVIDIA ModelOpt does). Used only when `widths` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_importance: Option<WidthAggregation>,
 }
 
 fn default_block_sizes() -> Vec<u32> {
@@ -110,6 +123,8 @@ impl Default for PruningSpec {
             exclude_first_layer: true,
             exclude_last_layer: true,
             start: None,
+            widths: Vec::new(),
+            width_importance: None,
         }
     }
 }

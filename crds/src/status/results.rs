@@ -26,6 +26,16 @@ pub struct LayerScoreStatus {
     pub scores_uri: Option<String>,
 }
 
+impl ModelArtifactStatus {
+    /// The pruned model this artifact derives from.
+    pub fn shape(&self) -> crate::plan::Shape {
+        crate::plan::Shape {
+            block_size: self.block_size,
+            width: self.width.clone(),
+        }
+    }
+}
+
 impl LayerScoreStatus {
     /// The dropped block as `start-end`, e.g. `13-18`.
     pub fn block_range(&self) -> String {
@@ -37,10 +47,13 @@ impl LayerScoreStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelArtifactStatus {
-    /// Variant name, e.g. `n6`, `n6-sft`, `n6-merged`.
+    /// Variant name, e.g. `n6`, `n6-sft`, `n6-merged`, `w-mlp75-sft`.
     pub variant: String,
-    /// Block size n.
+    /// Block size n (0: no layer removed).
     pub block_size: u32,
+    /// Width variant name (`spec.pruning.widths[].name`), when width-pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<String>,
     /// Recovery method (adapters only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,

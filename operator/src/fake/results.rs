@@ -43,11 +43,18 @@ pub fn succeeded(request: &StageRequest) -> StageResult {
         StageParams::Prune(p) => StageSummary::Prune(PruneSummary {
             block_size: p.block_size,
             start: p.start.unwrap_or(LAYERS - 2 - p.block_size),
-            end: p.start.unwrap_or(LAYERS - 2 - p.block_size) + p.block_size - 1,
+            end: (p.start.unwrap_or(LAYERS - 2 - p.block_size) + p.block_size).saturating_sub(1),
             layers_before: LAYERS,
             layers_after: LAYERS - p.block_size,
             parameters_before: 134_515_008,
-            parameters_after: 134_515_008 - u64::from(p.block_size) * 3_540_096,
+            // A width-pruned fake keeps 85 % of each layer's parameters.
+            parameters_after: 134_515_008
+                - u64::from(p.block_size) * 3_540_096
+                - p.width.as_ref().map_or(0, |_| 15_930_432),
+            width: p
+                .width
+                .as_ref()
+                .map(|_| "intermediate 1536->1128".to_string()),
         }),
         StageParams::Distill(_) => StageSummary::Distill(DistillSummary {
             items: 32,

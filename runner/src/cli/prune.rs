@@ -3,17 +3,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use pruneforge::stages::prune::{self, PruneMethod, PruneParams, Size, WidthTargets};
+use pruneforge::stages::prune::{self, PruneMethod, PruneParams, WidthSize, WidthTargets};
 
-fn parse_size(s: &str) -> Result<Size, String> {
-    let t = s.trim();
-    if t.ends_with('%') {
-        return Ok(Size::Percent(t.to_string()));
-    }
-    t.parse::<usize>()
-        .map(Size::Count)
-        .map_err(|_| format!("`{s}` is neither a count nor a percentage such as \"75%\""))
-}
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -32,17 +23,17 @@ pub struct PruneArgs {
     #[arg(long, requires = "n")]
     pub start: Option<usize>,
     /// Width: MLP neurons to keep per layer, a count or a percentage ("75%").
-    #[arg(long, value_parser = parse_size)]
-    pub intermediate_size: Option<Size>,
+    #[arg(long)]
+    pub intermediate_size: Option<WidthSize>,
     /// Width: KV groups to keep per layer (each with its query heads), count or percentage.
-    #[arg(long, value_parser = parse_size)]
-    pub kv_heads: Option<Size>,
+    #[arg(long)]
+    pub kv_heads: Option<WidthSize>,
     /// Width: query heads to keep in every KV group, count or percentage.
-    #[arg(long, value_parser = parse_size)]
-    pub heads_per_group: Option<Size>,
+    #[arg(long)]
+    pub heads_per_group: Option<WidthSize>,
     /// Width: embedding channels to keep, count or percentage.
-    #[arg(long, value_parser = parse_size)]
-    pub hidden_size: Option<Size>,
+    #[arg(long)]
+    pub hidden_size: Option<WidthSize>,
     /// Output directory: the model goes to OUT/model, the report to OUT/prune.json.
     #[arg(long)]
     pub out: PathBuf,

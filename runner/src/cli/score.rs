@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Args;
 use pruneforge::stages::score::{
-    self, Aggregation, CalibrationData, Packing, Reduce, ScoreMetric, ScoreParams,
+    self, CalibrationData, Packing, Reduce, ScoreMetric, ScoreParams, WidthAggregation,
 };
 use std::path::PathBuf;
 
@@ -60,21 +60,13 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub width: bool,
     /// Width importance: aggregation of |activation| over a sequence's tokens (mean or l2).
-    #[arg(long, default_value = "mean", value_parser = parse_reduce, requires = "width")]
+    #[arg(long, default_value = "mean", requires = "width")]
     pub width_sequence: Reduce,
     /// Width importance: aggregation over sequences (l2 or mean).
-    #[arg(long, default_value = "l2", value_parser = parse_reduce, requires = "width")]
+    #[arg(long, default_value = "l2", requires = "width")]
     pub width_batch: Reduce,
     #[command(flatten)]
     pub device: super::generate::DeviceArgs,
-}
-
-fn parse_reduce(s: &str) -> Result<Reduce, String> {
-    match s {
-        "mean" => Ok(Reduce::Mean),
-        "l2" => Ok(Reduce::L2),
-        other => Err(format!("unknown aggregation `{other}` (valid: mean, l2)")),
-    }
 }
 
 fn parse_packing(s: &str) -> Result<Packing, String> {
@@ -108,7 +100,7 @@ impl ScoreArgs {
             include_last_layer: self.include_last_layer,
             batch_size: self.batch_size,
             perplexity_top_k: self.perplexity_top_k,
-            width: self.width.then_some(Aggregation {
+            width: self.width.then_some(WidthAggregation {
                 sequence: self.width_sequence,
                 batch: self.width_batch,
             }),

@@ -25,7 +25,7 @@ use std::path::Path;
 
 pub mod width;
 
-pub use width::{prune_width, Size, WidthShapeChange, WidthTargets};
+pub use width::{prune_width, WidthShapeChange, WidthSize, WidthTargets};
 
 pub const PRUNE_FILE: &str = "prune.json";
 /// The pruned model's directory inside the output directory.
@@ -339,7 +339,20 @@ pub fn run(
 pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) -> Result<Outcome> {
     let model = ctx.model("model")?;
     let scores = ctx.inputs.get("scores").map(|d| d.join(SCORES_FILE));
-    let params = PruneParams::depth(p.start.map(|s| s as usize), p.block_size as usize);
+    let start = p.start.map(|s| s as usize);
+    let n = p.block_size as usize;
+    let mut params = PruneParams::depth(start, n);
+    params.method = match (n, &p.width) {
+        (_, None) => PruneMethod::Depth { start, n },
+        (0, Some(width)) => PruneMethod::Width {
+            width: width.clone(),
+        },
+        (n, Some(width)) => PruneMethod::DepthWidth {
+            start,
+            n,
+            width: width.clone(),
+        },
+    };
     let r = run(&model, scores.as_deref(), &params, ctx.out)?;
     let start = r.removed_layers.first().copied().unwrap_or(0);
     let end = r.removed_layers.last().copied().unwrap_or(0);
@@ -352,6 +365,7 @@ pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) 
             layers_after: r.layers_after as u32,
             parameters_before: r.params_before,
             parameters_after: r.params_after,
+            width: r.width.as_ref().map(WidthShapeChange::describe),
         }),
         &[PRUNE_FILE, "model/config.json"],
     ))
@@ -380,13 +394,13 @@ mod tests {
         assert_eq!(p.flops_context, 2048);
         assert!(serde_json::from_str::<PruneParams>(r#"{"method": {"kind": "width"}}"#).is_err());
         let p: PruneParams = serde_json::from_str(
-            r#"{"method": {"kind": "depth_width", "n": 2, "width": {"hidden_size": "90%"}}}"#,
+            r#"{"method": {"kind": "depth_width", "n": 2, "width": {"hiddenSize": "90%"}}}"#,
         )
         .unwrap();
         assert_eq!(p.method.depth(), Some((None, 2)));
         assert_eq!(
             p.method.width().and_then(|w| w.hidden_size.clone()),
-            Some(Size::Percent("90%".into()))
+            Some(WidthSize::Percent("90%".into()))
         );
     }
 }

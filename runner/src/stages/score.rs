@@ -25,7 +25,7 @@ pub use choose::{BlockChoice, LayerLimits};
 pub use pruneforge_api::spec::ScoreMetric;
 pub use scores_file::{ScoresFile, HEATMAP_FILE, SCORES_FILE, SCORES_FORMAT};
 pub use token_rows::TokenRows;
-pub use width::{Aggregation, Reduce, WidthAccumulator, WidthImportance, WIDTH_FILE};
+pub use width::{Reduce, WidthAccumulator, WidthAggregation, WidthImportance, WIDTH_FILE};
 
 use crate::device::Compute;
 use crate::model::{ForwardOptions, Llama, Site};
@@ -72,7 +72,7 @@ pub struct ScoreParams {
     /// Also compute activation importance for width pruning (MLP neurons, heads, embedding
     /// channels) with this aggregation, written to [`WIDTH_FILE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<Aggregation>,
+    pub width: Option<WidthAggregation>,
 }
 
 impl Default for ScoreParams {
@@ -403,6 +403,7 @@ pub fn run_request(p: &pruneforge_api::params::ScoreParams, ctx: &StageContext) 
         metric: p.metric,
         include_first_layer: !p.exclude_first_layer,
         include_last_layer: !p.exclude_last_layer,
+        width: p.width,
         ..ScoreParams::default()
     };
     let s = run(&model, &params, ctx.resolver, ctx.out, ctx.compute)?;

@@ -13,70 +13,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
-/// A target size: an absolute count, or a percentage of the original as a string (`"75%"`,
-/// like Kubernetes' IntOrString).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Size {
-    Count(usize),
-    Percent(String),
-}
-
-impl Size {
-    /// The count for a dimension of `original`: a percentage rounds to the nearest count
-    /// (at least 1).
-    pub fn resolve(&self, what: &str, original: usize) -> Result<usize> {
-        let n = match self {
-            Size::Count(n) => *n,
-            Size::Percent(p) => {
-                let v = p
-                    .trim()
-                    .strip_suffix('%')
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|v| v.is_finite() && *v > 0.0 && *v <= 100.0)
-                    .ok_or_else(|| {
-                        StageError::Input(format!(
-                            "{what}: `{p}` is neither a count nor a percentage in (0%, 100%] such as \"75%\""
-                        ))
-                    })?;
-                ((original as f64 * v / 100.0).round() as usize).max(1)
-            }
-        };
-        if n == 0 || n > original {
-            return Err(StageError::Input(format!(
-                "{what}: {n} is not possible, the model has {original} (give 1..={original})"
-            )));
-        }
-        Ok(n)
-    }
-}
-
-/// The width to prune to; an absent field keeps that dimension.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WidthTargets {
-    /// MLP neurons per layer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intermediate_size: Option<Size>,
-    /// KV groups per layer (`num_key_value_heads`); each keeps its query heads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_key_value_heads: Option<Size>,
-    /// Query heads kept in every KV group.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heads_per_group: Option<Size>,
-    /// Embedding channels (`hidden_size`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hidden_size: Option<Size>,
-}
-
-impl WidthTargets {
-    pub fn is_empty(&self) -> bool {
-        self.intermediate_size.is_none()
-            && self.num_key_value_heads.is_none()
-            && self.heads_per_group.is_none()
-            && self.hidden_size.is_none()
-    }
-}
+pub use pruneforge_api::spec::{WidthSize, WidthTargets};
 
 /// What width pruning kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +22,28 @@ pub struct WidthShapeChange {
     pub intermediate_size: [usize; 2],
     pub num_attention_heads: [usize; 2],
     pub num_key_value_heads: [usize; 2],
+}
+
+impl WidthShapeChange {
+    /// The dimensions that changed, e.g. `intermediate 1536->1128, kv heads 3->2`.
+    pub fn describe(&self) -> String {
+        let dims = [
+            ("hidden", self.hidden_size),
+            ("intermediate", self.intermediate_size),
+            ("heads", self.num_attention_heads),
+            ("kv heads", self.num_key_value_heads),
+        ];
+        let changed: Vec<String> = dims
+            .iter()
+            .filter(|(_, [a, b])| a != b)
+            .map(|(name, [a, b])| format!("{name} {a}->{b}"))
+            .collect();
+        if changed.is_empty() {
+            "unchanged".into()
+        } else {
+            changed.join(", ")
+        }
+    }
 }
 
 /// The indices of the `k` largest scores, in increasing index order (ties → lower index).
@@ -127,22 +86,24 @@ pub fn prune_width(
     let c = model.config.clone();
     check_fits(&c, importance)?;
     let per_group = c.num_kv_groups();
-    let hidden = match &targets.hidden_size {
-        Some(s) => s.resolve("hidden_size", c.hidden_size)?,
-        None => c.hidden_size,
+    let size = |s: &Option<WidthSize>, what: &str, original: usize| -> Result<usize> {
+        match s {
+            Some(s) => s.resolve(what, original).map_err(StageError::Input),
+            None => Ok(original),
+        }
     };
-    let inter = match &targets.intermediate_size {
-        Some(s) => s.resolve("intermediate_size", c.intermediate_size)?,
-        None => c.intermediate_size,
-    };
-    let groups = match &targets.num_key_value_heads {
-        Some(s) => s.resolve("num_key_value_heads", c.num_key_value_heads)?,
-        None => c.num_key_value_heads,
-    };
-    let heads_per_group = match &targets.heads_per_group {
-        Some(s) => s.resolve("heads_per_group", per_group)?,
-        None => per_group,
-    };
+    let hidden = size(&targets.hidden_size, "hiddenSize", c.hidden_size)?;
+    let inter = size(
+        &targets.intermediate_size,
+        "intermediateSize",
+        c.intermediate_size,
+    )?;
+    let groups = size(
+        &targets.num_key_value_heads,
+        "numKeyValueHeads",
+        c.num_key_value_heads,
+    )?;
+    let heads_per_group = size(&targets.heads_per_group, "headsPerGroup", per_group)?;
     let keep_hidden = top_k(&importance.hidden, hidden);
     let keeps: Vec<LayerKeep> = importance
         .layers
@@ -286,31 +247,5 @@ mod tests {
         assert_eq!(top_k(&[0.5, 3.0, 1.0, 3.0, 0.1], 3), vec![1, 2, 3]);
         // Ties go to the lower index.
         assert_eq!(top_k(&[1.0, 1.0, 1.0], 2), vec![0, 1]);
-    }
-
-    #[test]
-    fn sizes_resolve_and_bad_ones_say_what_to_fix() {
-        assert_eq!(Size::Count(6).resolve("x", 8).unwrap(), 6);
-        assert_eq!(
-            Size::Percent("75%".into()).resolve("x", 1536).unwrap(),
-            1152
-        );
-        assert_eq!(Size::Percent(" 50 %".into()).resolve("x", 3).unwrap(), 2);
-        for bad in [
-            Size::Count(0),
-            Size::Count(9),
-            Size::Percent("0%".into()),
-            Size::Percent("120%".into()),
-            Size::Percent("0.75".into()),
-        ] {
-            let e = bad.resolve("intermediate_size", 8).unwrap_err().to_string();
-            assert!(e.contains("intermediate_size"), "{e}");
-        }
-        let t: WidthTargets =
-            serde_json::from_str(r#"{"intermediate_size": "75%", "num_key_value_heads": 2}"#)
-                .unwrap();
-        assert_eq!(t.intermediate_size, Some(Size::Percent("75%".into())));
-        assert_eq!(t.num_key_value_heads, Some(Size::Count(2)));
-        assert!(serde_json::from_str::<WidthTargets>(r#"{"heads": 2}"#).is_err());
     }
 }

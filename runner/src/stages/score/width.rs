@@ -17,59 +17,13 @@ use crate::model::Site;
 use crate::stages::{Result, StageError};
 use candle_core::{DType, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
 pub const WIDTH_FILE: &str = "width_importance.safetensors";
 pub const WIDTH_FORMAT: &str = "pruneforge.width_importance/v1";
 
-/// How `|a|` is aggregated over one sequence's tokens, or over sequences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reduce {
-    /// Arithmetic mean.
-    Mean,
-    /// Square root of the sum of squares.
-    L2,
-}
-
-impl Reduce {
-    fn as_str(self) -> &'static str {
-        match self {
-            Reduce::Mean => "mean",
-            Reduce::L2 => "l2",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "mean" => Some(Reduce::Mean),
-            "l2" => Some(Reduce::L2),
-            _ => None,
-        }
-    }
-}
-
-/// The aggregation of activations into one score per channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Aggregation {
-    /// Over the real tokens of a sequence.
-    pub sequence: Reduce,
-    /// Over sequences.
-    pub batch: Reduce,
-}
-
-impl Default for Aggregation {
-    /// ModelOpt's: mean over the sequence, L2 over the batch.
-    fn default() -> Self {
-        Self {
-            sequence: Reduce::Mean,
-            batch: Reduce::L2,
-        }
-    }
-}
+pub use pruneforge_api::spec::{Reduce, WidthAggregation};
 
 /// The shape the accumulator expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +77,7 @@ fn site_index(site: Site) -> usize {
 /// `v[c]` is the sequence aggregate of channel `c`.
 pub struct WidthAccumulator {
     shape: WidthShape,
-    aggregation: Aggregation,
+    aggregation: WidthAggregation,
     sums: Vec<[Vec<f64>; 4]>,
     lengths: Vec<usize>,
     rows: u64,
@@ -131,7 +85,7 @@ pub struct WidthAccumulator {
 }
 
 impl WidthAccumulator {
-    pub fn new(shape: WidthShape, aggregation: Aggregation) -> Self {
+    pub fn new(shape: WidthShape, aggregation: WidthAggregation) -> Self {
         let sums = (0..shape.layers)
             .map(|_| SITES.map(|s| vec![0.0; shape.width(s)]))
             .collect();
@@ -263,7 +217,7 @@ pub struct LayerImportance {
 /// Every activation importance of a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WidthImportance {
-    pub aggregation: Aggregation,
+    pub aggregation: WidthAggregation,
     pub rows: u64,
     pub tokens: u64,
     /// The scored model's digest (set before writing; checked by `prune`).
@@ -340,7 +294,7 @@ impl WidthImportance {
         }
         let reduce = |k: &str| -> Result<Reduce> {
             let v = get(k)?;
-            Reduce::parse(&v).ok_or_else(|| bad(format!("`{k}` is `{v}`")))
+            v.parse::<Reduce>().map_err(|e| bad(format!("`{k}`: {e}")))
         };
         let count = |k: &str| -> Result<u64> {
             let v = get(k)?;
@@ -370,7 +324,7 @@ impl WidthImportance {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            aggregation: Aggregation {
+            aggregation: WidthAggregation {
                 sequence: reduce("sequence")?,
                 batch: reduce("batch")?,
             },
@@ -428,7 +382,7 @@ mod tests {
             acc.observe(0, Site::PostAttnNorm, &norm).unwrap();
             acc.finish().unwrap()
         };
-        let w = run(Aggregation::default());
+        let w = run(WidthAggregation::default());
         // Row means of |a|: row 0 (2, 1), row 1 (4, 1); L2 over rows.
         assert_eq!(w.layers[0].mlp, vec![20f64.sqrt(), 2f64.sqrt()]);
         // Channels: row 0 (1, 0, 2, 2), row 1 (1, 0, 0, 0) → (√2, 0, 2, 2); heads of dim 1.
@@ -438,7 +392,7 @@ mod tests {
         // Norm: rows (1, 1), (2, 0) → (√5, 1), summed over the two norms.
         assert_eq!(w.hidden, vec![2.0 * 5f64.sqrt(), 2.0]);
         assert_eq!((w.rows, w.tokens), (2, 3));
-        let m = run(Aggregation {
+        let m = run(WidthAggregation {
             sequence: Reduce::L2,
             batch: Reduce::Mean,
         });
@@ -448,11 +402,11 @@ mod tests {
 
     #[test]
     fn wrong_width_is_an_error_and_empty_input_too() {
-        let mut acc = WidthAccumulator::new(shape(), Aggregation::default());
+        let mut acc = WidthAccumulator::new(shape(), WidthAggregation::default());
         acc.begin_batch(&[1]);
         let t = Tensor::zeros((1, 1, 3), DType::F32, &Device::Cpu).unwrap();
         assert!(acc.observe(0, Site::MlpAct, &t).is_err());
-        let empty = WidthAccumulator::new(shape(), Aggregation::default());
+        let empty = WidthAccumulator::new(shape(), WidthAggregation::default());
         assert!(empty.finish().is_err());
     }
 
@@ -460,7 +414,7 @@ mod tests {
     fn file_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
         let w = WidthImportance {
-            aggregation: Aggregation::default(),
+            aggregation: WidthAggregation::default(),
             rows: 3,
             tokens: 7,
             model_sha256: "abc".into(),
