@@ -414,6 +414,76 @@ async fn full_run_fills_results_and_becomes_ready() {
     assert_eq!(status.current_stage, None);
 }
 
+/// Depth and width variants side by side: every variant gets its pruned model, evaluation
+/// and recovery; the printed pruned blocks name only the depth ones.
+#[tokio::test]
+async fn width_variants_run_beside_depth_and_report_by_variant() {
+    let h = Harness::new(
+        r#"
+pruning:
+  blockSizes: [2]
+  widths:
+    - name: mlp75
+      intermediateSize: "75%"
+    - name: mix
+      blockSize: 1
+      intermediateSize: 1200
+recovery:
+  methods: [none]
+evaluation:
+  tasks:
+    - name: arc_easy
+      limit: 10
+storage:
+  uri: file:///data/out
+maxParallelStages: 4
+"#,
+    );
+    h.run_to_ready().await;
+    let obj = h.get().await;
+    let status = obj.status.clone().expect("status");
+    let mut pruned: Vec<(&str, u32, Option<&str>)> = status
+        .pruned_models
+        .iter()
+        .map(|m| (m.variant.as_str(), m.block_size, m.width.as_deref()))
+        .collect();
+    pruned.sort();
+    assert_eq!(
+        pruned,
+        [
+            ("n1-w-mix", 1, Some("mix")),
+            ("n2", 2, None),
+            ("w-mlp75", 0, Some("mlp75"))
+        ]
+    );
+    let w = status
+        .pruned_models
+        .iter()
+        .find(|m| m.variant == "w-mlp75")
+        .and_then(|m| m.summary.as_deref())
+        .expect("summary");
+    assert!(w.starts_with("no layer dropped; width intermediate"), "{w}");
+    let mut evals: Vec<&str> = status
+        .evaluations
+        .iter()
+        .map(|e| e.variant.as_str())
+        .collect();
+    evals.sort();
+    assert_eq!(evals, ["base", "n1-w-mix", "n2", "w-mlp75"]);
+    assert!(status
+        .evaluations
+        .iter()
+        .filter(|e| e.variant != "base")
+        .all(|e| e.recovery_percent.is_some()));
+    assert_eq!(
+        status
+            .pruned_blocks
+            .as_deref()
+            .map(|b| b.split(',').count()),
+        Some(2)
+    );
+}
+
 #[tokio::test]
 async fn failed_attempt_is_retried_with_a_new_job_and_reason_in_status() {
     let h = Harness::new(SPEC);

@@ -334,15 +334,11 @@ pub fn run(
     Ok(report)
 }
 
-/// The stage contract's `prune`: input `model`, and `scores` (the score stage) unless the
-/// request names the start.
-pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) -> Result<Outcome> {
-    let model = ctx.model("model")?;
-    let scores = ctx.inputs.get("scores").map(|d| d.join(SCORES_FILE));
+/// The method a stage request asks for: a block (`blockSize` > 0), width targets, or both.
+fn method_of(p: &pruneforge_api::params::PruneParams) -> PruneMethod {
     let start = p.start.map(|s| s as usize);
     let n = p.block_size as usize;
-    let mut params = PruneParams::depth(start, n);
-    params.method = match (n, &p.width) {
+    match (n, &p.width) {
         (_, None) => PruneMethod::Depth { start, n },
         (0, Some(width)) => PruneMethod::Width {
             width: width.clone(),
@@ -352,7 +348,16 @@ pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) 
             n,
             width: width.clone(),
         },
-    };
+    }
+}
+
+/// The stage contract's `prune`: input `model`, and `scores` (the score stage) unless the
+/// request names the start.
+pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) -> Result<Outcome> {
+    let model = ctx.model("model")?;
+    let scores = ctx.inputs.get("scores").map(|d| d.join(SCORES_FILE));
+    let mut params = PruneParams::depth(None, 1);
+    params.method = method_of(p);
     let r = run(&model, scores.as_deref(), &params, ctx.out)?;
     let start = r.removed_layers.first().copied().unwrap_or(0);
     let end = r.removed_layers.last().copied().unwrap_or(0);
@@ -374,6 +379,38 @@ pub fn run_request(p: &pruneforge_api::params::PruneParams, ctx: &StageContext) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_map_to_depth_width_or_both() {
+        let width = WidthTargets {
+            intermediate_size: Some(WidthSize::Count(8)),
+            ..WidthTargets::default()
+        };
+        let req = |block_size, width: Option<WidthTargets>| pruneforge_api::params::PruneParams {
+            block_size,
+            start: None,
+            width,
+            width_variant: None,
+        };
+        assert_eq!(
+            method_of(&req(6, None)),
+            PruneMethod::Depth { start: None, n: 6 }
+        );
+        assert_eq!(
+            method_of(&req(0, Some(width.clone()))),
+            PruneMethod::Width {
+                width: width.clone()
+            }
+        );
+        assert_eq!(
+            method_of(&req(2, Some(width.clone()))),
+            PruneMethod::DepthWidth {
+                start: None,
+                n: 2,
+                width
+            }
+        );
+    }
 
     #[test]
     fn params_deserialize() {
