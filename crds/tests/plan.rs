@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use pruneforge_api::params::StageParams;
 use pruneforge_api::plan::{plan, Plan, PlanError, Shape, StageId, StageKind};
 use pruneforge_api::spec::{
-    DataKind, DatasetFormat, DistillDataset, DraftModel, EvalTask, EvalTaskName, MergeMethod,
-    PruneDistillJobSpec, RecoveryMethod, WidthSize, WidthTargets, WidthVariant,
+    DataKind, DatasetFormat, DistillDataset, DraftModel, EvalTask, EvalTaskName, HiddenStatesKd,
+    MergeMethod, PruneDistillJobSpec, RecoveryMethod, WidthSize, WidthTargets, WidthVariant,
 };
 
 fn gsm8k() -> DistillDataset {
@@ -1129,4 +1129,41 @@ fn invalid_width_variants_are_rejected_with_the_entry_named() {
     let mut spec = full_spec();
     spec.pruning.block_sizes.clear();
     assert_eq!(plan(&spec).unwrap_err(), PlanError::NoBlockSizes);
+}
+
+#[test]
+fn hidden_state_kd_reaches_only_the_kd_fine_tunes_and_their_keys() {
+    let a = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.recovery.kd.hidden_states = Some(HiddenStatesKd {
+        weight: 0.5,
+        layers: vec![3, 11],
+    });
+    let b = plan(&spec).unwrap();
+    // Only the self-distill+logit-kd arms and what they feed move.
+    let moved = changed(&a, &b);
+    assert!(!moved.is_empty());
+    for id in &moved {
+        assert!(
+            id.contains("self-distill-logit-kd")
+                || id.starts_with("merge")
+                || id.ends_with("merged"),
+            "{id} moved"
+        );
+    }
+    for id in [
+        "finetune-n6-self-distill-logit-kd",
+        "finetune-n4-self-distill-logit-kd",
+    ] {
+        assert!(moved.contains(id), "{id} kept its key: {moved:?}");
+    }
+    let request = |id: &str| match &b.get(id).unwrap().params {
+        StageParams::Finetune(f) => serde_json::to_value(f).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        request("finetune-n6-self-distill-logit-kd")["kdHiddenStates"],
+        serde_json::json!({"weight": 0.5, "layers": [3, 11]})
+    );
+    assert!(request("finetune-n6-sft").get("kdHiddenStates").is_none());
 }

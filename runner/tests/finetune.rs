@@ -7,17 +7,18 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::tiny::{write_tiny_model, TinySpec};
 use pruneforge::data::sft::SftRecord;
-use pruneforge::loader::{open_model, HfModel};
+use pruneforge::loader::{open_model, save_hf_dir, HfModel};
 use pruneforge::model::{ForwardOptions, Llama};
 use pruneforge::report::dose_md::FinetuneDose;
 use pruneforge::stages::finetune::{load_records, run, FinetuneParams};
+use pruneforge::stages::prune::PruningLineage;
 use pruneforge::stages::StageError;
 use pruneforge::train::batching::{tokenize, Batch, Example};
 use pruneforge::train::dose::TrainingDose;
 use pruneforge::train::lora::{LoraParams, LoraSet};
 use pruneforge::train::loss::LossWeights;
 use pruneforge::train::trainer::{forward_loss, Trainer};
-use pruneforge::train::{AdamW, KdParams, OptimizerParams, TrainError};
+use pruneforge::train::{AdamW, HiddenKd, KdParams, OptimizerParams, TrainError};
 use std::path::{Path, PathBuf};
 
 fn tiny(seed: u64) -> (tempfile::TempDir, PathBuf) {
@@ -1042,4 +1043,194 @@ fn a_new_pod_resumes_from_the_checkpoint_saved_in_storage() {
     )
     .unwrap();
     assert_eq!(fresh.resumed_from_step, None);
+}
+
+/// A 3-layer teacher and the student that drops its layer 1 (with the `pruning.json` that
+/// prune writes), in `tmp`.
+fn depth_pruned_pair(tmp: &Path) -> (PathBuf, PathBuf) {
+    let teacher = tmp.join("teacher");
+    write_tiny_model(
+        &teacher,
+        &TinySpec {
+            seed: 21,
+            layers: 3,
+            ..Default::default()
+        },
+    );
+    let student = tmp.join("student");
+    let mut m = open_model(&teacher).unwrap();
+    let hidden = m.model.config.hidden_size;
+    m.model.remove_layers(1, 1).unwrap();
+    save_hf_dir(&m.model, &m.tokenizer, &student, m.stored_dtype).unwrap();
+    PruningLineage::new(3, hidden, &[1], None, "")
+        .write(&student)
+        .unwrap();
+    (teacher, student)
+}
+
+/// Hidden-state distillation on a depth-pruned student: the fused CPU kernels, the
+/// device-generic path and layer checkpointing agree on the loss, the term and the update;
+/// the term adds exactly `weight × its mean error` to the loss and changes the update.
+#[test]
+fn hidden_state_kd_agrees_across_training_paths_and_enters_the_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tdir, sdir) = depth_pruned_pair(tmp.path());
+    let teacher = open_model(&tdir).unwrap();
+    let probe = open_model(&sdir).unwrap();
+    let lineage = PruningLineage::read(&sdir).unwrap().unwrap();
+    let ex = examples(&probe, 4, 64);
+    let pad = probe.tokenizer.pad_id.unwrap();
+    let refs: Vec<&Example> = ex.iter().collect();
+    let micro = vec![
+        Batch::from_examples(&refs[..2], pad),
+        Batch::from_examples(&refs[2..], pad),
+    ];
+    let kd = KdParams {
+        ratio: 0.5,
+        ..Default::default()
+    };
+    let run = |fused: bool, checkpoint: bool, weight: f64| {
+        let mut m = open_model(&sdir).unwrap();
+        m.model.train_kernels = fused;
+        let lora = random_lora(&m.model, 0.1, 3);
+        let opt = AdamW::new(&lora.sizes(), &OptimizerParams::default());
+        let mut tr = Trainer::new(
+            &mut m.model,
+            Some(&teacher.model),
+            lora,
+            opt,
+            Some(kd.clone()),
+            1.0,
+        )
+        .unwrap();
+        if weight > 0.0 {
+            let h = HiddenKd::new(weight, &[], &lineage, (2, 64), (3, 64), &Device::Cpu).unwrap();
+            assert_eq!(h.pairs, [(0, 0), (1, 2)]);
+            tr = tr.with_hidden_kd(h).unwrap();
+        }
+        tr.checkpoint_layers = checkpoint;
+        let out = tr.step(&micro, 1e-3, 5, 0).unwrap();
+        (
+            out.loss,
+            out.ce,
+            out.hidden,
+            out.grad_norm,
+            tr.values.clone(),
+        )
+    };
+    let fused = run(true, false, 2.0);
+    let generic = run(false, false, 2.0);
+    let checkpointed = run(false, true, 2.0);
+    let without = run(true, false, 0.0);
+    let close = |a: f64, b: f64, tol: f64| (a - b).abs() <= tol * a.abs().max(1e-12);
+    let max_abs = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+        a.iter()
+            .zip(b)
+            .flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+            .fold(0f32, f32::max)
+    };
+    for (name, other) in [("generic", &generic), ("checkpointed", &checkpointed)] {
+        assert!(
+            close(fused.0, other.0, 1e-4),
+            "{name} loss {} vs {}",
+            fused.0,
+            other.0
+        );
+        assert!(
+            close(fused.2, other.2, 1e-4),
+            "{name} term {} vs {}",
+            fused.2,
+            other.2
+        );
+        assert!(
+            close(fused.3, other.3, 1e-4),
+            "{name} grad norm {} vs {}",
+            fused.3,
+            other.3
+        );
+        let d = max_abs(&fused.4, &other.4);
+        assert!(
+            d <= 1e-5,
+            "{name}: values after one AdamW step differ by {d}"
+        );
+    }
+    // The student's layer 1 stands in for two teacher layers: a clear error to learn from.
+    assert!(fused.2 > 1e-3, "hidden-state error {}", fused.2);
+    assert_eq!(without.2, 0.0);
+    assert!(close(fused.1, without.1, 1e-6), "the CE term is unchanged");
+    let added = fused.0 - without.0;
+    assert!(
+        close(added, 2.0 * fused.2, 1e-4),
+        "the loss grew by {added}, expected 2 × {}",
+        fused.2
+    );
+    assert!(
+        max_abs(&fused.4, &without.4) > 1e-6,
+        "the term changes the update"
+    );
+}
+
+/// A fine-tune with hidden-state distillation ends with a lower hidden-state error than the
+/// same fine-tune where the term is recorded but carries (almost) no weight, and records it
+/// per step in finetune.json; a student without pruning.json and another shape is refused.
+#[test]
+fn hidden_state_kd_training_lowers_the_matched_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tdir, sdir) = depth_pruned_pair(tmp.path());
+    let params = |hidden_weight: f64| FinetuneParams {
+        checkpoint_every: 0,
+        lora: LoraParams {
+            dropout: 0.0,
+            ..Default::default()
+        },
+        optimizer: OptimizerParams {
+            lr: 5e-3,
+            warmup_steps: 1,
+            steps: 16,
+            batch_size: 4,
+            max_seq_len: 64,
+            ..Default::default()
+        },
+        kd: Some(KdParams {
+            ratio: 0.5,
+            hidden_weight,
+            ..Default::default()
+        }),
+        limit: Some(8),
+        holdout: 0,
+        ..Default::default()
+    };
+    let cpu = pruneforge::device::Compute::cpu();
+    let final_error = |weight: f64, name: &str| -> f64 {
+        let out = tmp.path().join(name);
+        run(&sdir, Some(&tdir), &[alpaca()], &params(weight), &out, &cpu).unwrap();
+        let report = read_json(&out.join("finetune.json"));
+        let hidden: Vec<f64> = report["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| h["hidden"].as_f64().expect("hidden per step"))
+            .collect();
+        assert_eq!(hidden.len(), 16);
+        hidden[hidden.len() - 4..].iter().sum::<f64>() / 4.0
+    };
+    let driven = final_error(10.0, "driven");
+    let recorded = final_error(1e-9, "recorded");
+    assert!(
+        driven < 0.5 * recorded,
+        "hidden-state error after training: {driven} with the term, {recorded} without"
+    );
+    // Without the record, a student of another shape cannot be paired.
+    std::fs::remove_file(sdir.join("pruning.json")).unwrap();
+    let e = run(
+        &sdir,
+        Some(&tdir),
+        &[alpaca()],
+        &params(1.0),
+        &tmp.path().join("o2"),
+        &cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pruning.json"), "{e}");
 }

@@ -178,6 +178,13 @@ fn check_variant(variant: &str) {
     assert_eq!(cfg.head_dim, 64);
     assert_eq!(report.params_after, cfg.parameter_count());
     assert!(report.width.is_some() && report.removed_layers.is_empty());
+    // pruning.json: every layer kept; the kept embedding channels where hidden shrank.
+    let lineage = prune::PruningLineage::read(&dir).unwrap().unwrap();
+    assert_eq!(lineage.kept_layers, (0..30).collect::<Vec<_>>());
+    assert_eq!(
+        lineage.kept_hidden_channels.as_ref().map(Vec::len),
+        (cfg.hidden_size != 576).then_some(cfg.hidden_size)
+    );
     let hf = load_hf_dir(&dir, &Device::Cpu, candle_core::DType::F32).unwrap();
     let counted: usize = hf
         .model
@@ -283,5 +290,11 @@ fn depth_and_width_combine() {
     let cfg = ModelConfig::from_json_file(&out.path().join(prune::MODEL_DIR).join("config.json"))
         .unwrap();
     assert_eq!((cfg.num_hidden_layers, cfg.intermediate_size), (28, 768));
+    let lineage = prune::PruningLineage::read(&out.path().join(prune::MODEL_DIR))
+        .unwrap()
+        .unwrap();
+    let kept: Vec<usize> = (0..30).filter(|l| !r.removed_layers.contains(l)).collect();
+    assert_eq!(lineage.kept_layers, kept);
+    assert_eq!(lineage.source_model_sha256, r.source_model_sha256);
     assert!(r.params_ratio < 0.8, "{}", r.params_ratio);
 }

@@ -2,7 +2,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Shape;
 
-use crate::spec::{DistillDataset, LoraSpec, OptimizerSpec, RecoveryMethod, TrainingRecipe};
+use crate::spec::{
+    DistillDataset, HiddenStatesKd, LoraSpec, OptimizerSpec, RecoveryMethod, TrainingRecipe,
+};
 
 /// `finetune`: LoRA on one pruned model with one recovery method. Inputs: `model` (the pruned
 /// model), `teacher` (the imported model, when the recipe uses logit distillation) and, for
@@ -30,6 +32,9 @@ pub struct FinetuneParams {
     /// Softmax temperature of logit distillation (recipes with a KD term only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kd_temperature: Option<f64>,
+    /// Hidden-state distillation (recipes with a KD term only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kd_hidden_states: Option<HiddenStatesKd>,
     /// Train on at most this many items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<u32>,

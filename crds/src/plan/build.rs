@@ -177,6 +177,10 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                     kd_temperature: recipe
                         .needs_teacher()
                         .then_some(spec.recovery.kd.temperature),
+                    kd_hidden_states: recipe
+                        .needs_teacher()
+                        .then(|| spec.recovery.kd.hidden_states.clone())
+                        .flatten(),
                     train_limit: spec.recovery.train_limit,
                     checkpoint_every: spec.recovery.checkpoint_every,
                 }),

@@ -31,8 +31,8 @@ pub use merge::{MergeMethod, MergeSpec};
 pub use model::{DType, ModelFormat, ModelSource, ModelSpec};
 pub use pruning::{PruningSpec, ScoreMetric};
 pub use recovery::{
-    KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod, RecoverySpec, TrainingData,
-    TrainingRecipe,
+    HiddenStatesKd, KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod, RecoverySpec,
+    TrainingData, TrainingRecipe,
 };
 pub use runner::{GpuSpec, PullPolicy, RunnerSpec, DEFAULT_GPU_RESOURCE};
 pub use speculative::{DraftModel, SpeculativeSpec};

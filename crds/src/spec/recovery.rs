@@ -349,6 +349,29 @@ pub struct KdSpec {
     #[serde(default = "default_kd_ratio")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub ratio: f64,
+    /// Hidden-state distillation (Minitron) added to the logit loss: chosen student layers
+    /// match the outputs of the teacher layers they were cut from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_states: Option<HiddenStatesKd>,
+}
+
+/// Hidden-state distillation: for each chosen layer of the pruned model, the normalized
+/// squared error `‖h_s − h_t‖² / ‖h_t‖²` between its output and that of the teacher layer it
+/// was cut from (layers paired through depth pruning; where width pruning removed embedding
+/// channels, the teacher's kept channels are compared), averaged over layers and answer
+/// tokens and added to the loss with `weight`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.weight > 0.0").message("spec.recovery.kd.hiddenStates.weight must be greater than 0").field_path(".weight"))]
+pub struct HiddenStatesKd {
+    /// Weight of the term in the loss.
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub weight: f64,
+    /// Layers of the pruned model whose outputs are matched (0-based); empty: every layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub layers: Vec<u32>,
 }
 
 fn default_kd_temperature() -> f64 {
@@ -364,6 +387,7 @@ impl Default for KdSpec {
         KdSpec {
             temperature: default_kd_temperature(),
             ratio: default_kd_ratio(),
+            hidden_states: None,
         }
     }
 }

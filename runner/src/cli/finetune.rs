@@ -4,6 +4,8 @@
 use anyhow::Context;
 use pruneforge::loader::{open_model, save_hf_dir};
 use pruneforge::stages::finetune::{run as run_stage, FinetuneParams};
+use pruneforge::stages::prune::PruningLineage;
+use pruneforge::stages::score::digest::model_sha256;
 use pruneforge::train::eval::{read_token_windows, windows_nll};
 use pruneforge::train::KdParams;
 use serde_json::json;
@@ -61,6 +63,14 @@ pub struct FinetuneArgs {
     pub kd_ratio: Option<f64>,
     #[arg(long)]
     pub kd_temperature: Option<f64>,
+    /// Add hidden-state distillation with this weight: the normalized squared error between
+    /// each chosen student layer's output and that of the teacher layer it was cut from
+    /// (needs --teacher; the pairing comes from the student's pruning.json).
+    #[arg(long)]
+    pub kd_hidden_weight: Option<f64>,
+    /// Student layers whose outputs are matched (comma-separated); default: every layer.
+    #[arg(long, value_delimiter = ',')]
+    pub kd_hidden_layers: Option<Vec<usize>>,
     /// Token windows (`input_ids` [rows, len] safetensors) for held-out perplexity of the
     /// student before and the merged model after training.
     #[arg(long)]
@@ -107,10 +117,16 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     if a.limit.is_some() {
         p.limit = a.limit;
     }
-    if a.kd_ratio.is_some() || a.kd_temperature.is_some() {
+    if a.kd_ratio.is_some()
+        || a.kd_temperature.is_some()
+        || a.kd_hidden_weight.is_some()
+        || a.kd_hidden_layers.is_some()
+    {
         let mut kd = p.kd.clone().unwrap_or_default();
         set!(a.kd_ratio, kd.ratio);
         set!(a.kd_temperature, kd.temperature);
+        set!(a.kd_hidden_weight, kd.hidden_weight);
+        set!(a.kd_hidden_layers.clone(), kd.hidden_layers);
         p.kd = Some::<KdParams>(kd);
     }
     let mut student = match &a.model {
@@ -125,8 +141,12 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
         let dir = a.out.join("student");
         if !dir.join("config.json").exists() {
             let mut m = open_model(&student)?;
+            let (layers, hidden) = (m.model.num_layers(), m.model.config.hidden_size);
+            let sha = model_sha256(&m.dir)?;
             m.model.remove_layers(start, n)?;
             save_hf_dir(&m.model, &m.tokenizer, &dir, m.stored_dtype)?;
+            let removed: Vec<usize> = (start..start + n).collect();
+            PruningLineage::new(layers, hidden, &removed, None, &sha).write(&dir)?;
         }
         student = dir;
     }

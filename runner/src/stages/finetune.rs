@@ -465,6 +465,16 @@ pub fn run_resumable(
     let mut order = DataOrder::new(lengths, opt_p.batch_size, opt_p.seed);
     order.restore(state.data);
     let examples: &[Example] = &tokenized.examples;
+    let hidden_kd = match (&params.kd, &teacher) {
+        (Some(kd), Some(t)) if kd.hidden_weight > 0.0 => Some(hidden_kd_of(
+            kd,
+            student_dir,
+            &student,
+            &t.model,
+            &compute.device,
+        )?),
+        _ => None,
+    };
     let mut trainer = Trainer::new(
         &mut student,
         teacher.as_ref().map(|t| &t.model),
@@ -473,6 +483,10 @@ pub fn run_resumable(
         params.kd.clone(),
         opt_p.max_grad_norm,
     )?;
+    if let Some(h) = hidden_kd {
+        tracing::info!(pairs = ?h.pairs, weight = h.weight, "hidden-state distillation");
+        trainer = trainer.with_hidden_kd(h)?;
+    }
     let mut phases = PhaseTimes::default();
     let mut input_tokens = 0u64;
     let mut last_ckpt: Option<u64> = resumed_from_step;
@@ -536,6 +550,7 @@ pub fn run_resumable(
             loss: out.loss,
             ce: out.ce,
             kd: out.kd,
+            hidden: trainer.hidden.is_some().then_some(out.hidden),
             lr,
             grad_norm: out.grad_norm,
             tokens: out.tokens,
@@ -547,6 +562,7 @@ pub fn run_resumable(
                 loss = out.loss,
                 ce = out.ce,
                 kd = out.kd,
+                hidden = out.hidden,
                 lr,
                 grad_norm = out.grad_norm,
                 tokens = out.tokens,
@@ -659,6 +675,44 @@ pub fn run_resumable(
     )
     .map_err(|e| StageError::io(&svg_path, e))?;
     Ok(summary)
+}
+
+/// Hidden-state distillation of `student` (read from `student_dir`) against `teacher`: the
+/// layer pairing from the student's `pruning.json`; a student without one must have the
+/// teacher's shape (layer `i` pairs with layer `i`).
+fn hidden_kd_of(
+    kd: &KdParams,
+    student_dir: &Path,
+    student: &crate::model::Llama,
+    teacher: &crate::model::Llama,
+    device: &candle_core::Device,
+) -> Result<crate::train::HiddenKd> {
+    use crate::stages::prune::PruningLineage;
+    let dims = |m: &crate::model::Llama| (m.num_layers(), m.config.hidden_size);
+    let dir = crate::loader::resolve_hf_dir(student_dir)?;
+    let lineage = match PruningLineage::read(&dir)? {
+        Some(l) => l,
+        None if dims(student) == dims(teacher) => {
+            PruningLineage::identity(teacher.num_layers(), teacher.config.hidden_size)
+        }
+        None => {
+            return Err(StageError::Input(format!(
+                "hidden-state distillation needs to know which teacher layer each student layer \
+                 came from, but {} has no {} (a model pruned by `pruneforge prune` has one); \
+                 drop kd.hidden_weight or prune the model with pruneforge",
+                dir.display(),
+                crate::stages::prune::LINEAGE_FILE
+            )))
+        }
+    };
+    Ok(crate::train::HiddenKd::new(
+        kd.hidden_weight,
+        &kd.hidden_layers,
+        &lineage,
+        dims(student),
+        dims(teacher),
+        device,
+    )?)
 }
 
 /// The stage contract's `finetune`: input `model` (the pruned student), `teacher` when the
@@ -781,6 +835,12 @@ fn finetune_params(p: &pruneforge_api::params::FinetuneParams) -> FinetuneParams
         kd: p.recipe.needs_teacher().then(|| KdParams {
             temperature: p.kd_temperature.unwrap_or(1.0),
             ratio: p.recipe.kd_weight,
+            hidden_weight: p.kd_hidden_states.as_ref().map_or(0.0, |h| h.weight),
+            hidden_layers: p
+                .kd_hidden_states
+                .iter()
+                .flat_map(|h| h.layers.iter().map(|&l| l as usize))
+                .collect(),
         }),
         checkpoint_every: p.checkpoint_every as u64,
         limit: p.train_limit.map(|l| l as usize),

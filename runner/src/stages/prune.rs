@@ -23,9 +23,11 @@ use pruneforge_api::contract::{self, StageSummary};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub mod lineage;
 pub mod width;
 
-pub use width::{prune_width, WidthShapeChange, WidthSize, WidthTargets};
+pub use lineage::{PruningLineage, LINEAGE_FILE};
+pub use width::{prune_width, WidthPruned, WidthShapeChange, WidthSize, WidthTargets};
 
 pub const PRUNE_FILE: &str = "prune.json";
 /// The pruned model's directory inside the output directory.
@@ -277,6 +279,8 @@ pub fn run(
         }
         None => None,
     };
+    let kept_hidden = width.as_ref().map(|w| w.kept_hidden.clone());
+    let width = width.map(|w| w.change);
     let (removed, selection) = match block {
         Some((start, n, selection)) => {
             hf.model.remove_layers(start, n)?;
@@ -286,6 +290,7 @@ pub fn run(
     };
     let after = &hf.model.config;
     save_hf_dir(&hf.model, &hf.tokenizer, &target, hf.stored_dtype)?;
+    PruningLineage::new(layers, before.hidden_size, &removed, kept_hidden, &sha).write(&target)?;
     let (pb, pa) = (before.parameter_count(), after.parameter_count());
     let (fb, fa) = (
         before.flops_per_token(params.flops_context),

@@ -23,12 +23,16 @@ use std::path::{Path, PathBuf};
 pub struct StepLog {
     /// 1-based optimizer step.
     pub step: u64,
-    /// `(1 - r) * ce + r * kd`, mean over the step's answer tokens.
+    /// `(1 - r) * ce + r * kd` (`+ w * hidden` with hidden-state KD), mean over the step's
+    /// answer tokens.
     pub loss: f64,
     /// Mean cross-entropy (nats/token).
     pub ce: f64,
     /// Mean `T^2 * KL(teacher || student)` (0 without a teacher).
     pub kd: f64,
+    /// Mean hidden-state error per answer token and layer pair (hidden-state KD only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<f64>,
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,

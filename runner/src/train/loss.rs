@@ -34,6 +34,13 @@ pub struct KdParams {
     pub temperature: f64,
     /// Weight of the KD term; the cross-entropy gets `1 - ratio`.
     pub ratio: f64,
+    /// Weight of hidden-state distillation (Minitron): the normalized squared error between
+    /// student layer outputs and those of the teacher layers they were cut from, added to
+    /// the loss; 0 turns it off. See [`super::hidden`].
+    pub hidden_weight: f64,
+    /// Student layers whose outputs are matched; empty: every layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hidden_layers: Vec<usize>,
 }
 
 impl Default for KdParams {
@@ -41,6 +48,8 @@ impl Default for KdParams {
         Self {
             temperature: 1.0,
             ratio: 0.5,
+            hidden_weight: 0.0,
+            hidden_layers: Vec::new(),
         }
     }
 }
@@ -57,6 +66,12 @@ impl KdParams {
             return Err(TrainError::Input(format!(
                 "kd.ratio must be in [0, 1], got {}",
                 self.ratio
+            )));
+        }
+        if !(self.hidden_weight.is_finite() && (0.0..=100.0).contains(&self.hidden_weight)) {
+            return Err(TrainError::Input(format!(
+                "kd.hidden_weight must be in [0, 100], got {}",
+                self.hidden_weight
             )));
         }
         Ok(())

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod dose;
 pub mod error;
 pub mod eval;
+pub mod hidden;
 pub mod lora;
 pub mod loss;
 pub mod optimizer;
@@ -19,6 +20,7 @@ pub mod tensor_io;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
+pub use hidden::HiddenKd;
 pub use lora::{LoraParams, LoraSet};
 pub use loss::KdParams;
 pub use optimizer::{AdamW, OptimizerParams};

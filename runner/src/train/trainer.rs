@@ -4,6 +4,7 @@
 
 use super::batching::Batch;
 use super::error::{Result, TrainError};
+use super::hidden::HiddenKd;
 use super::lora::LoraSet;
 use super::loss::{head_loss, head_loss_composable, HeadInputs, HeadLoss, KdParams, LossWeights};
 use super::optimizer::{clip_global_norm, AdamW};
@@ -39,6 +40,8 @@ pub struct StepOutcome {
     pub loss: f64,
     pub ce: f64,
     pub kd: f64,
+    /// Mean hidden-state error per answer token and layer pair (0 without hidden-state KD).
+    pub hidden: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     pub tokens: u64,
@@ -62,6 +65,17 @@ pub struct Trainer<'a> {
     /// device-generic path (CUDA, bf16), where candle's autograd would otherwise keep every
     /// layer's activations; the fused CPU kernels keep only what their backward needs.
     pub checkpoint_layers: bool,
+    /// Hidden-state distillation against the teacher, besides the logits.
+    pub hidden: Option<HiddenKd>,
+}
+
+/// What one micro-batch contributed: the weighted loss and the unweighted sums of its terms.
+#[derive(Clone, Copy, Debug, Default)]
+struct MicroLoss {
+    loss: f64,
+    ce: f64,
+    kd: f64,
+    hidden: f64,
 }
 
 fn head_weight(m: &Llama) -> &Tensor {
@@ -70,20 +84,42 @@ fn head_weight(m: &Llama) -> &Tensor {
 
 /// Final-norm states of `model` at the batch's target positions, `[m, hidden]`.
 pub fn states_at_targets(model: &Llama, batch: &Batch, train: bool) -> Result<Tensor> {
+    Ok(forward_at_targets(model, batch, train, &[])?.0)
+}
+
+/// Final-norm states of `model` at the batch's target positions, `[m, hidden]`, and the
+/// outputs of `layers` at the same positions (each `[m, hidden]`, before any norm).
+pub fn forward_at_targets(
+    model: &Llama,
+    batch: &Batch,
+    train: bool,
+    layers: &[usize],
+) -> Result<(Tensor, Vec<Tensor>)> {
     let device = model.device();
     let tokens = Tensor::from_slice(&batch.tokens, (batch.rows, batch.len), device)?;
     let out = model.forward(
         &tokens,
         ForwardOptions {
-            hidden_states: false,
+            hidden_states: !layers.is_empty(),
             train,
         },
     )?;
-    let h = out
-        .last_hidden
-        .reshape((batch.rows * batch.len, model.config.hidden_size))?;
     let pos = Tensor::from_slice(&batch.positions, batch.positions.len(), device)?;
-    Ok(model.final_norm(&h.index_select(&pos, 0)?, train)?)
+    let at_targets = |x: &Tensor| -> Result<Tensor> {
+        let h = x.reshape((batch.rows * batch.len, model.config.hidden_size))?;
+        Ok(h.index_select(&pos, 0)?)
+    };
+    let outputs = layers
+        .iter()
+        .map(|&l| {
+            let x = out.hidden_states.get(l + 1).ok_or_else(|| {
+                TrainError::Input(format!("layer {l} is beyond the model's layers"))
+            })?;
+            at_targets(x)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let states = model.final_norm(&at_targets(&out.last_hidden)?, train)?;
+    Ok((states, outputs))
 }
 
 /// Training forward of `student` on `batch` (adapters as attached) and the head loss with
@@ -138,7 +174,29 @@ impl<'a> Trainer<'a> {
             kd,
             max_grad_norm,
             chunk: super::loss::DEFAULT_CHUNK,
+            hidden: None,
         })
+    }
+
+    /// Adds hidden-state distillation; needs a teacher.
+    pub fn with_hidden_kd(mut self, hidden: HiddenKd) -> Result<Self> {
+        if self.teacher.is_none() {
+            return Err(TrainError::Input(
+                "hidden-state distillation needs a teacher model".into(),
+            ));
+        }
+        self.hidden = Some(hidden);
+        Ok(self)
+    }
+
+    /// The hidden-state term's weight per answer token and pair, for `tokens` answer tokens.
+    fn hidden_scale(&self, tokens: usize) -> f64 {
+        match (&self.hidden, self.teacher) {
+            (Some(h), Some(_)) if !h.pairs.is_empty() => {
+                h.weight / (tokens.max(1) as f64 * h.pairs.len() as f64)
+            }
+            _ => 0.0,
+        }
     }
 
     /// Per-token loss weights for a step with `tokens` answer tokens.
@@ -160,20 +218,28 @@ impl<'a> Trainer<'a> {
         &mut self,
         batch: &Batch,
         w: LossWeights,
+        hidden_scale: f64,
         dropout_seed: u64,
         acc: &mut [Vec<f32>],
         times: &mut PhaseTimes,
-    ) -> Result<(f64, f64, f64)> {
+    ) -> Result<MicroLoss> {
         self.lora.attach(self.student, dropout_seed)?;
         if self.checkpoint_layers {
-            return self.micro_step_checkpointed(batch, w, acc, times);
+            return self.micro_step_checkpointed(batch, w, hidden_scale, acc, times);
         }
+        let hidden = self.hidden.clone().filter(|_| hidden_scale > 0.0);
+        let (s_layers, t_layers) = match &hidden {
+            Some(h) => (h.student_layers(), h.teacher_layers()),
+            None => (Vec::new(), Vec::new()),
+        };
         let t0 = Instant::now();
-        let states = states_at_targets(self.student, batch, true)?;
+        let (states, student_outputs) = forward_at_targets(self.student, batch, true, &s_layers)?;
         times.forward += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let teacher_states = match self.teacher {
-            Some(t) if w.kd > 0.0 || self.kd.is_some() => Some(states_at_targets(t, batch, false)?),
+        let teacher_out = match self.teacher {
+            Some(t) if w.kd > 0.0 || self.kd.is_some() => {
+                Some(forward_at_targets(t, batch, false, &t_layers)?)
+            }
             _ => None,
         };
         times.teacher += t0.elapsed().as_secs_f64();
@@ -183,8 +249,8 @@ impl<'a> Trainer<'a> {
             &HeadInputs {
                 student: &states,
                 student_head: &student_head,
-                teacher: match (self.teacher, &teacher_states) {
-                    (Some(t), Some(s)) => Some((s, head_weight(t))),
+                teacher: match (self.teacher, &teacher_out) {
+                    (Some(t), Some((s, _))) => Some((s, head_weight(t))),
                     _ => None,
                 },
                 targets: &batch.targets,
@@ -192,11 +258,19 @@ impl<'a> Trainer<'a> {
             w,
             self.chunk,
         )?;
-        let loss = hl.loss.to_scalar::<f32>()? as f64;
+        let (total, hidden_sum) = match (&hidden, &teacher_out) {
+            (Some(h), Some((_, teacher_outputs))) => {
+                let e = h.error_sum(&student_outputs, teacher_outputs)?;
+                let sum = e.to_scalar::<f32>()? as f64;
+                ((&hl.loss + (e * hidden_scale)?)?, sum)
+            }
+            _ => (hl.loss.clone(), 0.0),
+        };
+        let loss = total.to_scalar::<f32>()? as f64;
         times.head += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         if loss.is_finite() {
-            let grads = hl.loss.backward()?;
+            let grads = total.backward()?;
             for (buf, var) in acc.iter_mut().zip(self.lora.vars()) {
                 if let Some(g) = grads.get(var.as_tensor()) {
                     let g = g.flatten_all()?.to_vec1::<f32>()?;
@@ -205,7 +279,12 @@ impl<'a> Trainer<'a> {
             }
         }
         times.backward += t0.elapsed().as_secs_f64();
-        Ok((loss, hl.ce_sum, hl.kd_sum))
+        Ok(MicroLoss {
+            loss,
+            ce: hl.ce_sum,
+            kd: hl.kd_sum,
+            hidden: hidden_sum,
+        })
     }
 
     /// [`Self::micro_step`] with activation checkpointing per decoder layer: the forward pass
@@ -219,11 +298,13 @@ impl<'a> Trainer<'a> {
         &mut self,
         batch: &Batch,
         w: LossWeights,
+        hidden_scale: f64,
         acc: &mut [Vec<f32>],
         times: &mut PhaseTimes,
-    ) -> Result<(f64, f64, f64)> {
+    ) -> Result<MicroLoss> {
         let device = self.student.device().clone();
         let layers = self.student.num_layers();
+        let hidden = self.hidden.clone().filter(|_| hidden_scale > 0.0);
         let t0 = Instant::now();
         let tokens = Tensor::from_slice(&batch.tokens, (batch.rows, batch.len), &device)?;
         let mut kept = Vec::with_capacity(layers);
@@ -233,15 +314,41 @@ impl<'a> Trainer<'a> {
             x = self.student.forward_layers(&x, i..i + 1, true)?.detach();
         }
         let last = Var::from_tensor(&x)?;
-        let h = last
-            .as_tensor()
-            .reshape((batch.rows * batch.len, self.student.config.hidden_size))?;
+        let hidden_size = self.student.config.hidden_size;
         let pos = Tensor::from_slice(&batch.positions, batch.positions.len(), &device)?;
-        let states = self.student.final_norm(&h.index_select(&pos, 0)?, true)?;
+        let at_targets = |x: &Tensor| -> Result<Tensor> {
+            let h = x.reshape((batch.rows * batch.len, hidden_size))?;
+            Ok(h.index_select(&pos, 0)?)
+        };
+        let states = self
+            .student
+            .final_norm(&at_targets(last.as_tensor())?, true)?;
+        // The matched layers' outputs as leaves of the loss graph: the output of layer `i`
+        // is the kept input of layer `i + 1`, or `last` for the last layer.
+        let outputs: Vec<(usize, Var)> = match &hidden {
+            Some(h) => h
+                .student_layers()
+                .into_iter()
+                .map(|i| -> Result<(usize, Var)> {
+                    let v = match kept.get(i + 1) {
+                        Some(t) => Var::from_tensor(t)?,
+                        None => last.clone(),
+                    };
+                    Ok((i, v))
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
         times.forward += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let teacher_states = match self.teacher {
-            Some(t) if w.kd > 0.0 || self.kd.is_some() => Some(states_at_targets(t, batch, false)?),
+        let t_layers = hidden
+            .as_ref()
+            .map(|h| h.teacher_layers())
+            .unwrap_or_default();
+        let teacher_out = match self.teacher {
+            Some(t) if w.kd > 0.0 || self.kd.is_some() => {
+                Some(forward_at_targets(t, batch, false, &t_layers)?)
+            }
             _ => None,
         };
         times.teacher += t0.elapsed().as_secs_f64();
@@ -251,8 +358,8 @@ impl<'a> Trainer<'a> {
             &HeadInputs {
                 student: &states,
                 student_head: &student_head,
-                teacher: match (self.teacher, &teacher_states) {
-                    (Some(t), Some(s)) => Some((s, head_weight(t))),
+                teacher: match (self.teacher, &teacher_out) {
+                    (Some(t), Some((s, _))) => Some((s, head_weight(t))),
                     _ => None,
                 },
                 targets: &batch.targets,
@@ -260,15 +367,38 @@ impl<'a> Trainer<'a> {
             w,
             self.chunk,
         )?;
-        let loss = hl.loss.to_scalar::<f32>()? as f64;
+        let (total, hidden_sum) = match (&hidden, &teacher_out) {
+            (Some(h), Some((_, teacher_outputs))) => {
+                let student_outputs = outputs
+                    .iter()
+                    .map(|(_, v)| at_targets(v.as_tensor()))
+                    .collect::<Result<Vec<_>>>()?;
+                let e = h.error_sum(&student_outputs, teacher_outputs)?;
+                let sum = e.to_scalar::<f32>()? as f64;
+                ((&hl.loss + (e * hidden_scale)?)?, sum)
+            }
+            _ => (hl.loss.clone(), 0.0),
+        };
+        let loss = total.to_scalar::<f32>()? as f64;
         times.head += t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         if loss.is_finite() {
-            let grads = hl.loss.backward()?;
+            let grads = total.backward()?;
             let missing = || TrainError::Input("no gradient reached a layer's output".into());
             let mut grad_out = grads.get(last.as_tensor()).cloned().ok_or_else(missing)?;
+            // The hidden-state term's gradient at each matched layer's output (the last
+            // layer's is already in `grad_out`).
+            let mut extra: Vec<Option<Tensor>> = vec![None; layers];
+            for (i, v) in &outputs {
+                if *i + 1 < layers {
+                    extra[*i] = grads.get(v.as_tensor()).cloned();
+                }
+            }
             let vars = self.lora.vars();
             for i in (0..layers).rev() {
+                if let Some(g) = extra[i].take() {
+                    grad_out = (grad_out + g)?;
+                }
                 let input = Var::from_tensor(&kept[i])?;
                 let y = self
                     .student
@@ -287,7 +417,12 @@ impl<'a> Trainer<'a> {
             }
         }
         times.backward += t0.elapsed().as_secs_f64();
-        Ok((loss, hl.ce_sum, hl.kd_sum))
+        Ok(MicroLoss {
+            loss,
+            ce: hl.ce_sum,
+            kd: hl.kd_sum,
+            hidden: hidden_sum,
+        })
     }
 
     /// One optimizer step over `micro` batches with learning rate `lr`. `step` (0-based) is
@@ -306,16 +441,26 @@ impl<'a> Trainer<'a> {
             ));
         }
         let w = self.weights(tokens);
+        let hidden_scale = self.hidden_scale(tokens);
         let mut acc: Vec<Vec<f32>> = self.values.iter().map(|v| vec![0f32; v.len()]).collect();
         let mut times = PhaseTimes::default();
-        let (mut loss, mut ce, mut kd) = (0f64, 0f64, 0f64);
+        let mut sum = MicroLoss::default();
         for (k, b) in micro.iter().enumerate() {
-            let (l, c, d) =
-                self.micro_step(b, w, mix(dropout_seed, k as u64), &mut acc, &mut times)?;
-            loss += l;
-            ce += c;
-            kd += d;
+            let m = self.micro_step(
+                b,
+                w,
+                hidden_scale,
+                mix(dropout_seed, k as u64),
+                &mut acc,
+                &mut times,
+            )?;
+            sum.loss += m.loss;
+            sum.ce += m.ce;
+            sum.kd += m.kd;
+            sum.hidden += m.hidden;
         }
+        let (loss, ce, kd) = (sum.loss, sum.ce, sum.kd);
+        let pairs = self.hidden.as_ref().map_or(1, |h| h.pairs.len().max(1));
         let n = tokens as f64;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
@@ -342,6 +487,7 @@ impl<'a> Trainer<'a> {
             loss,
             ce: ce / n,
             kd: kd / n,
+            hidden: sum.hidden / (n * pairs as f64),
             grad_norm,
             tokens: tokens as u64,
             times,

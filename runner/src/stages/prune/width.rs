@@ -76,13 +76,21 @@ fn select(t: &Tensor, dim: usize, idx: &[usize]) -> Result<Tensor> {
     Ok(t.index_select(&ids, dim)?.contiguous()?)
 }
 
+/// What [`prune_width`] did.
+#[derive(Debug, Clone)]
+pub struct WidthPruned {
+    pub change: WidthShapeChange,
+    /// The source embedding channels kept, ascending.
+    pub kept_hidden: Vec<usize>,
+}
+
 /// Prunes `model` in place to `targets` by `importance` (computed on this model: same layer
-/// count and widths). Returns the change of shape.
+/// count and widths). Returns the change of shape and the kept embedding channels.
 pub fn prune_width(
     model: &mut Llama,
     importance: &WidthImportance,
     targets: &WidthTargets,
-) -> Result<WidthShapeChange> {
+) -> Result<WidthPruned> {
     let c = model.config.clone();
     check_fits(&c, importance)?;
     let per_group = c.num_kv_groups();
@@ -142,11 +150,14 @@ pub fn prune_width(
     pruned.train_kernels = model.train_kernels;
     pruned.fused_kernels = model.fused_kernels;
     *model = pruned;
-    Ok(WidthShapeChange {
-        hidden_size: [c.hidden_size, hidden],
-        intermediate_size: [c.intermediate_size, inter],
-        num_attention_heads: [c.num_attention_heads, groups * heads_per_group],
-        num_key_value_heads: [c.num_key_value_heads, groups],
+    Ok(WidthPruned {
+        change: WidthShapeChange {
+            hidden_size: [c.hidden_size, hidden],
+            intermediate_size: [c.intermediate_size, inter],
+            num_attention_heads: [c.num_attention_heads, groups * heads_per_group],
+            num_key_value_heads: [c.num_key_value_heads, groups],
+        },
+        kept_hidden: keep_hidden,
     })
 }
 
