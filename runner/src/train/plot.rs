@@ -198,6 +198,7 @@ mod tests {
                 loss: 3.0 / i as f64,
                 ce: 3.0 / i as f64,
                 kd: 0.0,
+                hidden: None,
                 lr: 1e-4,
                 grad_norm: 1.0,
                 tokens: 100,
