@@ -10,6 +10,7 @@ pub mod dose_md;
 pub mod normalized_md;
 pub mod pairs;
 pub mod row_recovery;
+pub mod shapes_md;
 pub mod svg;
 
 pub use describe::describe;
@@ -487,6 +488,10 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
             let _ = writeln!(s, "## {title}\n\n![{title}]({dir}/{name}.svg)\n");
         }
     }
+    let shapes = shapes_md::shapes_md(run, &eval_docs(run));
+    if !shapes.is_empty() {
+        let _ = write!(s, "## Pruned models\n\n{}\n\n{shapes}\n", shapes_md::LEGEND);
+    }
     let rec = recovery_md(run, &d.at_chance);
     if !rec.is_empty() {
         let _ = write!(
@@ -592,6 +597,15 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
     }
     for (_, title, svg) in charts(d) {
         let _ = write!(s, "<h2>{}</h2>{svg}", esc(&title));
+    }
+    let shapes = shapes_md::shapes_md(run, &eval_docs(run));
+    if !shapes.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Pruned models</h2><p>{}</p>{}",
+            esc(shapes_md::LEGEND),
+            md_table_to_html(&shapes)
+        );
     }
     let rec = recovery_md(run, &d.at_chance);
     if !rec.is_empty() {
