@@ -9,7 +9,8 @@ use pruneforge_api::params::StageParams;
 use pruneforge_api::plan::{plan, Plan, PlanError, Shape, StageId, StageKind};
 use pruneforge_api::spec::{
     DataKind, DatasetFormat, DistillDataset, DraftModel, EvalTask, EvalTaskName, HiddenStatesKd,
-    MergeMethod, PruneDistillJobSpec, RecoveryMethod, WidthSize, WidthTargets, WidthVariant,
+    MergeMethod, PruneDistillJobSpec, RecoveryMethod, TeacherCorrectionSpec, WidthSize,
+    WidthTargets, WidthVariant,
 };
 
 fn gsm8k() -> DistillDataset {
@@ -1166,4 +1167,92 @@ fn hidden_state_kd_reaches_only_the_kd_fine_tunes_and_their_keys() {
         serde_json::json!({"weight": 0.5, "layers": [3, 11]})
     );
     assert!(request("finetune-n6-sft").get("kdHiddenStates").is_none());
+}
+
+#[test]
+fn teacher_correction_feeds_kd_and_self_distillation() {
+    let a = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.recovery.teacher_correction = Some(TeacherCorrectionSpec {
+        steps: Some(8),
+        learning_rate: None,
+    });
+    let b = plan(&spec).unwrap();
+    let tc = b.get("finetune-teacher").expect("teacher correction stage");
+    assert_eq!(tc.inputs["model"].as_str(), "import");
+    let StageParams::Finetune(p) = &tc.params else {
+        panic!("{:?}", tc.params)
+    };
+    assert!(p.teacher_correction);
+    assert_eq!(p.optimizer.steps, 8);
+    assert_eq!(p.datasets, spec.distillation.datasets);
+    // The corrected model rewrites the data and teaches KD; sft on the original data and the
+    // unpruned arms keep their keys.
+    assert_eq!(
+        b.get("distill-gsm8k").unwrap().inputs["model"].as_str(),
+        "finetune-teacher"
+    );
+    assert_eq!(
+        b.get("finetune-n6-self-distill-logit-kd").unwrap().inputs["teacher"].as_str(),
+        "finetune-teacher"
+    );
+    let moved = changed_common(&a, &b);
+    for id in [
+        "finetune-n6-sft",
+        "prune-n6",
+        "eval-n6",
+        "eval-base",
+        "score",
+    ] {
+        assert!(!moved.contains(id), "{id} moved");
+    }
+    for id in [
+        "distill-gsm8k",
+        "finetune-n6-self-distill",
+        "eval-n6-self-distill",
+    ] {
+        assert!(moved.contains(id), "{id} kept its key");
+    }
+    // A changed schedule reruns the correction and what learns from it, nothing else.
+    let mut longer = spec.clone();
+    longer.recovery.teacher_correction = Some(TeacherCorrectionSpec {
+        steps: Some(16),
+        learning_rate: None,
+    });
+    let moved = changed_common(&b, &plan(&longer).unwrap());
+    for id in [
+        "finetune-teacher",
+        "distill-gsm8k",
+        "finetune-n6-self-distill",
+    ] {
+        assert!(moved.contains(id), "{id} kept its key");
+    }
+    for id in ["finetune-n6-sft", "prune-n6", "eval-base"] {
+        assert!(!moved.contains(id), "{id} moved");
+    }
+    // Nothing to use it for, or nothing to train on: refused.
+    let mut unused = spec.clone();
+    unused.recovery.methods = vec![RecoveryMethod::None, RecoveryMethod::Sft];
+    unused.merge.enabled = false;
+    assert!(matches!(
+        plan(&unused),
+        Err(PlanError::TeacherCorrectionUnused)
+    ));
+    let mut no_data = spec.clone();
+    no_data.distillation.datasets.clear();
+    no_data.recovery.methods = vec![RecoveryMethod::None, RecoveryMethod::LogitKd];
+    no_data.merge.enabled = false;
+    assert!(matches!(
+        plan(&no_data),
+        Err(PlanError::TeacherCorrectionWithoutData)
+    ));
+}
+
+/// Ids present in both plans whose key differs.
+fn changed_common(a: &Plan, b: &Plan) -> BTreeSet<String> {
+    let (ka, kb) = (keys(a), keys(b));
+    ka.iter()
+        .filter(|(id, k)| kb.get(*id).is_some_and(|v| v != *k))
+        .map(|(id, _)| id.clone())
+        .collect()
 }

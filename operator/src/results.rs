@@ -93,7 +93,11 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
         (StageParams::Finetune(p), StageSummary::Finetune(_)) => upsert(
             &mut status.adapters,
             ModelArtifactStatus {
-                variant: variant::finetuned(&p.shape(), p.method),
+                variant: if p.teacher_correction {
+                    variant::TEACHER.to_string()
+                } else {
+                    variant::finetuned(&p.shape(), p.method)
+                },
                 block_size: p.block_size,
                 width: p.width_variant.clone(),
                 method: Some(p.method.slug().to_string()),

@@ -1178,3 +1178,43 @@ async fn stage_objects_block_a_foreground_deletion_of_their_owner() {
         assert_eq!(o.block_owner_deletion, Some(true), "{o:?}");
     }
 }
+
+#[tokio::test]
+async fn teacher_correction_runs_first_and_is_reported_as_the_teacher() {
+    let h = Harness::new(
+        r#"
+pruning:
+  blockSizes: [2]
+distillation:
+  datasets:
+    - name: alpaca
+      uri: builtin:alpaca
+      format: alpaca
+      kind: general
+      limit: 8
+recovery:
+  methods: [none, logit-kd]
+  teacherCorrection:
+    steps: 4
+evaluation:
+  tasks:
+    - name: arc_easy
+      limit: 10
+storage:
+  uri: file:///data/out
+maxParallelStages: 4
+"#,
+    );
+    h.run_to_ready().await;
+    let status = h.get().await.status.expect("status");
+    let mut adapters: Vec<&str> = status.adapters.iter().map(|a| a.variant.as_str()).collect();
+    adapters.sort();
+    assert_eq!(adapters, ["n2-logit-kd", "teacher"]);
+    let mut evals: Vec<&str> = status
+        .evaluations
+        .iter()
+        .map(|e| e.variant.as_str())
+        .collect();
+    evals.sort();
+    assert_eq!(evals, ["base", "n2", "n2-logit-kd"]);
+}

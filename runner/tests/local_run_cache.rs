@@ -182,3 +182,109 @@ fn unchanged_job_is_cached_and_a_changed_field_reruns_exactly_its_dependants() {
     assert!(Path::new(local).join("adapter_model.safetensors").exists());
     assert!(!Path::new(local).join("checkpoints").exists());
 }
+
+/// Minitron's recipe end to end on a tiny model: width importance, a depth and a width
+/// variant, teacher correction, logit and hidden-state distillation from the corrected
+/// teacher (the pairing travels in each pruned model's pruning.json through storage), and the
+/// report's table of pruned models.
+#[test]
+fn width_variants_distill_from_a_corrected_teacher_with_hidden_states() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    write_tiny_model(
+        &model,
+        &TinySpec {
+            layers: 4,
+            ..TinySpec::default()
+        },
+    );
+    let storage = tmp.path().join("out");
+    let yaml = format!(
+        r#"apiVersion: pruneforge.dev/v1alpha1
+kind: PruneDistillJob
+metadata:
+  name: tiny-minitron
+spec:
+  model:
+    source: {model}
+    format: hf
+  calibration:
+    dataset:
+      uri: builtin:alpaca
+      format: alpaca
+    sequences: 4
+    seqLen: 16
+  pruning:
+    blockSizes: [1]
+    widths:
+      - name: half
+        intermediateSize: "50%"
+        hiddenSize: 48
+  distillation:
+    datasets:
+      - name: alpaca
+        uri: builtin:alpaca
+        format: alpaca
+        kind: general
+        limit: 8
+  recovery:
+    methods: [none, logit-kd]
+    lora:
+      rank: 2
+      alpha: 4
+    optimizer:
+      steps: 2
+      warmupSteps: 1
+      batchSize: 2
+      maxSeqLen: 96
+    kd:
+      hiddenStates:
+        weight: 1.0
+    teacherCorrection:
+      steps: 2
+  evaluation:
+    tasks:
+      - name: arc_easy
+        limit: 4
+  storage:
+    uri: file://{storage}
+"#,
+        model = model.display(),
+        storage = storage.display(),
+    );
+    let report = run(tmp.path(), &yaml);
+    let ids: Vec<&str> = report.stages.iter().map(|s| s.id.as_str()).collect();
+    for id in [
+        "finetune-teacher",
+        "prune-w-half",
+        "finetune-n1-logit-kd",
+        "finetune-w-half-logit-kd",
+        "eval-w-half-logit-kd",
+    ] {
+        assert!(ids.contains(&id), "{id} not in {ids:?}");
+    }
+    let corrected = report
+        .stages
+        .iter()
+        .find(|s| s.id == "finetune-teacher")
+        .map(|s| s.artifact_uri.clone())
+        .unwrap();
+    for id in ["finetune-n1-logit-kd", "finetune-w-half-logit-kd"] {
+        let s = report.stages.iter().find(|s| s.id == id).unwrap();
+        let dir = Path::new(s.artifact_uri.trim_start_matches("file://"));
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("finetune.json")).unwrap()).unwrap();
+        let hidden = doc["history"][0]["hidden"].as_f64();
+        assert!(hidden.is_some_and(|h| h > 0.0), "{id}: {hidden:?}");
+        // The teacher is the corrected model's merged directory.
+        let teacher = doc["teacher"].as_str().unwrap_or_default();
+        assert_eq!(
+            Path::new(teacher),
+            Path::new(corrected.trim_start_matches("file://")).join("merged"),
+            "{id}"
+        );
+    }
+    let md = pruneforge::report::markdown(&pruneforge::report::gather(report), None);
+    assert!(md.contains("## Pruned models"), "{md}");
+    assert!(md.contains("| w-half | 4 |"), "{md}");
+}

@@ -38,6 +38,10 @@ pub struct FinetuneParams {
     /// Train on at most this many items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_limit: Option<u32>,
+    /// Teacher correction: this stage fine-tunes the unpruned model (input `model` is the
+    /// import), whose merged result becomes the teacher.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub teacher_correction: bool,
     /// Checkpoint interval in steps (0: final adapter only). Not part of the cache key.
     #[serde(default)]
     pub checkpoint_every: u32,

@@ -11,7 +11,7 @@ use crate::params::{
 };
 use crate::spec::{
     DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod,
-    ResolvedCompute, TrainingData, WidthVariant,
+    ResolvedCompute, TrainingData, TrainingRecipe, WidthVariant,
 };
 
 /// Builds the stage plan of a spec. Pure: equal specs give equal plans. Only the spec parts a
@@ -122,10 +122,46 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         pruned.insert(shape.clone(), id);
     }
 
-    // distill, one per data set, only when some method trains on distilled answers
+    // teacher correction: the unpruned model fine-tuned on the original answers, the teacher
+    // of KD and the rewriter of self-data distillation from here on
     let needs_distilled = trained
         .iter()
         .any(|m| m.training_data() == Some(TrainingData::Distilled));
+    let corrected = spec.recovery.teacher_correction.as_ref().map(|tc| {
+        let mut optimizer = spec.recovery.optimizer.clone();
+        if let Some(steps) = tc.steps {
+            optimizer.steps = steps;
+        }
+        if let Some(lr) = tc.learning_rate {
+            optimizer.learning_rate = lr;
+        }
+        builder.add(
+            StageId::teacher_correction(),
+            StageParams::Finetune(FinetuneParams {
+                block_size: 0,
+                width_variant: None,
+                method: RecoveryMethod::Sft,
+                recipe: TrainingRecipe {
+                    data: TrainingData::Original,
+                    cross_entropy_weight: 1.0,
+                    kd_weight: 0.0,
+                },
+                datasets: spec.distillation.datasets.clone(),
+                lora: spec.recovery.lora.clone(),
+                optimizer,
+                kd_temperature: None,
+                kd_hidden_states: None,
+                train_limit: spec.recovery.train_limit,
+                teacher_correction: true,
+                checkpoint_every: spec.recovery.checkpoint_every,
+            }),
+            &[("model", &import)],
+            1,
+        )
+    });
+    let teacher = corrected.as_ref().unwrap_or(&import);
+
+    // distill, one per data set, only when some method trains on distilled answers
     let mut distilled: Vec<(String, StageId)> = Vec::new();
     if needs_distilled {
         for dataset in &spec.distillation.datasets {
@@ -137,7 +173,7 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                     answer_check: spec.distillation.answer_check.clone(),
                     generation: spec.distillation.generation.clone(),
                 }),
-                &[("model", &import)],
+                &[("model", teacher)],
                 spec.distillation.shards,
             );
             distilled.push((format!("data-{}", dataset.name), id));
@@ -153,7 +189,7 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
             };
             let mut inputs: Vec<(&str, &StageId)> = vec![("model", &pruned[shape])];
             if recipe.needs_teacher() {
-                inputs.push(("teacher", &import));
+                inputs.push(("teacher", teacher));
             }
             let datasets: Vec<DistillDataset> = match recipe.data {
                 TrainingData::Original => spec.distillation.datasets.clone(),
@@ -181,6 +217,7 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                         .needs_teacher()
                         .then(|| spec.recovery.kd.hidden_states.clone())
                         .flatten(),
+                    teacher_correction: false,
                     train_limit: spec.recovery.train_limit,
                     checkpoint_every: spec.recovery.checkpoint_every,
                 }),
@@ -461,6 +498,18 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     }
     if spec.distillation.shards == 0 {
         return Err(PlanError::ZeroShards);
+    }
+    if spec.recovery.teacher_correction.is_some() {
+        if spec.distillation.datasets.is_empty() {
+            return Err(PlanError::TeacherCorrectionWithoutData);
+        }
+        let used = methods.iter().any(|m| {
+            m.recipe(0.5)
+                .is_some_and(|r| r.needs_teacher() || r.data == TrainingData::Distilled)
+        });
+        if !used {
+            return Err(PlanError::TeacherCorrectionUnused);
+        }
     }
     let controls = &spec.recovery.control_seeds;
     if !controls.is_empty() && !methods.contains(&RecoveryMethod::Sft) {

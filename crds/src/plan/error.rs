@@ -107,6 +107,12 @@ pub enum PlanError {
     /// A control seed equal to the arm's own seed.
     #[error("spec.recovery.controlSeeds: seed {0} is spec.recovery.optimizer.seed, the sft arm's own; pick another seed")]
     ControlSeedIsTheArmSeed(u32),
+    /// Teacher correction that nothing would use.
+    #[error("spec.recovery.teacherCorrection is set, but no method in spec.recovery.methods uses a teacher (logit-kd) or distilled data (self-distill); add one or remove teacherCorrection")]
+    TeacherCorrectionUnused,
+    /// Teacher correction without data.
+    #[error("spec.recovery.teacherCorrection trains on spec.distillation.datasets, which is empty; add a data set")]
+    TeacherCorrectionWithoutData,
     /// The merged draft without merging.
     #[error("spec.speculative.draft is merged, but spec.merge.enabled is false")]
     MergedDraftWithoutMerge,

@@ -80,6 +80,11 @@ impl StageId {
         StageId(format!("finetune-{}", variant::control(shape, seed)))
     }
 
+    /// `finetune-teacher`: teacher correction of the unpruned model.
+    pub fn teacher_correction() -> Self {
+        StageId(format!("finetune-{}", variant::TEACHER))
+    }
+
     /// `merge-<shape>`.
     pub fn merge(shape: &Shape) -> Self {
         StageId(format!("merge-{shape}"))
@@ -126,6 +131,9 @@ pub mod variant {
 
     /// The unpruned model.
     pub const BASE: &str = "base";
+
+    /// The unpruned model after teacher correction.
+    pub const TEACHER: &str = "teacher";
 
     /// The pruned model without recovery: `n6`, `w-mlp75`.
     pub fn pruned(shape: &Shape) -> String {

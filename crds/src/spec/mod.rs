@@ -32,7 +32,7 @@ pub use model::{DType, ModelFormat, ModelSource, ModelSpec};
 pub use pruning::{PruningSpec, ScoreMetric};
 pub use recovery::{
     HiddenStatesKd, KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod, RecoverySpec,
-    TrainingData, TrainingRecipe,
+    TeacherCorrectionSpec, TrainingData, TrainingRecipe,
 };
 pub use runner::{GpuSpec, PullPolicy, RunnerSpec, DEFAULT_GPU_RESOURCE};
 pub use speculative::{DraftModel, SpeculativeSpec};

@@ -429,6 +429,28 @@ pub struct RecoverySpec {
     #[schemars(length(max = 4))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub control_seeds: Vec<u32>,
+    /// Teacher correction (Minitron): before distilling, a LoRA fine-tune of the unpruned
+    /// model on the original answers of `spec.distillation.datasets`, merged into it. The
+    /// corrected model is then the teacher of every `logit-kd` method and the model that
+    /// rewrites the data for self-data distillation; the base of evaluation stays the
+    /// unpruned model. Uses `lora` and `optimizer` unless overridden here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_correction: Option<TeacherCorrectionSpec>,
+}
+
+/// Teacher correction's own schedule; the rest comes from `spec.recovery.lora` and
+/// `spec.recovery.optimizer`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeacherCorrectionSpec {
+    /// Optimizer steps; default `spec.recovery.optimizer.steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub steps: Option<u32>,
+    /// Peak learning rate; default `spec.recovery.optimizer.learningRate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub learning_rate: Option<f64>,
 }
 
 fn default_methods() -> Vec<RecoveryMethod> {
@@ -449,6 +471,7 @@ impl Default for RecoverySpec {
             checkpoint_every: default_checkpoint_every(),
             train_limit: None,
             control_seeds: Vec::new(),
+            teacher_correction: None,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The "Pruned models" table: for every prune stage its layers, widths, parameters (also as a
-//! share of the base) and the forward speed its evaluation measured, so depth, width and
+//! share of the base) and the forward and decode speeds its evaluation measured, so depth, width and
 //! combined variants of one size can be read side by side with their recovery.
 
 use crate::exec::local::RunReport;
@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 pub const LEGEND: &str = "Scored tokens/s: forward-pass throughput of the variant's own \
-evaluation (`throughput.loglikelihood.forward_pass_tokens_per_s` in its eval.json), on the \
-machine that ran it and while it ran; compare variants of one run only, and measure speed with \
-`pruneforge bench forward|generate --model DIR`.";
+evaluation (`throughput.loglikelihood.forward_pass_tokens_per_s` in its eval.json); decode \
+tokens/s: generated tokens per second of decoding in its generation tasks (`throughput.generation`, \
+prefill excluded; — when no task generates). Both on the machine that ran it and while it ran: \
+compare variants of one run only, and measure speed with `pruneforge bench forward|generate \
+--model DIR`.";
 
 /// Forward tokens/s of an eval document, when it scored anything.
 fn forward_speed(doc: &Value) -> Option<f64> {
@@ -20,13 +22,24 @@ fn forward_speed(doc: &Value) -> Option<f64> {
         .filter(|v| *v > 0.0)
 }
 
+/// Decode tokens/s of an eval document's generation tasks, when it generated anything.
+fn decode_speed(doc: &Value) -> Option<f64> {
+    let generation = doc.pointer("/throughput/generation")?;
+    let tokens = generation.get("generated_tokens")?.as_f64()?;
+    let seconds = generation.get("decode_s")?.as_f64()?;
+    (tokens > 0.0 && seconds > 0.0).then(|| tokens / seconds)
+}
+
 /// The table, or "" when the run pruned nothing. `evals`: variant → eval.json.
 pub fn shapes_md(run: &RunReport, evals: &BTreeMap<String, Value>) -> String {
     let speed = |variant: &str| {
-        evals
-            .get(variant)
-            .and_then(forward_speed)
-            .map_or_else(|| "—".to_string(), |v| format!("{v:.0}"))
+        let cell = |v: Option<f64>| v.map_or_else(|| "—".to_string(), |v| format!("{v:.0}"));
+        let doc = evals.get(variant);
+        format!(
+            "{} | {}",
+            cell(doc.and_then(forward_speed)),
+            cell(doc.and_then(decode_speed))
+        )
     };
     let mut rows = String::new();
     let mut base: Option<(u32, u64)> = None;
@@ -50,8 +63,8 @@ pub fn shapes_md(run: &RunReport, evals: &BTreeMap<String, Value>) -> String {
         return String::new();
     };
     format!(
-        "| model | layers | width | parameters | of base | scored tokens/s |\n\
-         |---|---:|---|---:|---:|---:|\n\
+        "| model | layers | width | parameters | of base | scored tokens/s | decode tokens/s |\n\
+         |---|---:|---|---:|---:|---:|---:|\n\
          | base | {layers} | unchanged | {:.1}M | 100.0% | {} |\n{rows}",
         params as f64 / 1e6,
         speed("base"),
@@ -104,21 +117,21 @@ mod tests {
             ),
         ]);
         let speed = |v: f64| serde_json::json!({"throughput": {"loglikelihood": {"forward_pass_tokens_per_s": v}}});
-        let evals = BTreeMap::from([
-            ("base".to_string(), speed(250.0)),
-            ("n6".to_string(), speed(300.4)),
-        ]);
+        let mut base = speed(250.0);
+        base["throughput"]["generation"] =
+            serde_json::json!({"generated_tokens": 120, "decode_s": 2.0, "prefill_s": 1.0});
+        let evals = BTreeMap::from([("base".to_string(), base), ("n6".to_string(), speed(300.4))]);
         let md = shapes_md(&run, &evals);
         assert!(
-            md.contains("| base | 30 | unchanged | 134.5M | 100.0% | 250 |"),
+            md.contains("| base | 30 | unchanged | 134.5M | 100.0% | 250 | 60 |"),
             "{md}"
         );
         assert!(
-            md.contains("| n6 | 24 | unchanged | 113.3M | 84.2% | 300 |"),
+            md.contains("| n6 | 24 | unchanged | 113.3M | 84.2% | 300 | — |"),
             "{md}"
         );
         assert!(
-            md.contains("| w-mlp | 30 | intermediate 1536->1128 | 113.4M | 84.3% | — |"),
+            md.contains("| w-mlp | 30 | intermediate 1536->1128 | 113.4M | 84.3% | — | — |"),
             "{md}"
         );
         assert_eq!(shapes_md(&report(Vec::new()), &evals), "");
