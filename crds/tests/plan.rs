@@ -1244,7 +1244,7 @@ fn teacher_correction_feeds_kd_and_self_distillation() {
     no_data.merge.enabled = false;
     assert!(matches!(
         plan(&no_data),
-        Err(PlanError::TeacherCorrectionWithoutData)
+        Err(PlanError::MissingDatasets(RecoveryMethod::LogitKd))
     ));
 }
 

@@ -110,9 +110,6 @@ pub enum PlanError {
     /// Teacher correction that nothing would use.
     #[error("spec.recovery.teacherCorrection is set, but no method in spec.recovery.methods uses a teacher (logit-kd) or distilled data (self-distill); add one or remove teacherCorrection")]
     TeacherCorrectionUnused,
-    /// Teacher correction without data.
-    #[error("spec.recovery.teacherCorrection trains on spec.distillation.datasets, which is empty; add a data set")]
-    TeacherCorrectionWithoutData,
     /// The merged draft without merging.
     #[error("spec.speculative.draft is merged, but spec.merge.enabled is false")]
     MergedDraftWithoutMerge,
