@@ -1103,7 +1103,10 @@ fn invalid_width_variants_are_rejected_with_the_entry_named() {
         (width("Bad_Name", None, "50%"), "name"),
         (width("x", Some(0), "50%"), "blockSize"),
         (width("x", None, "150%"), "intermediateSize"),
-        (width("merged", None, "50%"), "merged"),
+        (width("x-merged", None, "50%"), "recovery method"),
+        (width("half-sft", None, "50%"), "recovery method"),
+        (width("a-logit-kd", None, "50%"), "recovery method"),
+        (width("b-sft-seed7", None, "50%"), "recovery method"),
         (
             WidthVariant {
                 name: "empty".into(),

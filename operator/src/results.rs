@@ -222,11 +222,13 @@ mod producer {
     }
 
     pub fn speculative(s: &SpeculativeStatus) -> Option<StageId> {
-        // The variant is the draft's shape label, `-merged` appended for a merged draft (the
-        // planner keeps width names from ending so).
-        let label = s.variant.strip_suffix("-merged").unwrap_or(&s.variant);
-        (label.starts_with('n') || label.starts_with("w-"))
-            .then(|| StageId::from(format!("speculate-{label}").as_str()))
+        // The variant is the draft's shape label, `-merged` appended for a merged draft.
+        match pruneforge_api::plan::variant::split(&s.variant) {
+            Some((label, "" | "merged")) => {
+                Some(StageId::from(format!("speculate-{label}").as_str()))
+            }
+            _ => None,
+        }
     }
 }
 

@@ -441,9 +441,14 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
                 w.name
             )));
         }
-        if w.name == "merged" || w.name.ends_with("-merged") {
+        let label = Shape {
+            block_size: 0,
+            width: Some(w.name.clone()),
+        }
+        .label();
+        if variant::split(&label) != Some((label.as_str(), "")) {
             return Err(invalid(format!(
-                "name {:?} must not end in `merged`, which names merged models",
+                "name {:?} must not end in a recovery method's name (`sft`, `logit-kd`, `merged`, `sft-seed<n>`, ...), which name the recovered variants",
                 w.name
             )));
         }

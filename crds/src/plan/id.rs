@@ -154,4 +154,99 @@ pub mod variant {
     pub fn merged(shape: &Shape) -> String {
         format!("{shape}-merged")
     }
+
+    /// Whether `label` reads as a shape label: `n<n>`, `w-<name>` or `n<n>-w-<name>`.
+    pub fn is_shape_label(label: &str) -> bool {
+        let depth = |s: &str| {
+            s.strip_prefix('n')
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let width = |s: &str| s.strip_prefix("w-").is_some_and(|w| !w.is_empty());
+        match label.split_once('-') {
+            None => depth(label),
+            Some((first, rest)) if depth(first) => width(rest),
+            Some(_) => width(label),
+        }
+    }
+
+    /// The recovery part of a variant name (`sft`, `self-distill-logit-kd`, `merged`,
+    /// `sft-seed7`) when `suffix` is one.
+    fn is_method(suffix: &str) -> bool {
+        suffix == "merged"
+            || suffix
+                .strip_prefix("sft-seed")
+                .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            || RecoveryMethod::ALL
+                .iter()
+                .any(|m| *m != RecoveryMethod::None && m.slug() == suffix)
+    }
+
+    /// A variant name read back: its shape label and its recovery part ("" for the pruned
+    /// model itself); `None` for `base`, `teacher` and names no plan gives. The inverse of
+    /// [`pruned`], [`finetuned`], [`control`] and [`merged`]; the planner refuses width names
+    /// that would make it ambiguous.
+    pub fn split(name: &str) -> Option<(&str, &str)> {
+        // The shortest shape prefix followed by a recovery part; width names never end in
+        // one (the planner checks), so at most one split fits.
+        let recovered = name.match_indices('-').find_map(|(at, _)| {
+            let (shape, method) = (&name[..at], &name[at + 1..]);
+            (is_shape_label(shape) && is_method(method)).then_some((shape, method))
+        });
+        recovered.or_else(|| is_shape_label(name).then_some((name, "")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::variant::{self, split};
+    use super::Shape;
+    use crate::spec::RecoveryMethod;
+
+    #[test]
+    fn variant_names_read_back_into_shape_and_method() {
+        let shapes = [
+            Shape::depth(6),
+            Shape {
+                block_size: 0,
+                width: Some("mlp1128".into()),
+            },
+            Shape {
+                block_size: 3,
+                width: Some("mlp-75".into()),
+            },
+        ];
+        for shape in &shapes {
+            let label = shape.label();
+            assert_eq!(split(&variant::pruned(shape)), Some((label.as_str(), "")));
+            for m in RecoveryMethod::ALL
+                .into_iter()
+                .filter(|m| *m != RecoveryMethod::None)
+            {
+                let name = variant::finetuned(shape, m);
+                assert_eq!(split(&name), Some((label.as_str(), m.slug())), "{name}");
+            }
+            assert_eq!(
+                split(&variant::control(shape, 7)),
+                Some((label.as_str(), "sft-seed7"))
+            );
+            assert_eq!(
+                split(&variant::merged(shape)),
+                Some((label.as_str(), "merged"))
+            );
+        }
+        for odd in [
+            "base",
+            "teacher",
+            "nx-sft",
+            "n6-unknown",
+            "w-",
+            "x-sft",
+            "n-sft",
+        ] {
+            assert_eq!(split(odd), None, "{odd}");
+        }
+        assert!(variant::is_shape_label("n3-w-a-b"));
+        assert!(!variant::is_shape_label("n3-w"));
+        assert!(!variant::is_shape_label("n3-x"));
+    }
 }

@@ -4,7 +4,11 @@
 //! - every recovered variant against the pruned model without fine-tuning (`n6`);
 //! - self-distillation (`n6-self-distill…`) against SFT (`n6-sft`);
 //! - the merged model against each fine-tuned model of the block size (its possible inputs);
-//! - each noise-floor control (`n6-sft-seed7`, the sft arm with another seed) against `n6-sft`.
+//! - each noise-floor control (`n6-sft-seed7`, the sft arm with another seed) against `n6-sft`;
+//! - across shapes, every width or depth-and-width variant (`w-mlp1128`, `n3-w-mlp1332`) against
+//!   every depth-only one (`n6`) with the same recovery: the depth-against-width question.
+//!
+//! Names are read back with [`variant::split`], the planner's own naming.
 
 /// One comparison: `variant` − `reference`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +24,16 @@ fn pair(variant: &str, reference: &str) -> Pair {
     }
 }
 
-/// The block-size prefix (`n6`) and the method (`sft`, or "" for the pruned model).
+use pruneforge_api::plan::variant;
+
+/// The shape label (`n6`, `w-mlp1128`) and the method (`sft`, or "" for the pruned model).
 fn split_variant(v: &str) -> Option<(&str, &str)> {
-    let (prefix, method) = v.split_once('-').unwrap_or((v, ""));
-    let digits = prefix.strip_prefix('n')?;
-    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some((prefix, method))
+    variant::split(v)
+}
+
+/// Whether a shape label prunes width (`w-…`, `n3-w-…`) rather than depth only.
+fn prunes_width(shape: &str) -> bool {
+    shape.starts_with("w-") || shape.contains("-w-")
 }
 
 /// A noise-floor control: the `sft` arm trained again with another seed (`sft-seed7`).
@@ -43,7 +52,7 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
     sizes.sort();
     sizes.dedup();
     let mut out = Vec::new();
-    for size in sizes {
+    for &size in &sizes {
         let methods: Vec<&str> = variants
             .iter()
             .filter_map(|v| split_variant(v).filter(|(p, _)| *p == size).map(|(_, m)| m))
@@ -69,6 +78,26 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
         if methods.contains(&"merged") {
             for m in methods.iter().filter(|m| **m != "merged" && !is_control(m)) {
                 out.push(pair(&name("merged"), &name(m)));
+            }
+        }
+    }
+    // Depth against width: each width shape against each depth-only shape, method by method.
+    let full = |shape: &str, method: &str| {
+        if method.is_empty() {
+            shape.to_string()
+        } else {
+            format!("{shape}-{method}")
+        }
+    };
+    for w in sizes.iter().filter(|s| prunes_width(s)) {
+        for d in sizes.iter().filter(|s| !prunes_width(s)) {
+            for v in variants {
+                let Some((shape, method)) = split_variant(v) else {
+                    continue;
+                };
+                if shape == *w && !is_control(method) && variants.contains(&full(d, method)) {
+                    out.push(pair(v, &full(d, method)));
+                }
             }
         }
     }
@@ -108,6 +137,35 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()));
         assert_eq!(got, want);
         assert!(comparison_pairs(&["base".into(), "nx-sft".into()]).is_empty());
+        // Width variants pair within their shape, and against depth at the same recovery.
+        let grid: Vec<String> = [
+            "base",
+            "n6",
+            "n6-logit-kd",
+            "w-mlp1128",
+            "w-mlp1128-logit-kd",
+            "n3-w-mlp-75",
+            "n3-w-mlp-75-logit-kd",
+            "n3-w-mlp-75-sft",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got: Vec<(String, String)> = comparison_pairs(&grid)
+            .into_iter()
+            .map(|p| (p.variant, p.reference))
+            .collect();
+        let want = [
+            ("n3-w-mlp-75-logit-kd", "n3-w-mlp-75"),
+            ("n3-w-mlp-75-sft", "n3-w-mlp-75"),
+            ("n6-logit-kd", "n6"),
+            ("w-mlp1128-logit-kd", "w-mlp1128"),
+            ("n3-w-mlp-75", "n6"),
+            ("n3-w-mlp-75-logit-kd", "n6-logit-kd"),
+            ("w-mlp1128", "n6"),
+            ("w-mlp1128-logit-kd", "n6-logit-kd"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(got, want);
         // A noise-floor control pairs with the pruned model and its arm, never with the merge.
         let with_control: Vec<String> = ["n6", "n6-sft", "n6-sft-seed7", "n6-merged"]
             .map(String::from)

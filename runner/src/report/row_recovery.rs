@@ -121,10 +121,11 @@ pub struct Analysis {
     pub differences: Vec<Difference>,
 }
 
-/// The pruned model a variant starts from: `n6-sft` → `n6`; `None` for `base` and `n6`.
+/// The pruned model a variant starts from: `n6-sft` → `n6`, `w-mlp-75-sft` → `w-mlp-75`;
+/// `None` for `base` and the pruned models themselves.
 fn pruned_of(variant: &str) -> Option<&str> {
-    let (prefix, method) = variant.split_once('-')?;
-    (prefix.starts_with('n') && !method.is_empty()).then_some(prefix)
+    pruneforge_api::plan::variant::split(variant)
+        .and_then(|(shape, method)| (!method.is_empty()).then_some(shape))
 }
 
 /// `(v − base, pruned − base)` per row that all three scored.
