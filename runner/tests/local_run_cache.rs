@@ -287,4 +287,22 @@ spec:
     let md = pruneforge::report::markdown(&pruneforge::report::gather(report), None);
     assert!(md.contains("## Pruned models"), "{md}");
     assert!(md.contains("| w-half | 4 |"), "{md}");
+    // Every model's eval measured its decode speed (the probe), shown in the last column.
+    let table = md.split("## Pruned models").nth(1).unwrap_or_default();
+    let table = table.split("\n## ").next().unwrap_or_default();
+    for model in ["base", "n1", "w-half"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {model} |")))
+            .unwrap_or_else(|| panic!("no {model} row in {table}"));
+        let decode = row
+            .trim_end_matches('|')
+            .rsplit('|')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            decode.trim().parse::<f64>().is_ok_and(|v| v > 0.0),
+            "{model}: {row}"
+        );
+    }
 }

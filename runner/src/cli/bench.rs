@@ -83,7 +83,7 @@ pub enum BenchWhat {
     },
 }
 
-pub const BENCH_PROMPT: &str = "Write a short story about a robot who learns to paint.";
+use pruneforge::generate::probe::SPEED_PROMPT;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -298,7 +298,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let new_tokens = new_tokens.max(2);
             match &subject.tokenizer {
                 Some(tok) => {
-                    let prompt = tok.encode_chat(&[ChatMessage::user(BENCH_PROMPT)], true)?;
+                    let prompt = tok.encode_chat(&[ChatMessage::user(SPEED_PROMPT)], true)?;
                     let prompts = vec![prompt.clone(); batch];
                     let params = GenerateParams {
                         max_new_tokens: new_tokens,

@@ -2,6 +2,7 @@
 //! finished rows, stop strings and end-of-sequence tokens.
 
 pub mod engine;
+pub mod probe;
 pub mod sampler;
 pub mod stop;
 

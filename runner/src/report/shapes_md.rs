@@ -10,10 +10,10 @@ use std::fmt::Write;
 
 pub const LEGEND: &str = "Scored tokens/s: forward-pass throughput of the variant's own \
 evaluation (`throughput.loglikelihood.forward_pass_tokens_per_s` in its eval.json); decode \
-tokens/s: generated tokens per second of decoding in its generation tasks (`throughput.generation`, \
-prefill excluded; — when no task generates). Both on the machine that ran it and while it ran: \
-compare variants of one run only, and measure speed with `pruneforge bench forward|generate \
---model DIR`.";
+tokens/s: the eval's decode probe, 64 greedy tokens at batch 1 after the reference chat prompt, \
+prefill excluded (`throughput.decode_probe`; evals from before the probe: their generation \
+tasks, `throughput.generation`). Both on the machine that ran it and while it ran: compare \
+variants of one run only, and measure speed with `pruneforge bench forward|generate --model DIR`.";
 
 /// Forward tokens/s of an eval document, when it scored anything.
 fn forward_speed(doc: &Value) -> Option<f64> {
@@ -22,8 +22,16 @@ fn forward_speed(doc: &Value) -> Option<f64> {
         .filter(|v| *v > 0.0)
 }
 
-/// Decode tokens/s of an eval document's generation tasks, when it generated anything.
+/// Decode tokens/s of an eval document: its decode probe (the same generation for every
+/// variant), else its generation tasks, when it generated anything.
 fn decode_speed(doc: &Value) -> Option<f64> {
+    if let Some(v) = doc
+        .pointer("/throughput/decode_probe/decode_tokens_per_s")
+        .and_then(Value::as_f64)
+        .filter(|v| *v > 0.0)
+    {
+        return Some(v);
+    }
     let generation = doc.pointer("/throughput/generation")?;
     let tokens = generation.get("generated_tokens")?.as_f64()?;
     let seconds = generation.get("decode_s")?.as_f64()?;
@@ -120,14 +128,18 @@ mod tests {
         let mut base = speed(250.0);
         base["throughput"]["generation"] =
             serde_json::json!({"generated_tokens": 120, "decode_s": 2.0, "prefill_s": 1.0});
-        let evals = BTreeMap::from([("base".to_string(), base), ("n6".to_string(), speed(300.4))]);
+        let mut n6 = speed(300.4);
+        n6["throughput"]["decode_probe"] = serde_json::json!({"decode_tokens_per_s": 15.8});
+        n6["throughput"]["generation"] =
+            serde_json::json!({"generated_tokens": 10, "decode_s": 1.0});
+        let evals = BTreeMap::from([("base".to_string(), base), ("n6".to_string(), n6)]);
         let md = shapes_md(&run, &evals);
         assert!(
             md.contains("| base | 30 | unchanged | 134.5M | 100.0% | 250 | 60 |"),
             "{md}"
         );
         assert!(
-            md.contains("| n6 | 24 | unchanged | 113.3M | 84.2% | 300 | — |"),
+            md.contains("| n6 | 24 | unchanged | 113.3M | 84.2% | 300 | 16 |"),
             "{md}"
         );
         assert!(

@@ -35,6 +35,7 @@ use crate::eval::report::{self, TaskOutcome, TaskReport};
 use crate::eval::{
     multiple_choice, score, Recovery, ScoreStats, ScorerOptions, TaskRecovery, TaskScore,
 };
+use crate::generate::probe::{decode_probe, PROBE_NEW_TOKENS};
 use crate::generate::GenerationStats;
 use crate::model::Llama;
 use crate::resolve::Resolver;
@@ -867,6 +868,14 @@ fn evaluate(
         let own = items_from_values(reports.iter().flat_map(|r| &r.outcome.items));
         add_paired_intervals(rec, &own, base_items, BootstrapConfig::default());
     }
+    // The same short generation for every variant: its decode speed, comparable within a run.
+    let decode_probe = match decode_probe(ctx.model, ctx.tokenizer, PROBE_NEW_TOKENS) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "decode speed probe failed; eval.json records none");
+            None
+        }
+    };
     let ll = &ctx.ll_stats;
     let gen = &ctx.gen_stats;
     let throughput = json!({
@@ -877,6 +886,7 @@ fn evaluate(
             "request_tokens_per_s": ll.request_tokens_per_s(),
         },
         "generation": gen,
+        "decode_probe": decode_probe,
         "total_seconds": started.elapsed().as_secs_f64(),
     });
     let run_config = json!({
