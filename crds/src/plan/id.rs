@@ -169,13 +169,18 @@ pub mod variant {
         }
     }
 
+    /// Whether a variant's recovery part names a noise-floor control (`sft-seed7`).
+    pub fn is_control(method: &str) -> bool {
+        method
+            .strip_prefix("sft-seed")
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// The recovery part of a variant name (`sft`, `self-distill-logit-kd`, `merged`,
     /// `sft-seed7`) when `suffix` is one.
     fn is_method(suffix: &str) -> bool {
         suffix == "merged"
-            || suffix
-                .strip_prefix("sft-seed")
-                .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            || is_control(suffix)
             || RecoveryMethod::ALL
                 .iter()
                 .any(|m| *m != RecoveryMethod::None && m.slug() == suffix)

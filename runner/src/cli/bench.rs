@@ -7,6 +7,7 @@ use super::generate::DeviceArgs;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, D};
 use pruneforge::device::{describe, dtype_name, synchronize, MemoryWatch};
+use pruneforge::generate::probe::SPEED_PROMPT;
 use pruneforge::generate::{generate_all, GenerateParams};
 use pruneforge::model::compare::compare_logits;
 use pruneforge::model::{random::random_model, ForwardOptions, Llama, ModelConfig};
@@ -82,8 +83,6 @@ pub enum BenchWhat {
         reference_generic: bool,
     },
 }
-
-use pruneforge::generate::probe::SPEED_PROMPT;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -24,41 +24,41 @@ fn pair(variant: &str, reference: &str) -> Pair {
     }
 }
 
-use pruneforge_api::plan::variant;
-
-/// The shape label (`n6`, `w-mlp1128`) and the method (`sft`, or "" for the pruned model).
-fn split_variant(v: &str) -> Option<(&str, &str)> {
-    variant::split(v)
-}
+use pruneforge_api::plan::variant::{self, is_control};
 
 /// Whether a shape label prunes width (`w-…`, `n3-w-…`) rather than depth only.
 fn prunes_width(shape: &str) -> bool {
     shape.starts_with("w-") || shape.contains("-w-")
 }
 
-/// A noise-floor control: the `sft` arm trained again with another seed (`sft-seed7`).
-fn is_control(method: &str) -> bool {
-    method
-        .strip_prefix("sft-seed")
-        .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// The comparisons among `variants` (names of evaluated variants, any order).
 pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
     let mut sizes: Vec<&str> = variants
         .iter()
-        .filter_map(|v| split_variant(v).map(|(p, _)| p))
+        .filter_map(|v| variant::split(v).map(|(p, _)| p))
         .collect();
     sizes.sort();
     sizes.dedup();
+    // A variant's name from its shape and recovery part ("" for the pruned model).
+    let full = |shape: &str, method: &str| {
+        if method.is_empty() {
+            shape.to_string()
+        } else {
+            format!("{shape}-{method}")
+        }
+    };
     let mut out = Vec::new();
     for &size in &sizes {
         let methods: Vec<&str> = variants
             .iter()
-            .filter_map(|v| split_variant(v).filter(|(p, _)| *p == size).map(|(_, m)| m))
+            .filter_map(|v| {
+                variant::split(v)
+                    .filter(|(p, _)| *p == size)
+                    .map(|(_, m)| m)
+            })
             .filter(|m| !m.is_empty())
             .collect();
-        let name = |m: &str| format!("{size}-{m}");
+        let name = |m: &str| full(size, m);
         if variants.iter().any(|v| v == size) {
             for m in &methods {
                 out.push(pair(&name(m), size));
@@ -82,17 +82,10 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
         }
     }
     // Depth against width: each width shape against each depth-only shape, method by method.
-    let full = |shape: &str, method: &str| {
-        if method.is_empty() {
-            shape.to_string()
-        } else {
-            format!("{shape}-{method}")
-        }
-    };
     for w in sizes.iter().filter(|s| prunes_width(s)) {
         for d in sizes.iter().filter(|s| !prunes_width(s)) {
             for v in variants {
-                let Some((shape, method)) = split_variant(v) else {
+                let Some((shape, method)) = variant::split(v) else {
                     continue;
                 };
                 if shape == *w && !is_control(method) && variants.contains(&full(d, method)) {
