@@ -1241,6 +1241,15 @@ fn teacher_correction_feeds_kd_and_self_distillation() {
         plan(&unused),
         Err(PlanError::TeacherCorrectionUnused)
     ));
+    // sft+logit-kd at kd.ratio 0 has no teacher input in the plan: nothing would use it.
+    let mut no_kd = spec.clone();
+    no_kd.recovery.methods = vec![RecoveryMethod::None, RecoveryMethod::SftLogitKd];
+    no_kd.recovery.kd.ratio = 0.0;
+    no_kd.merge.enabled = false;
+    assert!(matches!(
+        plan(&no_kd),
+        Err(PlanError::TeacherCorrectionUnused)
+    ));
     let mut no_data = spec.clone();
     no_data.distillation.datasets.clear();
     no_data.recovery.methods = vec![RecoveryMethod::None, RecoveryMethod::LogitKd];

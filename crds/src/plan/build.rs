@@ -508,7 +508,7 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     // and a missing data set was refused above.)
     if spec.recovery.teacher_correction.is_some() {
         let used = methods.iter().any(|m| {
-            m.recipe(0.5)
+            m.recipe(spec.recovery.kd.ratio)
                 .is_some_and(|r| r.needs_teacher() || r.data == TrainingData::Distilled)
         });
         if !used {
