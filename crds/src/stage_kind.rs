@@ -21,6 +21,8 @@ pub enum StageKind {
     Distill,
     /// LoRA fine-tuning of one pruned model.
     Finetune,
+    /// Preference training (DPO, SPIN) of one fine-tuned model.
+    Prefer,
     /// Merge fine-tuned models.
     Merge,
     /// Benchmarks of one model.
@@ -31,25 +33,27 @@ pub enum StageKind {
 
 impl StageKind {
     /// Every kind, in pipeline order.
-    pub const ALL: [StageKind; 8] = [
+    pub const ALL: [StageKind; 9] = [
         StageKind::Import,
         StageKind::Score,
         StageKind::Prune,
         StageKind::Distill,
         StageKind::Finetune,
+        StageKind::Prefer,
         StageKind::Merge,
         StageKind::Eval,
         StageKind::Speculate,
     ];
 
     /// Whether the stage runs the model (and so honours `spec.compute`): score, distill,
-    /// finetune, eval and speculate. Import, prune and merge stream tensors on the CPU.
+    /// finetune, prefer, eval and speculate. Import, prune and merge stream tensors on the CPU.
     pub fn computes_with_model(self) -> bool {
         matches!(
             self,
             StageKind::Score
                 | StageKind::Distill
                 | StageKind::Finetune
+                | StageKind::Prefer
                 | StageKind::Eval
                 | StageKind::Speculate
         )
@@ -63,6 +67,7 @@ impl StageKind {
             StageKind::Prune => "prune",
             StageKind::Distill => "distill",
             StageKind::Finetune => "finetune",
+            StageKind::Prefer => "prefer",
             StageKind::Merge => "merge",
             StageKind::Eval => "eval",
             StageKind::Speculate => "speculate",

@@ -28,6 +28,18 @@ fn sample_plan() -> Plan {
     spec.distillation.shards = 4;
     spec.merge.enabled = true;
     spec.speculative.enabled = true;
+    spec.recovery.preference = Some(pruneforge_api::spec::PreferenceSpec {
+        after: vec![pruneforge_api::spec::RecoveryMethod::SelfDistill],
+        dpo: None,
+        spin: Some(pruneforge_api::spec::SpinSpec {
+            iterations: 2,
+            beta: 0.1,
+            loss: Default::default(),
+            prompts: Some(8),
+        }),
+        steps: Some(4),
+        learning_rate: None,
+    });
     plan(&spec).unwrap()
 }
 

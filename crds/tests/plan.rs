@@ -1268,3 +1268,177 @@ fn changed_common(a: &Plan, b: &Plan) -> BTreeSet<String> {
         .map(|(id, _)| id.clone())
         .collect()
 }
+
+fn with_preference(spin_iterations: u32) -> PruneDistillJobSpec {
+    use pruneforge_api::spec::{
+        DpoSpec, PreferenceDataset, PreferenceLoss, PreferenceSpec, SpinSpec,
+    };
+    let mut spec = full_spec();
+    spec.pruning.block_sizes = vec![6];
+    spec.recovery.preference = Some(PreferenceSpec {
+        after: vec![RecoveryMethod::Sft, RecoveryMethod::SelfDistill],
+        dpo: Some(DpoSpec {
+            dataset: PreferenceDataset {
+                uri: "s3://bucket/pairs.jsonl".into(),
+                limit: Some(64),
+                offset: 0,
+            },
+            beta: 0.1,
+            loss: PreferenceLoss::Sigmoid,
+            label_smoothing: 0.0,
+        }),
+        spin: Some(SpinSpec {
+            iterations: spin_iterations,
+            beta: 0.1,
+            loss: PreferenceLoss::Sigmoid,
+            prompts: Some(16),
+        }),
+        steps: Some(8),
+        learning_rate: None,
+    });
+    spec
+}
+
+#[test]
+fn preference_stages_follow_their_fine_tunes_and_spin_iterations_chain() {
+    let base = plan(&full_spec()).unwrap();
+    let p = plan(&with_preference(2)).unwrap();
+    for (id, input) in [
+        ("prefer-n6-sft-dpo", "finetune-n6-sft"),
+        ("prefer-n6-self-distill-dpo", "finetune-n6-self-distill"),
+        ("prefer-n6-sft-spin1", "finetune-n6-sft"),
+        ("prefer-n6-sft-spin2", "prefer-n6-sft-spin1"),
+        (
+            "prefer-n6-self-distill-spin2",
+            "prefer-n6-self-distill-spin1",
+        ),
+    ] {
+        let s = p.get(id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(s.inputs["model"].as_str(), input, "{id}");
+        assert_eq!(s.params.kind(), StageKind::Prefer);
+        let eval = format!("eval-{}", id.trim_start_matches("prefer-"));
+        assert_eq!(p.get(&eval).unwrap().inputs["model"].as_str(), id);
+    }
+    assert!(p.get("prefer-n6-self-distill-logit-kd-dpo").is_none());
+    let StageParams::Prefer(pp) = &p.get("prefer-n6-sft-spin2").unwrap().params else {
+        panic!()
+    };
+    assert_eq!(pp.optimizer.steps, 8);
+    assert_eq!(pp.suffix(), "spin2");
+    // The rest of the plan keeps its keys.
+    let moved = changed_common(
+        &base,
+        &plan(&{
+            let mut s = with_preference(2);
+            s.pruning.block_sizes = vec![6, 4];
+            s
+        })
+        .unwrap(),
+    );
+    assert!(moved.is_empty(), "{moved:?}");
+    // A longer SPIN run reuses the earlier iterations; another beta reruns them all.
+    let longer = plan(&with_preference(3)).unwrap();
+    assert!(longer.get("prefer-n6-sft-spin3").is_some());
+    assert!(changed_common(&p, &longer).is_empty());
+    let mut other = with_preference(2);
+    other
+        .recovery
+        .preference
+        .as_mut()
+        .unwrap()
+        .spin
+        .as_mut()
+        .unwrap()
+        .beta = 0.2;
+    let moved = changed_common(&p, &plan(&other).unwrap());
+    assert_eq!(
+        moved,
+        set(&[
+            "prefer-n6-sft-spin1",
+            "prefer-n6-sft-spin2",
+            "prefer-n6-self-distill-spin1",
+            "prefer-n6-self-distill-spin2",
+            "eval-n6-sft-spin1",
+            "eval-n6-sft-spin2",
+            "eval-n6-self-distill-spin1",
+            "eval-n6-self-distill-spin2",
+        ])
+    );
+}
+
+#[test]
+fn preference_specs_that_cannot_run_are_refused() {
+    use pruneforge_api::spec::PreferenceLoss;
+    let mut s = with_preference(2);
+    s.recovery.preference.as_mut().unwrap().after = vec![RecoveryMethod::SftLogitKd];
+    assert!(matches!(
+        plan(&s),
+        Err(PlanError::PreferenceAfterUntrained(
+            RecoveryMethod::SftLogitKd
+        ))
+    ));
+    type Edit = Box<dyn Fn(&mut PruneDistillJobSpec)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|s| {
+                let p = s.recovery.preference.as_mut().unwrap();
+                p.dpo = None;
+                p.spin = None;
+            }),
+            "set dpo, spin or both",
+        ),
+        (
+            Box::new(|s| {
+                s.recovery
+                    .preference
+                    .as_mut()
+                    .unwrap()
+                    .dpo
+                    .as_mut()
+                    .unwrap()
+                    .loss = PreferenceLoss::Ipo;
+                s.recovery
+                    .preference
+                    .as_mut()
+                    .unwrap()
+                    .dpo
+                    .as_mut()
+                    .unwrap()
+                    .label_smoothing = 0.1;
+            }),
+            "labelSmoothing applies",
+        ),
+        (
+            Box::new(|s| {
+                s.recovery
+                    .preference
+                    .as_mut()
+                    .unwrap()
+                    .spin
+                    .as_mut()
+                    .unwrap()
+                    .loss = PreferenceLoss::Ipo;
+            }),
+            "SPIN uses sigmoid or hinge",
+        ),
+        (
+            Box::new(|s| {
+                s.recovery
+                    .preference
+                    .as_mut()
+                    .unwrap()
+                    .spin
+                    .as_mut()
+                    .unwrap()
+                    .beta = 0.0;
+            }),
+            "spin.beta",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let mut s = with_preference(2);
+        edit(&mut s);
+        let e = plan(&s).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+}

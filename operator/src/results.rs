@@ -105,6 +105,17 @@ pub fn record(status: &mut PruneDistillJobStatus, stage: &StageInstance, results
                 summary: Some(line),
             },
         ),
+        (StageParams::Prefer(p), StageSummary::Prefer(_)) => upsert(
+            &mut status.adapters,
+            ModelArtifactStatus {
+                variant: variant::preferred(&p.shape(), p.after, &p.suffix()),
+                block_size: p.block_size,
+                width: p.width_variant.clone(),
+                method: Some(format!("{}-{}", p.after.slug(), p.suffix())),
+                uri: artifact("adapter"),
+                summary: Some(line),
+            },
+        ),
         (StageParams::Merge(p), StageSummary::Merge(_)) => upsert(
             &mut status.merged_models,
             ModelArtifactStatus {
@@ -209,8 +220,12 @@ mod producer {
     }
 
     pub fn adapter(m: &ModelArtifactStatus) -> StageId {
-        // variant is n<n>-<method slug>; the finetune id is finetune-<variant>.
-        StageId::from(format!("finetune-{}", m.variant).as_str())
+        // variant is n<n>-<method slug>: the finetune id is finetune-<variant>; after a
+        // preference stage (n<n>-<method slug>-dpo, …-spin<k>) it is prefer-<variant>.
+        let preferred = pruneforge_api::plan::variant::split(&m.variant)
+            .is_some_and(|(_, method)| variant::split_preference(method).is_some());
+        let kind = if preferred { "prefer" } else { "finetune" };
+        StageId::from(format!("{kind}-{}", m.variant).as_str())
     }
 
     pub fn merged(m: &ModelArtifactStatus) -> StageId {

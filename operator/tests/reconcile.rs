@@ -1218,3 +1218,75 @@ maxParallelStages: 4
     evals.sort();
     assert_eq!(evals, ["base", "n2", "n2-logit-kd"]);
 }
+
+#[tokio::test]
+async fn preference_stages_run_after_their_fine_tunes_and_are_reported() {
+    let h = Harness::new(
+        r#"
+pruning:
+  blockSizes: [2]
+distillation:
+  datasets:
+    - name: alpaca
+      uri: builtin:alpaca
+      format: alpaca
+      kind: general
+      limit: 8
+recovery:
+  methods: [none, sft]
+  preference:
+    after: [sft]
+    dpo:
+      dataset:
+        uri: s3://bucket/pairs.jsonl
+    spin:
+      iterations: 2
+    steps: 4
+evaluation:
+  tasks:
+    - name: arc_easy
+      limit: 10
+storage:
+  uri: file:///data/out
+maxParallelStages: 4
+"#,
+    );
+    h.run_to_ready().await;
+    let status = h.get().await.status.expect("status");
+    let mut adapters: Vec<&str> = status.adapters.iter().map(|a| a.variant.as_str()).collect();
+    adapters.sort();
+    assert_eq!(
+        adapters,
+        ["n2-sft", "n2-sft-dpo", "n2-sft-spin1", "n2-sft-spin2"]
+    );
+    let spin2 = status
+        .adapters
+        .iter()
+        .find(|a| a.variant == "n2-sft-spin2")
+        .unwrap();
+    assert_eq!(spin2.method.as_deref(), Some("sft-spin2"));
+    assert!(
+        spin2
+            .summary
+            .as_deref()
+            .is_some_and(|s| s.contains("reward margin")),
+        "{spin2:?}"
+    );
+    let mut evals: Vec<&str> = status
+        .evaluations
+        .iter()
+        .map(|e| e.variant.as_str())
+        .collect();
+    evals.sort();
+    assert_eq!(
+        evals,
+        [
+            "base",
+            "n2",
+            "n2-sft",
+            "n2-sft-dpo",
+            "n2-sft-spin1",
+            "n2-sft-spin2"
+        ]
+    );
+}

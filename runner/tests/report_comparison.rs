@@ -161,8 +161,22 @@ fn comparison_of_two_items_files() {
         at_chance: vec!["piqa".into()],
         row_metrics: vec![],
         dose: Default::default(),
+        preference: vec![pruneforge::report::preference_md::PreferenceRow {
+            variant: "n4-sft-spin1".into(),
+            pairs: 30,
+            self_play: Some((32, 2)),
+            loss: (0.69, 0.41),
+            margin: (0.0, 0.35),
+            accuracy: (0.5, 0.9),
+            steps: 8,
+        }],
     };
     let md = markdown(&d, None);
+    assert!(md.contains("## Preference stages"), "{md}");
+    assert!(
+        md.contains("| n4-sft-spin1 | 30 | 32 (2) | 8 | 0.6900 → 0.4100 | +0.0000 → +0.3500 | 50 % → 90 % |"),
+        "{md}"
+    );
     assert!(md.contains("## Paired comparisons"), "{md}");
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| n4-sft |")).collect();
     assert_eq!(rows.len(), 2, "{md}");

@@ -18,6 +18,8 @@ pub enum StageSummary {
     Distill(DistillSummary),
     /// `finetune`.
     Finetune(FinetuneSummary),
+    /// `prefer`.
+    Prefer(PreferSummary),
     /// `merge`.
     Merge(MergeSummary),
     /// `eval`.
@@ -36,6 +38,7 @@ impl StageSummary {
             StageSummary::Prune(_) => StageKind::Prune,
             StageSummary::Distill(_) => StageKind::Distill,
             StageSummary::Finetune(_) => StageKind::Finetune,
+            StageSummary::Prefer(_) => StageKind::Prefer,
             StageSummary::Merge(_) => StageKind::Merge,
             StageSummary::Eval(_) => StageKind::Eval,
             StageSummary::Speculate(_) => StageKind::Speculate,
@@ -108,6 +111,15 @@ impl StageSummary {
             Self::Finetune(s) => format!(
                 "final loss {:.4} after {} steps, {} tokens",
                 s.final_loss, s.steps, s.tokens
+            ),
+            Self::Prefer(s) => format!(
+                "{} pairs, {} steps: loss {:.4} -> {:.4}, reward margin {:+.4}, accuracy {:.0}%",
+                s.pairs,
+                s.steps,
+                s.initial_loss,
+                s.final_loss,
+                s.final_margin,
+                s.final_accuracy * 100.0
             ),
             Self::Merge(s) => format!(
                 "merged {} tensors ({} linear fallbacks)",
@@ -261,6 +273,28 @@ pub struct FinetuneSummary {
     pub steps: u64,
     /// Training tokens seen (answer tokens that carry loss).
     pub tokens: u64,
+}
+
+/// `prefer`: the preference loss and the implicit reward margin at the start and the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferSummary {
+    /// Pairs trained on.
+    pub pairs: u64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Mean loss of the first logging window.
+    #[serde(with = "super::float")]
+    pub initial_loss: f64,
+    /// Mean loss of the last logging window.
+    #[serde(with = "super::float")]
+    pub final_loss: f64,
+    /// Mean `β(log-ratio chosen − log-ratio rejected)` over the last window.
+    #[serde(with = "super::float")]
+    pub final_margin: f64,
+    /// Share of pairs whose chosen reward beats the rejected one, last window.
+    #[serde(with = "super::float")]
+    pub final_accuracy: f64,
 }
 
 /// `merge`: interpolation statistics.

@@ -7,6 +7,7 @@ mod eval;
 mod finetune;
 mod import;
 mod merge;
+mod prefer;
 mod prune;
 mod score;
 mod speculate;
@@ -18,6 +19,7 @@ pub use eval::EvalParams;
 pub use finetune::FinetuneParams;
 pub use import::ImportParams;
 pub use merge::MergeParams;
+pub use prefer::{PreferParams, PreferencePairs};
 pub use prune::PruneParams;
 pub use score::ScoreParams;
 pub use speculate::SpeculateParams;
@@ -47,6 +49,8 @@ pub enum StageParams {
     Distill(DistillParams),
     /// LoRA fine-tune one pruned model with one recovery method.
     Finetune(FinetuneParams),
+    /// Preference-train one fine-tuned model (DPO, one SPIN iteration).
+    Prefer(PreferParams),
     /// Merge the fine-tuned models of one block size.
     Merge(MergeParams),
     /// Benchmark one model.
@@ -64,6 +68,7 @@ impl StageParams {
             StageParams::Prune(_) => StageKind::Prune,
             StageParams::Distill(_) => StageKind::Distill,
             StageParams::Finetune(_) => StageKind::Finetune,
+            StageParams::Prefer(_) => StageKind::Prefer,
             StageParams::Merge(_) => StageKind::Merge,
             StageParams::Eval(_) => StageKind::Eval,
             StageParams::Speculate(_) => StageKind::Speculate,
@@ -79,6 +84,7 @@ impl StageParams {
             StageParams::Prune(p) => serde_json::to_value(p),
             StageParams::Distill(p) => serde_json::to_value(p),
             StageParams::Finetune(p) => serde_json::to_value(p),
+            StageParams::Prefer(p) => serde_json::to_value(p),
             StageParams::Merge(p) => serde_json::to_value(p),
             StageParams::Eval(p) => serde_json::to_value(p),
             StageParams::Speculate(p) => serde_json::to_value(p),

@@ -6,8 +6,8 @@ use super::id::variant;
 use super::key::{artifact_uri, cache_key};
 use super::{Plan, PlanError, Shape, StageId, StageInstance};
 use crate::params::{
-    DistillParams, EvalParams, FinetuneParams, ImportParams, MergeParams, PruneParams, ScoreParams,
-    SpeculateParams, StageParams,
+    DistillParams, EvalParams, FinetuneParams, ImportParams, MergeParams, PreferParams,
+    PreferencePairs, PruneParams, ScoreParams, SpeculateParams, StageParams,
 };
 use crate::spec::{
     DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod,
@@ -250,6 +250,82 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         }
     }
 
+    // preference stages after the chosen fine-tunes: DPO, and SPIN's iterations in a chain
+    let mut preferred: Vec<(Shape, String, StageId)> = Vec::new();
+    if let Some(pref) = &spec.recovery.preference {
+        let mut optimizer = spec.recovery.optimizer.clone();
+        if let Some(steps) = pref.steps {
+            optimizer.steps = steps;
+            optimizer.warmup_steps = optimizer.warmup_steps.min(steps);
+        }
+        if let Some(lr) = pref.learning_rate {
+            optimizer.learning_rate = lr;
+        }
+        for (shape, _) in &shapes {
+            for &method in &pref.after {
+                let start = &finetuned[&(shape.clone(), method)];
+                let params = |pairs: PreferencePairs, beta: f64, loss, label_smoothing| {
+                    StageParams::Prefer(PreferParams {
+                        block_size: shape.block_size,
+                        width_variant: shape.width.clone(),
+                        after: method,
+                        pairs,
+                        beta,
+                        loss,
+                        label_smoothing,
+                        lora: spec.recovery.lora.clone(),
+                        optimizer: optimizer.clone(),
+                    })
+                };
+                if let Some(dpo) = &pref.dpo {
+                    let suffix = "dpo";
+                    let id = builder.add(
+                        StageId::prefer(shape, method, suffix),
+                        params(
+                            PreferencePairs::Dataset {
+                                dataset: dpo.dataset.clone(),
+                            },
+                            dpo.beta,
+                            dpo.loss,
+                            dpo.label_smoothing,
+                        ),
+                        &[("model", start)],
+                        1,
+                    );
+                    preferred.push((shape.clone(), variant::preferred(shape, method, suffix), id));
+                }
+                if let Some(spin) = &pref.spin {
+                    let mut previous = start.clone();
+                    for iteration in 1..=spin.iterations {
+                        let suffix = format!("spin{iteration}");
+                        let id = builder.add(
+                            StageId::prefer(shape, method, &suffix),
+                            params(
+                                PreferencePairs::SelfPlay {
+                                    iteration,
+                                    datasets: spec.distillation.datasets.clone(),
+                                    generation: spec.distillation.generation.clone(),
+                                    prompts: spin.prompts.or(spec.recovery.train_limit),
+                                },
+                                spin.beta,
+                                spin.loss,
+                                0.0,
+                            ),
+                            &[("model", &previous)],
+                            1,
+                        );
+                        preferred.push((
+                            shape.clone(),
+                            variant::preferred(shape, method, &suffix),
+                            id.clone(),
+                        ));
+                        previous = id;
+                    }
+                }
+            }
+        }
+    }
+
     // merge, one per variant
     let mut merged: BTreeMap<Shape, StageId> = BTreeMap::new();
     if spec.merge.enabled {
@@ -325,6 +401,9 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
             if let Some(id) = controls.get(&(shape.clone(), seed)) {
                 models.push((variant::control(shape, seed), id));
             }
+        }
+        for (_, name, id) in preferred.iter().filter(|(s, _, _)| s == shape) {
+            models.push((name.clone(), id));
         }
         if let Some(id) = merged.get(shape) {
             models.push((variant::merged(shape), id));
@@ -515,6 +594,9 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
             return Err(PlanError::TeacherCorrectionUnused);
         }
     }
+    if let Some(pref) = &spec.recovery.preference {
+        check_preference(pref, methods)?;
+    }
     let controls = &spec.recovery.control_seeds;
     if !controls.is_empty() && !methods.contains(&RecoveryMethod::Sft) {
         return Err(PlanError::ControlWithoutSft);
@@ -582,6 +664,75 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     let uri = &spec.storage.uri;
     if !crate::uri::has_supported_scheme(uri) {
         return Err(PlanError::InvalidStorageUri(uri.clone()));
+    }
+    Ok(())
+}
+
+/// Preference stages: something to run, after fine-tunes this job trains, and settings each
+/// loss can use (the CRD's CEL rules say the same in a cluster).
+fn check_preference(
+    pref: &crate::spec::PreferenceSpec,
+    methods: &[RecoveryMethod],
+) -> Result<(), PlanError> {
+    use crate::spec::PreferenceLoss;
+    let invalid = |m: &str| Err(PlanError::InvalidPreference(m.to_string()));
+    if pref.dpo.is_none() && pref.spin.is_none() {
+        return invalid("set dpo, spin or both");
+    }
+    if pref.after.is_empty() {
+        return invalid(
+            "after is empty; list the recovery methods whose fine-tunes continue, e.g. [sft]",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for &m in &pref.after {
+        if m == RecoveryMethod::None || !methods.contains(&m) {
+            return Err(PlanError::PreferenceAfterUntrained(m));
+        }
+        if !seen.insert(m) {
+            return invalid(&format!("after lists {m} twice"));
+        }
+    }
+    let beta_ok = |b: f64| b.is_finite() && b > 0.0 && b <= 100.0;
+    if let Some(d) = &pref.dpo {
+        if !beta_ok(d.beta) {
+            return invalid(&format!(
+                "dpo.beta must be greater than 0 and at most 100, got {}",
+                d.beta
+            ));
+        }
+        if !(0.0..=0.5).contains(&d.label_smoothing) {
+            return invalid(&format!(
+                "dpo.labelSmoothing must be between 0 and 0.5, got {}",
+                d.label_smoothing
+            ));
+        }
+        if d.loss == PreferenceLoss::Ipo && d.label_smoothing != 0.0 {
+            return invalid("dpo.labelSmoothing applies to the sigmoid and hinge losses only");
+        }
+        if !crate::uri::has_supported_scheme(&d.dataset.uri) && d.dataset.uri.contains("://") {
+            return invalid(&format!(
+                "dpo.dataset.uri {:?} has an unsupported scheme",
+                d.dataset.uri
+            ));
+        }
+    }
+    if let Some(s) = &pref.spin {
+        if !beta_ok(s.beta) {
+            return invalid(&format!(
+                "spin.beta must be greater than 0 and at most 100, got {}",
+                s.beta
+            ));
+        }
+        if !(1..=8).contains(&s.iterations) {
+            return invalid(&format!(
+                "spin.iterations must be between 1 and 8, got {}",
+                s.iterations
+            ));
+        }
+        if s.loss == PreferenceLoss::Ipo {
+            return invalid("spin.loss: SPIN uses sigmoid or hinge");
+        }
     }
     Ok(())
 }

@@ -110,6 +110,12 @@ pub enum PlanError {
     /// Teacher correction that nothing would use.
     #[error("spec.recovery.teacherCorrection is set, but no method in spec.recovery.methods uses a teacher (logit-kd) or distilled data (self-distill); add one or remove teacherCorrection")]
     TeacherCorrectionUnused,
+
+    #[error("spec.recovery.preference.after: {0} is not a fine-tuned model of this job; list it in spec.recovery.methods (none has no fine-tune to continue)")]
+    PreferenceAfterUntrained(crate::spec::RecoveryMethod),
+
+    #[error("spec.recovery.preference: {0}")]
+    InvalidPreference(String),
     /// The merged draft without merging.
     #[error("spec.speculative.draft is merged, but spec.merge.enabled is false")]
     MergedDraftWithoutMerge,

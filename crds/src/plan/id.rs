@@ -80,6 +80,14 @@ impl StageId {
         StageId(format!("finetune-{}", variant::control(shape, seed)))
     }
 
+    /// `prefer-<shape>-<method slug>-<dpo|spin<k>>`: a preference stage after a fine-tune.
+    pub fn prefer(shape: &Shape, method: RecoveryMethod, suffix: &str) -> Self {
+        StageId(format!(
+            "prefer-{}",
+            variant::preferred(shape, method, suffix)
+        ))
+    }
+
     /// `finetune-teacher`: teacher correction of the unpruned model.
     pub fn teacher_correction() -> Self {
         StageId(format!("finetune-{}", variant::TEACHER))
@@ -150,6 +158,33 @@ pub mod variant {
         format!("{shape}-sft-seed{seed}")
     }
 
+    /// A fine-tuned model after a preference stage: `n6-sft-dpo`, `n6-self-distill-spin2`.
+    pub fn preferred(shape: &Shape, method: RecoveryMethod, suffix: &str) -> String {
+        format!("{shape}-{}-{suffix}", method.slug())
+    }
+
+    /// Whether `suffix` names a preference stage: `dpo` or `spin<k>`.
+    pub fn is_preference(suffix: &str) -> bool {
+        suffix == "dpo"
+            || suffix
+                .strip_prefix("spin")
+                .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// The fine-tune a preferred variant's recovery part continues, and the preference part:
+    /// `sft-dpo` → (`sft`, `dpo`); `None` for other recovery parts.
+    pub fn split_preference(method: &str) -> Option<(&str, &str)> {
+        let (base, suffix) = method.rsplit_once('-')?;
+        (is_preference(suffix) && is_trained(base)).then_some((base, suffix))
+    }
+
+    /// Whether `slug` names a trained recovery method.
+    fn is_trained(slug: &str) -> bool {
+        RecoveryMethod::ALL
+            .iter()
+            .any(|m| *m != RecoveryMethod::None && m.slug() == slug)
+    }
+
     /// A merged model: `n6-merged`.
     pub fn merged(shape: &Shape) -> String {
         format!("{shape}-merged")
@@ -177,18 +212,17 @@ pub mod variant {
     }
 
     /// The recovery part of a variant name (`sft`, `self-distill-logit-kd`, `merged`,
-    /// `sft-seed7`) when `suffix` is one.
+    /// `sft-seed7`, `sft-dpo`, `self-distill-spin2`) when `suffix` is one.
     fn is_method(suffix: &str) -> bool {
         suffix == "merged"
             || is_control(suffix)
-            || RecoveryMethod::ALL
-                .iter()
-                .any(|m| *m != RecoveryMethod::None && m.slug() == suffix)
+            || is_trained(suffix)
+            || split_preference(suffix).is_some()
     }
 
     /// A variant name read back: its shape label and its recovery part ("" for the pruned
     /// model itself); `None` for `base`, `teacher` and names no plan gives. The inverse of
-    /// [`pruned`], [`finetuned`], [`control`] and [`merged`]; the planner refuses width names
+    /// [`pruned`], [`finetuned`], [`control`], [`preferred`] and [`merged`]; the planner refuses width names
     /// that would make it ambiguous.
     pub fn split(name: &str) -> Option<(&str, &str)> {
         // The shortest shape prefix followed by a recovery part; width names never end in
@@ -230,6 +264,15 @@ mod tests {
                 let name = variant::finetuned(shape, m);
                 assert_eq!(split(&name), Some((label.as_str(), m.slug())), "{name}");
             }
+            for suffix in ["dpo", "spin1", "spin12"] {
+                let name = variant::preferred(shape, RecoveryMethod::SelfDistillLogitKd, suffix);
+                let method = format!("self-distill-logit-kd-{suffix}");
+                assert_eq!(split(&name), Some((label.as_str(), method.as_str())));
+                assert_eq!(
+                    variant::split_preference(&method),
+                    Some(("self-distill-logit-kd", suffix))
+                );
+            }
             assert_eq!(
                 split(&variant::control(shape, 7)),
                 Some((label.as_str(), "sft-seed7"))
@@ -247,6 +290,9 @@ mod tests {
             "w-",
             "x-sft",
             "n-sft",
+            "n6-sft-spin",
+            "n6-dpo",
+            "n6-merged-dpo",
         ] {
             assert_eq!(split(odd), None, "{odd}");
         }

@@ -7,6 +7,7 @@ pub mod distillation;
 pub mod evaluation;
 pub mod merge;
 pub mod model;
+pub mod preference;
 pub mod pruning;
 pub mod recovery;
 pub mod runner;
@@ -29,6 +30,7 @@ pub use evaluation::{
 };
 pub use merge::{MergeMethod, MergeSpec};
 pub use model::{DType, ModelFormat, ModelSource, ModelSpec};
+pub use preference::{DpoSpec, PreferenceDataset, PreferenceLoss, PreferenceSpec, SpinSpec};
 pub use pruning::{PruningSpec, ScoreMetric};
 pub use recovery::{
     HiddenStatesKd, KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod, RecoverySpec,

@@ -436,6 +436,9 @@ pub struct RecoverySpec {
     /// unpruned model. Uses `lora` and `optimizer` unless overridden here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_correction: Option<TeacherCorrectionSpec>,
+    /// Preference stages (DPO, SPIN) after the fine-tunes of `preference.after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<super::preference::PreferenceSpec>,
 }
 
 /// Teacher correction's own schedule; the rest comes from `spec.recovery.lora` and
@@ -472,6 +475,7 @@ impl Default for RecoverySpec {
             train_limit: None,
             control_seeds: Vec::new(),
             teacher_correction: None,
+            preference: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use pruneforge_api::contract::{
     BlockScore, DistillSummary, EvalSummary, FinetuneSummary, ImportSummary, MergeSummary,
-    PruneSummary, ScoreSummary, SpeculateSummary, StageSummary, TaskScore,
+    PreferSummary, PruneSummary, ScoreSummary, SpeculateSummary, StageSummary, TaskScore,
 };
 use pruneforge_api::params::StageParams;
 use pruneforge_api::{StageRequest, StageResult};
@@ -65,6 +65,14 @@ pub fn succeeded(request: &StageRequest) -> StageResult {
             final_loss: 1.0 + f,
             steps: 16,
             tokens: 4096,
+        }),
+        StageParams::Prefer(_) => StageSummary::Prefer(PreferSummary {
+            pairs: 32,
+            steps: 8,
+            initial_loss: std::f64::consts::LN_2,
+            final_loss: 0.6 - 0.1 * f,
+            final_margin: 0.1 + 0.1 * f,
+            final_accuracy: 0.75,
         }),
         StageParams::Merge(_) => StageSummary::Merge(MergeSummary {
             tensors: 272,

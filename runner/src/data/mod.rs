@@ -15,6 +15,7 @@ pub mod csv;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod preference;
 pub mod pyrandom;
 pub mod pystr;
 pub mod selection;

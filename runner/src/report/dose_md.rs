@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+use super::artifact_text;
 use crate::exec::artifacts;
 use crate::exec::local::{RunReport, RunStatus, StageRun};
 use crate::stages::distill::DistillSummary;
@@ -97,11 +98,6 @@ impl DoseReport {
     pub fn is_empty(&self) -> bool {
         self.finetunes.is_empty() && self.cosines.is_empty() && self.distills.is_empty()
     }
-}
-
-fn artifact_text(stage: &StageRun, name: &str) -> Option<String> {
-    let bytes = artifacts::read_file(&stage.artifact_uri, name).ok()?;
-    String::from_utf8(bytes).ok()
 }
 
 /// The adapter of a finetune stage's artifact.

@@ -9,6 +9,7 @@ pub mod describe;
 pub mod dose_md;
 pub mod normalized_md;
 pub mod pairs;
+pub mod preference_md;
 pub mod row_recovery;
 pub mod shapes_md;
 pub mod svg;
@@ -48,7 +49,7 @@ fn esc(s: &str) -> String {
 }
 
 /// Reads `name` from a stage's artifact (small files only).
-fn artifact_text(r: &StageRun, name: &str) -> Option<String> {
+pub(crate) fn artifact_text(r: &StageRun, name: &str) -> Option<String> {
     let bytes = artifacts::read_file(&r.artifact_uri, name).ok()?;
     String::from_utf8(bytes).ok()
 }
@@ -78,6 +79,8 @@ pub struct ReportData {
     pub row_metrics: Vec<row_recovery::Analysis>,
     /// Training dose of the fine-tunes and distillations ([`dose_md`]).
     pub dose: dose_md::DoseReport,
+    /// The DPO and SPIN stages ([`preference_md`]).
+    pub preference: Vec<preference_md::PreferenceRow>,
 }
 
 /// Per-step losses from a finetune artifact's `finetune.json` (its `history`, or a
@@ -217,6 +220,7 @@ pub fn gather(run: RunReport) -> ReportData {
         .collect();
     let at_chance = base_at_chance(&docs, &recoveries);
     let dose = dose_md::gather(&run);
+    let preference = preference_md::gather(&run);
     for s in &run.stages {
         if matches!(s.status, RunStatus::Failed | RunStatus::Skipped) {
             continue;
@@ -227,11 +231,13 @@ pub fn gather(run: RunReport) -> ReportData {
                     heatmaps.push((s.id.clone(), svg));
                 }
             }
-            "finetune" => {
-                if let Some(t) = artifact_text(s, "finetune.json") {
+            "finetune" | "prefer" => {
+                let file = format!("{}.json", s.kind);
+                if let Some(t) = artifact_text(s, &file) {
                     let c = loss_curve(&t);
                     if !c.is_empty() {
-                        loss_curves.push((s.id.trim_start_matches("finetune-").to_string(), c));
+                        let prefix = format!("{}-", s.kind);
+                        loss_curves.push((s.id.trim_start_matches(&prefix).to_string(), c));
                     }
                 }
             }
@@ -247,6 +253,7 @@ pub fn gather(run: RunReport) -> ReportData {
         at_chance,
         row_metrics,
         dose,
+        preference,
     }
 }
 
@@ -544,6 +551,14 @@ pub fn markdown(d: &ReportData, image_dir: Option<&str>) -> String {
     if !sp.is_empty() {
         let _ = write!(s, "## Speculative decoding\n\n{sp}\n");
     }
+    let pref = preference_md::table(&d.preference);
+    if !pref.is_empty() {
+        let _ = write!(
+            s,
+            "## Preference stages\n\n{}\n\n{pref}\n",
+            preference_md::LEGEND
+        );
+    }
     s += &dose_md::dose_md(&d.dose);
     s
 }
@@ -661,6 +676,15 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}th{{background:#f3f
     let sp = speculative_md(run);
     if !sp.is_empty() {
         let _ = write!(s, "<h2>Speculative decoding</h2>{}", md_table_to_html(&sp));
+    }
+    let pref = preference_md::table(&d.preference);
+    if !pref.is_empty() {
+        let _ = write!(
+            s,
+            "<h2>Preference stages</h2><p>{}</p>{}",
+            esc(preference_md::LEGEND),
+            md_table_to_html(&pref)
+        );
     }
     s += &dose_md::dose_html(&d.dose, md_table_to_html, esc);
     s + "</body></html>\n"

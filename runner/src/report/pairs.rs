@@ -5,6 +5,8 @@
 //! - self-distillation (`n6-self-distill…`) against SFT (`n6-sft`);
 //! - the merged model against each fine-tuned model of the block size (its possible inputs);
 //! - each noise-floor control (`n6-sft-seed7`, the sft arm with another seed) against `n6-sft`;
+//! - each preference stage against the model it started from: `n6-sft-dpo` and `n6-sft-spin1`
+//!   against `n6-sft`, `n6-sft-spin2` against `n6-sft-spin1`;
 //! - across shapes, every width or depth-and-width variant (`w-mlp1128`, `n3-w-mlp1332`) against
 //!   every depth-only one (`n6`) with the same recovery: the depth-against-width question.
 //!
@@ -24,7 +26,20 @@ fn pair(variant: &str, reference: &str) -> Pair {
     }
 }
 
-use pruneforge_api::plan::variant::{self, is_control};
+use pruneforge_api::plan::variant::{self, is_control, split_preference};
+
+/// The recovery part a preference variant's recovery part started from: `sft-dpo` and
+/// `sft-spin1` → `sft`, `sft-spin2` → `sft-spin1`; `None` for other recovery parts.
+fn preference_start(method: &str) -> Option<String> {
+    let (base, suffix) = split_preference(method)?;
+    match suffix
+        .strip_prefix("spin")
+        .and_then(|k| k.parse::<u32>().ok())
+    {
+        Some(k) if k > 1 => Some(format!("{base}-spin{}", k - 1)),
+        _ => Some(base.to_string()),
+    }
+}
 
 /// Whether a shape label prunes width (`w-…`, `n3-w-…`) rather than depth only.
 fn prunes_width(shape: &str) -> bool {
@@ -64,8 +79,12 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
                 out.push(pair(&name(m), size));
             }
         }
+        let preferred = |m: &str| split_preference(m).is_some();
         if methods.contains(&"sft") {
-            for m in methods.iter().filter(|m| m.starts_with("self-distill")) {
+            for m in methods
+                .iter()
+                .filter(|m| m.starts_with("self-distill") && !preferred(m))
+            {
                 out.push(pair(&name(m), &name("sft")));
             }
         }
@@ -76,8 +95,19 @@ pub fn comparison_pairs(variants: &[String]) -> Vec<Pair> {
             }
         }
         if methods.contains(&"merged") {
-            for m in methods.iter().filter(|m| **m != "merged" && !is_control(m)) {
+            for m in methods
+                .iter()
+                .filter(|m| **m != "merged" && !is_control(m) && !preferred(m))
+            {
                 out.push(pair(&name("merged"), &name(m)));
+            }
+        }
+        // Each preference stage against the model it started from.
+        for m in &methods {
+            if let Some(start) = preference_start(m) {
+                if methods.contains(&start.as_str()) {
+                    out.push(pair(&name(m), &name(&start)));
+                }
             }
         }
     }
@@ -130,6 +160,33 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()));
         assert_eq!(got, want);
         assert!(comparison_pairs(&["base".into(), "nx-sft".into()]).is_empty());
+        // Preference stages pair with where they started, not with sft or the merge.
+        let pref: Vec<String> = [
+            "n6",
+            "n6-sft",
+            "n6-self-distill",
+            "n6-self-distill-spin1",
+            "n6-self-distill-spin2",
+            "n6-sft-dpo",
+            "n6-merged",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got: Vec<(String, String)> = comparison_pairs(&pref)
+            .into_iter()
+            .filter(|p| p.variant.contains("spin") || p.variant.contains("dpo"))
+            .map(|p| (p.variant, p.reference))
+            .collect();
+        let want = [
+            ("n6-self-distill-spin1", "n6"),
+            ("n6-self-distill-spin2", "n6"),
+            ("n6-sft-dpo", "n6"),
+            ("n6-self-distill-spin1", "n6-self-distill"),
+            ("n6-self-distill-spin2", "n6-self-distill-spin1"),
+            ("n6-sft-dpo", "n6-sft"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(got, want);
         // Width variants pair within their shape, and against depth at the same recovery.
         let grid: Vec<String> = [
             "base",

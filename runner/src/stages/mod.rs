@@ -13,6 +13,7 @@ pub mod finetune;
 pub mod import;
 pub mod inputs;
 pub mod merge;
+pub mod prefer;
 pub mod prune;
 pub mod score;
 pub mod speculate;

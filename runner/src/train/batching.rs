@@ -58,25 +58,59 @@ pub fn user_message(r: &SftRecord) -> String {
 /// Prompt and answer token ids of one record (before truncation), or `None` if the answer is
 /// empty.
 pub fn encode_record(tok: &Tokenizer, r: &SftRecord) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
-    if r.output.trim().is_empty() {
+    encode_chat(tok, &[ChatMessage::user(user_message(r))], &r.output)
+}
+
+/// Prompt and answer token ids of `answer` after the conversation `prompt` (which ends with a
+/// user message), or `None` if the answer is empty: the prompt is the template's generation
+/// prompt, the answer whatever the template adds to it for the assistant turn.
+pub fn encode_chat(
+    tok: &Tokenizer,
+    prompt: &[ChatMessage],
+    answer: &str,
+) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
+    if answer.trim().is_empty() {
         return Ok(None);
     }
-    let user = ChatMessage::user(user_message(r));
-    let prompt = tok.apply_chat_template(std::slice::from_ref(&user), true)?;
-    let full = tok.apply_chat_template(&[user, ChatMessage::assistant(r.output.clone())], false)?;
-    let Some(answer) = full.strip_prefix(prompt.as_str()) else {
+    let prompt_text = tok.apply_chat_template(prompt, true)?;
+    let mut conversation = prompt.to_vec();
+    conversation.push(ChatMessage::assistant(answer.to_string()));
+    let full = tok.apply_chat_template(&conversation, false)?;
+    let Some(answer) = full.strip_prefix(prompt_text.as_str()) else {
         return Err(TrainError::Input(
             "the chat template does not render a conversation as its generation prompt followed \
              by the answer; fine-tuning needs a template with that property"
                 .into(),
         ));
     };
-    let prompt_ids = tok.encode(&prompt, false)?;
+    let prompt_ids = tok.encode(&prompt_text, false)?;
     let answer_ids = tok.encode(answer, false)?;
     if answer_ids.is_empty() {
         return Ok(None);
     }
     Ok(Some((prompt_ids, answer_ids)))
+}
+
+/// An example of `prompt` + `answer` cut to `max_seq_len` tokens: `None` when the answer is
+/// empty or the prompt leaves no room for an answer token; the flag says whether it was cut.
+pub fn example_of(
+    tok: &Tokenizer,
+    prompt: &[ChatMessage],
+    answer: &str,
+    max_seq_len: usize,
+) -> Result<Option<(Example, bool)>> {
+    let Some((prompt, answer)) = encode_chat(tok, prompt, answer)? else {
+        return Ok(None);
+    };
+    if prompt.len() + 1 > max_seq_len {
+        return Ok(None);
+    }
+    let prompt_len = prompt.len();
+    let mut tokens = prompt;
+    tokens.extend_from_slice(&answer);
+    let cut = tokens.len() > max_seq_len;
+    tokens.truncate(max_seq_len);
+    Ok(Some((Example { tokens, prompt_len }, cut)))
 }
 
 /// Tokenizes `records` for training with at most `max_seq_len` tokens per example.

@@ -428,3 +428,57 @@ pub fn head_loss_composable(
         kd_sum,
     })
 }
+
+/// Per-position next-token NLL `-log p(target)` at the given final-norm states, `[m]`, with
+/// autograd through the states: the fused chunked kernel on CPU f32 (whose backward takes a
+/// gradient per position), composable candle ops elsewhere. Sequence log-probabilities for
+/// preference losses are sums of its entries with the sign flipped.
+pub fn token_nll(
+    student: &Tensor,
+    student_head: &Tensor,
+    targets: &[u32],
+    chunk: usize,
+) -> Result<Tensor> {
+    let inp = HeadInputs {
+        student,
+        student_head,
+        teacher: None,
+        targets,
+    };
+    check_inputs(&inp)?;
+    let device = student.device();
+    if targets.is_empty() {
+        return Ok(Tensor::zeros(0, DType::F32, device)?);
+    }
+    let cpu = crate::model::train_kernels::usable(student)
+        && crate::model::train_kernels::usable(student_head);
+    if cpu {
+        let op = HeadLossOp {
+            head: student_head.contiguous()?,
+            teacher: None,
+            targets: Arc::new(targets.to_vec()),
+            weights: LossWeights {
+                ce: 1.0,
+                kd: 0.0,
+                temperature: 1.0,
+            },
+            chunk,
+            grad: Mutex::new(Vec::new()),
+            sums: Arc::new(Mutex::new((0.0, 0.0))),
+        };
+        return Ok(student.contiguous()?.apply_op1(op)?);
+    }
+    let m = targets.len();
+    let mut parts = Vec::new();
+    for c0 in (0..m).step_by(chunk.max(1)) {
+        let mc = chunk.max(1).min(m - c0);
+        let logits = student
+            .narrow(0, c0, mc)?
+            .matmul(&student_head.t()?)?
+            .to_dtype(DType::F32)?;
+        let t = Tensor::from_slice(&targets[c0..c0 + mc], (mc, 1), device)?;
+        let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        parts.push(lsm.gather(&t, 1)?.neg()?.flatten_all()?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}

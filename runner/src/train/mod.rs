@@ -15,6 +15,7 @@ pub mod lora;
 pub mod loss;
 pub mod optimizer;
 pub mod plot;
+pub mod preference;
 pub mod schedule;
 pub mod tensor_io;
 pub mod trainer;

@@ -78,7 +78,7 @@ struct MicroLoss {
     hidden: f64,
 }
 
-fn head_weight(m: &Llama) -> &Tensor {
+pub(crate) fn head_weight(m: &Llama) -> &Tensor {
     m.lm_head.as_ref().unwrap_or(&m.embed_tokens)
 }
 

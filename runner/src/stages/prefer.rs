@@ -1,0 +1,457 @@
+//! Stage `prefer`: preference training of a fine-tuned model, DPO on a data set's pairs or one
+//! SPIN self-play iteration, as a LoRA merged into the model afterwards.
+//!
+//! The reference is the input model itself: its log-probabilities of every pair's answers are
+//! computed once, before the adapter exists, and kept with the pair. SPIN first samples the
+//! input model's own answers to the data sets' prompts (`spec.distillation.generation`, the
+//! seed mixed with the iteration); each data-set answer (chosen) is paired with the model's
+//! answer (rejected); pairs where the two agree carry no preference and are left out.
+//!
+//! Outputs in `out_dir`: `adapter_config.json` + `adapter_model.safetensors` (PEFT), `merged/`
+//! (the model with the adapter folded in), `prefer.json` (parameters, per-step loss, rewards,
+//! margin, accuracy and gradient norm, the reference's log-probabilities summarised, counts),
+//! and for SPIN `pairs.jsonl` (`{prompt, chosen, rejected}`, readable as a DPO data set).
+
+use super::{Outcome, Result, StageContext, StageError};
+use crate::data::preference::{load_preferences, PreferenceRecord};
+use crate::data::sft::SftRecord;
+use crate::device::Compute;
+use crate::generate::{generate_with_streams, GenerateParams, SamplingParams};
+use crate::loader::{save_hf_dir, HfModel};
+use crate::tokenizer::ChatMessage;
+use crate::train::batching::{example_of, user_message, DataOrder};
+use crate::train::lora::LoraSet;
+use crate::train::preference::{
+    sequence_logps, PreferenceObjective, PreferencePair, PreferenceStepOutcome,
+};
+use crate::train::schedule::learning_rate;
+use crate::train::trainer::Trainer;
+use crate::train::{AdamW, LoraParams, OptimizerParams};
+use crate::util::fs::write_json_atomic;
+use crate::util::rng::{mix, SplitMix64};
+use pruneforge_api::contract::{self, StageSummary};
+use pruneforge_api::params::{PreferParams, PreferencePairs};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Training settings of a `prefer` run.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreferRunParams {
+    pub objective: PreferenceObjective,
+    pub lora: LoraParams,
+    /// `batch_size` counts pairs (each pair is two sequences).
+    pub optimizer: OptimizerParams,
+    pub log_every: u64,
+}
+
+/// One optimizer step in `prefer.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreferStepLog {
+    pub step: u64,
+    pub lr: f64,
+    #[serde(flatten)]
+    pub outcome: PreferenceStepOutcome,
+    pub seconds: f64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreferReport {
+    pub model: String,
+    pub params: PreferRunParams,
+    /// Pairs read, trained on, and left out (empty answer, or a prompt that fills
+    /// `max_seq_len`); answers cut to `max_seq_len`.
+    pub pairs_read: usize,
+    pub pairs: usize,
+    pub pairs_skipped: usize,
+    pub answers_truncated: usize,
+    /// Mean reference log-probability of the chosen and rejected answers (per token for ipo).
+    pub reference_chosen_mean: f64,
+    pub reference_rejected_mean: f64,
+    pub steps: u64,
+    pub initial_loss: f64,
+    pub final_loss: f64,
+    pub final_margin: f64,
+    pub final_accuracy: f64,
+    pub train_s: f64,
+    pub history: Vec<PreferStepLog>,
+    /// SPIN only: how the pairs were made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub self_play: Option<SelfPlayReport>,
+}
+
+/// SPIN's generation of the rejected side.
+#[derive(Clone, Debug, Serialize)]
+pub struct SelfPlayReport {
+    pub iteration: u32,
+    pub prompts: usize,
+    /// Generated answers identical to the data set's (no pair).
+    pub identical: usize,
+    /// Empty generations (no pair).
+    pub empty: usize,
+    pub generated_tokens: usize,
+    pub tokens_per_s: f64,
+}
+
+/// Mean of the first or last `min(10, n)` values of `f` over the history.
+fn window(h: &[PreferStepLog], last: bool, f: impl Fn(&PreferStepLog) -> f64) -> f64 {
+    if h.is_empty() {
+        return f64::NAN;
+    }
+    let n = h.len().clamp(1, 10);
+    let part = if last { &h[h.len() - n..] } else { &h[..n] };
+    part.iter().map(f).sum::<f64>() / n as f64
+}
+
+/// Trains `model` (already open) on `records`, writing the outputs into `out_dir`.
+pub fn run(
+    mut m: HfModel,
+    model_dir: &Path,
+    records: &[PreferenceRecord],
+    params: &PreferRunParams,
+    out_dir: &Path,
+    self_play: Option<SelfPlayReport>,
+) -> Result<PreferReport> {
+    params.objective.validate()?;
+    params.lora.validate()?;
+    params.optimizer.validate()?;
+    let o = &params.optimizer;
+    let max_len = o.max_seq_len.min(m.model.config.max_position_embeddings);
+    let pad = m.tokenizer.pad_id.unwrap_or(0);
+
+    // Tokenized pairs and the reference's log-probabilities, before any adapter exists.
+    let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+    let mut truncated = 0usize;
+    for r in records {
+        let c = example_of(&m.tokenizer, &r.prompt, &r.chosen, max_len)?;
+        let j = example_of(&m.tokenizer, &r.prompt, &r.rejected, max_len)?;
+        if let (Some((c, cut_c)), Some((j, cut_j))) = (c, j) {
+            truncated += usize::from(cut_c) + usize::from(cut_j);
+            chosen.push(c);
+            rejected.push(j);
+        }
+    }
+    let skipped = records.len() - chosen.len();
+    if chosen.is_empty() {
+        return Err(StageError::Input(format!(
+            "no preference pairs left: {} read, all with an empty answer or a prompt that fills \
+             max_seq_len ({max_len}); raise max_seq_len or check the data",
+            records.len()
+        )));
+    }
+    let average = params.objective.loss.averages_tokens();
+    let rows = 2 * o.batch_size.max(1);
+    let ref_c = sequence_logps(
+        &m.model,
+        &chosen.iter().collect::<Vec<_>>(),
+        rows,
+        pad,
+        average,
+    )?;
+    let ref_r = sequence_logps(
+        &m.model,
+        &rejected.iter().collect::<Vec<_>>(),
+        rows,
+        pad,
+        average,
+    )?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (ref_chosen_mean, ref_rejected_mean) = (mean(&ref_c), mean(&ref_r));
+    let pairs: Vec<PreferencePair> = chosen
+        .into_iter()
+        .zip(rejected)
+        .zip(ref_c.into_iter().zip(ref_r))
+        .map(|((c, r), (rc, rr))| PreferencePair {
+            chosen: c,
+            rejected: r,
+            ref_chosen: rc,
+            ref_rejected: rr,
+        })
+        .collect();
+    tracing::info!(
+        pairs = pairs.len(),
+        skipped,
+        truncated,
+        reference_chosen = ref_chosen_mean,
+        reference_rejected = ref_rejected_mean,
+        "preference pairs ready"
+    );
+
+    // Training.
+    let lora = LoraSet::init(&m.model, &params.lora, o.seed)?;
+    let opt = AdamW::new(&lora.sizes(), o);
+    let mut trainer = Trainer::new(&mut m.model, None, lora, opt, None, o.max_grad_norm)?;
+    let lengths: Vec<usize> = pairs
+        .iter()
+        .map(|p| p.chosen.tokens.len().max(p.rejected.tokens.len()))
+        .collect();
+    let mut order = DataOrder::new(lengths, o.batch_size, o.seed);
+    let mut rng = SplitMix64::derive(o.seed, 0x9EF5);
+    let mut history = Vec::with_capacity(o.steps as usize);
+    let started = Instant::now();
+    for step in 0..o.steps {
+        let t0 = Instant::now();
+        let lr = learning_rate(step, o.steps, o.warmup_steps, o.lr, o.min_lr_ratio);
+        let micro: Vec<Vec<&PreferencePair>> = (0..o.grad_accum.max(1))
+            .map(|_| order.next_batch().into_iter().map(|i| &pairs[i]).collect())
+            .collect();
+        let out =
+            trainer.preference_step(&micro, &params.objective, lr, rng.next_u64(), pad, step)?;
+        if params.log_every > 0 && ((step + 1) % params.log_every == 0 || step == 0) {
+            tracing::info!(
+                step = step + 1,
+                loss = out.loss,
+                margin = out.margin,
+                accuracy = out.accuracy,
+                grad_norm = out.grad_norm,
+                lr,
+                "preference step"
+            );
+        }
+        history.push(PreferStepLog {
+            step: step + 1,
+            lr,
+            outcome: out,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let train_s = started.elapsed().as_secs_f64();
+    crate::model::train_kernels::pool::clear();
+
+    // Outputs.
+    std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
+    let lora = trainer.lora;
+    lora.save_peft(out_dir, &model_dir.display().to_string())?;
+    lora.attach(&mut m.model, 0)?;
+    m.model.merge_lora()?;
+    save_hf_dir(
+        &m.model,
+        &m.tokenizer,
+        &out_dir.join("merged"),
+        m.stored_dtype,
+    )?;
+    let report = PreferReport {
+        model: model_dir.display().to_string(),
+        params: params.clone(),
+        pairs_read: records.len(),
+        pairs: pairs.len(),
+        pairs_skipped: skipped,
+        answers_truncated: truncated,
+        reference_chosen_mean: ref_chosen_mean,
+        reference_rejected_mean: ref_rejected_mean,
+        steps: o.steps,
+        initial_loss: window(&history, false, |s| s.outcome.loss),
+        final_loss: window(&history, true, |s| s.outcome.loss),
+        final_margin: window(&history, true, |s| s.outcome.margin),
+        final_accuracy: window(&history, true, |s| s.outcome.accuracy),
+        train_s,
+        history,
+        self_play,
+    };
+    let path = out_dir.join("prefer.json");
+    write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;
+    Ok(report)
+}
+
+/// SPIN's pairs: each record's answer (chosen) against `m`'s own answer to its prompt.
+pub fn self_play_pairs(
+    m: &HfModel,
+    records: &[SftRecord],
+    generation: &pruneforge_api::spec::GenerationSpec,
+    iteration: u32,
+) -> Result<(Vec<PreferenceRecord>, SelfPlayReport)> {
+    if !m.tokenizer.has_chat_template() {
+        return Err(StageError::Input(
+            "SPIN generates answers with the chat template, but the model's tokenizer has none"
+                .into(),
+        ));
+    }
+    let gen = GenerateParams {
+        max_new_tokens: generation.max_new_tokens as usize,
+        sampling: SamplingParams {
+            temperature: generation.temperature as f32,
+            top_p: generation.top_p as f32,
+            top_k: 0,
+            seed: mix(generation.seed as u64, iteration as u64),
+        },
+        stop: Vec::new(),
+        stop_on_eos: true,
+        batch_size: generation.batch_size as usize,
+    };
+    let ctx = m.model.config.max_position_embeddings;
+    let mut prompts = Vec::new();
+    let mut kept = Vec::new();
+    for r in records {
+        let prompt = vec![ChatMessage::user(user_message(r))];
+        let ids = m
+            .tokenizer
+            .encode(&m.tokenizer.apply_chat_template(&prompt, true)?, false)?;
+        if ids.len() + 1 < ctx {
+            prompts.push(ids);
+            kept.push((prompt, r.output.trim().to_string()));
+        }
+    }
+    let streams: Vec<u64> = (0..prompts.len() as u64).collect();
+    let mut answers = vec![String::new(); prompts.len()];
+    let t0 = Instant::now();
+    let stats = generate_with_streams(&m.model, &m.tokenizer, &prompts, &streams, &gen, |c| {
+        answers[c.index] = c.text.trim().to_string();
+        Ok(())
+    })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let generated_tokens = stats.generated_tokens;
+    let (mut identical, mut empty) = (0, 0);
+    let mut pairs = Vec::new();
+    for ((prompt, chosen), rejected) in kept.into_iter().zip(answers) {
+        if rejected.is_empty() {
+            empty += 1;
+        } else if rejected == chosen {
+            identical += 1;
+        } else {
+            pairs.push(PreferenceRecord {
+                prompt,
+                chosen,
+                rejected,
+            });
+        }
+    }
+    let report = SelfPlayReport {
+        iteration,
+        prompts: prompts.len(),
+        identical,
+        empty,
+        generated_tokens,
+        tokens_per_s: generated_tokens as f64 / seconds.max(1e-9),
+    };
+    Ok((pairs, report))
+}
+
+/// Writes SPIN's pairs as `{prompt, chosen, rejected}` JSONL (the prompt's last user message).
+fn write_pairs(path: &Path, pairs: &[PreferenceRecord]) -> Result<()> {
+    let mut text = String::new();
+    for p in pairs {
+        let prompt = p.prompt.last().map(|m| m.content.as_str()).unwrap_or("");
+        let line =
+            serde_json::json!({"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    crate::util::fs::write_atomic(path, text.as_bytes()).map_err(|e| StageError::io(path, e))
+}
+
+/// The runner's settings for the API's parameters.
+fn run_params(p: &PreferParams) -> PreferRunParams {
+    let o = &p.optimizer;
+    PreferRunParams {
+        objective: PreferenceObjective {
+            beta: p.beta,
+            loss: p.loss,
+            label_smoothing: p.label_smoothing,
+        },
+        lora: LoraParams {
+            rank: p.lora.rank as usize,
+            alpha: p.lora.alpha,
+            dropout: p.lora.dropout,
+            target_modules: p
+                .lora
+                .target_modules
+                .iter()
+                .filter_map(|t| serde_json::to_value(t).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            rslora: p.lora.rslora,
+        },
+        optimizer: OptimizerParams {
+            lr: o.learning_rate,
+            weight_decay: o.weight_decay,
+            warmup_steps: o.warmup_steps as u64,
+            steps: o.steps as u64,
+            batch_size: o.batch_size as usize,
+            grad_accum: o.grad_accumulation as usize,
+            max_grad_norm: o.max_grad_norm,
+            max_seq_len: o.max_seq_len as usize,
+            seed: o.seed as u64,
+            ..OptimizerParams::default()
+        },
+        log_every: 10,
+    }
+}
+
+/// Opens the input model with room for a LoRA step over `2 × batch` rows.
+fn open(path: &Path, params: &PreferRunParams, compute: &Compute) -> Result<HfModel> {
+    let o = &params.optimizer;
+    super::context::open_model_checked(path, compute, |cfg| {
+        crate::memory_plan::lora_training(
+            cfg,
+            compute.dtype,
+            2 * o.batch_size.max(1),
+            o.max_seq_len,
+            params.lora.parameter_count(cfg),
+            None,
+            1024,
+            !(compute.device.is_cpu() && compute.dtype == candle_core::DType::F32),
+        )
+    })
+}
+
+pub fn run_request(p: &PreferParams, ctx: &StageContext) -> Result<Outcome> {
+    let model_dir = ctx.model("model")?;
+    let params = run_params(p);
+    let m = open(&model_dir, &params, ctx.compute)?;
+    let (records, self_play) = match &p.pairs {
+        PreferencePairs::Dataset { dataset } => {
+            let path = ctx.resolver.resolve(&dataset.uri)?;
+            let all = load_preferences(&path)?;
+            let records: Vec<PreferenceRecord> = all
+                .into_iter()
+                .skip(dataset.offset as usize)
+                .take(dataset.limit.map_or(usize::MAX, |l| l as usize))
+                .collect();
+            (records, None)
+        }
+        PreferencePairs::SelfPlay {
+            iteration,
+            datasets,
+            generation,
+            prompts,
+        } => {
+            let mut sft = Vec::new();
+            for d in datasets {
+                sft.extend(super::inputs::load_sft(&d.dataset_ref(), ctx.resolver)?.records);
+            }
+            if let Some(n) = prompts {
+                sft.truncate(*n as usize);
+            }
+            let (pairs, report) = self_play_pairs(&m, &sft, generation, *iteration)?;
+            tracing::info!(
+                iteration,
+                prompts = report.prompts,
+                pairs = pairs.len(),
+                identical = report.identical,
+                tokens_per_s = report.tokens_per_s,
+                "self-play answers generated"
+            );
+            std::fs::create_dir_all(ctx.out).map_err(|e| StageError::io(ctx.out, e))?;
+            write_pairs(&ctx.out.join("pairs.jsonl"), &pairs)?;
+            (pairs, Some(report))
+        }
+    };
+    let r = run(m, &model_dir, &records, &params, ctx.out, self_play)?;
+    Ok(Outcome::new(
+        StageSummary::Prefer(contract::PreferSummary {
+            pairs: r.pairs as u64,
+            steps: r.steps,
+            initial_loss: r.initial_loss,
+            final_loss: r.final_loss,
+            final_margin: r.final_margin,
+            final_accuracy: r.final_accuracy,
+        }),
+        &[
+            "prefer.json",
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "merged/config.json",
+        ],
+    ))
+}
