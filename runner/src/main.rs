@@ -42,6 +42,8 @@ enum Command {
     Ppl(cli::ppl::PplArgs),
     /// LoRA fine-tuning (SFT, self-distilled data, logit distillation).
     Finetune(Box<cli::finetune::FinetuneArgs>),
+    /// Preference training after a fine-tune: DPO on a pairs file or one SPIN iteration.
+    Prefer(Box<cli::prefer::PreferArgs>),
     /// Merge models of the same shape (SLERP or linear, mergekit semantics).
     Merge(cli::merge::MergeArgs),
     /// Throughput benchmarks (forward, generate).
@@ -81,6 +83,7 @@ fn run() -> anyhow::Result<()> {
         Command::Distill(a) => cli::distill::run(a),
         Command::Merge(a) => cli::merge::run(a),
         Command::Finetune(a) => cli::finetune::run(*a),
+        Command::Prefer(a) => cli::prefer::run(*a),
         Command::Score(a) => cli::score::run(a),
         Command::Prune(a) => cli::prune::run(a),
         Command::Ppl(a) => cli::ppl::run(a),

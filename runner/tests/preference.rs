@@ -339,7 +339,8 @@ fn dpo_raises_the_reward_margin_and_writes_a_merged_model() {
 
 #[test]
 fn spin_pairs_the_data_answers_with_the_models_own() {
-    let (_t, m) = tiny();
+    // The embedded model: the tiny random one samples tokens that decode to nothing.
+    let m = common::embedded_model();
     let sft: Vec<SftRecord> = records()
         .into_iter()
         .enumerate()
@@ -352,12 +353,14 @@ fn spin_pairs_the_data_answers_with_the_models_own() {
             original: Default::default(),
         })
         .collect();
-    let generation: pruneforge_api::spec::GenerationSpec =
-        serde_json::from_value(serde_json::json!({"maxNewTokens": 8, "batchSize": 2})).unwrap();
+    let generation: pruneforge_api::spec::GenerationSpec = serde_json::from_value(
+        serde_json::json!({"maxNewTokens": 8, "batchSize": 2, "temperature": 1.0, "seed": 3}),
+    )
+    .unwrap();
     let (pairs, rep) = self_play_pairs(&m, &sft, &generation, 1).unwrap();
     assert_eq!(rep.prompts, 4);
     assert_eq!(pairs.len() + rep.identical + rep.empty, 4);
-    assert!(rep.generated_tokens > 0);
+    assert!(rep.generated_tokens > 0 && !pairs.is_empty(), "{rep:?}");
     for (p, r) in pairs.iter().zip(&sft) {
         assert_eq!(p.chosen, r.output);
         assert_ne!(p.rejected, p.chosen);
@@ -378,4 +381,92 @@ fn bad_settings_get_clear_errors() {
     p.optimizer.max_seq_len = 4;
     let e = run(m, &dir, &records(), &p, &tmp.path().join("o2"), None).unwrap_err();
     assert!(e.to_string().contains("no preference pairs left"), "{e}");
+}
+
+#[test]
+fn cli_trains_dpo_from_a_pairs_file_and_spin_from_an_sft_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    write_tiny_model(
+        &dir,
+        &TinySpec {
+            seed: 21,
+            ..Default::default()
+        },
+    );
+    let pairs = tmp.path().join("pairs.jsonl");
+    let lines: Vec<String> = records()
+        .iter()
+        .map(|r| {
+            serde_json::json!({"prompt": r.prompt[0].content, "chosen": r.chosen, "rejected": r.rejected})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let sft = tmp.path().join("sft.jsonl");
+    let lines: Vec<String> = records()
+        .iter()
+        .map(|r| {
+            serde_json::json!({"instruction": r.prompt[0].content, "input": "", "output": r.chosen})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&sft, lines.join("\n")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_pruneforge");
+    let run = |source: &[&str], out: &str, loss: &str| {
+        std::process::Command::new(bin)
+            .arg("prefer")
+            .args(source)
+            .args([
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--max-seq-len",
+                "128",
+                "--loss",
+                loss,
+            ])
+            .args(["--max-new-tokens", "8", "--device", "cpu", "--out"])
+            .arg(tmp.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let model = dir.to_str().unwrap();
+    let o = run(
+        &["--pairs", pairs.to_str().unwrap(), "--model", model],
+        "dpo",
+        "ipo",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["pairs"].as_u64(), v["steps"].as_u64()),
+        (Some(4), Some(2))
+    );
+    assert!(tmp.path().join("dpo/merged/config.json").exists());
+    // SPIN on the embedded model (the tiny random one's answers decode to nothing).
+    let embedded = common::embedded_dir();
+    let o = run(
+        &[
+            "--spin-data",
+            sft.to_str().unwrap(),
+            "--model",
+            embedded.to_str().unwrap(),
+        ],
+        "spin",
+        "sigmoid",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["self_play"]["prompts"].as_u64(), Some(4));
+    assert!(v["pairs"].as_u64().is_some_and(|n| n >= 1), "{v}");
+    assert!(tmp.path().join("spin/merged/config.json").exists());
+    let o = run(
+        &["--pairs", pairs.to_str().unwrap(), "--model", model],
+        "bad",
+        "kto",
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use sigmoid, hinge or ipo"));
 }

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod memory;
 pub mod merge;
 pub mod ppl;
+pub mod prefer;
 pub mod prune;
 pub mod random_model;
 pub mod report;

@@ -133,6 +133,13 @@ pub fn run(
         }
     }
     let skipped = records.len() - chosen.len();
+    if let (true, Some(sp)) = (records.is_empty(), &self_play) {
+        return Err(StageError::Input(format!(
+            "SPIN iteration {} made no pairs: of {} answers the model gave, {} were empty and {} \
+             repeated the data set's; sample with a temperature above 0 or use more prompts",
+            sp.iteration, sp.prompts, sp.empty, sp.identical
+        )));
+    }
     if chosen.is_empty() {
         return Err(StageError::Input(format!(
             "no preference pairs left: {} read, all with an empty answer or a prompt that fills \
