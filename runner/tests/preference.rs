@@ -284,6 +284,8 @@ fn run_params(steps: u64, lr: f64) -> PreferRunParams {
             ..Default::default()
         },
         log_every: 0,
+        checkpoint_every: 0,
+        stop_after: None,
     }
 }
 
@@ -292,7 +294,7 @@ fn dpo_raises_the_reward_margin_and_writes_a_merged_model() {
     let (tmp, m) = tiny();
     let dir = tmp.path().join("model");
     let out = tmp.path().join("out");
-    let r = run(m, &dir, &records(), &run_params(24, 5e-3), &out, None).unwrap();
+    let r = run(m, &dir, &records(), &run_params(24, 5e-3), &out, None, None).unwrap();
     assert_eq!((r.pairs, r.pairs_skipped), (4, 0));
     // The policy starts as the reference: loss ln 2, margin 0 at step 1.
     let first = &r.history[0].outcome;
@@ -374,12 +376,12 @@ fn bad_settings_get_clear_errors() {
     let dir = tmp.path().join("model");
     let mut p = run_params(2, 1e-3);
     p.objective.beta = 0.0;
-    let e = run(m, &dir, &records(), &p, &tmp.path().join("o1"), None).unwrap_err();
+    let e = run(m, &dir, &records(), &p, &tmp.path().join("o1"), None, None).unwrap_err();
     assert!(e.to_string().contains("beta must be > 0"), "{e}");
     let m = open_model(&dir).unwrap();
     let mut p = run_params(2, 1e-3);
     p.optimizer.max_seq_len = 4;
-    let e = run(m, &dir, &records(), &p, &tmp.path().join("o2"), None).unwrap_err();
+    let e = run(m, &dir, &records(), &p, &tmp.path().join("o2"), None, None).unwrap_err();
     assert!(e.to_string().contains("no preference pairs left"), "{e}");
 }
 
@@ -469,4 +471,64 @@ fn cli_trains_dpo_from_a_pairs_file_and_spin_from_an_sft_file() {
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("use sigmoid, hinge or ipo"));
+}
+
+#[test]
+fn an_interrupted_run_resumes_step_for_step() {
+    let (tmp, m) = tiny();
+    let dir = tmp.path().join("model");
+    let mut p = run_params(6, 5e-3);
+    p.lora.dropout = 0.1;
+    let straight = run(m, &dir, &records(), &p, &tmp.path().join("a"), None, None).unwrap();
+    p.checkpoint_every = 2;
+    p.stop_after = Some(3);
+    let out = tmp.path().join("b");
+    let first = run(
+        open_model(&dir).unwrap(),
+        &dir,
+        &records(),
+        &p,
+        &out,
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(!first.completed && first.steps == 3);
+    assert!(!out.join("merged").exists() && out.join("checkpoints/latest.json").exists());
+    p.stop_after = None;
+    let resumed = run(
+        open_model(&dir).unwrap(),
+        &dir,
+        &records(),
+        &p,
+        &out,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(resumed.resumed_from_step, Some(3));
+    assert!(resumed.completed);
+    let losses = |r: &pruneforge::stages::prefer::PreferReport| -> Vec<f64> {
+        r.history.iter().map(|h| h.outcome.loss).collect()
+    };
+    assert_eq!(losses(&straight), losses(&resumed));
+    let read = |d: &std::path::Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(read(&tmp.path().join("a")), read(&out));
+    // Other pairs: the checkpoint is refused, not silently reused.
+    let mut other = records();
+    other[0].chosen = "Four, exactly.".into();
+    let e = run(
+        open_model(&dir).unwrap(),
+        &dir,
+        &other,
+        &p,
+        &out,
+        None,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("checkpoint of a different run"),
+        "{e}"
+    );
 }

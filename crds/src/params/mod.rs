@@ -100,6 +100,11 @@ impl StageParams {
                     obj.remove(*field);
                 }
             }
+            (StageParams::Prefer(_), Some(obj)) => {
+                for field in PreferParams::EXECUTION_ONLY_FIELDS {
+                    obj.remove(*field);
+                }
+            }
             (StageParams::Score(p), Some(obj)) if p.calibration_reads_records_differently() => {
                 obj.insert(
                     CALIBRATION_RECORDS_FIELD.into(),

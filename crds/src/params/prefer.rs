@@ -32,6 +32,9 @@ pub struct PreferParams {
     pub lora: LoraSpec,
     /// Optimizer and schedule (`batchSize` counts pairs).
     pub optimizer: OptimizerSpec,
+    /// Checkpoint interval in steps (0: none). Not part of the cache key.
+    #[serde(default)]
+    pub checkpoint_every: u32,
 }
 
 /// The pairs of a `prefer` stage.
@@ -61,6 +64,9 @@ impl PreferParams {
             width: self.width_variant.clone(),
         }
     }
+
+    /// Serialized fields that steer execution but not the result; left out of the cache key.
+    pub const EXECUTION_ONLY_FIELDS: &'static [&'static str] = &["checkpointEvery"];
 
     /// The variant's preference suffix: `dpo` or `spin<k>`.
     pub fn suffix(&self) -> String {

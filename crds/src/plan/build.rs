@@ -275,6 +275,7 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                         label_smoothing,
                         lora: spec.recovery.lora.clone(),
                         optimizer: optimizer.clone(),
+                        checkpoint_every: spec.recovery.checkpoint_every,
                     })
                 };
                 if let Some(dpo) = &pref.dpo {

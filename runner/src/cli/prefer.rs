@@ -70,6 +70,10 @@ pub struct PreferArgs {
     pub temperature: f64,
     #[arg(long, default_value_t = 8)]
     pub gen_batch_size: u32,
+    /// Save a resumable checkpoint in OUT/checkpoints every N steps (0: none); a rerun with
+    /// the same OUT resumes from it.
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u64,
     #[command(flatten)]
     pub device: super::generate::DeviceArgs,
 }
@@ -100,6 +104,8 @@ pub fn run(a: PreferArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         log_every: 1,
+        checkpoint_every: a.checkpoint_every,
+        stop_after: None,
     };
     let model_dir = match &a.model {
         Some(m) => m.clone(),
@@ -130,7 +136,7 @@ pub fn run(a: PreferArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --pairs (DPO) or --spin-data (SPIN)"),
     };
-    let report = run_stage(m, &model_dir, &records, &params, &a.out, self_play)?;
+    let report = run_stage(m, &model_dir, &records, &params, &a.out, self_play, None)?;
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({

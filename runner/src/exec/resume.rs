@@ -54,11 +54,14 @@ pub struct ResumeStore {
 }
 
 impl ResumeStore {
-    /// The resume store of `req`, for the stages that have resume state (finetune, distill);
-    /// `None` for the others.
+    /// The resume store of `req`, for the stages that have resume state (finetune, prefer,
+    /// distill); `None` for the others.
     pub fn for_request(req: &StageRequest) -> Result<Option<ResumeStore>, ArtifactError> {
         let kind = req.params.kind();
-        if !matches!(kind, StageKind::Finetune | StageKind::Distill) {
+        if !matches!(
+            kind,
+            StageKind::Finetune | StageKind::Prefer | StageKind::Distill
+        ) {
             return Ok(None);
         }
         let artifact = artifacts::open(&req.output_uri)?;

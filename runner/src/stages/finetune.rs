@@ -453,6 +453,7 @@ pub fn run_resumable(
             history: Vec::new(),
             fingerprint: fp.clone(),
             heldout_nll_before: None,
+            preference_history: Vec::new(),
         },
     };
     if state.heldout_nll_before.is_none() && !heldout.is_empty() {

@@ -16,13 +16,15 @@ use super::{Outcome, Result, StageContext, StageError};
 use crate::data::preference::{load_preferences, PreferenceRecord};
 use crate::data::sft::SftRecord;
 use crate::device::Compute;
+use crate::exec::resume::ResumeStore;
 use crate::generate::{generate_with_streams, GenerateParams, SamplingParams};
 use crate::loader::{save_hf_dir, HfModel};
 use crate::tokenizer::ChatMessage;
 use crate::train::batching::{example_of, user_message, DataOrder};
+use crate::train::checkpoint::{self, TrainState};
 use crate::train::lora::LoraSet;
 use crate::train::preference::{
-    sequence_logps, PreferenceObjective, PreferencePair, PreferenceStepOutcome,
+    sequence_logps, PreferenceObjective, PreferencePair, PreferenceStepLog,
 };
 use crate::train::schedule::learning_rate;
 use crate::train::trainer::Trainer;
@@ -31,7 +33,8 @@ use crate::util::fs::write_json_atomic;
 use crate::util::rng::{mix, SplitMix64};
 use pruneforge_api::contract::{self, StageSummary};
 use pruneforge_api::params::{PreferParams, PreferencePairs};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Instant;
 
@@ -43,16 +46,12 @@ pub struct PreferRunParams {
     /// `batch_size` counts pairs (each pair is two sequences).
     pub optimizer: OptimizerParams,
     pub log_every: u64,
-}
-
-/// One optimizer step in `prefer.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct PreferStepLog {
-    pub step: u64,
-    pub lr: f64,
-    #[serde(flatten)]
-    pub outcome: PreferenceStepOutcome,
-    pub seconds: f64,
+    /// Save a resumable checkpoint every this many steps (and at the end); 0: none. Does not
+    /// change the result.
+    pub checkpoint_every: u64,
+    /// Stop this session after this many steps, as if interrupted (a checkpoint is written
+    /// when checkpoints are on). Does not change the result.
+    pub stop_after: Option<u64>,
 }
 
 /// What a run did.
@@ -75,14 +74,18 @@ pub struct PreferReport {
     pub final_margin: f64,
     pub final_accuracy: f64,
     pub train_s: f64,
-    pub history: Vec<PreferStepLog>,
+    /// Step the run resumed from, when it did.
+    pub resumed_from_step: Option<u64>,
+    /// False when the session stopped early (`stop_after`): no adapter or merged model yet.
+    pub completed: bool,
+    pub history: Vec<PreferenceStepLog>,
     /// SPIN only: how the pairs were made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub self_play: Option<SelfPlayReport>,
 }
 
 /// SPIN's generation of the rejected side.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SelfPlayReport {
     pub iteration: u32,
     pub prompts: usize,
@@ -95,7 +98,7 @@ pub struct SelfPlayReport {
 }
 
 /// Mean of the first or last `min(10, n)` values of `f` over the history.
-fn window(h: &[PreferStepLog], last: bool, f: impl Fn(&PreferStepLog) -> f64) -> f64 {
+fn window(h: &[PreferenceStepLog], last: bool, f: impl Fn(&PreferenceStepLog) -> f64) -> f64 {
     if h.is_empty() {
         return f64::NAN;
     }
@@ -104,7 +107,35 @@ fn window(h: &[PreferStepLog], last: bool, f: impl Fn(&PreferStepLog) -> f64) ->
     part.iter().map(f).sum::<f64>() / n as f64
 }
 
-/// Trains `model` (already open) on `records`, writing the outputs into `out_dir`.
+/// What a checkpoint must match to be resumed: the settings that shape training, the pairs
+/// and the model.
+fn fingerprint(params: &PreferRunParams, records: &[PreferenceRecord], model_dir: &Path) -> String {
+    let mut h = Sha256::new();
+    let shaping = serde_json::json!({
+        "objective": params.objective,
+        "lora": params.lora,
+        "optimizer": params.optimizer,
+        "model": model_dir.display().to_string(),
+    });
+    h.update(shaping.to_string().as_bytes());
+    for r in records {
+        for m in &r.prompt {
+            h.update(m.role.as_bytes());
+            h.update([0]);
+            h.update(m.content.as_bytes());
+            h.update([0]);
+        }
+        for a in [&r.chosen, &r.rejected] {
+            h.update(a.as_bytes());
+            h.update([0]);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Trains `model` (already open) on `records`, writing the outputs into `out_dir`; resumes
+/// from the checkpoint in `out_dir/checkpoints` (or, when there is none, the one `resume`
+/// saved in storage) and saves checkpoints there.
 pub fn run(
     mut m: HfModel,
     model_dir: &Path,
@@ -112,6 +143,7 @@ pub fn run(
     params: &PreferRunParams,
     out_dir: &Path,
     self_play: Option<SelfPlayReport>,
+    resume: Option<&ResumeStore>,
 ) -> Result<PreferReport> {
     params.objective.validate()?;
     params.lora.validate()?;
@@ -185,26 +217,57 @@ pub fn run(
         "preference pairs ready"
     );
 
-    // Training.
+    // Trainable state, fresh or from the latest checkpoint.
+    let fp = fingerprint(params, records, model_dir);
     let lora = LoraSet::init(&m.model, &params.lora, o.seed)?;
-    let opt = AdamW::new(&lora.sizes(), o);
-    let mut trainer = Trainer::new(&mut m.model, None, lora, opt, None, o.max_grad_norm)?;
+    let mut opt = AdamW::new(&lora.sizes(), o);
+    let ckpt_root = out_dir.join("checkpoints");
+    if let Some(store) = resume {
+        store.restore(&ckpt_root, "checkpoints");
+    }
+    let resumed = checkpoint::load_latest(&ckpt_root, &lora, &mut opt)?;
+    if let Some(s) = &resumed {
+        if s.fingerprint != fp {
+            return Err(StageError::Input(format!(
+                "{} holds a checkpoint of a different run (parameters, pairs or model changed); \
+                 remove it to start over, or rerun with the original inputs",
+                ckpt_root.display()
+            )));
+        }
+        tracing::info!(step = s.step, "resuming from checkpoint");
+    }
+    let resumed_from_step = resumed.as_ref().map(|s| s.step);
+    let mut state = resumed.unwrap_or_else(|| TrainState {
+        step: 0,
+        data: Default::default(),
+        rng: SplitMix64::derive(o.seed, 0x9EF5),
+        adam_t: 0,
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+        history: Vec::new(),
+        fingerprint: fp.clone(),
+        heldout_nll_before: None,
+        preference_history: Vec::new(),
+    });
     let lengths: Vec<usize> = pairs
         .iter()
         .map(|p| p.chosen.tokens.len().max(p.rejected.tokens.len()))
         .collect();
     let mut order = DataOrder::new(lengths, o.batch_size, o.seed);
-    let mut rng = SplitMix64::derive(o.seed, 0x9EF5);
-    let mut history = Vec::with_capacity(o.steps as usize);
-    let started = Instant::now();
-    for step in 0..o.steps {
+    order.restore(state.data);
+    let mut trainer = Trainer::new(&mut m.model, None, lora, opt, None, o.max_grad_norm)?;
+    let session = Instant::now();
+    let (elapsed_before, session_start) = (state.elapsed_s, state.step);
+    let stopping = |step: u64| params.stop_after.is_some_and(|n| step - session_start >= n);
+    while state.step < o.steps && !stopping(state.step) {
         let t0 = Instant::now();
+        let step = state.step;
         let lr = learning_rate(step, o.steps, o.warmup_steps, o.lr, o.min_lr_ratio);
         let micro: Vec<Vec<&PreferencePair>> = (0..o.grad_accum.max(1))
             .map(|_| order.next_batch().into_iter().map(|i| &pairs[i]).collect())
             .collect();
-        let out =
-            trainer.preference_step(&micro, &params.objective, lr, rng.next_u64(), pad, step)?;
+        let seed = state.rng.next_u64();
+        let out = trainer.preference_step(&micro, &params.objective, lr, seed, pad, step)?;
         if params.log_every > 0 && ((step + 1) % params.log_every == 0 || step == 0) {
             tracing::info!(
                 step = step + 1,
@@ -216,28 +279,43 @@ pub fn run(
                 "preference step"
             );
         }
-        history.push(PreferStepLog {
-            step: step + 1,
+        state.step += 1;
+        state.tokens_seen += out.tokens;
+        state.data = order.position();
+        state.adam_t = trainer.opt.t;
+        state.elapsed_s = elapsed_before + session.elapsed().as_secs_f64();
+        state.preference_history.push(PreferenceStepLog {
+            step: state.step,
             lr,
             outcome: out,
             seconds: t0.elapsed().as_secs_f64(),
         });
+        let every = params.checkpoint_every;
+        if every > 0 && (state.step % every == 0 || state.step == o.steps || stopping(state.step)) {
+            checkpoint::save(&ckpt_root, &trainer.lora, &trainer.opt, &state)?;
+            if let Some(store) = resume {
+                store.save(&ckpt_root, "checkpoints");
+            }
+        }
     }
-    let train_s = started.elapsed().as_secs_f64();
     crate::model::train_kernels::pool::clear();
 
     // Outputs.
     std::fs::create_dir_all(out_dir).map_err(|e| StageError::io(out_dir, e))?;
+    let completed = state.step >= o.steps;
     let lora = trainer.lora;
-    lora.save_peft(out_dir, &model_dir.display().to_string())?;
-    lora.attach(&mut m.model, 0)?;
-    m.model.merge_lora()?;
-    save_hf_dir(
-        &m.model,
-        &m.tokenizer,
-        &out_dir.join("merged"),
-        m.stored_dtype,
-    )?;
+    if completed {
+        lora.save_peft(out_dir, &model_dir.display().to_string())?;
+        lora.attach(&mut m.model, 0)?;
+        m.model.merge_lora()?;
+        save_hf_dir(
+            &m.model,
+            &m.tokenizer,
+            &out_dir.join("merged"),
+            m.stored_dtype,
+        )?;
+    }
+    let history = state.preference_history;
     let report = PreferReport {
         model: model_dir.display().to_string(),
         params: params.clone(),
@@ -247,12 +325,14 @@ pub fn run(
         answers_truncated: truncated,
         reference_chosen_mean: ref_chosen_mean,
         reference_rejected_mean: ref_rejected_mean,
-        steps: o.steps,
+        steps: state.step,
         initial_loss: window(&history, false, |s| s.outcome.loss),
         final_loss: window(&history, true, |s| s.outcome.loss),
         final_margin: window(&history, true, |s| s.outcome.margin),
         final_accuracy: window(&history, true, |s| s.outcome.accuracy),
-        train_s,
+        train_s: state.elapsed_s,
+        resumed_from_step,
+        completed,
         history,
         self_play,
     };
@@ -382,6 +462,8 @@ fn run_params(p: &PreferParams) -> PreferRunParams {
             ..OptimizerParams::default()
         },
         log_every: 10,
+        checkpoint_every: p.checkpoint_every as u64,
+        stop_after: None,
     }
 }
 
@@ -430,21 +512,54 @@ pub fn run_request(p: &PreferParams, ctx: &StageContext) -> Result<Outcome> {
             if let Some(n) = prompts {
                 sft.truncate(*n as usize);
             }
-            let (pairs, report) = self_play_pairs(&m, &sft, generation, *iteration)?;
-            tracing::info!(
-                iteration,
-                prompts = report.prompts,
-                pairs = pairs.len(),
-                identical = report.identical,
-                tokens_per_s = report.tokens_per_s,
-                "self-play answers generated"
+            // The pairs are resume state too: a resumed attempt trains on the same pairs
+            // without generating them again.
+            let ckpt_root = ctx.out.join("checkpoints");
+            if let Some(store) = ctx.resume {
+                store.restore(&ckpt_root, "checkpoints");
+            }
+            let (saved_pairs, saved_report) = (
+                ckpt_root.join("pairs.jsonl"),
+                ckpt_root.join("self_play.json"),
             );
+            let (pairs, report) = match std::fs::read_to_string(&saved_report) {
+                Ok(text) if saved_pairs.exists() => {
+                    let report: SelfPlayReport = serde_json::from_str(&text).map_err(|e| {
+                        StageError::Input(format!("{}: {e}", saved_report.display()))
+                    })?;
+                    tracing::info!(iteration, "self-play pairs restored from the checkpoint");
+                    (load_preferences(&saved_pairs)?, report)
+                }
+                _ => {
+                    let (pairs, report) = self_play_pairs(&m, &sft, generation, *iteration)?;
+                    tracing::info!(
+                        iteration,
+                        prompts = report.prompts,
+                        pairs = pairs.len(),
+                        identical = report.identical,
+                        tokens_per_s = report.tokens_per_s,
+                        "self-play answers generated"
+                    );
+                    if !pairs.is_empty() {
+                        std::fs::create_dir_all(&ckpt_root)
+                            .map_err(|e| StageError::io(&ckpt_root, e))?;
+                        write_pairs(&saved_pairs, &pairs)?;
+                        write_json_atomic(&saved_report, &report)
+                            .map_err(|e| StageError::io(&saved_report, e))?;
+                    }
+                    (pairs, report)
+                }
+            };
             std::fs::create_dir_all(ctx.out).map_err(|e| StageError::io(ctx.out, e))?;
             write_pairs(&ctx.out.join("pairs.jsonl"), &pairs)?;
             (pairs, Some(report))
         }
     };
-    let r = run(m, &model_dir, &records, &params, ctx.out, self_play)?;
+    let r = run(
+        m, &model_dir, &records, &params, ctx.out, self_play, ctx.resume,
+    )?;
+    // Checkpoints are resume state, not a result: keep them out of the artifact.
+    let _ = std::fs::remove_dir_all(ctx.out.join("checkpoints"));
     Ok(Outcome::new(
         StageSummary::Prefer(contract::PreferSummary {
             pairs: r.pairs as u64,

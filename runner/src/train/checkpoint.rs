@@ -62,6 +62,9 @@ pub struct TrainState {
     /// Held-out mean NLL of the model before training, when measured.
     #[serde(default)]
     pub heldout_nll_before: Option<f64>,
+    /// Preference training's steps (the `prefer` stage; `history` stays empty there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preference_history: Vec<super::preference::PreferenceStepLog>,
 }
 
 const LATEST: &str = "latest.json";

@@ -181,7 +181,7 @@ pub fn sequence_logps(
 }
 
 /// What one preference step did: means over its pairs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PreferenceStepOutcome {
     pub loss: f64,
     pub chosen_reward: f64,
@@ -194,6 +194,16 @@ pub struct PreferenceStepOutcome {
     pub pairs: u64,
     /// Answer tokens of both sides.
     pub tokens: u64,
+}
+
+/// One optimizer step of preference training, as logged and checkpointed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceStepLog {
+    pub step: u64,
+    pub lr: f64,
+    #[serde(flatten)]
+    pub outcome: PreferenceStepOutcome,
+    pub seconds: f64,
 }
 
 /// Sums over the pairs of a step, and the gradient per LoRA variable.
