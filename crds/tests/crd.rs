@@ -382,3 +382,56 @@ fn names_longer_than_a_label_value_are_rejected() {
         "{rules}"
     );
 }
+
+#[test]
+fn preference_rules_hold_in_the_schema() {
+    use pruneforge_api::validate::{ErrorOrigin, ManifestValidator};
+    let doc = |preference: Value| {
+        json!({
+            "apiVersion": "pruneforge.dev/v1alpha1",
+            "kind": "PruneDistillJob",
+            "metadata": {"name": "pref"},
+            "spec": {
+                "storage": {"uri": "file:///data/out"},
+                "distillation": {"datasets": [{"name": "a", "uri": "builtin:alpaca", "format": "alpaca"}]},
+                "recovery": {"methods": ["none", "sft"], "preference": preference}
+            }
+        })
+    };
+    let validator = ManifestValidator::new();
+    let ok = validator
+        .validate(&doc(
+            json!({"spin": {}, "dpo": {"dataset": {"uri": "s3://b/p.jsonl"}}}),
+        ))
+        .unwrap_or_else(|r| panic!("{r}"));
+    let pref = ok.spec.recovery.preference.expect("preference");
+    assert_eq!(pref.after, [pruneforge_api::spec::RecoveryMethod::Sft]);
+    let spin = pref.spin.expect("spin");
+    assert_eq!((spin.iterations, spin.beta), (2, 0.1));
+    for (preference, needle) in [
+        (json!({}), "set dpo, spin or both"),
+        (
+            json!({"dpo": {"dataset": {"uri": "s3://b/p.jsonl"}, "loss": "ipo", "labelSmoothing": 0.1}}),
+            "labelSmoothing applies",
+        ),
+        (
+            json!({"spin": {"loss": "ipo"}}),
+            "SPIN uses sigmoid or hinge",
+        ),
+    ] {
+        let report = validator
+            .validate(&doc(preference.clone()))
+            .expect_err("invalid preference");
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.origin == ErrorOrigin::Cel && e.message.contains(needle)),
+            "{preference}: {report}"
+        );
+    }
+    let report = validator
+        .validate(&doc(json!({"spin": {"iterations": 9}})))
+        .expect_err("too many iterations");
+    assert!(report.to_string().contains("iterations"), "{report}");
+}
