@@ -805,34 +805,10 @@ fn finetune_data(
 /// The runner's fine-tuning parameters for the API's.
 fn finetune_params(p: &pruneforge_api::params::FinetuneParams) -> FinetuneParams {
     use crate::train::{KdParams, LoraParams, OptimizerParams};
-    let o = &p.optimizer;
     let defaults = FinetuneParams::default();
     FinetuneParams {
-        lora: LoraParams {
-            rank: p.lora.rank as usize,
-            alpha: p.lora.alpha,
-            dropout: p.lora.dropout,
-            target_modules: p
-                .lora
-                .target_modules
-                .iter()
-                .filter_map(|t| serde_json::to_value(t).ok())
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            rslora: p.lora.rslora,
-        },
-        optimizer: OptimizerParams {
-            lr: o.learning_rate,
-            weight_decay: o.weight_decay,
-            warmup_steps: o.warmup_steps as u64,
-            steps: o.steps as u64,
-            batch_size: o.batch_size as usize,
-            grad_accum: o.grad_accumulation as usize,
-            max_grad_norm: o.max_grad_norm,
-            max_seq_len: o.max_seq_len as usize,
-            seed: o.seed as u64,
-            ..OptimizerParams::default()
-        },
+        lora: LoraParams::from_spec(&p.lora),
+        optimizer: OptimizerParams::from_spec(&p.optimizer),
         kd: p.recipe.needs_teacher().then(|| KdParams {
             temperature: p.kd_temperature.unwrap_or(1.0),
             ratio: p.recipe.kd_weight,

@@ -429,38 +429,14 @@ fn write_pairs(path: &Path, pairs: &[PreferenceRecord]) -> Result<()> {
 
 /// The runner's settings for the API's parameters.
 fn run_params(p: &PreferParams) -> PreferRunParams {
-    let o = &p.optimizer;
     PreferRunParams {
         objective: PreferenceObjective {
             beta: p.beta,
             loss: p.loss,
             label_smoothing: p.label_smoothing,
         },
-        lora: LoraParams {
-            rank: p.lora.rank as usize,
-            alpha: p.lora.alpha,
-            dropout: p.lora.dropout,
-            target_modules: p
-                .lora
-                .target_modules
-                .iter()
-                .filter_map(|t| serde_json::to_value(t).ok())
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            rslora: p.lora.rslora,
-        },
-        optimizer: OptimizerParams {
-            lr: o.learning_rate,
-            weight_decay: o.weight_decay,
-            warmup_steps: o.warmup_steps as u64,
-            steps: o.steps as u64,
-            batch_size: o.batch_size as usize,
-            grad_accum: o.grad_accumulation as usize,
-            max_grad_norm: o.max_grad_norm,
-            max_seq_len: o.max_seq_len as usize,
-            seed: o.seed as u64,
-            ..OptimizerParams::default()
-        },
+        lora: LoraParams::from_spec(&p.lora),
+        optimizer: OptimizerParams::from_spec(&p.optimizer),
         log_every: 10,
         checkpoint_every: p.checkpoint_every as u64,
         stop_after: None,

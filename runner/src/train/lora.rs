@@ -56,6 +56,22 @@ impl LoraParams {
         }
     }
 
+    /// The adapter shape a resource asks for (`spec.recovery.lora`).
+    pub fn from_spec(spec: &pruneforge_api::spec::LoraSpec) -> Self {
+        LoraParams {
+            rank: spec.rank as usize,
+            alpha: spec.alpha,
+            dropout: spec.dropout,
+            target_modules: spec
+                .target_modules
+                .iter()
+                .filter_map(|t| serde_json::to_value(t).ok())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            rslora: spec.rslora,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 {
             return Err(TrainError::Input("lora.rank must be at least 1".into()));

@@ -58,6 +58,23 @@ impl Default for OptimizerParams {
 }
 
 impl OptimizerParams {
+    /// The optimizer and schedule a resource asks for (`spec.recovery.optimizer`); the rest
+    /// keeps its defaults.
+    pub fn from_spec(o: &pruneforge_api::spec::OptimizerSpec) -> Self {
+        OptimizerParams {
+            lr: o.learning_rate,
+            weight_decay: o.weight_decay,
+            warmup_steps: o.warmup_steps as u64,
+            steps: o.steps as u64,
+            batch_size: o.batch_size as usize,
+            grad_accum: o.grad_accumulation as usize,
+            max_grad_norm: o.max_grad_norm,
+            max_seq_len: o.max_seq_len as usize,
+            seed: o.seed as u64,
+            ..OptimizerParams::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Input(m));
         if !(self.lr.is_finite() && self.lr > 0.0) {
