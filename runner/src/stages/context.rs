@@ -131,3 +131,27 @@ pub fn model_dir_of(artifact: &Path) -> Result<PathBuf> {
         artifact.display()
     )))
 }
+
+/// Adds what identifies the model in `dir` for a checkpoint to `h`: the hash of its
+/// `config.json` and the names and sizes of its safetensors files (not the path, which differs
+/// between the pods of one stage).
+pub fn hash_model_identity(h: &mut sha2::Sha256, dir: &Path) {
+    use sha2::Digest;
+    if let Ok(text) = std::fs::read(dir.join("config.json")) {
+        h.update(hex::encode(sha2::Sha256::digest(&text)).as_bytes());
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut sizes: Vec<(String, u64)> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().map(|m| m.len()).unwrap_or(0),
+                )
+            })
+            .collect();
+        sizes.sort();
+        h.update(format!("{sizes:?}").as_bytes());
+    }
+}

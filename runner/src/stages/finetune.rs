@@ -181,10 +181,6 @@ pub fn load_records(paths: &[PathBuf]) -> Result<(Vec<SftRecord>, Vec<PathBuf>)>
     Ok((records, files))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// What a checkpoint must agree with to be resumed: parameters (except the checkpoint
 /// interval and logging), data contents, and the models' configs and weight file sizes.
 fn fingerprint(
@@ -205,24 +201,7 @@ fn fingerprint(
         h.update(digest.as_bytes());
     }
     for dir in std::iter::once(student_dir).chain(teacher_dir) {
-        let cfg = dir.join("config.json");
-        if let Ok(text) = std::fs::read(&cfg) {
-            h.update(sha256_hex(&text).as_bytes());
-        }
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut sizes: Vec<(String, u64)> = entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
-                .map(|e| {
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        e.metadata().map(|m| m.len()).unwrap_or(0),
-                    )
-                })
-                .collect();
-            sizes.sort();
-            h.update(format!("{sizes:?}").as_bytes());
-        }
+        super::context::hash_model_identity(&mut h, dir);
     }
     Ok(hex::encode(h.finalize()))
 }

@@ -115,9 +115,10 @@ fn fingerprint(params: &PreferRunParams, records: &[PreferenceRecord], model_dir
         "objective": params.objective,
         "lora": params.lora,
         "optimizer": params.optimizer,
-        "model": model_dir.display().to_string(),
     });
     h.update(shaping.to_string().as_bytes());
+    let dir = crate::loader::resolve_hf_dir(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
+    super::context::hash_model_identity(&mut h, &dir);
     for r in records {
         for m in &r.prompt {
             h.update(m.role.as_bytes());
@@ -130,7 +131,7 @@ fn fingerprint(params: &PreferRunParams, records: &[PreferenceRecord], model_dir
             h.update([0]);
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 /// Trains `model` (already open) on `records`, writing the outputs into `out_dir`; resumes
