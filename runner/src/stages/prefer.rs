@@ -448,7 +448,9 @@ fn run_params(p: &PreferParams) -> PreferRunParams {
 fn open(path: &Path, params: &PreferRunParams, compute: &Compute) -> Result<HfModel> {
     let o = &params.optimizer;
     super::context::open_model_checked(path, compute, |cfg| {
-        crate::memory_plan::lora_training(
+        // The preference step keeps every layer's activations on every device (no per-layer
+        // checkpointing yet), so the estimate counts them all.
+        let mut need = crate::memory_plan::lora_training(
             cfg,
             compute.dtype,
             2 * o.batch_size.max(1),
@@ -456,8 +458,10 @@ fn open(path: &Path, params: &PreferRunParams, compute: &Compute) -> Result<HfMo
             params.lora.parameter_count(cfg),
             None,
             1024,
-            !(compute.device.is_cpu() && compute.dtype == candle_core::DType::F32),
-        )
+            false,
+        );
+        need.stage = "prefer".into();
+        need
     })
 }
 
