@@ -18,8 +18,7 @@
 use super::batching::{Batch, Example};
 use super::error::{Result, TrainError};
 use super::loss::token_nll;
-use super::optimizer::clip_global_norm;
-use super::trainer::{forward_at_targets, head_weight, Trainer};
+use super::trainer::{add_grads, forward_at_targets, head_weight, Trainer};
 use crate::model::Llama;
 use crate::util::rng::mix;
 use candle_core::Tensor;
@@ -285,13 +284,7 @@ impl Trainer<'_> {
         let coeff = Tensor::from_vec(coeff, batch.target_count(), nll.device())?;
         let surrogate = (nll * coeff)?.sum_all()?;
         let grads = surrogate.backward()?;
-        for (buf, var) in sums.grads.iter_mut().zip(self.lora.vars()) {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                let g = g.flatten_all()?.to_vec1::<f32>()?;
-                buf.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
-            }
-        }
-        Ok(())
+        add_grads(&mut sums.grads, &grads, &self.lora.vars())
     }
 
     /// The mean preference loss of `micro` (micro-batches of pairs) and its gradient, without
@@ -359,18 +352,7 @@ impl Trainer<'_> {
                 hint: "lower the learning rate or beta".into(),
             });
         }
-        let grad_norm = clip_global_norm(&mut acc, self.max_grad_norm);
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: step + 1,
-                what: "the gradient norm",
-                value: grad_norm,
-                hint: "lower the learning rate or enable clipping".into(),
-            });
-        }
-        self.opt.update(&mut self.values, &acc, lr);
-        self.lora.set_values(&self.values)?;
-        out.grad_norm = grad_norm;
+        out.grad_norm = self.apply_gradient(&mut acc, lr, step)?;
         Ok(out)
     }
 }

@@ -82,6 +82,21 @@ pub(crate) fn head_weight(m: &Llama) -> &Tensor {
     m.lm_head.as_ref().unwrap_or(&m.embed_tokens)
 }
 
+/// Adds the gradient of each of `vars` found in `grads` into its buffer of `acc`.
+pub(crate) fn add_grads(
+    acc: &mut [Vec<f32>],
+    grads: &candle_core::backprop::GradStore,
+    vars: &[&Var],
+) -> Result<()> {
+    for (buf, var) in acc.iter_mut().zip(vars) {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            let g = g.flatten_all()?.to_vec1::<f32>()?;
+            buf.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+        }
+    }
+    Ok(())
+}
+
 /// Final-norm states of `model` at the batch's target positions, `[m, hidden]`.
 pub fn states_at_targets(model: &Llama, batch: &Batch, train: bool) -> Result<Tensor> {
     Ok(forward_at_targets(model, batch, train, &[])?.0)
@@ -271,12 +286,7 @@ impl<'a> Trainer<'a> {
         let t0 = Instant::now();
         if loss.is_finite() {
             let grads = total.backward()?;
-            for (buf, var) in acc.iter_mut().zip(self.lora.vars()) {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    let g = g.flatten_all()?.to_vec1::<f32>()?;
-                    buf.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
-                }
-            }
+            add_grads(acc, &grads, &self.lora.vars())?;
         }
         times.backward += t0.elapsed().as_secs_f64();
         Ok(MicroLoss {
@@ -405,12 +415,7 @@ impl<'a> Trainer<'a> {
                     .forward_layers(input.as_tensor(), i..i + 1, true)?;
                 let surrogate = (y * &grad_out)?.sum_all()?;
                 let grads = surrogate.backward()?;
-                for (buf, var) in acc.iter_mut().zip(&vars) {
-                    if let Some(g) = grads.get(var.as_tensor()) {
-                        let g = g.flatten_all()?.to_vec1::<f32>()?;
-                        buf.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
-                    }
-                }
+                add_grads(acc, &grads, &vars)?;
                 if i > 0 {
                     grad_out = grads.get(input.as_tensor()).cloned().ok_or_else(missing)?;
                 }
@@ -423,6 +428,29 @@ impl<'a> Trainer<'a> {
             kd: hl.kd_sum,
             hidden: hidden_sum,
         })
+    }
+
+    /// Clips the accumulated gradient `acc` to `max_grad_norm`, takes the AdamW step with
+    /// learning rate `lr` and writes the new values into the adapters; returns the gradient
+    /// norm before clipping. `step` (0-based) names the step in errors.
+    pub(crate) fn apply_gradient(
+        &mut self,
+        acc: &mut [Vec<f32>],
+        lr: f64,
+        step: u64,
+    ) -> Result<f64> {
+        let grad_norm = clip_global_norm(acc, self.max_grad_norm);
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                what: "the gradient norm",
+                value: grad_norm,
+                hint: "lower the learning rate or enable clipping".into(),
+            });
+        }
+        self.opt.update(&mut self.values, acc, lr);
+        self.lora.set_values(&self.values)?;
+        Ok(grad_norm)
     }
 
     /// One optimizer step over `micro` batches with learning rate `lr`. `step` (0-based) is
@@ -471,17 +499,7 @@ impl<'a> Trainer<'a> {
             });
         }
         let t0 = Instant::now();
-        let grad_norm = clip_global_norm(&mut acc, self.max_grad_norm);
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: step + 1,
-                what: "the gradient norm",
-                value: grad_norm,
-                hint: "lower the learning rate or enable clipping".into(),
-            });
-        }
-        self.opt.update(&mut self.values, &acc, lr);
-        self.lora.set_values(&self.values)?;
+        let grad_norm = self.apply_gradient(&mut acc, lr, step)?;
         times.optimizer += t0.elapsed().as_secs_f64();
         Ok(StepOutcome {
             loss,
