@@ -155,3 +155,31 @@ pub fn hash_model_identity(h: &mut sha2::Sha256, dir: &Path) {
         h.update(format!("{sizes:?}").as_bytes());
     }
 }
+
+/// The latest training checkpoint under `root` (first restored from `resume` when `root` holds
+/// none), loaded into `lora` and `opt`; `None` when there is none. A checkpoint whose
+/// fingerprint is not `fingerprint` is refused: `inputs` names what may have changed.
+pub fn resume_training(
+    root: &Path,
+    resume: Option<&crate::exec::resume::ResumeStore>,
+    lora: &crate::train::LoraSet,
+    opt: &mut crate::train::AdamW,
+    fingerprint: &str,
+    inputs: &str,
+) -> Result<Option<crate::train::checkpoint::TrainState>> {
+    if let Some(store) = resume {
+        store.restore(root, "checkpoints");
+    }
+    let resumed = crate::train::checkpoint::load_latest(root, lora, opt)?;
+    if let Some(s) = &resumed {
+        if s.fingerprint != fingerprint {
+            return Err(StageError::Input(format!(
+                "{} holds a checkpoint of a different run ({inputs} changed); remove it to \
+                 start over, or rerun with the original inputs",
+                root.display()
+            )));
+        }
+        tracing::info!(step = s.step, "resuming from checkpoint");
+    }
+    Ok(resumed)
+}

@@ -405,36 +405,17 @@ pub fn run_resumable(
     let lora = LoraSet::init(&student, &params.lora, opt_p.seed)?;
     let mut opt = AdamW::new(&lora.sizes(), opt_p);
     let ckpt_root = out_dir.join("checkpoints");
-    if let Some(store) = resume {
-        store.restore(&ckpt_root, "checkpoints");
-    }
-    let resumed = checkpoint::load_latest(&ckpt_root, &lora, &mut opt)?;
-    if let Some(s) = &resumed {
-        if s.fingerprint != fp {
-            return Err(StageError::Input(format!(
-                "{} holds a checkpoint of a different run (parameters, data or model changed); \
-                 remove it to start over, or rerun with the original inputs",
-                ckpt_root.display()
-            )));
-        }
-        tracing::info!(step = s.step, "resuming from checkpoint");
-    }
+    let resumed = super::context::resume_training(
+        &ckpt_root,
+        resume,
+        &lora,
+        &mut opt,
+        &fp,
+        "parameters, data or model",
+    )?;
     let resumed_from_step = resumed.as_ref().map(|s| s.step);
-    let mut state = match resumed {
-        Some(s) => s,
-        None => TrainState {
-            step: 0,
-            data: Default::default(),
-            rng: SplitMix64::derive(opt_p.seed, 0xD20F),
-            adam_t: 0,
-            tokens_seen: 0,
-            elapsed_s: 0.0,
-            history: Vec::new(),
-            fingerprint: fp.clone(),
-            heldout_nll_before: None,
-            preference_history: Vec::new(),
-        },
-    };
+    let mut state = resumed
+        .unwrap_or_else(|| TrainState::fresh(SplitMix64::derive(opt_p.seed, 0xD20F), fp.clone()));
     if state.heldout_nll_before.is_none() && !heldout.is_empty() {
         state.heldout_nll_before = Some(mean_nll(&student, &heldout, opt_p.batch_size, pad)?);
     }

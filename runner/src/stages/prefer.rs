@@ -223,33 +223,17 @@ pub fn run(
     let lora = LoraSet::init(&m.model, &params.lora, o.seed)?;
     let mut opt = AdamW::new(&lora.sizes(), o);
     let ckpt_root = out_dir.join("checkpoints");
-    if let Some(store) = resume {
-        store.restore(&ckpt_root, "checkpoints");
-    }
-    let resumed = checkpoint::load_latest(&ckpt_root, &lora, &mut opt)?;
-    if let Some(s) = &resumed {
-        if s.fingerprint != fp {
-            return Err(StageError::Input(format!(
-                "{} holds a checkpoint of a different run (parameters, pairs or model changed); \
-                 remove it to start over, or rerun with the original inputs",
-                ckpt_root.display()
-            )));
-        }
-        tracing::info!(step = s.step, "resuming from checkpoint");
-    }
+    let resumed = super::context::resume_training(
+        &ckpt_root,
+        resume,
+        &lora,
+        &mut opt,
+        &fp,
+        "parameters, pairs or model",
+    )?;
     let resumed_from_step = resumed.as_ref().map(|s| s.step);
-    let mut state = resumed.unwrap_or_else(|| TrainState {
-        step: 0,
-        data: Default::default(),
-        rng: SplitMix64::derive(o.seed, 0x9EF5),
-        adam_t: 0,
-        tokens_seen: 0,
-        elapsed_s: 0.0,
-        history: Vec::new(),
-        fingerprint: fp.clone(),
-        heldout_nll_before: None,
-        preference_history: Vec::new(),
-    });
+    let mut state = resumed
+        .unwrap_or_else(|| TrainState::fresh(SplitMix64::derive(o.seed, 0x9EF5), fp.clone()));
     let lengths: Vec<usize> = pairs
         .iter()
         .map(|p| p.chosen.tokens.len().max(p.rejected.tokens.len()))

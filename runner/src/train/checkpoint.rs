@@ -67,6 +67,25 @@ pub struct TrainState {
     pub preference_history: Vec<super::preference::PreferenceStepLog>,
 }
 
+impl TrainState {
+    /// The state before the first step of a run with sampling state `rng` and checkpoint
+    /// fingerprint `fingerprint`.
+    pub fn fresh(rng: SplitMix64, fingerprint: String) -> Self {
+        TrainState {
+            step: 0,
+            data: Default::default(),
+            rng,
+            adam_t: 0,
+            tokens_seen: 0,
+            elapsed_s: 0.0,
+            history: Vec::new(),
+            fingerprint,
+            heldout_nll_before: None,
+            preference_history: Vec::new(),
+        }
+    }
+}
+
 const LATEST: &str = "latest.json";
 const STATE: &str = "state.json";
 const ADAPTER: &str = "adapter_model.safetensors";
