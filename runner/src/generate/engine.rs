@@ -26,6 +26,25 @@ pub struct GenerateParams {
     pub batch_size: usize,
 }
 
+impl GenerateParams {
+    /// The sampling a resource asks for (`spec.distillation.generation`), with sampling seed
+    /// `seed`; stops at end of sequence.
+    pub fn from_spec(g: &pruneforge_api::spec::GenerationSpec, seed: u64) -> Self {
+        GenerateParams {
+            max_new_tokens: g.max_new_tokens as usize,
+            sampling: SamplingParams {
+                temperature: g.temperature as f32,
+                top_p: g.top_p as f32,
+                top_k: 0,
+                seed,
+            },
+            stop: Vec::new(),
+            stop_on_eos: true,
+            batch_size: g.batch_size as usize,
+        }
+    }
+}
+
 impl Default for GenerateParams {
     fn default() -> Self {
         Self {

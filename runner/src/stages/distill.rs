@@ -18,7 +18,7 @@ pub mod template;
 use crate::data::sft::{SftDataset, SftRecord, SftSchema};
 use crate::device::Compute;
 use crate::exec::resume::ResumeStore;
-use crate::generate::{generate_with_streams, FinishReason, GenerateParams, SamplingParams};
+use crate::generate::{generate_with_streams, FinishReason, GenerateParams};
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, ShardRun, StageContext, StageError};
 use crate::tokenizer::ChatMessage;
@@ -199,18 +199,7 @@ pub fn run_shard_resumable(
             )));
         }
         let g = &params.generation;
-        let gen = GenerateParams {
-            max_new_tokens: g.max_new_tokens as usize,
-            sampling: SamplingParams {
-                temperature: g.temperature as f32,
-                top_p: g.top_p as f32,
-                top_k: 0,
-                seed: g.seed as u64,
-            },
-            stop: Vec::new(),
-            stop_on_eos: true,
-            batch_size: g.batch_size as usize,
-        };
+        let gen = GenerateParams::from_spec(g, g.seed as u64);
         let ctx = m.model.config.max_position_embeddings;
         let mut prompts = Vec::new();
         let mut streams = Vec::new();

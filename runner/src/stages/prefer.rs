@@ -17,7 +17,7 @@ use crate::data::preference::{load_preferences, PreferenceRecord};
 use crate::data::sft::SftRecord;
 use crate::device::Compute;
 use crate::exec::resume::ResumeStore;
-use crate::generate::{generate_with_streams, GenerateParams, SamplingParams};
+use crate::generate::{generate_with_streams, GenerateParams};
 use crate::loader::{save_hf_dir, HfModel};
 use crate::tokenizer::ChatMessage;
 use crate::train::batching::{example_of, user_message, DataOrder};
@@ -339,18 +339,7 @@ pub fn self_play_pairs(
                 .into(),
         ));
     }
-    let gen = GenerateParams {
-        max_new_tokens: generation.max_new_tokens as usize,
-        sampling: SamplingParams {
-            temperature: generation.temperature as f32,
-            top_p: generation.top_p as f32,
-            top_k: 0,
-            seed: mix(generation.seed as u64, iteration as u64),
-        },
-        stop: Vec::new(),
-        stop_on_eos: true,
-        batch_size: generation.batch_size as usize,
-    };
+    let gen = GenerateParams::from_spec(generation, mix(generation.seed as u64, iteration as u64));
     let ctx = m.model.config.max_position_embeddings;
     let mut prompts = Vec::new();
     let mut kept = Vec::new();
