@@ -1,4 +1,4 @@
-//! `pruneforge bench forward|generate|parity`: throughput with the method of
+//! `pruneforge bench forward|generate|parity` (and `train`, `matmul` in their own modules): throughput with the method of
 //! ../shared/reference/perf.json (one warm-up, N timed repeats, median wall time), and the
 //! ratio to the PyTorch figure recorded there; on any device and dtype (`--device`, `--dtype`),
 //! with a downloaded model or a seeded random one of any shape (`--config … --random-weights`).
@@ -57,6 +57,8 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// The few-row matmul kernel of decoding against the general GEMM, by row count.
+    Matmul(super::bench_matmul::BenchMatmulArgs),
     /// One LoRA training step (forward + backward + AdamW) over a [batch, seq] block.
     Train(super::bench_train::BenchTrainArgs),
     /// Greedy generation of N new tokens after the reference chat prompt.
@@ -240,6 +242,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             return super::bench_train::run(a, &model, &reference, &json);
         }
+        BenchWhat::Matmul(a) => return super::bench_matmul::run(a, &json),
         other => other,
     };
     if config.is_some() && model.is_some() {
@@ -255,7 +258,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let weight_bytes = m.config.parameter_count() * dtype.size_in_bytes() as u64;
     let mut report = match what {
-        BenchWhat::Train(_) => anyhow::bail!("bench train is handled above"),
+        BenchWhat::Train(_) | BenchWhat::Matmul(_) => {
+            anyhow::bail!("bench train and matmul are handled above")
+        }
         BenchWhat::Forward {
             batch,
             seq,

@@ -1,6 +1,7 @@
 //! The `pruneforge` command line: one file per subcommand.
 
 pub mod bench;
+pub mod bench_matmul;
 pub mod bench_train;
 pub mod distill;
 pub mod eval;

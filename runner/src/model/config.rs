@@ -305,8 +305,8 @@ impl ModelConfig {
         m.insert("vocab_size".into(), self.vocab_size.into());
         // Width pruning can leave `hidden_size / num_attention_heads != head_dim`.
         let derived = (self.num_attention_heads > 0
-            && self.hidden_size % self.num_attention_heads == 0)
-            .then(|| self.hidden_size / self.num_attention_heads);
+            && self.hidden_size.is_multiple_of(self.num_attention_heads))
+        .then(|| self.hidden_size / self.num_attention_heads);
         if m.contains_key("head_dim") || derived != Some(self.head_dim) {
             m.insert("head_dim".into(), self.head_dim.into());
         }

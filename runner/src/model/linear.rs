@@ -1,11 +1,15 @@
 //! Linear projections, possibly several fused into one matrix (q|k|v, gate|up), with an
 //! optional LoRA adapter per part (the hook used by fine-tuning).
 
+use super::kernels;
 use candle_core::{DType, Module, Result, Tensor, D};
 use std::ops::Range;
 
 /// `x [.., in] · w[out, in]^T`, flattening the leading dimensions into one GEMM.
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if let Some(y) = skinny_matmul_t(x, w)? {
+        return Ok(y);
+    }
     let dims = x.dims();
     if dims.len() == 2 {
         return x.matmul(&w.t()?);
@@ -18,6 +22,40 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         *last = w.dim(0)?;
     }
     y.reshape(out)
+}
+
+/// [`matmul_t`] by the few-row kernel ([`kernels::skinny`]) when it applies: f32 on the CPU,
+/// both contiguous, at most [`kernels::skinny::MAX_ROWS`] rows of `x`, and no gradient to
+/// record (the kernel is not a candle op). `None`: use the GEMM.
+fn skinny_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let Some(&inner) = x.dims().last() else {
+        return Ok(None);
+    };
+    let rows = x.elem_count() / inner.max(1);
+    let applies = rows <= kernels::skinny::MAX_ROWS
+        && inner > 0
+        && w.rank() == 2
+        && w.dim(1)? == inner
+        && kernels::usable(x)
+        && kernels::usable(w)
+        && x.is_contiguous()
+        && w.is_contiguous()
+        && !x.track_op()
+        && !w.track_op();
+    if !applies {
+        return Ok(None);
+    }
+    let out_features = w.dim(0)?;
+    let y = kernels::with_f32(x, |xs| {
+        kernels::with_f32(w, |ws| {
+            kernels::skinny::matmul_t(xs, rows, inner, ws, out_features)
+        })
+    })??;
+    let mut shape = x.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = out_features;
+    }
+    Ok(Some(kernels::from_vec(y, &shape)?))
 }
 
 /// A low-rank adapter `delta(x) = scale * (dropout(x) A^T) B^T` (PEFT semantics).

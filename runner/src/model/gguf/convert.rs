@@ -47,7 +47,7 @@ fn unpermuted(
     cols: usize,
 ) -> Result<Vec<f32>, ModelError> {
     let rows = heads.checked_mul(head_dim);
-    if head_dim % 2 != 0 || rows.and_then(|r| r.checked_mul(cols)) != Some(data.len()) {
+    if !head_dim.is_multiple_of(2) || rows.and_then(|r| r.checked_mul(cols)) != Some(data.len()) {
         return Err(f.error(format!(
             "tensor `{name}`: {} values are not {heads} heads × head_dim {head_dim} (even) × \
              {cols} columns",

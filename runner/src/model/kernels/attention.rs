@@ -2,6 +2,7 @@
 //! (batch row, KV head, query chunk); GQA query heads of one KV head are stacked as rows.
 
 use super::rope::AttnShape;
+use super::softmax::causal_softmax_rows;
 use super::SendPtr;
 use crate::model::kv_buffer::KvBuffer;
 use gemm::{gemm, Parallelism};
@@ -65,22 +66,7 @@ pub fn causal_attention(
                 Parallelism::None,
             );
         }
-        for (i, row) in scores.chunks_mut(kmax).enumerate() {
-            let t = t0 + i / g;
-            let limit = starts[b] + t + 1;
-            let (valid, masked) = row.split_at_mut(limit);
-            let max = valid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for v in valid.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in valid.iter_mut() {
-                *v *= inv;
-            }
-            masked.fill(0.0);
-        }
+        causal_softmax_rows(&mut scores, kmax, starts[b] + t0, g);
         let mut o = vec![0f32; m * d];
         unsafe {
             gemm(

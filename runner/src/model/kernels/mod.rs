@@ -6,7 +6,10 @@
 pub mod attention;
 pub mod rms_norm;
 pub mod rope;
+pub mod skinny;
+pub mod softmax;
 pub mod swiglu;
+pub mod widest;
 
 use candle_core::{bail, DType, Device, Result, Storage, Tensor};
 

@@ -1,25 +1,29 @@
 //! RMSNorm as transformers computes it: `x * rsqrt(mean(x^2) + eps) * w`, in f32.
 
+use super::widest::widest_fn;
 use super::{from_vec, with_f32};
 use candle_core::{bail, Result, Tensor};
 use rayon::prelude::*;
 
-pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i] * c[i];
+widest_fn! {
+    /// `out = x * rsqrt(mean(x^2) + eps) * w` for one row.
+    pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let mut acc = [0f32; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..8 {
+                acc[i] += c[i] * c[i];
+            }
         }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for v in rest {
-        sum += v * v;
-    }
-    let inv = 1.0 / (sum / x.len() as f32 + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = g * (v * inv);
+        let mut sum: f32 = acc.iter().sum();
+        for v in rest {
+            sum += v * v;
+        }
+        let inv = 1.0 / (sum / x.len() as f32 + eps).sqrt();
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+            *o = g * (v * inv);
+        }
     }
 }
 

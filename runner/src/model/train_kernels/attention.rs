@@ -6,9 +6,9 @@
 //! `dV = P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(P * dP)) / sqrt(d)`, `dQ = dS K`,
 //! `dK = dS^T Q`, then the inverse rotation of `dQ` and `dK`.
 
-use super::fast_exp;
 use super::gemm::{matmul, Threads, View, ViewMut};
 use super::pool;
+use crate::model::kernels::softmax::causal_softmax_rows;
 use crate::model::kernels::SendPtr;
 use candle_core::{bail, Result};
 use rayon::prelude::*;
@@ -103,7 +103,7 @@ impl RopeTables {
 }
 
 fn check(s: &Dims, rope: &RopeTables) -> Result<()> {
-    if s.head_dim % 2 != 0 || s.kv_heads == 0 || s.q_heads % s.kv_heads != 0 {
+    if !s.head_dim.is_multiple_of(2) || s.kv_heads == 0 || !s.q_heads.is_multiple_of(s.kv_heads) {
         bail!("attention: unsupported head layout {s:?}")
     }
     if rope.positions < s.tokens || rope.cos.len() < s.tokens * s.head_dim / 2 {
@@ -186,19 +186,7 @@ pub fn forward(qkv: &[f32], s: Dims, rope: &RopeTables, out: &mut [f32]) -> Resu
                 scale,
                 Threads::One,
             )?;
-            for (i, row) in p.chunks_mut(t1).enumerate() {
-                let limit = t0 + i / g + 1;
-                let (valid, masked) = row.split_at_mut(limit);
-                let max = valid.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for x in valid.iter_mut() {
-                    *x = fast_exp(*x - max);
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                valid.iter_mut().for_each(|x| *x *= inv);
-                masked.fill(0.0);
-            }
+            causal_softmax_rows(&mut p, t1, t0, g);
             let mut o = vec![0f32; m * d];
             matmul(
                 ViewMut::new(&mut o, m, d),

@@ -19,7 +19,7 @@ pub struct TokenRows {
 impl TokenRows {
     /// Rows of equal length without padding; `ids.len()` must be a multiple of `width`.
     pub fn from_matrix(ids: Vec<u32>, width: usize) -> Result<Self> {
-        if width == 0 || ids.is_empty() || ids.len() % width != 0 {
+        if width == 0 || ids.is_empty() || !ids.len().is_multiple_of(width) {
             return Err(StageError::Input(format!(
                 "{} token ids cannot be cut into rows of {width}",
                 ids.len()
