@@ -2,7 +2,9 @@
 //! (batch row, KV head, query chunk); GQA query heads of one KV head are stacked as rows.
 
 use super::rope::AttnShape;
+use super::skinny;
 use super::softmax::causal_softmax_rows;
+use super::widest::widest_fn;
 use super::SendPtr;
 use crate::model::kv_buffer::KvBuffer;
 use gemm::{gemm, Parallelism};
@@ -42,54 +44,64 @@ pub fn causal_attention(
         let k_blk = &kv.k[kv_off..kv_off + kmax * d];
         let v_blk = &kv.v[kv_off..kv_off + kmax * d];
         let mut scores = vec![0f32; m * kmax];
-        // SAFETY: all pointers cover the ranges described by (m, n, k) and the strides.
-        unsafe {
-            gemm(
-                m,
-                kmax,
-                d,
-                scores.as_mut_ptr(),
-                1,
-                kmax as isize,
-                false,
-                q_blk.as_ptr(),
-                1,
-                d as isize,
-                k_blk.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
+        if m <= skinny::MAX_ROWS {
+            // Decoding (a few query rows): the few-row kernel, no packing.
+            skinny::matmul_t_serial(q_blk, m, d, k_blk, kmax, scale, &mut scores);
+        } else {
+            // SAFETY: all pointers cover the ranges described by (m, n, k) and the strides.
+            unsafe {
+                gemm(
+                    m,
+                    kmax,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    kmax as isize,
+                    false,
+                    q_blk.as_ptr(),
+                    1,
+                    d as isize,
+                    k_blk.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
         }
         causal_softmax_rows(&mut scores, kmax, starts[b] + t0, g);
         let mut o = vec![0f32; m * d];
-        unsafe {
-            gemm(
-                m,
-                d,
-                kmax,
-                o.as_mut_ptr(),
-                1,
-                d as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                kmax as isize,
-                v_blk.as_ptr(),
-                1,
-                d as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
+        if m <= skinny::MAX_ROWS {
+            weighted_sum(&scores, kmax, v_blk, d, &mut o);
+        } else {
+            // SAFETY: all pointers cover the ranges described by (m, n, k) and the strides.
+            unsafe {
+                gemm(
+                    m,
+                    d,
+                    kmax,
+                    o.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    kmax as isize,
+                    v_blk.as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
         }
         for i in 0..m {
             let t = t0 + i / g;
@@ -100,4 +112,18 @@ pub fn causal_attention(
         }
     });
     out
+}
+
+widest_fn! {
+    /// `o[r] = Σ_j p[r, j] · v[j]` for rows `r` of `p` (`[rows, keys]`, `v`: `[keys, d]`),
+    /// skipping the zeros of the masked future.
+    fn weighted_sum(p: &[f32], keys: usize, v: &[f32], d: usize, o: &mut [f32]) {
+        for (pr, or) in p.chunks(keys).zip(o.chunks_mut(d)) {
+            for (&pj, vj) in pr.iter().zip(v.chunks(d)) {
+                if pj != 0.0 {
+                    or.iter_mut().zip(vj).for_each(|(a, &b)| *a += pj * b);
+                }
+            }
+        }
+    }
 }

@@ -40,28 +40,68 @@ fn matmul_t_with(kernel: Kernel, x: &[f32], m: usize, k: usize, w: &[f32], n: us
     (0..tasks).into_par_iter().for_each(|t| {
         let j0 = t * TASK_ROWS;
         let j1 = (j0 + TASK_ROWS).min(n);
-        let mut j = j0;
-        while j < j1 {
-            let wr = (j1 - j).min(W_ROWS);
-            let w_blk = &w[j * k..(j + wr) * k];
-            let mut i = 0;
-            while i < m {
-                let xr = (m - i).min(X_ROWS);
-                let x_blk = &x[i * k..(i + xr) * k];
-                let mut acc = [[0f32; W_ROWS]; X_ROWS];
-                kernel.tile(x_blk, xr, w_blk, wr, k, &mut acc);
-                for (r, row) in acc.iter().enumerate().take(xr) {
-                    // SAFETY: (i + r, j..j + wr) lies inside y [m, n]; tasks own disjoint
-                    // column ranges j0..j1, so no two tasks write the same element.
-                    let dst = unsafe { y_ptr.slice((i + r) * n + j, wr) };
-                    dst.copy_from_slice(&row[..wr]);
-                }
-                i += xr;
-            }
-            j += wr;
-        }
+        columns(kernel, x, m, k, w, j0..j1, 1.0, |i, j, vals| {
+            // SAFETY: (i, j..j + vals.len()) lies inside y [m, n]; tasks own disjoint column
+            // ranges j0..j1, so no two tasks write the same element.
+            unsafe { y_ptr.slice(i * n + j, vals.len()) }.copy_from_slice(vals)
+        });
     });
     y
+}
+
+/// `y[m, n] = scale * x[m, k] · w[n, k]^T` into `y` on the calling thread, for callers that
+/// are already one task of a parallel loop (attention's scores during decoding). Each element
+/// is the same sum, in the same order, as in [`matmul_t`].
+pub fn matmul_t_serial(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    scale: f32,
+    y: &mut [f32],
+) {
+    assert_eq!(x.len(), m * k, "skinny: x is not [m, k]");
+    assert_eq!(w.len(), n * k, "skinny: w is not [n, k]");
+    assert_eq!(y.len(), m * n, "skinny: y is not [m, n]");
+    columns(Kernel::detect(), x, m, k, w, 0..n, scale, |i, j, vals| {
+        y[i * n + j..i * n + j + vals.len()].copy_from_slice(vals)
+    });
+}
+
+/// Output columns `cols` of `scale * x · w^T`, tile by tile: `write(i, j, vals)` receives row
+/// `i`, columns `j..j + vals.len()`.
+#[allow(clippy::too_many_arguments)]
+fn columns(
+    kernel: Kernel,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    cols: std::ops::Range<usize>,
+    scale: f32,
+    mut write: impl FnMut(usize, usize, &[f32]),
+) {
+    let mut j = cols.start;
+    while j < cols.end {
+        let wr = (cols.end - j).min(W_ROWS);
+        let w_blk = &w[j * k..(j + wr) * k];
+        let mut i = 0;
+        while i < m {
+            let xr = (m - i).min(X_ROWS);
+            let x_blk = &x[i * k..(i + xr) * k];
+            let mut acc = [[0f32; W_ROWS]; X_ROWS];
+            kernel.tile(x_blk, xr, w_blk, wr, k, &mut acc);
+            for (r, row) in acc.iter_mut().enumerate().take(xr) {
+                if scale != 1.0 {
+                    row.iter_mut().for_each(|v| *v *= scale);
+                }
+                write(i + r, j, &row[..wr]);
+            }
+            i += xr;
+        }
+        j += wr;
+    }
 }
 
 /// The code path for this CPU.
@@ -326,6 +366,16 @@ mod tests {
             let x = values(m * k, 1);
             let w = values(n * k, 2);
             let want = reference(&x, m, k, &w, n);
+            let mut serial = vec![0f32; m * n];
+            matmul_t_serial(&x, m, k, &w, n, 0.5, &mut serial);
+            let parallel = matmul_t(&x, m, k, &w, n);
+            for (s, p) in serial.iter().zip(&parallel) {
+                assert_eq!(
+                    *s,
+                    0.5 * p,
+                    "serial and parallel sums differ at {m}x{k}x{n}"
+                );
+            }
             for &path in &paths {
                 let got = matmul_t_with(path, &x, m, k, &w, n);
                 for (g, w) in got.iter().zip(&want) {
