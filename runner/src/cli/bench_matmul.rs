@@ -4,7 +4,7 @@
 //! crossover `skinny::MAX_ROWS` lies on the machine at hand, and which vector path it runs.
 
 use candle_core::{Device, Tensor};
-use pruneforge::model::kernels::skinny;
+use pruneforge::model::kernels::{skinny, widest::VectorPath};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -53,7 +53,7 @@ pub fn run(args: BenchMatmulArgs, json_out: &Option<std::path::PathBuf>) -> anyh
     println!(
         "matmul y[m, {n}] = x[m, {k}] · w^T, f32, {} threads, path {:?} (skinny used up to {} rows)",
         rayon::current_num_threads(),
-        skinny::Kernel::detect(),
+        VectorPath::detect(),
         skinny::MAX_ROWS
     );
     println!(
@@ -95,7 +95,7 @@ pub fn run(args: BenchMatmulArgs, json_out: &Option<std::path::PathBuf>) -> anyh
     if let Some(path) = json_out {
         let report = json!({
             "work": "matmul", "k": k, "n": n, "threads": rayon::current_num_threads(),
-            "path": format!("{:?}", skinny::Kernel::detect()), "max_rows": skinny::MAX_ROWS,
+            "path": format!("{:?}", VectorPath::detect()), "max_rows": skinny::MAX_ROWS,
             "results": results,
         });
         pruneforge::util::fs::write_json_atomic(Path::new(path), &report)?;

@@ -8,6 +8,7 @@
 //! The widest vector unit the CPU has is chosen at run time (AVX-512F, else AVX2 + FMA, else
 //! portable code), so one binary runs on any x86-64 CPU.
 
+use super::widest::VectorPath;
 use super::SendPtr;
 use rayon::prelude::*;
 
@@ -24,11 +25,18 @@ const TASK_ROWS: usize = 32;
 /// `y[m, n] = x[m, k] · w[n, k]^T` (all row-major, contiguous). Panics only on a length
 /// mismatch, which callers rule out: `x.len() == m * k`, `w.len() == n * k`.
 pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
-    matmul_t_with(Kernel::detect(), x, m, k, w, n)
+    matmul_t_with(VectorPath::detect(), x, m, k, w, n)
 }
 
 /// [`matmul_t`] on a given code path (tests compare every path the CPU has).
-fn matmul_t_with(kernel: Kernel, x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+fn matmul_t_with(
+    kernel: VectorPath,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+) -> Vec<f32> {
     assert_eq!(x.len(), m * k, "skinny: x is not [m, k]");
     assert_eq!(w.len(), n * k, "skinny: w is not [n, k]");
     let mut y = vec![0f32; m * n];
@@ -64,16 +72,23 @@ pub fn matmul_t_serial(
     assert_eq!(x.len(), m * k, "skinny: x is not [m, k]");
     assert_eq!(w.len(), n * k, "skinny: w is not [n, k]");
     assert_eq!(y.len(), m * n, "skinny: y is not [m, n]");
-    columns(Kernel::detect(), x, m, k, w, 0..n, scale, |i, j, vals| {
-        y[i * n + j..i * n + j + vals.len()].copy_from_slice(vals)
-    });
+    columns(
+        VectorPath::detect(),
+        x,
+        m,
+        k,
+        w,
+        0..n,
+        scale,
+        |i, j, vals| y[i * n + j..i * n + j + vals.len()].copy_from_slice(vals),
+    );
 }
 
 /// Output columns `cols` of `scale * x · w^T`, tile by tile: `write(i, j, vals)` receives row
 /// `i`, columns `j..j + vals.len()`.
 #[allow(clippy::too_many_arguments)]
 fn columns(
-    kernel: Kernel,
+    kernel: VectorPath,
     x: &[f32],
     m: usize,
     k: usize,
@@ -104,34 +119,21 @@ fn columns(
     }
 }
 
-/// The code path for this CPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernel {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
+/// The register tile on one vector path.
+trait Tile {
+    /// `acc[r][c] = x_blk[r] · w_blk[c]` for `r < xr`, `c < wr` (rows of length `k`).
+    fn tile(
+        self,
+        x_blk: &[f32],
+        xr: usize,
+        w_blk: &[f32],
+        wr: usize,
+        k: usize,
+        acc: &mut [[f32; W_ROWS]; X_ROWS],
+    );
 }
 
-impl Kernel {
-    /// The widest path the CPU supports.
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    }
-
-    /// `acc[r][c] = x_blk[r] · w_blk[c]` for `r < xr`, `c < wr` (rows of length `k`).
+impl Tile for VectorPath {
     fn tile(
         self,
         x_blk: &[f32],
@@ -144,10 +146,10 @@ impl Kernel {
         match self {
             // SAFETY: `detect` saw the feature; the slices hold xr and wr rows of k.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { x86::tile_avx512(x_blk, xr, w_blk, wr, k, acc) },
+            VectorPath::Avx512 => unsafe { x86::tile_avx512(x_blk, xr, w_blk, wr, k, acc) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { x86::tile_avx2(x_blk, xr, w_blk, wr, k, acc) },
-            Kernel::Portable => tile_portable(x_blk, xr, w_blk, wr, k, acc),
+            VectorPath::Avx2 => unsafe { x86::tile_avx2(x_blk, xr, w_blk, wr, k, acc) },
+            VectorPath::Portable => tile_portable(x_blk, xr, w_blk, wr, k, acc),
         }
     }
 }
@@ -338,16 +340,14 @@ mod tests {
     #[test]
     fn every_shape_and_path_matches_the_definition() {
         let paths = {
-            let mut p = vec![Kernel::Portable];
+            let mut p = vec![VectorPath::Portable];
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    p.push(Kernel::Avx512);
+                if VectorPath::detect() == VectorPath::Avx512 {
+                    p.push(VectorPath::Avx512);
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    p.push(Kernel::Avx2);
+                if VectorPath::detect() != VectorPath::Portable {
+                    p.push(VectorPath::Avx2);
                 }
             }
             p

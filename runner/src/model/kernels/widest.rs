@@ -26,18 +26,14 @@ macro_rules! widest_fn {
                 body($($arg),*)
             }
 
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F (checked above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                    return unsafe { avx2($($arg),*) };
-                }
+            match $crate::model::kernels::widest::VectorPath::detect() {
+                // SAFETY: `detect` saw AVX-512F on this CPU.
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::kernels::widest::VectorPath::Avx512 => return unsafe { avx512($($arg),*) },
+                // SAFETY: `detect` saw AVX2 and FMA on this CPU.
+                #[cfg(target_arch = "x86_64")]
+                $crate::model::kernels::widest::VectorPath::Avx2 => return unsafe { avx2($($arg),*) },
+                $crate::model::kernels::widest::VectorPath::Portable => {}
             }
             body($($arg),*)
         }
@@ -45,3 +41,34 @@ macro_rules! widest_fn {
 }
 
 pub(crate) use widest_fn;
+
+/// The widest vector path this CPU has, in one place for every run-time dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorPath {
+    /// AVX-512F (16 f32 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 with FMA (8 lanes).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// What the target was compiled for (SSE2 on x86-64).
+    Portable,
+}
+
+impl VectorPath {
+    /// The widest path the CPU supports (std caches the feature checks).
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return VectorPath::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return VectorPath::Avx2;
+            }
+        }
+        VectorPath::Portable
+    }
+}

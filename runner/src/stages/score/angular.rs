@@ -239,18 +239,18 @@ impl BatchView<'_> {
     /// [`Self::accumulate`] compiled for the widest vector unit the CPU has (same results:
     /// only the lane width changes, not the order of the sums).
     fn accumulate_dispatch(&self, chunk: &[(usize, usize)]) -> Result<Sums> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked above).
-                return unsafe { self.accumulate_avx512(chunk) };
+        match crate::model::kernels::widest::VectorPath::detect() {
+            // SAFETY: the CPU supports AVX-512F (`detect` checked).
+            #[cfg(target_arch = "x86_64")]
+            crate::model::kernels::widest::VectorPath::Avx512 => {
+                return unsafe { self.accumulate_avx512(chunk) }
             }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU supports AVX2 and FMA (checked above).
-                return unsafe { self.accumulate_avx2(chunk) };
+            // SAFETY: the CPU supports AVX2 and FMA (`detect` checked).
+            #[cfg(target_arch = "x86_64")]
+            crate::model::kernels::widest::VectorPath::Avx2 => {
+                return unsafe { self.accumulate_avx2(chunk) }
             }
+            crate::model::kernels::widest::VectorPath::Portable => {}
         }
         self.accumulate(chunk)
     }
