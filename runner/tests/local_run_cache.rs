@@ -306,3 +306,47 @@ spec:
         );
     }
 }
+
+#[test]
+fn two_concurrent_runs_of_one_job_compute_each_stage_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    write_tiny_model(
+        &model,
+        &TinySpec {
+            layers: 4,
+            ..TinySpec::default()
+        },
+    );
+    let storage = tmp.path().join("out");
+    let yaml = job_yaml(&model, &storage, 2, 4);
+    let runs: Vec<RunReport> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let dir = tmp.path().join(format!("run-{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let yaml = yaml.clone();
+                scope.spawn(move || run(&dir, &yaml))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Both runs share the storage (and so every artifact key): the writer lease lets one run
+    // compute each stage while the other waits and reuses what it committed.
+    for stage in &runs[0].stages {
+        let other = runs[1]
+            .stages
+            .iter()
+            .find(|s| s.id == stage.id)
+            .expect("same plan");
+        let ran = [stage.status, other.status]
+            .iter()
+            .filter(|s| **s == RunStatus::Ran)
+            .count();
+        assert_eq!(
+            ran, 1,
+            "stage {} ran {ran} times: {:?} / {:?}",
+            stage.id, stage.status, other.status
+        );
+    }
+}

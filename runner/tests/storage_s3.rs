@@ -229,3 +229,57 @@ async fn uncommitted_prefix_is_not_committed() {
     // A missing bucket prefix is simply not committed either.
     assert!(!storage.is_committed("runs/other/prune").await.unwrap());
 }
+
+/// Writer leases and the commit marker need `If-None-Match: *` (a conditional create), which
+/// the S3 client sends by default and moto, MinIO and AWS S3 honour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_lease_and_commit_marker_use_conditional_create() {
+    use pruneforge::storage::{LeaseOptions, LeaseOutcome};
+    let server = MotoServer::start();
+    let storage = server.storage();
+    let options = LeaseOptions::with_ttl(std::time::Duration::from_millis(500));
+    let LeaseOutcome::Acquired(mut first) = storage
+        .acquire_writer_lease(PREFIX, "pod-a", &options)
+        .await
+        .unwrap()
+    else {
+        panic!("moto supports conditional create");
+    };
+    assert_eq!(first.generation(), 1);
+    // A frozen holder is taken over after the ttl; the taker wins generation 2 exactly once.
+    first.abandon();
+    let LeaseOutcome::Acquired(second) = storage
+        .acquire_writer_lease(PREFIX, "pod-b", &options)
+        .await
+        .unwrap()
+    else {
+        panic!("moto supports conditional create");
+    };
+    assert_eq!(second.generation(), 2);
+    assert_eq!(second.waited_for(), Some("pod-a"));
+    assert!(matches!(
+        first.check_held().await,
+        Err(StorageError::LeaseLost { current: 2, .. })
+    ));
+
+    // `_SUCCESS` is created conditionally: a second create at the same key is refused by the
+    // server, and the uploader compares instead of overwriting.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_artifact(&src, 1000, 7);
+    storage.upload_dir(&src, PREFIX).await.unwrap();
+    second.release();
+    let key = object_store::path::Path::from(format!("pf-test/{PREFIX}/{MANIFEST_FILE}"));
+    let again = storage
+        .object_store()
+        .put_opts(
+            &key,
+            PutPayload::from_static(b"{}"),
+            object_store::PutMode::Create.into(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
+}

@@ -5,7 +5,9 @@
 //! shard under `shards/<index>/`. On local storage, inputs are read in place (after checking
 //! the commit); on object storage they are downloaded (digests verified) into a cache.
 
-use crate::storage::{BlockingStorage, StorageError};
+use crate::storage::{
+    holder_id, BlockingStorage, LeaseOptions, LeaseOutcome, StorageError, WriterLease,
+};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -140,6 +142,69 @@ pub fn commit(local_dir: &Path, uri: &str, sub: &str) -> Result<(), ArtifactErro
         .upload_dir(local_dir, &a.key(sub))
         .map_err(st(uri))?;
     Ok(())
+}
+
+/// This process's claim to be the only writer of an artifact (or shard sub-artifact): the
+/// storage layer's writer lease, held from before the stage runs until after it commits.
+/// Dropping the claim releases it.
+pub struct WriterClaim {
+    uri: String,
+    artifact: Artifact,
+    lease: Option<WriterLease>,
+}
+
+/// Takes the writer lease of `<uri>/<sub>`, waiting while another live pod writes it.
+pub fn claim_writer(uri: &str, sub: &str) -> Result<WriterClaim, ArtifactError> {
+    let artifact = open(uri)?;
+    let options = LeaseOptions::from_env().map_err(st(uri))?;
+    let lease = match artifact
+        .store
+        .acquire_writer_lease(&artifact.key(sub), &holder_id(), &options)
+        .map_err(st(uri))?
+    {
+        LeaseOutcome::Acquired(lease) => Some(*lease),
+        LeaseOutcome::Unsupported => {
+            tracing::warn!(
+                %uri,
+                "the store has no conditional put: concurrent writers of this artifact are not \
+                 serialised (on S3, do not set AWS_CONDITIONAL_PUT=disabled unless the store \
+                 rejects If-None-Match)"
+            );
+            None
+        }
+    };
+    Ok(WriterClaim {
+        uri: uri.to_string(),
+        artifact,
+        lease,
+    })
+}
+
+impl WriterClaim {
+    /// The holder this claim waited for, if any: the artifact may be committed by now.
+    pub fn waited_for(&self) -> Option<&str> {
+        self.lease.as_ref().and_then(|l| l.waited_for())
+    }
+
+    /// Fails when another writer took the artifact over (this process stalled past the lease
+    /// ttl): then this process must not commit.
+    pub fn check_held(&self) -> Result<(), ArtifactError> {
+        match &self.lease {
+            Some(lease) => self
+                .artifact
+                .store
+                .check_lease_held(lease)
+                .map_err(st(&self.uri)),
+            None => Ok(()),
+        }
+    }
+
+    /// Releases the lease: a waiting writer proceeds at once.
+    pub fn release(self) {
+        if let Some(lease) = self.lease {
+            lease.release();
+        }
+    }
 }
 
 /// Deletes the artifact (its manifest first, so it never looks committed half-deleted).

@@ -6,7 +6,7 @@
 
 use super::artifacts;
 use super::context::ExecContext;
-use super::request::execute_request;
+use super::request::execute;
 use crate::data::DataRoot;
 use pruneforge_api::contract::{JobRef, StageRequest, StageResult, StageSummary};
 use pruneforge_api::plan::{plan_for, Plan};
@@ -218,10 +218,16 @@ pub fn run_job(
         let t = Instant::now();
         let outcome = StageRequest::from_plan(&plan, id.as_str(), job_ref.clone())
             .map_err(|e| e.to_string())
-            .and_then(|req| execute_request(&req, &ctx).map_err(|e| e.to_string()));
+            .and_then(|req| execute(&req, &ctx).map_err(|e| e.to_string()));
         run.seconds = t.elapsed().as_secs_f64();
         match outcome {
-            Ok(r) => run.summary = r.summary,
+            Ok(done) => {
+                // Another writer (a concurrent run of the same job) committed it meanwhile.
+                if done.reused {
+                    run.status = RunStatus::Cached;
+                }
+                run.summary = done.result.summary;
+            }
             Err(message) => {
                 tracing::error!(stage = %id, %message, "stage failed");
                 run.status = RunStatus::Failed;

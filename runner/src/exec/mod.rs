@@ -14,4 +14,4 @@ pub mod request;
 pub mod resume;
 
 pub use context::ExecContext;
-pub use request::{execute_request, ExecError};
+pub use request::{execute, execute_request, ExecError, Executed};

@@ -43,9 +43,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
     }
 }
 
+/// What [`execute`] did.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The stage's result (also stored as `result.json` in the artifact).
+    pub result: StageResult,
+    /// The artifact was already committed under the request's key (before this call, or by
+    /// another writer this call waited for): nothing ran.
+    pub reused: bool,
+}
+
 /// Runs `req` and commits its artifact. The returned result is also stored as `result.json`
 /// in the artifact. On failure the work directory is kept so a rerun resumes.
 pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageResult, ExecError> {
+    execute(req, ctx).map(|e| e.result)
+}
+
+/// [`execute_request`], also saying whether the stage ran or its artifact was reused.
+pub fn execute(req: &StageRequest, ctx: &ExecContext) -> Result<Executed, ExecError> {
+    let reused = |result| Executed {
+        result,
+        reused: true,
+    };
     let started = Instant::now();
     // The same key was computed before (this job or another): reuse it.
     let shard_sub = match req.shard {
@@ -56,7 +75,19 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
         artifacts::committed_result(&req.output_uri, &shard_sub).filter(|r| r.key == req.key)
     {
         tracing::info!(stage = %req.stage_id, key = %req.key, "artifact already committed; reusing it");
-        return Ok(done);
+        return Ok(reused(done));
+    }
+    // One writer per artifact: wait while another pod (any resource, any namespace) computes
+    // the same key, then reuse what it committed.
+    let claim = artifacts::claim_writer(&req.output_uri, &shard_sub)?;
+    if let Some(other) = claim.waited_for() {
+        if let Some(done) =
+            artifacts::committed_result(&req.output_uri, &shard_sub).filter(|r| r.key == req.key)
+        {
+            tracing::info!(stage = %req.stage_id, key = %req.key, writer = other, "another writer committed this artifact; reusing it");
+            claim.release();
+            return Ok(reused(done));
+        }
     }
     let mut inputs = BTreeMap::new();
     for (name, input) in &req.inputs {
@@ -118,11 +149,16 @@ pub fn execute_request(req: &StageRequest, ctx: &ExecContext) -> Result<StageRes
     };
     crate::util::fs::write_atomic(&local.join("result.json"), result.to_json().as_bytes())
         .map_err(io(&local))?;
+    claim.check_held()?;
     artifacts::commit(&local, &req.output_uri, &sub)?;
+    claim.release();
     if let Some(resume) = &resume {
         resume.clear();
     }
     let _ = std::fs::remove_dir_all(&work);
     tracing::info!(stage = %req.stage_id, seconds = result.duration_seconds, "stage committed");
-    Ok(result)
+    Ok(Executed {
+        result,
+        reused: false,
+    })
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::download::DownloadReport;
 use super::error::{Result, StorageError};
+use super::lease::{LeaseOptions, LeaseOutcome, WriterLease};
 use super::manifest::Manifest;
 use super::objects::ObjectInfo;
 use super::store::Storage;
@@ -146,6 +147,21 @@ impl BlockingStorage {
     /// See [`Storage::delete_prefix`].
     pub fn delete_prefix(&self, prefix: &str) -> Result<usize> {
         self.run(self.storage.delete_prefix(prefix))
+    }
+
+    /// See [`Storage::acquire_writer_lease`].
+    pub fn acquire_writer_lease(
+        &self,
+        prefix: &str,
+        holder: &str,
+        options: &LeaseOptions,
+    ) -> Result<LeaseOutcome> {
+        self.run(self.storage.acquire_writer_lease(prefix, holder, options))
+    }
+
+    /// See [`WriterLease::check_held`].
+    pub fn check_lease_held(&self, lease: &WriterLease) -> Result<()> {
+        self.run(lease.check_held())
     }
 }
 

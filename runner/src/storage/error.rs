@@ -101,6 +101,26 @@ pub enum StorageError {
         source: Box<object_store::Error>,
     },
 
+    /// Another writer took over the artifact prefix while this one held its lease (this one
+    /// stalled past the lease ttl); this writer must not commit.
+    #[error(
+        "lost the writer lease of `{prefix}` (held generation {generation}, current {current}): \
+         another writer took over after this one stalled; its result is discarded, the other \
+         writer's commit counts"
+    )]
+    LeaseLost {
+        prefix: String,
+        generation: u64,
+        current: u64,
+    },
+
+    /// Another writer committed different content at the same prefix in the meantime.
+    #[error(
+        "another writer committed `{key}` with different content while this one uploaded; the \
+         objects under it may be mixed: delete the prefix and run the stage again"
+    )]
+    CommitConflict { key: String },
+
     /// The runtime for the blocking wrappers could not be created.
     #[error("cannot start the storage runtime: {0}")]
     Runtime(#[source] std::io::Error),

@@ -53,8 +53,17 @@
 //! `<name>#<n>` staging files are removed by the next `upload_dir`/`delete_prefix`; on S3/GCS/Azure
 //! `object_store` cannot list pending multipart uploads, so in-process failures abort the upload
 //! and parts orphaned by a killed process are reaped by the bucket's lifecycle rule
-//! (S3: `AbortIncompleteMultipartUpload`; set it on production buckets). One writer per artifact
-//! prefix is assumed (one stage pod writes one prefix).
+//! (S3: `AbortIncompleteMultipartUpload`; set it on production buckets).
+//!
+//! # One writer per prefix
+//! Artifacts are content-addressed and shared, so two pods may want the same prefix at once.
+//! Stage execution takes the prefix's writer lease first ([`Storage::acquire_writer_lease`],
+//! module `lease`): a conditional put creates one lease generation per writer, a heartbeat
+//! keeps it alive, and a second writer waits for the first to release it or die. `_SUCCESS`
+//! itself is written with a conditional put as well: if another writer committed in the
+//! meantime, identical content is accepted and different content is a
+//! [`StorageError::CommitConflict`], never a silent overwrite. S3 stores get
+//! `If-None-Match: *` for this unless `AWS_CONDITIONAL_PUT=disabled`.
 //!
 //! # Sync callers
 //! [`BlockingStorage`] wraps every call for the synchronous stage code; [`block_on`] runs a
@@ -63,6 +72,7 @@
 mod blocking;
 mod download;
 mod error;
+mod lease;
 mod local;
 mod manifest;
 mod objects;
@@ -73,6 +83,7 @@ mod uri;
 pub use blocking::{block_on, BlockingStorage};
 pub use download::DownloadReport;
 pub use error::{Result, StorageError};
+pub use lease::{holder_id, LeaseOptions, LeaseOutcome, WriterLease, LEASES_DIR, LEASE_TTL_ENV};
 pub use manifest::{Manifest, ManifestFile, MANIFEST_FILE, MANIFEST_FORMAT, RECEIPTS_DIR, WRITER};
 pub use objects::ObjectInfo;
 pub use store::{Storage, PRUNEFORGE_S3_ENDPOINT};

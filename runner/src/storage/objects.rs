@@ -107,6 +107,20 @@ impl Storage {
         if let Some(root) = self.local_root() {
             super::local::remove_stale_uploads(&root.join(base.as_ref()))?;
         }
+        // The prefix's writer lease generations go with it.
+        let leases = self.lease_dir(prefix)?;
+        let lease_keys: Vec<object_store::ObjectMeta> = self
+            .object_store()
+            .list(Some(&leases))
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::store(&leases, e))?;
+        for meta in lease_keys {
+            match self.object_store().delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(StorageError::store(&meta.location, e)),
+            }
+        }
         tracing::info!(storage = %self.uri(), prefix, deleted, "deleted artifact prefix");
         Ok(deleted)
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
@@ -24,6 +24,20 @@ pub struct Storage {
     uri: StorageUri,
     store: Arc<dyn ObjectStore>,
     root: Path,
+    /// The environment it was opened with, for [`Storage::reopen`].
+    env: OpenedEnv,
+}
+
+/// The variables a storage was opened with; `Debug` shows only their names (they hold secrets).
+#[derive(Clone)]
+struct OpenedEnv(Arc<Vec<(String, String)>>);
+
+impl std::fmt::Debug for OpenedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 impl Storage {
@@ -92,7 +106,22 @@ impl Storage {
         };
         // Segments were validated by the URI parser; encode them like every other key.
         let root: Path = uri.prefix().split('/').filter(|s| !s.is_empty()).collect();
-        Ok(Storage { uri, store, root })
+        Ok(Storage {
+            uri,
+            store,
+            root,
+            env: OpenedEnv(Arc::new(
+                env.into_iter()
+                    .filter(|(k, _)| storage_variable(k))
+                    .collect(),
+            )),
+        })
+    }
+
+    /// The same location opened again with the same environment: a separate client with its
+    /// own connection pool, for use from another runtime (a heartbeat thread).
+    pub fn reopen(&self) -> Result<Self> {
+        Self::from_uri(self.uri.clone(), self.env.0.iter().cloned())
     }
 
     /// The URI this storage was opened with.
@@ -188,6 +217,15 @@ fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Whether a variable configures some backend (kept for [`Storage::reopen`]).
+fn storage_variable(key: &str) -> bool {
+    ["AWS_", "GOOGLE_", "AZURE_", "PRUNEFORGE_"]
+        .iter()
+        .any(|p| key.starts_with(p))
+        || key == "SERVICE_ACCOUNT"
+        || key == "IDENTITY_ENDPOINT"
+}
+
 fn truthy(value: &str) -> bool {
     matches!(
         value.to_ascii_lowercase().as_str(),
@@ -199,6 +237,11 @@ fn s3_builder(bucket: &str, env: &[(String, String)]) -> Result<AmazonS3Builder>
     install_tls_provider();
     let mut builder = AmazonS3Builder::new();
     let mut endpoint_override = None;
+    // Commit markers and writer leases are created with `If-None-Match: *`, which AWS S3, MinIO
+    // and moto honour. `AWS_CONDITIONAL_PUT=disabled` turns it off for stores that do not.
+    if !env.iter().any(|(k, _)| k == "AWS_CONDITIONAL_PUT") {
+        builder = builder.with_conditional_put(S3ConditionalPut::ETagMatch);
+    }
     for (key, value) in env {
         if key == PRUNEFORGE_S3_ENDPOINT {
             endpoint_override = Some(value.clone());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use futures_util::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -223,12 +223,7 @@ impl Storage {
             entries.push(entry);
         }
 
-        let manifest = Manifest::new(entries);
-        let manifest_key = base.clone().join(MANIFEST_FILE);
-        self.object_store()
-            .put(&manifest_key, PutPayload::from(manifest.to_json()))
-            .await
-            .map_err(|e| StorageError::store(&manifest_key, e))?;
+        let manifest = self.put_manifest(&base, Manifest::new(entries)).await?;
         options.emit(UploadEvent::Committed {
             prefix: prefix.to_string(),
         });
@@ -245,6 +240,50 @@ impl Storage {
             multipart,
             skipped,
         })
+    }
+
+    /// Writes `_SUCCESS` only if it does not exist (a conditional put). If another writer
+    /// committed meanwhile, its manifest is accepted when it lists the same files, and
+    /// [`StorageError::CommitConflict`] is returned otherwise. Stores without conditional put
+    /// get a plain put.
+    async fn put_manifest(&self, base: &Path, manifest: Manifest) -> Result<Manifest> {
+        let key = base.clone().join(MANIFEST_FILE);
+        let payload = PutPayload::from(manifest.to_json());
+        let create = PutOptions::from(PutMode::Create);
+        match self
+            .object_store()
+            .put_opts(&key, payload.clone(), create)
+            .await
+        {
+            Ok(_) => Ok(manifest),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let bytes = self
+                    .object_store()
+                    .get(&key)
+                    .await
+                    .map_err(|e| StorageError::store(&key, e))?
+                    .bytes()
+                    .await
+                    .map_err(|e| StorageError::store(&key, e))?;
+                let theirs = Manifest::from_json(key.as_ref(), &bytes)?;
+                if same_files(&theirs, &manifest.files) {
+                    tracing::info!(%key, "another writer committed identical content first");
+                    Ok(theirs)
+                } else {
+                    Err(StorageError::CommitConflict {
+                        key: key.to_string(),
+                    })
+                }
+            }
+            Err(object_store::Error::NotImplemented { .. }) => {
+                self.object_store()
+                    .put(&key, payload)
+                    .await
+                    .map_err(|e| StorageError::store(&key, e))?;
+                Ok(manifest)
+            }
+            Err(e) => Err(StorageError::store(&key, e)),
+        }
     }
 
     async fn existing_manifest(&self, prefix: &str) -> Result<Option<Manifest>> {
