@@ -150,15 +150,31 @@ fn stage_ids_and_inputs() {
             ("model-1", "finetune-n6-self-distill")
         ])
     );
+    // Drift is on by default: variants also read the unpruned model (the base side of drift
+    // comes from eval-base, computed once).
     assert_eq!(inputs("eval-base"), m(&[("model", "import")]));
     assert_eq!(
         inputs("eval-n6"),
-        m(&[("model", "prune-n6"), ("base-eval", "eval-base")])
+        m(&[
+            ("model", "prune-n6"),
+            ("base-eval", "eval-base"),
+            ("base", "import")
+        ])
     );
     assert_eq!(
         inputs("eval-n6-merged"),
-        m(&[("model", "merge-n6"), ("base-eval", "eval-base")])
+        m(&[
+            ("model", "merge-n6"),
+            ("base-eval", "eval-base"),
+            ("base", "import")
+        ])
     );
+    for id in ["eval-base", "eval-n6", "eval-n6-merged"] {
+        match &p.get(id).unwrap().params {
+            StageParams::Eval(e) => assert!(e.drift.is_some(), "{id}: drift on by default"),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
     assert_eq!(
         inputs("speculate-n6"),
         m(&[("target", "import"), ("draft", "prune-n6")])

@@ -53,6 +53,9 @@ spec:
     tasks:
       - name: arc_easy
         limit: {arc_limit}
+    drift:
+      limit: 2
+      maxNewTokens: 4
   storage:
     uri: file://{storage}
 "#,
@@ -246,6 +249,9 @@ spec:
     tasks:
       - name: arc_easy
         limit: 4
+    drift:
+      limit: 2
+      maxNewTokens: 4
   storage:
     uri: file://{storage}
 "#,

@@ -215,3 +215,84 @@ fn eval_request_with_drift_lists_drift_json() {
         other => panic!("not an eval summary: {other:?}"),
     }
 }
+
+#[test]
+fn the_base_eval_computes_drift_responses_once_for_every_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Tiny::default().write(&tmp.path().join("model"));
+    std::fs::write(
+        model.join("chat_template.jinja"),
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}\
+         {% if add_generation_prompt %}assistant: {% endif %}",
+    )
+    .unwrap();
+    let prompts = alpaca_file(tmp.path(), 0..3);
+    let text = tmp.path().join("heldout.txt");
+    std::fs::write(&text, "some held-out text to score for perplexity").unwrap();
+    let resolver = Resolver::local();
+    let drift = DriftSpec {
+        enabled: true,
+        prompts: dataset(&prompts, DatasetFormat::Alpaca, 0, None),
+        limit: 2,
+        max_new_tokens: 3,
+    };
+    let request = params::EvalParams {
+        tasks: vec![EvalTask {
+            uri: Some(text.display().to_string()),
+            ..EvalTask::new(EvalTaskName::Perplexity)
+        }],
+        seed: 1234,
+        batch_size: 2,
+        drift: Some(drift.clone()),
+    };
+
+    // The base model's eval: writes the base side, measures no drift of its own.
+    let base_inputs = BTreeMap::from([("model".to_string(), model.clone())]);
+    let base_out = tmp.path().join("eval-base");
+    std::fs::create_dir_all(&base_out).unwrap();
+    let outcome =
+        eval::run_request(&request, &context(&base_inputs, &base_out, &resolver)).unwrap();
+    assert!(
+        outcome.files.iter().any(|f| f == "drift_base.json"),
+        "{:?}",
+        outcome.files
+    );
+    let StageSummary::Eval(s) = outcome.summary else {
+        panic!("not an eval summary");
+    };
+    assert_eq!(s.drift_cosine, None);
+    let path = base_out.join("drift_base.json");
+    let mut stored: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(stored["responses"].as_array().unwrap().len(), 2);
+    // Mark the stored responses: a variant that reuses them reports the marked text.
+    stored["responses"][0] = serde_json::json!("stored base response");
+    std::fs::write(&path, stored.to_string()).unwrap();
+
+    let variant_inputs = BTreeMap::from([
+        ("model".to_string(), model.clone()),
+        ("base".to_string(), model.clone()),
+        ("base-eval".to_string(), base_out.clone()),
+    ]);
+    let out = tmp.path().join("eval-variant");
+    std::fs::create_dir_all(&out).unwrap();
+    eval::run_request(&request, &context(&variant_inputs, &out, &resolver)).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("drift.json")).unwrap()).unwrap();
+    assert_eq!(report["items"][0]["base"], "stored base response");
+
+    // Other drift settings than the stored ones: the variant computes the base side itself.
+    let other = params::EvalParams {
+        drift: Some(DriftSpec {
+            max_new_tokens: 2,
+            ..drift
+        }),
+        ..request
+    };
+    let out = tmp.path().join("eval-variant-2");
+    std::fs::create_dir_all(&out).unwrap();
+    eval::run_request(&other, &context(&variant_inputs, &out, &resolver)).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("drift.json")).unwrap()).unwrap();
+    assert_ne!(report["items"][0]["base"], "stored base response");
+}

@@ -75,6 +75,8 @@ pub struct KubeletConfig {
     pub parallel: usize,
     /// Poll interval.
     pub poll: Duration,
+    /// Variables added to every pod's environment (what a test would set in the image).
+    pub extra_env: BTreeMap<String, String>,
 }
 
 /// What happened to one pod.
@@ -265,15 +267,52 @@ impl FakeKubelet {
         {
             eprintln!("fake kubelet: marking pod {name} running: {e}");
         }
-        let output = tokio::process::Command::new(&self.config.runner_bin)
+        env.extend(self.config.extra_env.clone());
+        let mut child = tokio::process::Command::new(&self.config.runner_bin)
             .args(&args)
             .env_clear()
             .envs(&env)
             .current_dir(dir.join("work"))
             .stdin(Stdio::null())
-            .output()
-            .await
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
             .map_err(io(&self.config.runner_bin))?;
+        let stdout = child.stdout.take().map(read_all);
+        let stderr = child.stderr.take().map(read_all);
+        // Like a kubelet, kill the container when its pod is deleted.
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status.map_err(io(&self.config.runner_bin))?,
+                _ = tokio::time::sleep(self.config.poll) => {
+                    let gone = match pods.get_opt(&name).await {
+                        Ok(None) => true,
+                        Ok(Some(p)) => p.metadata.deletion_timestamp.is_some(),
+                        Err(_) => false,
+                    };
+                    if gone {
+                        let _ = child.kill().await;
+                        return Ok(PodRun {
+                            pod: name,
+                            exit_code: 128 + 9,
+                            message: "killed: the pod was deleted".to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        let output = std::process::Output {
+            status,
+            stdout: match stdout {
+                Some(t) => t.await.unwrap_or_default(),
+                None => Vec::new(),
+            },
+            stderr: match stderr {
+                Some(t) => t.await.unwrap_or_default(),
+                None => Vec::new(),
+            },
+        };
         let finished = Timestamp::now();
         let exit_code = output.status.code().unwrap_or(128 + 9);
         let mut message = std::fs::read_to_string(&termination_log).unwrap_or_default();
@@ -310,6 +349,18 @@ impl FakeKubelet {
             message,
         })
     }
+}
+
+/// Reads a child's pipe to the end on a task (so a chatty child never blocks on a full pipe).
+fn read_all<R>(mut pipe: R) -> tokio::task::JoinHandle<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut buf).await;
+        buf
+    })
 }
 
 fn self_poll(k: &FakeKubelet) -> Duration {

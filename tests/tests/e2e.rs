@@ -39,6 +39,7 @@ fn quickstart(namespace: &str, name: &str, storage_uri: &str) -> PruneDistillJob
             t["limit"] = json!(4);
         }
     }
+    spec["evaluation"]["drift"] = json!({"limit": 2, "maxNewTokens": 8});
     spec["speculative"]["maxNewTokens"] = json!(16);
     spec["speculative"]["prompts"]["limit"] = json!(2);
     spec["storage"] = json!({"uri": storage_uri});
@@ -60,6 +61,21 @@ fn spawn_kubelet(
     >,
     tempfile::TempDir,
 ) {
+    spawn_kubelet_with_env(client, ns, stop, Default::default())
+}
+
+/// [`spawn_kubelet`] with variables added to every pod's environment.
+fn spawn_kubelet_with_env(
+    client: &kube::Client,
+    ns: &str,
+    stop: watch::Receiver<bool>,
+    extra_env: std::collections::BTreeMap<String, String>,
+) -> (
+    tokio::task::JoinHandle<
+        Result<Vec<pruneforge_tests::kubelet::PodRun>, pruneforge_tests::kubelet::KubeletError>,
+    >,
+    tempfile::TempDir,
+) {
     let work = tempfile::tempdir().expect("tempdir");
     let config = KubeletConfig {
         runner_bin: env::runner_bin(),
@@ -67,6 +83,7 @@ fn spawn_kubelet(
         work_dir: work.path().to_path_buf(),
         parallel: 1,
         poll: Duration::from_millis(500),
+        extra_env,
     };
     let task = tokio::spawn(FakeKubelet::new(client.clone(), ns, config).run(stop));
     (task, work)
@@ -220,6 +237,7 @@ async fn fake_kubelet_drives_the_operator_offline() {
                 work_dir: work.path().to_path_buf(),
                 parallel: 2,
                 poll: Duration::from_millis(50),
+                extra_env: Default::default(),
             },
         )
         .run(stop_rx.clone()),
@@ -539,4 +557,152 @@ async fn e2e_operator_restart_and_a_deleted_pod_rerun_nothing_finished() {
             "stage {stage} has Jobs {names:?} but only the stage whose pod was deleted may retry"
         );
     }
+}
+
+/// A fine-tune pod is deleted mid-training (what preemption or eviction does): the fake kubelet
+/// kills its process like a kubelet would, the Job controller starts a new pod with an empty
+/// work directory, and the new pod resumes from the checkpoint the first one saved in object
+/// storage instead of from step 0. Needs a real control plane and the fake kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_finetune_pod_killed_mid_training_resumes_from_its_checkpoint() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    use kube::ResourceExt;
+
+    if !env::fake_kubelet() {
+        println!("skipped: needs PRUNEFORGE_E2E_FAKE_KUBELET=1 (a control plane without nodes)");
+        return;
+    }
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-resume").await else {
+        return;
+    };
+    let storage = tempfile::tempdir().expect("tempdir");
+    let out = storage.path().join("out");
+    let storage_uri = format!("file://{}", out.display());
+    let mut job = serde_json::to_value(quickstart(&ns, "resume", &storage_uri)).expect("json");
+    let spec = &mut job["spec"];
+    spec["recovery"]["methods"] = json!(["none", "sft"]);
+    spec["recovery"]["optimizer"]["steps"] = json!(40);
+    spec["recovery"]["checkpointEvery"] = json!(2);
+    spec["merge"]["enabled"] = json!(false);
+    spec["speculative"]["enabled"] = json!(false);
+    // Save resume state at every checkpoint (the default throttles saves to one a minute).
+    let extra_env = std::collections::BTreeMap::from([(
+        "PRUNEFORGE_RESUME_SAVE_SECONDS".to_string(),
+        "0".to_string(),
+    )]);
+    let (kubelet_stop_tx, kubelet_stop_rx) = watch::channel(false);
+    let (kubelet, _work) = spawn_kubelet_with_env(&client, &ns, kubelet_stop_rx, extra_env);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let operator = Operator::new(
+        client.clone(),
+        Settings::default(),
+        Scope::Namespace(ns.clone()),
+    );
+    let mut op_stop = stop_rx;
+    let op = tokio::spawn(operator.run(async move {
+        let _ = op_stop.wait_for(|s| *s).await;
+    }));
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    api.patch(
+        "resume",
+        &PatchParams::apply(cluster::MANAGER).force(),
+        &Patch::Apply(&job),
+    )
+    .await
+    .expect("apply");
+
+    // Wait for a committed fine-tune checkpoint in storage while the fine-tune pod runs.
+    let resume_root = out.join("_resume");
+    let deadline = std::time::Instant::now() + Duration::from_secs(env::timeout_secs());
+    let (pod, checkpoint) = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fine-tune checkpoint before the timeout: {}",
+            summary(&api.get("resume").await.expect("get"))
+        );
+        let saved = std::fs::read_dir(&resume_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("finetune-"))
+                    && p.join("checkpoints").join("_SUCCESS").is_file()
+            });
+        let running = pods_api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| {
+                p.labels()
+                    .get("pruneforge.dev/stage")
+                    .is_some_and(|s| s.starts_with("finetune"))
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            });
+        if let (Some(saved), Some(pod)) = (saved, running) {
+            break (pod, saved);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    println!(
+        "deleting fine-tune pod {} with resume state {}",
+        pod.name_any(),
+        checkpoint.display()
+    );
+    pods_api
+        .delete(&pod.name_any(), &DeleteParams::background())
+        .await
+        .expect("delete the fine-tune pod");
+
+    let done = cluster::wait_for(
+        &api,
+        "resume",
+        Duration::from_secs(env::timeout_secs()),
+        "Ready or Stalled",
+        |o| condition_true(o, CONDITION_READY) || condition_true(o, CONDITION_STALLED),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = op.await;
+    let _ = kubelet_stop_tx.send(true);
+    let runs = kubelet.await.expect("kubelet task").expect("kubelet");
+    cluster::delete_namespace(&client, &ns).await;
+    let done = done.expect("job finished");
+    println!("{}", summary(&done));
+    assert!(condition_true(&done, CONDITION_READY), "not Ready");
+    assert!(
+        runs.iter()
+            .any(|r| r.pod == pod.name_any() && r.exit_code == 137),
+        "the deleted pod's process was killed: {runs:?}"
+    );
+    // The fine-tune artifact says where the second pod started.
+    let finetune_dir = std::fs::read_dir(out.join("finetune"))
+        .expect("finetune artifacts")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("finetune.json").is_file())
+        .expect("a committed fine-tune");
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(finetune_dir.join("finetune.json")).expect("finetune.json"),
+    )
+    .expect("finetune.json parses");
+    let resumed = report["summary"]["resumed_from_step"].as_u64();
+    println!(
+        "finetune.json: resumed_from_step {resumed:?}, steps {}",
+        report["summary"]["steps"]
+    );
+    assert!(
+        resumed.is_some_and(|s| s >= 2 && s < 40),
+        "the new pod resumed from the saved checkpoint, not from step 0: {resumed:?}"
+    );
+    assert!(
+        !checkpoint.join("checkpoints").join("_SUCCESS").exists(),
+        "resume state is deleted once the stage committed"
+    );
 }

@@ -2,8 +2,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{DriftSpec, EvalTask};
 
-/// `eval`: benchmark one model. Inputs: `model`, and `base` (the imported model) when drift is
-/// measured.
+/// `eval`: benchmark one model. Inputs: `model`; for a variant also `base-eval` (the base
+/// model's eval) and `base` (the imported model) when drift is measured.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EvalParams {
@@ -13,7 +13,8 @@ pub struct EvalParams {
     pub seed: u32,
     /// Sequences scored together.
     pub batch_size: u32,
-    /// Drift settings; `None` for the base model or when drift is disabled.
+    /// Drift settings; `None` when drift is disabled. The base model's eval computes the base
+    /// responses with them; a variant's eval measures its drift against those.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftSpec>,
 }

@@ -381,9 +381,11 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
     };
     let drift = spec.evaluation.drift.enabled;
     let base_eval = StageId::eval(variant::BASE);
+    // With drift on, the base eval also writes the base model's responses, which every
+    // variant's eval reuses.
     builder.add(
         base_eval.clone(),
-        eval_params(false),
+        eval_params(true),
         &[("model", &import)],
         1,
     );

@@ -451,10 +451,12 @@ impl EvalTask {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftSpec {
-    /// Measure drift for every pruned, fine-tuned and merged model.
-    #[serde(default)]
+    /// Measure drift for every pruned, fine-tuned and merged model (on by default; `false`
+    /// saves the generation time).
+    #[serde(default = "default_drift_enabled")]
     pub enabled: bool,
-    /// Prompt source (instructions are used, answers ignored).
+    /// Prompt source (instructions are used, answers ignored). Default: Alpaca records
+    /// 4400-4431, which no example distills, trains on or measures otherwise.
     #[serde(default = "default_drift_prompts")]
     pub prompts: DatasetRef,
     /// Number of prompts.
@@ -467,8 +469,20 @@ pub struct DriftSpec {
     pub max_new_tokens: u32,
 }
 
+fn default_drift_enabled() -> bool {
+    true
+}
+
+/// The first bundled Alpaca record of the default drift prompts: clear of the calibration
+/// stream, the `kl` rows, the distilled and trained records of the examples (1000-2255), the
+/// speculation prompts (4000 on) and the `answer_nll` answers ([`ANSWER_NLL_FIRST_RECORD`] on).
+pub const DRIFT_FIRST_RECORD: u32 = 4400;
+
 fn default_drift_prompts() -> DatasetRef {
-    DatasetRef::builtin(BuiltinDataset::Alpaca, DatasetFormat::Alpaca)
+    DatasetRef {
+        offset: DRIFT_FIRST_RECORD,
+        ..DatasetRef::builtin(BuiltinDataset::Alpaca, DatasetFormat::Alpaca)
+    }
 }
 
 fn default_drift_limit() -> u32 {
@@ -482,7 +496,7 @@ fn default_drift_max_new_tokens() -> u32 {
 impl Default for DriftSpec {
     fn default() -> Self {
         DriftSpec {
-            enabled: false,
+            enabled: default_drift_enabled(),
             prompts: default_drift_prompts(),
             limit: default_drift_limit(),
             max_new_tokens: default_drift_max_new_tokens(),

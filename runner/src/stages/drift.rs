@@ -15,6 +15,20 @@ use serde::{Deserialize, Serialize};
 
 /// The drift report inside an eval artifact.
 pub const DRIFT_JSON: &str = "drift.json";
+/// The base model's responses and their embeddings, in the base model's eval artifact: every
+/// variant's eval reads them instead of generating them again.
+pub const DRIFT_BASE_JSON: &str = "drift_base.json";
+
+/// The base side of a drift measurement: computed once per job (by the base model's eval).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DriftBase {
+    /// The settings these responses answer (reused only when a variant's are the same).
+    pub spec: DriftSpec,
+    /// The base model's greedy response per prompt.
+    pub responses: Vec<String>,
+    /// Their embeddings under the base model (`None` for an empty response).
+    pub embeddings: Vec<Option<Vec<f64>>>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DriftReport {
@@ -55,12 +69,8 @@ pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
     (dot / (na * nb)).clamp(-1.0, 1.0)
 }
 
-pub fn measure(
-    base: &HfModel,
-    candidate: &HfModel,
-    spec: &DriftSpec,
-    resolver: &Resolver,
-) -> Result<DriftReport> {
+/// The drift prompts, chat-formatted for `model`.
+fn prompts(model: &HfModel, spec: &DriftSpec, resolver: &Resolver) -> Result<Vec<Vec<u32>>> {
     let mut prompts_ref = spec.prompts.clone();
     prompts_ref.limit = Some(spec.limit);
     let data = super::inputs::load_sft(&prompts_ref, resolver)?;
@@ -69,35 +79,85 @@ pub fn measure(
             "evaluation.drift.prompts selects no records".into(),
         ));
     }
-    let prompts = data
+    Ok(data
         .records
         .iter()
         .map(|r| {
-            base.tokenizer.encode_chat(
+            model.tokenizer.encode_chat(
                 &[ChatMessage::user(super::distill::instruction_text(r))],
                 true,
             )
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let params = GenerateParams {
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+fn generate_params(spec: &DriftSpec) -> GenerateParams {
+    GenerateParams {
         max_new_tokens: spec.max_new_tokens as usize,
         ..Default::default()
-    };
-    let (a, _) = generate_all(&base.model, &base.tokenizer, &prompts, &params)?;
-    let (b, _) = generate_all(&candidate.model, &candidate.tokenizer, &prompts, &params)?;
-    let mut items = Vec::with_capacity(a.len());
-    for (i, (ra, rb)) in a.iter().zip(&b).enumerate() {
-        let ea = embed(&base.model, &base.tokenizer.encode(&ra.text, false)?)?;
+    }
+}
+
+/// The base model's responses to the drift prompts and their embeddings.
+pub fn base_responses(base: &HfModel, spec: &DriftSpec, resolver: &Resolver) -> Result<DriftBase> {
+    let prompts = prompts(base, spec, resolver)?;
+    let (responses, _) = generate_all(
+        &base.model,
+        &base.tokenizer,
+        &prompts,
+        &generate_params(spec),
+    )?;
+    let mut embeddings = Vec::with_capacity(responses.len());
+    for r in &responses {
+        embeddings.push(embed(&base.model, &base.tokenizer.encode(&r.text, false)?)?);
+    }
+    Ok(DriftBase {
+        spec: spec.clone(),
+        responses: responses.into_iter().map(|r| r.text).collect(),
+        embeddings,
+    })
+}
+
+/// Drift of `candidate` against the base side computed by [`base_responses`] (`base` embeds
+/// the candidate's responses).
+pub fn measure_against(
+    base: &HfModel,
+    base_side: &DriftBase,
+    candidate: &HfModel,
+    resolver: &Resolver,
+) -> Result<DriftReport> {
+    let prompts = prompts(candidate, &base_side.spec, resolver)?;
+    if prompts.len() != base_side.responses.len() {
+        return Err(StageError::Input(format!(
+            "the base model's drift responses answer {} prompts, the prompts now select {}",
+            base_side.responses.len(),
+            prompts.len()
+        )));
+    }
+    let (b, _) = generate_all(
+        &candidate.model,
+        &candidate.tokenizer,
+        &prompts,
+        &generate_params(&base_side.spec),
+    )?;
+    let mut items = Vec::with_capacity(b.len());
+    for (i, ((ra, ea), rb)) in base_side
+        .responses
+        .iter()
+        .zip(&base_side.embeddings)
+        .zip(&b)
+        .enumerate()
+    {
         let eb = embed(&base.model, &base.tokenizer.encode(&rb.text, false)?)?;
         let cos = match (ea, eb) {
-            (Some(x), Some(y)) => cosine(&x, &y),
+            (Some(x), Some(y)) => cosine(x, &y),
             (None, None) => 1.0,
             _ => 0.0,
         };
         items.push(DriftItem {
             index: i,
             cosine: cos,
-            base: ra.text.clone(),
+            base: ra.clone(),
             candidate: rb.text.clone(),
         });
     }
@@ -110,6 +170,17 @@ pub fn measure(
         min_cosine,
         items,
     })
+}
+
+/// Drift of `candidate` against `base`, generating the base side too.
+pub fn measure(
+    base: &HfModel,
+    candidate: &HfModel,
+    spec: &DriftSpec,
+    resolver: &Resolver,
+) -> Result<DriftReport> {
+    let base_side = base_responses(base, spec, resolver)?;
+    measure_against(base, &base_side, candidate, resolver)
 }
 
 #[cfg(test)]

@@ -934,7 +934,9 @@ fn evaluate(
 }
 
 /// The stage contract's `eval`: input `model`, optionally `base-eval` (the base model's eval
-/// artifact, for recovery) and `base` (the unpruned model, for drift when `drift` is set).
+/// artifact, for recovery, the `kl` reference and the base side of drift) and `base` (the
+/// unpruned model, for drift when `drift` is set). The base model's own eval (no `base-eval`)
+/// with `drift` set writes the base side of drift ([`super::drift::DRIFT_BASE_JSON`]).
 pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -> Result<Outcome> {
     let model = ctx.model("model")?;
     let base_eval = ctx.inputs.get("base-eval").map(|d| d.join(EVAL_JSON));
@@ -970,14 +972,39 @@ pub fn run_request(p: &pruneforge_api::params::EvalParams, ctx: &StageContext) -
     if ran_kl && ctx.out.join(kl::REFERENCE_FILE).is_file() {
         files.push(kl::REFERENCE_FILE);
     }
-    if let (Some(spec), Some(base)) = (&p.drift, ctx.inputs.get("base")) {
-        let base = ctx.open_model(&super::model_dir_of(base)?)?;
-        let candidate = ctx.open_model(&model)?;
-        let report = super::drift::measure(&base, &candidate, spec, ctx.resolver)?;
-        let path = ctx.out.join(super::drift::DRIFT_JSON);
-        write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;
-        summary.drift_cosine = Some(report.mean_cosine);
-        files.push(super::drift::DRIFT_JSON);
+    match (&p.drift, ctx.inputs.get("base")) {
+        // A variant: drift against the base side its base eval computed (or computed here
+        // when that artifact has none for these settings).
+        (Some(spec), Some(base)) => {
+            let base = ctx.open_model(&super::model_dir_of(base)?)?;
+            let candidate = ctx.open_model(&model)?;
+            let stored = ctx
+                .inputs
+                .get("base-eval")
+                .map(|d| d.join(super::drift::DRIFT_BASE_JSON))
+                .and_then(|path| std::fs::read(path).ok())
+                .and_then(|bytes| serde_json::from_slice::<super::drift::DriftBase>(&bytes).ok())
+                .filter(|b| &b.spec == spec);
+            let base_side = match stored {
+                Some(b) => b,
+                None => super::drift::base_responses(&base, spec, ctx.resolver)?,
+            };
+            let report =
+                super::drift::measure_against(&base, &base_side, &candidate, ctx.resolver)?;
+            let path = ctx.out.join(super::drift::DRIFT_JSON);
+            write_json_atomic(&path, &report).map_err(|e| StageError::io(&path, e))?;
+            summary.drift_cosine = Some(report.mean_cosine);
+            files.push(super::drift::DRIFT_JSON);
+        }
+        // The base model's own eval: its responses, once for every variant.
+        (Some(spec), None) if ctx.inputs.get("base-eval").is_none() => {
+            let base = ctx.open_model(&model)?;
+            let base_side = super::drift::base_responses(&base, spec, ctx.resolver)?;
+            let path = ctx.out.join(super::drift::DRIFT_BASE_JSON);
+            write_json_atomic(&path, &base_side).map_err(|e| StageError::io(&path, e))?;
+            files.push(super::drift::DRIFT_BASE_JSON);
+        }
+        _ => {}
     }
     Ok(Outcome::new(StageSummary::Eval(summary), &files))
 }
