@@ -538,3 +538,83 @@ async fn e2e_foreground_deletion_removes_stage_jobs_first_and_completes() {
         .count();
     assert_eq!(stage_jobs_left, 0, "stage Jobs outlived their owner");
 }
+
+/// Item 7: the resource name is copied into labels (at most 63 characters). The real apiserver
+/// refuses a 64-character name at admission with the CRD's CEL message, and a 63-character name
+/// (the longest allowed) gets Jobs, pods' templates and ConfigMaps whose names and labels the
+/// apiserver accepts: the stage Job of the longest stage id exists with valid labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_long_resource_names_are_refused_or_fit_every_label() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let Some((client, ns)) = cluster::e2e_namespace("pruneforge-e2e-names").await else {
+        return;
+    };
+    let api: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns);
+    let too_long = "n".repeat(64);
+    let refused = api
+        .patch(
+            &too_long,
+            &PatchParams::apply(cluster::MANAGER).force(),
+            &Patch::Apply(&quickstart(
+                &ns,
+                &too_long,
+                json!({"uri": "file:///data/out"}),
+            )),
+        )
+        .await;
+    let message = match &refused {
+        Err(kube::Error::Api(e)) => e.message.clone(),
+        other => panic!("a 64-character name must be refused at admission, got {other:?}"),
+    };
+    println!("64 characters: {message}");
+    assert!(message.contains("at most 63 characters"), "{message}");
+
+    let (stop, op) = start_operator(&client, &ns, Settings::default());
+    let longest = format!("q{}", "-x".repeat(31));
+    assert_eq!(longest.len(), 63);
+    apply(
+        &api,
+        &longest,
+        &quickstart(&ns, &longest, json!({"uri": "file:///data/out"})),
+    )
+    .await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut created = Vec::new();
+    while Instant::now() < deadline && created.is_empty() {
+        created = jobs
+            .list(&ListParams::default())
+            .await
+            .expect("jobs")
+            .items;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let obj = api.get(&longest).await.expect("get");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cms = configmaps
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=pruneforge-operator"))
+        .await
+        .expect("configmaps")
+        .items;
+    let _ = stop.send(true);
+    let _ = op.await;
+    cluster::delete_namespace(&client, &ns).await;
+
+    let job = created
+        .first()
+        .unwrap_or_else(|| panic!("no stage Job for a 63-character name: {:?}", obj.status));
+    let name = job.name_any();
+    println!(
+        "63 characters: Job {name} ({} characters), labels {:?}, {} ConfigMaps",
+        name.len(),
+        job.labels(),
+        cms.len()
+    );
+    assert!(name.len() <= 63, "{name}");
+    assert_eq!(
+        job.labels().get("pruneforge.dev/job").map(String::as_str),
+        Some(longest.as_str())
+    );
+    assert!(!cms.is_empty(), "the stage's request ConfigMap");
+    assert!(!stage_message(&obj, "import").contains("422"), "{obj:?}");
+}
