@@ -582,11 +582,7 @@ async fn e2e_long_resource_names_are_refused_or_fit_every_label() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut created = Vec::new();
     while Instant::now() < deadline && created.is_empty() {
-        created = jobs
-            .list(&ListParams::default())
-            .await
-            .expect("jobs")
-            .items;
+        created = jobs.list(&ListParams::default()).await.expect("jobs").items;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let obj = api.get(&longest).await.expect("get");
@@ -617,4 +613,199 @@ async fn e2e_long_resource_names_are_refused_or_fit_every_label() {
     );
     assert!(!cms.is_empty(), "the stage's request ConfigMap");
     assert!(!stage_message(&obj, "import").contains("422"), "{obj:?}");
+}
+
+/// Item 9 on the real apiserver's authorizer: the operator runs as a ServiceAccount that holds
+/// exactly the chart's rules (`rbac::operator_rules` as a Role, `leader_election_rules` for the
+/// Lease), by impersonation. A pipeline that creates Jobs and ConfigMaps, patches finalizers
+/// and status, records Events, stalls at the startup deadline, and is deleted with
+/// `retention: Delete` (the clean-up Job) runs without a single 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_the_operator_needs_no_more_than_its_rbac_rules() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Event, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+    use kube::api::{DeleteParams, ObjectMeta, PostParams};
+    use pruneforge_operator::leader::{LeaderElector, LeaseConfig};
+    use pruneforge_operator::rbac;
+
+    let Some((admin, ns)) = cluster::e2e_namespace("pruneforge-e2e-rbac").await else {
+        return;
+    };
+    let sa = "pruneforge-operator";
+    let pp = PostParams::default();
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(
+            &pp,
+            &ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some(sa.into()),
+                    ..ObjectMeta::default()
+                },
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .expect("service account");
+    let mut rules = rbac::operator_rules();
+    rules.extend(rbac::leader_election_rules());
+    Api::<Role>::namespaced(admin.clone(), &ns)
+        .create(
+            &pp,
+            &Role {
+                metadata: ObjectMeta {
+                    name: Some(sa.into()),
+                    ..ObjectMeta::default()
+                },
+                rules: Some(rules),
+            },
+        )
+        .await
+        .expect("role");
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(
+            &pp,
+            &RoleBinding {
+                metadata: ObjectMeta {
+                    name: Some(sa.into()),
+                    ..ObjectMeta::default()
+                },
+                role_ref: RoleRef {
+                    api_group: "rbac.authorization.k8s.io".into(),
+                    kind: "Role".into(),
+                    name: sa.into(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: sa.into(),
+                    namespace: Some(ns.clone()),
+                    ..Subject::default()
+                }]),
+            },
+        )
+        .await
+        .expect("role binding");
+
+    // The operator's client: the kubeconfig's credentials, impersonating the ServiceAccount.
+    let kubeconfig = env::kubeconfig().expect("PRUNEFORGE_E2E_KUBECONFIG");
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("config");
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{ns}:{sa}"));
+    let operator_client = Client::try_from(config).expect("impersonating client");
+    // Sanity: the impersonated identity really is limited (it may not list Secrets).
+    let secrets =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(operator_client.clone(), &ns)
+            .list(&ListParams::default())
+            .await;
+    assert!(
+        matches!(&secrets, Err(kube::Error::Api(e)) if e.code == 403),
+        "the ServiceAccount must not read Secrets: {secrets:?}"
+    );
+
+    let elector = LeaderElector::new(
+        operator_client.clone(),
+        LeaseConfig::new("pruneforge-operator", ns.clone(), "e2e-replica"),
+    );
+    let leading = elector.try_acquire_or_renew().await;
+    let settings = Settings {
+        startup_deadline: Duration::from_secs(15),
+        requeue_running: Duration::from_secs(5),
+        ..Settings::default()
+    };
+    let (stop, op) = start_operator(&operator_client, &ns, settings);
+    let api: Api<PruneDistillJob> = Api::namespaced(admin.clone(), &ns);
+    let job = quickstart(
+        &ns,
+        "rbac",
+        json!({"uri": "file:///data/out", "retention": "Delete"}),
+    );
+    apply(&api, "rbac", &job).await;
+    let stalled = cluster::wait_for(&api, "rbac", Duration::from_secs(120), "Stalled", |o| {
+        condition_true(o, CONDITION_STALLED)
+    })
+    .await;
+    let finalized = api
+        .get("rbac")
+        .await
+        .map(|o| o.finalizers().to_vec())
+        .unwrap_or_default();
+    let configmaps = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=pruneforge-operator"))
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or_default();
+    let events = Api::<Event>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+
+    // Deletion with retention: Delete starts the clean-up Job.
+    let _ = api.delete("rbac", &DeleteParams::background()).await;
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut gc_job = None;
+    while Instant::now() < deadline && gc_job.is_none() {
+        gc_job = jobs
+            .list(&ListParams::default().labels("pruneforge.dev/role=gc"))
+            .await
+            .ok()
+            .and_then(|l| l.items.into_iter().next());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = stop.send(true);
+    let _ = op.await;
+    // Let the namespace go: nobody runs the clean-up Job here.
+    let _ = api
+        .patch(
+            "rbac",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    cluster::delete_namespace(&admin, &ns).await;
+
+    let forbidden: Vec<String> = events
+        .iter()
+        .filter_map(|e| e.message.clone())
+        .filter(|m| m.contains("forbidden") || m.contains("403"))
+        .collect();
+    println!(
+        "leader election: {leading:?}; finalizers {finalized:?}; {configmaps} ConfigMaps; {} Events ({} forbidden); clean-up Job {:?}",
+        events.len(),
+        forbidden.len(),
+        gc_job.as_ref().map(|j| j.name_any())
+    );
+    assert!(
+        matches!(leading, Ok(true)),
+        "the Lease rules suffice: {leading:?}"
+    );
+    let stalled = stalled.expect("Stalled at the startup deadline (Jobs created, status written)");
+    assert!(
+        !stage_message(&stalled, "import").contains("forbidden"),
+        "{}",
+        stage_message(&stalled, "import")
+    );
+    assert!(
+        finalized.iter().any(|f| f.contains("pruneforge")),
+        "{finalized:?}"
+    );
+    assert!(configmaps > 0, "request ConfigMaps created");
+    assert!(
+        events.iter().any(|e| e
+            .reporting_component
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pruneforge")
+            || e.source
+                .as_ref()
+                .and_then(|s| s.component.as_deref())
+                .unwrap_or_default()
+                .contains("pruneforge")),
+        "the operator records Events"
+    );
+    assert!(forbidden.is_empty(), "{forbidden:?}");
+    assert!(gc_job.is_some(), "the clean-up Job was created");
 }
