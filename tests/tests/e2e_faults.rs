@@ -809,3 +809,151 @@ async fn e2e_the_operator_needs_no_more_than_its_rbac_rules() {
     assert!(forbidden.is_empty(), "{forbidden:?}");
     assert!(gc_job.is_some(), "the clean-up Job was created");
 }
+
+/// Item 1 on the real control plane: two jobs in two namespaces share content-addressed
+/// artifacts (same spec, same storage). Deleting the first with `retention: Delete` keeps every
+/// prefix the second still references (no clean-up Job, an `ArtifactsShared` Event, the
+/// finalizer released); deleting the second, now the only user, cleans them up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_shared_artifacts_are_kept_while_another_job_references_them() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::DeleteParams;
+    let Some((client, ns_a)) = cluster::e2e_namespace("pruneforge-e2e-share-a").await else {
+        return;
+    };
+    let Some((_, ns_b)) = cluster::e2e_namespace("pruneforge-e2e-share-b").await else {
+        return;
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let operator = Operator::new(
+        client.clone(),
+        Settings::default(),
+        Scope::Namespaces(vec![ns_a.clone(), ns_b.clone()]),
+    );
+    let mut op_stop = stop_rx;
+    let op = tokio::spawn(async move {
+        let _ = operator
+            .run(async move {
+                let _ = op_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    let storage = json!({"uri": "s3://shared-bucket/runs", "retention": "Delete"});
+    let api_a: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns_a);
+    let api_b: Api<PruneDistillJob> = Api::namespaced(client.clone(), &ns_b);
+    apply(
+        &api_a,
+        "first",
+        &quickstart(&ns_a, "first", storage.clone()),
+    )
+    .await;
+    apply(&api_b, "second", &quickstart(&ns_b, "second", storage)).await;
+    let started = |o: &PruneDistillJob| {
+        o.status
+            .iter()
+            .flat_map(|s| s.stages.iter())
+            .any(|s| s.id == "import" && s.attempts > 0)
+    };
+    let a = cluster::wait_for(
+        &api_a,
+        "first",
+        Duration::from_secs(60),
+        "import started",
+        started,
+    )
+    .await
+    .expect("first job started");
+    cluster::wait_for(
+        &api_b,
+        "second",
+        Duration::from_secs(60),
+        "import started",
+        started,
+    )
+    .await
+    .expect("second job started");
+    let import_key = a
+        .status
+        .iter()
+        .flat_map(|s| s.stages.iter())
+        .find(|s| s.id == "import")
+        .map(|s| s.key.clone())
+        .expect("import key");
+
+    api_a
+        .delete("first", &DeleteParams::background())
+        .await
+        .expect("delete first");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut gone = false;
+    while Instant::now() < deadline && !gone {
+        gone = api_a.get_opt("first").await.expect("get").is_none();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let jobs_a: Api<Job> = Api::namespaced(client.clone(), &ns_a);
+    let gc_a = jobs_a
+        .list(&ListParams::default().labels("pruneforge.dev/role=gc"))
+        .await
+        .expect("jobs")
+        .items;
+    let events_a: Vec<String> = Api::<Event>::namespaced(client.clone(), &ns_a)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+
+    api_b
+        .delete("second", &DeleteParams::background())
+        .await
+        .expect("delete second");
+    let jobs_b: Api<Job> = Api::namespaced(client.clone(), &ns_b);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut gc_b = None;
+    while Instant::now() < deadline && gc_b.is_none() {
+        gc_b = jobs_b
+            .list(&ListParams::default().labels("pruneforge.dev/role=gc"))
+            .await
+            .ok()
+            .and_then(|l| l.items.into_iter().next());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = op.await;
+    let _ = api_b
+        .patch(
+            "second",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await;
+    cluster::delete_namespace(&client, &ns_a).await;
+    cluster::delete_namespace(&client, &ns_b).await;
+
+    let gc_b_args: Vec<String> = gc_b
+        .as_ref()
+        .and_then(|j| j.spec.as_ref())
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers[0].command.clone().unwrap_or_default())
+        .unwrap_or_default();
+    println!(
+        "first deleted: gone {gone}, clean-up Jobs {}, events {events_a:?}; second deleted: clean-up command {gc_b_args:?}",
+        gc_a.len()
+    );
+    assert!(gone, "the first job's finalizer was released");
+    assert!(
+        gc_a.is_empty(),
+        "nothing of the first job may be deleted while the second uses it"
+    );
+    assert!(
+        events_a.iter().any(|r| r == "ArtifactsShared"),
+        "{events_a:?}"
+    );
+    assert!(
+        gc_b_args.iter().any(|a| a.contains("/import/")
+            && import_key.starts_with(a.trim_end_matches('/').rsplit('/').next().unwrap_or("-"))),
+        "the last user cleans the shared import artifact up: {gc_b_args:?}"
+    );
+}
