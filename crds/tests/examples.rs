@@ -145,9 +145,23 @@ fn paper_repro_covers_block_sizes_times_methods() {
             format!("eval-n{n}-self-distill"),
             format!("eval-n{n}-merged"),
             format!("speculate-n{n}"),
+            // The paper's merge: self-distilled on each data set alone, then merged.
+            format!("finetune-n{n}-self-distill-on-gsm8k"),
+            format!("finetune-n{n}-self-distill-on-alpaca"),
+            format!("eval-n{n}-self-distill-on-gsm8k"),
+            format!("eval-n{n}-self-distill-on-alpaca"),
         ] {
             assert!(p.get(&id).is_some(), "{id} missing");
         }
+        let merge = &p.get(&format!("merge-n{n}")).unwrap().inputs;
+        assert_eq!(
+            merge["model-0"].as_str(),
+            format!("finetune-n{n}-self-distill-on-gsm8k")
+        );
+        assert_eq!(
+            merge["model-1"].as_str(),
+            format!("finetune-n{n}-self-distill-on-alpaca")
+        );
     }
     assert_eq!(p.get("distill-gsm8k").unwrap().shards, 4);
     assert_eq!(

@@ -1458,3 +1458,107 @@ fn preference_specs_that_cannot_run_are_refused() {
         assert!(e.contains(needle), "{e}");
     }
 }
+
+/// `merge.across: datasets`: the paper merges two models self-distilled on different data sets.
+#[test]
+fn merging_across_data_sets_fine_tunes_one_method_per_data_set() {
+    use pruneforge_api::spec::MergeAcross;
+    let alpaca = DistillDataset {
+        name: "alpaca".into(),
+        uri: "builtin:alpaca".into(),
+        format: DatasetFormat::Alpaca,
+        fields: None,
+        kind: DataKind::General,
+        limit: Some(16),
+        offset: 1000,
+    };
+    let mut spec = PruneDistillJobSpec::with_storage("s3://bucket/pf");
+    spec.pruning.block_sizes = vec![6];
+    spec.distillation.datasets = vec![gsm8k(), alpaca];
+    spec.recovery.methods = vec![
+        RecoveryMethod::None,
+        RecoveryMethod::Sft,
+        RecoveryMethod::SelfDistill,
+    ];
+    spec.merge.enabled = true;
+    spec.merge.method = MergeMethod::Nuslerp;
+    spec.merge.models = vec![RecoveryMethod::SelfDistill];
+    spec.merge.across = MergeAcross::Datasets;
+    let p = plan(&spec).expect("valid");
+    let inputs = |id: &str| -> BTreeMap<String, String> {
+        p.get(id)
+            .unwrap_or_else(|| panic!("no stage {id}"))
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect()
+    };
+    let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // Each per-data-set fine-tune reads only its own distilled set; the pooled one reads both.
+    assert_eq!(
+        inputs("finetune-n6-self-distill-on-gsm8k"),
+        m(&[("model", "prune-n6"), ("data-gsm8k", "distill-gsm8k")])
+    );
+    assert_eq!(
+        inputs("finetune-n6-self-distill-on-alpaca"),
+        m(&[("model", "prune-n6"), ("data-alpaca", "distill-alpaca")])
+    );
+    assert_eq!(inputs("finetune-n6-self-distill").len(), 3);
+    assert_eq!(
+        inputs("merge-n6"),
+        m(&[
+            ("base", "prune-n6"),
+            ("model-0", "finetune-n6-self-distill-on-gsm8k"),
+            ("model-1", "finetune-n6-self-distill-on-alpaca")
+        ])
+    );
+    match &p.get("merge-n6").unwrap().params {
+        StageParams::Merge(mp) => {
+            assert_eq!(mp.datasets, vec!["gsm8k".to_string(), "alpaca".to_string()]);
+            assert_eq!(mp.models, vec![RecoveryMethod::SelfDistill; 2]);
+        }
+        other => panic!("{other:?}"),
+    }
+    for v in [
+        "n6-self-distill-on-gsm8k",
+        "n6-self-distill-on-alpaca",
+        "n6-merged",
+    ] {
+        assert!(p.get(&format!("eval-{v}")).is_some(), "eval-{v}");
+    }
+    // The sft arm trains on the original data sets, one per data set as well when it is merged.
+    let mut sft = spec.clone();
+    sft.merge.models = vec![RecoveryMethod::Sft];
+    let ps = plan(&sft).expect("valid");
+    match &ps.get("finetune-n6-sft-on-alpaca").unwrap().params {
+        StageParams::Finetune(f) => {
+            assert_eq!(f.datasets.len(), 1);
+            assert_eq!(f.datasets[0].name, "alpaca");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Settings that cannot work are refused with the field named.
+    let mut two_methods = spec.clone();
+    two_methods.merge.models = vec![RecoveryMethod::Sft, RecoveryMethod::SelfDistill];
+    assert!(matches!(
+        plan(&two_methods),
+        Err(PlanError::MergeAcrossDatasets { methods: 2, .. })
+    ));
+    let mut one_set = spec.clone();
+    one_set.distillation.datasets.truncate(1);
+    assert!(matches!(
+        plan(&one_set),
+        Err(PlanError::MergeAcrossDatasets { datasets: 1, .. })
+    ));
+    // The default (across methods) plans exactly as before: no per-data-set stages.
+    let mut methods = spec.clone();
+    methods.merge.across = MergeAcross::Methods;
+    methods.merge.models = vec![RecoveryMethod::Sft, RecoveryMethod::SelfDistill];
+    let pm = plan(&methods).expect("valid");
+    assert!(pm.get("finetune-n6-self-distill-on-alpaca").is_none());
+}

@@ -30,6 +30,10 @@ pub struct MergeParams {
     pub t_gradient: Vec<f64>,
     /// Merged recovery methods, in input order.
     pub models: Vec<RecoveryMethod>,
+    /// With `merge.across: datasets`: the data set of each merged fine-tune, in input order
+    /// (`models` then repeats the one method). Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<String>,
     /// One weight per model (linear, task-arithmetic, ties); empty means 1 each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<f64>,

@@ -10,8 +10,8 @@ use crate::params::{
     PreferencePairs, PruneParams, ScoreParams, SpeculateParams, StageParams,
 };
 use crate::spec::{
-    DistillDataset, DraftModel, MergeMethod, MergeSpec, PruneDistillJobSpec, RecoveryMethod,
-    ResolvedCompute, TrainingData, TrainingRecipe, WidthVariant,
+    DistillDataset, DraftModel, MergeAcross, MergeMethod, MergeSpec, PruneDistillJobSpec,
+    RecoveryMethod, ResolvedCompute, TrainingData, TrainingRecipe, WidthVariant,
 };
 
 /// Builds the stage plan of a spec. Pure: equal specs give equal plans. Only the spec parts a
@@ -250,6 +250,47 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
         }
     }
 
+    // merge.across: datasets — the merged method fine-tuned once per data set, on it alone
+    let mut per_dataset: BTreeMap<Shape, Vec<(String, StageId)>> = BTreeMap::new();
+    if spec.merge.enabled && spec.merge.across == MergeAcross::Datasets {
+        let method = spec.merge.models[0];
+        for (shape, _) in &shapes {
+            let Some(StageParams::Finetune(pooled)) = finetuned
+                .get(&(shape.clone(), method))
+                .and_then(|id| builder.params(id))
+                .cloned()
+            else {
+                continue;
+            };
+            for dataset in &spec.distillation.datasets {
+                let mut params = pooled.clone();
+                let data_input = format!("data-{}", dataset.name);
+                let mut inputs: Vec<(&str, &StageId)> = vec![("model", &pruned[shape])];
+                if params.recipe.needs_teacher() {
+                    inputs.push(("teacher", teacher));
+                }
+                match params.recipe.data {
+                    TrainingData::Original => params.datasets = vec![dataset.clone()],
+                    TrainingData::Distilled => {
+                        for (name, id) in distilled.iter().filter(|(n, _)| *n == data_input) {
+                            inputs.push((name.as_str(), id));
+                        }
+                    }
+                }
+                let id = builder.add(
+                    StageId::finetune_on(shape, method, &dataset.name),
+                    StageParams::Finetune(params),
+                    &inputs,
+                    1,
+                );
+                per_dataset
+                    .entry(shape.clone())
+                    .or_default()
+                    .push((dataset.name.clone(), id));
+            }
+        }
+    }
+
     // preference stages after the chosen fine-tunes: DPO, and SPIN's iterations in a chain
     let mut preferred: Vec<(Shape, String, StageId)> = Vec::new();
     if let Some(pref) = &spec.recovery.preference {
@@ -331,12 +372,28 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
     let mut merged: BTreeMap<Shape, StageId> = BTreeMap::new();
     if spec.merge.enabled {
         for (shape, _) in &shapes {
-            let names: Vec<String> = (0..spec.merge.models.len())
-                .map(|i| format!("model-{i}"))
-                .collect();
+            // The merged fine-tunes, in order: one per method, or one per data set.
+            let (sources, models, datasets): (Vec<&StageId>, Vec<RecoveryMethod>, Vec<String>) =
+                match per_dataset.get(shape) {
+                    Some(runs) => (
+                        runs.iter().map(|(_, id)| id).collect(),
+                        vec![spec.merge.models[0]; runs.len()],
+                        runs.iter().map(|(name, _)| name.clone()).collect(),
+                    ),
+                    None => (
+                        spec.merge
+                            .models
+                            .iter()
+                            .map(|m| &finetuned[&(shape.clone(), *m)])
+                            .collect(),
+                        spec.merge.models.clone(),
+                        Vec::new(),
+                    ),
+                };
+            let names: Vec<String> = (0..sources.len()).map(|i| format!("model-{i}")).collect();
             let mut inputs: Vec<(&str, &StageId)> = vec![("base", &pruned[shape])];
-            for (name, method) in names.iter().zip(&spec.merge.models) {
-                inputs.push((name.as_str(), &finetuned[&(shape.clone(), *method)]));
+            for (name, id) in names.iter().zip(&sources) {
+                inputs.push((name.as_str(), *id));
             }
             let id = builder.add(
                 StageId::merge(shape),
@@ -346,7 +403,8 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                     method: spec.merge.method,
                     t: spec.merge.t,
                     t_gradient: spec.merge.t_gradient.clone(),
-                    models: spec.merge.models.clone(),
+                    models,
+                    datasets,
                     weights: spec.merge.weights.clone(),
                     density: spec.merge.density,
                     lambda: spec.merge.lambda,
@@ -404,6 +462,12 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
             if let Some(id) = controls.get(&(shape.clone(), seed)) {
                 models.push((variant::control(shape, seed), id));
             }
+        }
+        for (dataset, id) in per_dataset.get(shape).into_iter().flatten() {
+            models.push((
+                variant::finetuned_on(shape, spec.merge.models[0], dataset),
+                id,
+            ));
         }
         for (_, name, id) in preferred.iter().filter(|(s, _, _)| s == shape) {
             models.push((name.clone(), id));
@@ -613,13 +677,27 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
 
     if spec.merge.enabled {
         let models = &spec.merge.models;
-        if models.len() < 2 {
-            return Err(PlanError::TooFewMergeModels(models.len()));
+        // The number of models the merge combines.
+        let merged = match spec.merge.across {
+            MergeAcross::Methods => models.len(),
+            MergeAcross::Datasets => {
+                let datasets = spec.distillation.datasets.len();
+                if models.len() != 1 || datasets < 2 {
+                    return Err(PlanError::MergeAcrossDatasets {
+                        methods: models.len(),
+                        datasets,
+                    });
+                }
+                datasets
+            }
+        };
+        if merged < 2 {
+            return Err(PlanError::TooFewMergeModels(merged));
         }
-        if spec.merge.method.needs_two_models() && models.len() != 2 {
+        if spec.merge.method.needs_two_models() && merged != 2 {
             return Err(PlanError::MergeNeedsTwoModels {
                 method: spec.merge.method,
-                got: models.len(),
+                got: merged,
             });
         }
         let mut seen = BTreeSet::new();
@@ -648,7 +726,7 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
                 value: v.to_string(),
             });
         }
-        check_merge_settings(&spec.merge)?;
+        check_merge_settings(&spec.merge, merged)?;
     }
     if spec.speculative.enabled
         && spec.speculative.draft == DraftModel::Merged
@@ -742,7 +820,8 @@ fn check_preference(
 
 /// The settings of the task-vector methods and weighted merges: which method uses which, their
 /// ranges, one weight per model, and a non-zero sum of weights where the merge divides by it.
-fn check_merge_settings(merge: &MergeSpec) -> Result<(), PlanError> {
+/// `merged`: the number of models the merge combines.
+fn check_merge_settings(merge: &MergeSpec, merged: usize) -> Result<(), PlanError> {
     let method = merge.method;
     let not_used = |field: &'static str, used_by: &'static str| PlanError::MergeSettingNotUsed {
         field,
@@ -753,10 +832,10 @@ fn check_merge_settings(merge: &MergeSpec) -> Result<(), PlanError> {
         if !method.takes_weights() {
             return Err(not_used("weights", "linear, task-arithmetic and ties"));
         }
-        if merge.weights.len() != merge.models.len() {
+        if merge.weights.len() != merged {
             return Err(PlanError::MergeWeightsCount {
                 weights: merge.weights.len(),
-                models: merge.models.len(),
+                models: merged,
             });
         }
         if let Some(w) = merge.weights.iter().find(|w| !(-10.0..=10.0).contains(*w)) {

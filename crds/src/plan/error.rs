@@ -56,6 +56,14 @@ pub enum PlanError {
     /// A merged model whose method is not run or has no fine-tuned model.
     #[error("spec.merge.models: {0} is not a fine-tuned model of this job; list it in spec.recovery.methods (none cannot be merged)")]
     MergeModelNotTrained(RecoveryMethod),
+    /// `merge.across: datasets` with other than one method, or fewer than two data sets.
+    #[error("spec.merge.across: datasets merges the per-data-set fine-tunes of ONE method: spec.merge.models names {methods} and spec.distillation.datasets has {datasets} (needs 1 and at least 2)")]
+    MergeAcrossDatasets {
+        /// Methods listed in `merge.models`.
+        methods: usize,
+        /// Distillation data sets.
+        datasets: usize,
+    },
     /// A model merged twice.
     #[error("spec.merge.models lists {0} twice")]
     DuplicateMergeModel(RecoveryMethod),

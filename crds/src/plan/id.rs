@@ -75,6 +75,15 @@ impl StageId {
         StageId(format!("finetune-{}", variant::finetuned(shape, method)))
     }
 
+    /// `finetune-<shape>-<method slug>-on-<dataset>`: a method trained on one data set only
+    /// (for `merge.across: datasets`).
+    pub fn finetune_on(shape: &Shape, method: RecoveryMethod, dataset: &str) -> Self {
+        StageId(format!(
+            "finetune-{}",
+            variant::finetuned_on(shape, method, dataset)
+        ))
+    }
+
     /// `finetune-<shape>-sft-seed<seed>`: the noise-floor control of the `sft` arm.
     pub fn finetune_control(shape: &Shape, seed: u32) -> Self {
         StageId(format!("finetune-{}", variant::control(shape, seed)))
@@ -153,6 +162,11 @@ pub mod variant {
         format!("{shape}-{}", method.slug())
     }
 
+    /// A method fine-tuned on one data set only: `n6-self-distill-on-alpaca`.
+    pub fn finetuned_on(shape: &Shape, method: RecoveryMethod, dataset: &str) -> String {
+        format!("{shape}-{}-on-{dataset}", method.slug())
+    }
+
     /// The `sft` arm trained again with another seed (the noise-floor control): `n6-sft-seed7`.
     pub fn control(shape: &Shape, seed: u32) -> String {
         format!("{shape}-sft-seed{seed}")
@@ -218,11 +232,20 @@ pub mod variant {
             || is_control(suffix)
             || is_trained(suffix)
             || split_preference(suffix).is_some()
+            || split_dataset(suffix).is_some()
+    }
+
+    /// A per-data-set recovery part read back: `self-distill-on-alpaca` → (`self-distill`,
+    /// `alpaca`); `None` for other recovery parts.
+    pub fn split_dataset(method: &str) -> Option<(&str, &str)> {
+        let (base, dataset) = method.split_once("-on-")?;
+        (is_trained(base) && !dataset.is_empty()).then_some((base, dataset))
     }
 
     /// A variant name read back: its shape label and its recovery part ("" for the pruned
     /// model itself); `None` for `base`, `teacher` and names no plan gives. The inverse of
-    /// [`pruned`], [`finetuned`], [`control`], [`preferred`] and [`merged`]; the planner refuses width names
+    /// [`pruned`], [`finetuned`], [`finetuned_on`], [`control`], [`preferred`] and [`merged`];
+    /// the planner refuses width names
     /// that would make it ambiguous.
     pub fn split(name: &str) -> Option<(&str, &str)> {
         // The shortest shape prefix followed by a recovery part; width names never end in
@@ -264,6 +287,17 @@ mod tests {
                 let name = variant::finetuned(shape, m);
                 assert_eq!(split(&name), Some((label.as_str(), m.slug())), "{name}");
             }
+            let name = variant::finetuned_on(shape, RecoveryMethod::SelfDistill, "alpaca");
+            assert_eq!(
+                split(&name),
+                Some((label.as_str(), "self-distill-on-alpaca")),
+                "{name}"
+            );
+            assert_eq!(
+                variant::split_dataset("self-distill-on-alpaca"),
+                Some(("self-distill", "alpaca"))
+            );
+            assert_eq!(variant::split_dataset("self-distill"), None);
             for suffix in ["dpo", "spin1", "spin12"] {
                 let name = variant::preferred(shape, RecoveryMethod::SelfDistillLogitKd, suffix);
                 let method = format!("self-distill-logit-kd-{suffix}");

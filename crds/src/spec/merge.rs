@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 
 use super::recovery::RecoveryMethod;
 
+/// What the merged models differ in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(extend("maxLength" = 16))]
+pub enum MergeAcross {
+    /// One fine-tuned model per recovery method in `models` (each trained on every data set).
+    #[default]
+    Methods,
+    /// The paper's structure: `models` names one recovery method; it is fine-tuned once per
+    /// distillation data set (each run on that set alone, evaluated as
+    /// `<shape>-<method>-on-<dataset>`), and those fine-tunes are merged.
+    Datasets,
+}
+
+impl MergeAcross {
+    fn is_methods(&self) -> bool {
+        *self == MergeAcross::Methods
+    }
+}
+
 /// How merged weights are combined.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -105,14 +125,15 @@ impl fmt::Display for MergeMethod {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!self.enabled || size(self.models) >= 2").message("spec.merge.models: name at least 2 recovery methods to merge").field_path(".models"),
-    validation = Rule::new("!self.enabled || !(self.method in ['slerp', 'nuslerp']) || size(self.models) == 2").message("spec.merge.models: slerp and nuslerp merge exactly 2 models").field_path(".models"),
+    validation = Rule::new("!self.enabled || (has(self.across) && self.across == 'datasets') || size(self.models) >= 2").message("spec.merge.models: name at least 2 recovery methods to merge").field_path(".models"),
+    validation = Rule::new("!self.enabled || (has(self.across) && self.across == 'datasets') || !(self.method in ['slerp', 'nuslerp']) || size(self.models) == 2").message("spec.merge.models: slerp and nuslerp merge exactly 2 models").field_path(".models"),
+    validation = Rule::new("!has(self.across) || self.across != 'datasets' || size(self.models) == 1").message("spec.merge.models: with across: datasets, name the one recovery method whose per-data-set fine-tunes are merged").field_path(".models"),
     validation = Rule::new("!('none' in self.models)").message("spec.merge.models: `none` has no fine-tuned model to merge").field_path(".models"),
     validation = Rule::new("self.t >= 0.0 && self.t <= 1.0").message("spec.merge.t must be between 0 and 1").field_path(".t"),
     validation = Rule::new("self.tGradient.all(v, v >= 0.0 && v <= 1.0)").message("spec.merge.tGradient: every value must be between 0 and 1").field_path(".tGradient"),
     validation = Rule::new("size(self.tGradient) != 1").message("spec.merge.tGradient needs at least 2 anchors (use t for a single value)").field_path(".tGradient"),
     validation = Rule::new("size(self.weights) == 0 || self.method in ['linear', 'task-arithmetic', 'ties']").message("spec.merge.weights: only linear, task-arithmetic and ties take weights (slerp and nuslerp use t); remove weights or change spec.merge.method").field_path(".weights"),
-    validation = Rule::new("size(self.weights) == 0 || size(self.weights) == size(self.models)").message("spec.merge.weights: give one weight per model of spec.merge.models, in the same order").field_path(".weights"),
+    validation = Rule::new("size(self.weights) == 0 || (has(self.across) && self.across == 'datasets') || size(self.weights) == size(self.models)").message("spec.merge.weights: give one weight per model of spec.merge.models, in the same order").field_path(".weights"),
     validation = Rule::new("self.weights.all(w, w >= -10.0 && w <= 10.0)").message("spec.merge.weights: every weight must be between -10 and 10").field_path(".weights"),
     validation = Rule::new("self.density > 0.0 && self.density <= 1.0").message("spec.merge.density must be greater than 0 and at most 1").field_path(".density"),
     validation = Rule::new("self.density == 1.0 || self.method == 'ties'").message("spec.merge.density: only ties sparsifies the task vectors; remove density or use method ties").field_path(".density"),
@@ -140,6 +161,11 @@ pub struct MergeSpec {
     #[schemars(length(max = 6))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub models: Vec<RecoveryMethod>,
+    /// `methods` (default): merge one fine-tune per method of `models`. `datasets`: merge the
+    /// per-data-set fine-tunes of the one method in `models` (the paper merges two models
+    /// self-distilled on different data sets).
+    #[serde(default, skip_serializing_if = "MergeAcross::is_methods")]
+    pub across: MergeAcross,
     /// One weight per model of `models`, in the same order, each in [-10, 10] (linear,
     /// task-arithmetic, ties); empty means 1 for every model.
     #[serde(default)]
@@ -190,6 +216,7 @@ impl Default for MergeSpec {
             t: default_t(),
             t_gradient: Vec::new(),
             models: default_models(),
+            across: MergeAcross::Methods,
             weights: Vec::new(),
             density: default_one(),
             lambda: default_one(),

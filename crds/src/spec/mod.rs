@@ -28,7 +28,7 @@ pub use evaluation::{
     DriftSpec, EvalPreset, EvalTask, EvalTaskName, EvaluationSpec, MainMetric, OutputType, TaskDef,
     UnknownTask, ANSWER_NLL_FIRST_RECORD,
 };
-pub use merge::{MergeMethod, MergeSpec};
+pub use merge::{MergeAcross, MergeMethod, MergeSpec};
 pub use model::{DType, ModelFormat, ModelSource, ModelSpec};
 pub use preference::{DpoSpec, PreferenceDataset, PreferenceLoss, PreferenceSpec, SpinSpec};
 pub use pruning::{PruningSpec, ScoreMetric};

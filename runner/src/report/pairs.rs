@@ -160,6 +160,32 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()));
         assert_eq!(got, want);
         assert!(comparison_pairs(&["base".into(), "nx-sft".into()]).is_empty());
+        // merge.across: datasets — the merge against the per-data-set fine-tunes it combines.
+        let per_set: Vec<String> = [
+            "n6",
+            "n6-sft",
+            "n6-self-distill",
+            "n6-self-distill-on-gsm8k",
+            "n6-self-distill-on-alpaca",
+            "n6-merged",
+        ]
+        .map(String::from)
+        .to_vec();
+        let got: Vec<(String, String)> = comparison_pairs(&per_set)
+            .into_iter()
+            .map(|p| (p.variant, p.reference))
+            .collect();
+        for want in [
+            ("n6-self-distill-on-gsm8k", "n6"),
+            ("n6-merged", "n6-self-distill-on-gsm8k"),
+            ("n6-merged", "n6-self-distill-on-alpaca"),
+            ("n6-merged", "n6-self-distill"),
+        ] {
+            assert!(
+                got.contains(&(want.0.to_string(), want.1.to_string())),
+                "{want:?} not in {got:?}"
+            );
+        }
         // Preference stages pair with where they started, not with sft or the merge.
         let pref: Vec<String> = [
             "n6",
