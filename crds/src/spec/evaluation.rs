@@ -517,7 +517,8 @@ pub struct EvaluationSpec {
     /// Seed for few-shot sampling and item order.
     #[serde(default = "default_seed")]
     pub seed: u32,
-    /// Sequences scored together.
+    /// Sequences scored together (default 32: on 2 CPU cores, 1.26× the throughput of 8 on
+    /// ARC-Easy and HellaSwag, with the same predictions).
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 1024))]
     pub batch_size: u32,
@@ -570,7 +571,7 @@ fn default_seed() -> u32 {
 }
 
 fn default_batch_size() -> u32 {
-    8
+    32
 }
 
 impl Default for EvaluationSpec {

@@ -152,7 +152,7 @@ impl Default for EvalParams {
                 .map(|t| TaskSpec::new(t.as_str()))
                 .to_vec(),
             seed: tasks::fewshot::DEFAULT_FEWSHOT_SEED,
-            batch_size: 16,
+            batch_size: 32,
             max_length: None,
             max_gen_tokens: 256,
             prefix_cache: true,
