@@ -1323,6 +1323,7 @@ fn stage_request_merges_task_vectors_against_the_pruned_input() {
         t: 0.5,
         t_gradient: Vec::new(),
         models: vec![RecoveryMethod::Sft, RecoveryMethod::SelfDistill],
+        datasets: Vec::new(),
         weights: vec![1.0, 0.5],
         density: 1.0,
         lambda: 0.8,

@@ -698,7 +698,7 @@ async fn e2e_finetune_pod_killed_mid_training_resumes_from_its_checkpoint() {
         report["summary"]["steps"]
     );
     assert!(
-        resumed.is_some_and(|s| s >= 2 && s < 40),
+        resumed.is_some_and(|s| (2..40).contains(&s)),
         "the new pod resumed from the saved checkpoint, not from step 0: {resumed:?}"
     );
     assert!(
