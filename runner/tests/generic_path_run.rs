@@ -54,6 +54,9 @@ spec:
     tasks:
       - name: arc_easy
         limit: 3
+    drift:
+      limit: 2
+      maxNewTokens: 4
   speculative:
     enabled: true
     draftTokens: 2

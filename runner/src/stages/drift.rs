@@ -54,7 +54,10 @@ pub fn embed(model: &Llama, ids: &[u32]) -> Result<Option<Vec<f64>>> {
     }
     let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), model.device())?;
     let h = model.forward(&t, ForwardOptions::default())?.last_hidden;
-    let normed = model.final_norm(&h, false)?;
+    // The mean in f32 whatever the model's dtype (bf16/f16 models on a GPU or the CPU).
+    let normed = model
+        .final_norm(&h, false)?
+        .to_dtype(candle_core::DType::F32)?;
     let mean = normed.mean(1)?.flatten_all()?.to_vec1::<f32>()?;
     Ok(Some(mean.into_iter().map(f64::from).collect()))
 }
