@@ -1562,3 +1562,33 @@ fn merging_across_data_sets_fine_tunes_one_method_per_data_set() {
     let pm = plan(&methods).expect("valid");
     assert!(pm.get("finetune-n6-self-distill-on-alpaca").is_none());
 }
+
+#[test]
+fn a_quantized_lora_base_moves_only_the_fine_tunes_and_what_follows_them() {
+    // (full_spec's speculation drafts with the pruned model, so it does not move.)
+    let before = plan(&full_spec()).unwrap();
+    let mut spec = full_spec();
+    spec.recovery.lora.base_quantization = Some(pruneforge_api::spec::BaseQuantization::Nf4);
+    let after = plan(&spec).unwrap();
+    let moved = changed(&before, &after);
+    for id in ids(&before) {
+        let downstream_of_training = id.starts_with("finetune-")
+            || id.starts_with("merge-")
+            // eval-n4 evaluates the pruned model as is; eval-n4-<method> a fine-tune.
+            || (id.starts_with("eval-n") && id.matches('-').count() >= 2);
+        assert_eq!(moved.contains(&id), downstream_of_training, "{id}");
+    }
+    // Unset, the field is not serialized: float-base cache keys stay what they were.
+    let lora = serde_json::to_value(full_spec().recovery.lora).unwrap();
+    assert!(lora.get("baseQuantization").is_none(), "{lora}");
+    let lora = serde_json::to_value(&spec.recovery.lora).unwrap();
+    assert_eq!(lora["baseQuantization"], "nf4");
+    // QLoRA runs on the CPU: a cuda compute spec is refused with what to change.
+    spec.compute.device = pruneforge_api::spec::ComputeDevice::Cuda;
+    let e = plan(&spec).unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::QuantizedBaseOnGpu(pruneforge_api::spec::BaseQuantization::Nf4)
+    );
+    assert!(e.to_string().contains("spec.compute.device: cpu"), "{e}");
+}

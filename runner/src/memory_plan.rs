@@ -80,6 +80,25 @@ pub fn weights_bytes(cfg: &ModelConfig, dtype: DType) -> u64 {
     cfg.parameter_count() * dtype_bytes(dtype)
 }
 
+/// The weights of a QLoRA model: the projections in `base`'s blocks, every other weight in
+/// `dtype`, plus one layer's projections dequantized (f32) while a layer computes.
+pub fn quantized_weights_bytes(
+    cfg: &ModelConfig,
+    dtype: DType,
+    base: crate::model::quant::BaseQuantization,
+) -> u64 {
+    use crate::model::quant::FormatFacts;
+    let h = cfg.hidden_size as u64;
+    let per_layer = h * (cfg.q_dim() + 2 * cfg.kv_dim()) as u64
+        + cfg.q_dim() as u64 * h
+        + 3 * h * cfg.intermediate_size as u64;
+    let projections = per_layer * cfg.num_hidden_layers as u64;
+    let rest = cfg.parameter_count().saturating_sub(projections);
+    rest * dtype_bytes(dtype)
+        + (projections as f64 * base.bits_per_weight() / 8.0).ceil() as u64
+        + per_layer * 4
+}
+
 /// K and V of every layer for `rows` sequences of `tokens` positions.
 pub fn kv_cache_bytes(cfg: &ModelConfig, dtype: DType, rows: usize, tokens: usize) -> u64 {
     let per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim;

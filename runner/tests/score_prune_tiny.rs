@@ -539,6 +539,8 @@ fn prune_writes_a_loadable_model_and_report() {
         let a = dst.layers[new]
             .down_proj
             .weight
+            .tensor()
+            .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
@@ -546,6 +548,8 @@ fn prune_writes_a_loadable_model_and_report() {
         let b = src.layers[old]
             .down_proj
             .weight
+            .tensor()
+            .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()

@@ -734,6 +734,11 @@ fn check(spec: &PruneDistillJobSpec) -> Result<(), PlanError> {
     {
         return Err(PlanError::MergedDraftWithoutMerge);
     }
+    if let Some(q) = spec.recovery.lora.base_quantization {
+        if spec.compute.device == crate::spec::ComputeDevice::Cuda {
+            return Err(PlanError::QuantizedBaseOnGpu(q));
+        }
+    }
 
     let mut tasks = BTreeSet::new();
     for t in &spec.evaluation.tasks {

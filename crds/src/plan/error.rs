@@ -109,6 +109,9 @@ pub enum PlanError {
         /// linear or task-arithmetic.
         method: MergeMethod,
     },
+    /// A quantized LoRA base on a GPU (QLoRA runs on the CPU in this version).
+    #[error("spec.recovery.lora.baseQuantization ({0}) runs on the CPU in this version, but spec.compute.device is cuda; set spec.compute.device: cpu for QLoRA, or remove baseQuantization to train over the float base on the GPU")]
+    QuantizedBaseOnGpu(crate::spec::BaseQuantization),
     /// Control seeds without the `sft` arm they control.
     #[error("spec.recovery.controlSeeds: the control repeats the sft arm with another seed; add sft to spec.recovery.methods")]
     ControlWithoutSft,

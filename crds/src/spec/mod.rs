@@ -33,8 +33,8 @@ pub use model::{DType, ModelFormat, ModelSource, ModelSpec};
 pub use preference::{DpoSpec, PreferenceDataset, PreferenceLoss, PreferenceSpec, SpinSpec};
 pub use pruning::{PruningSpec, ScoreMetric};
 pub use recovery::{
-    HiddenStatesKd, KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod, RecoverySpec,
-    TeacherCorrectionSpec, TrainingData, TrainingRecipe,
+    BaseQuantization, HiddenStatesKd, KdSpec, LoraSpec, LoraTarget, OptimizerSpec, RecoveryMethod,
+    RecoverySpec, TeacherCorrectionSpec, TrainingData, TrainingRecipe,
 };
 pub use runner::{GpuSpec, PullPolicy, RunnerSpec, DEFAULT_GPU_RESOURCE};
 pub use speculative::{DraftModel, SpeculativeSpec};

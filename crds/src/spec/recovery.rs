@@ -210,6 +210,78 @@ pub struct LoraSpec {
     /// Rank-stabilized LoRA scaling (alpha / sqrt(r)).
     #[serde(default)]
     pub rslora: bool,
+    /// QLoRA: keep the frozen base weights of the seven projections quantized in memory while
+    /// the adapters train (in f32), dequantized block by block for each layer's matmuls. The
+    /// merged model is written in the base's float dtype (the dequantized weights plus the
+    /// adapter), the adapter in PEFT format. CPU only in this version. Unset: a float base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_quantization: Option<BaseQuantization>,
+}
+
+/// A block format for the frozen base of a QLoRA fine-tune.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("maxLength" = 8))]
+pub enum BaseQuantization {
+    /// GGUF Q8_0: blocks of 32 signed bytes and one f16 scale (8.5 bits per weight).
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// GGUF Q4_0: blocks of 32 4-bit values and one f16 scale (4.5 bits per weight).
+    #[serde(rename = "q4_0")]
+    Q4_0,
+    /// GGUF Q4_1: blocks of 32 4-bit values, an f16 scale and an f16 minimum (5 bits).
+    #[serde(rename = "q4_1")]
+    Q4_1,
+    /// GGUF Q4_K: super-blocks of 256 values with 6-bit sub-block scales (4.5 bits); rows
+    /// must be a multiple of 256 values long.
+    #[serde(rename = "q4_k")]
+    Q4K,
+    /// NF4 as bitsandbytes defines it: blocks of 64, the 16-value normal-float code book,
+    /// one f32 absmax per block (4.5 bits; no double quantization).
+    #[serde(rename = "nf4")]
+    Nf4,
+}
+
+impl BaseQuantization {
+    pub const ALL: [BaseQuantization; 5] = [
+        BaseQuantization::Q8_0,
+        BaseQuantization::Q4_0,
+        BaseQuantization::Q4_1,
+        BaseQuantization::Q4K,
+        BaseQuantization::Nf4,
+    ];
+
+    /// The name used in the resource and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaseQuantization::Q8_0 => "q8_0",
+            BaseQuantization::Q4_0 => "q4_0",
+            BaseQuantization::Q4_1 => "q4_1",
+            BaseQuantization::Q4K => "q4_k",
+            BaseQuantization::Nf4 => "nf4",
+        }
+    }
+}
+
+impl fmt::Display for BaseQuantization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BaseQuantization {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|q| q.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown base quantization `{s}` (valid: {})",
+                    Self::ALL.map(|q| q.as_str()).join(", ")
+                )
+            })
+    }
 }
 
 fn default_rank() -> u32 {
@@ -236,6 +308,7 @@ impl Default for LoraSpec {
             dropout: default_dropout(),
             target_modules: default_targets(),
             rslora: false,
+            base_quantization: None,
         }
     }
 }

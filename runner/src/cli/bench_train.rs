@@ -8,7 +8,7 @@
 //! perf.json's rule for its own figures) and reports their median as well.
 
 use anyhow::Context;
-use pruneforge::loader::open_model;
+use pruneforge::loader::open_model_with_base;
 use pruneforge::train::batching::Batch;
 use pruneforge::train::lora::{LoraParams, LoraSet};
 use pruneforge::train::trainer::{PhaseTimes, Trainer};
@@ -48,6 +48,10 @@ pub struct BenchTrainArgs {
     /// Token windows to train on (`input_ids` [rows, len]); random tokens when missing.
     #[arg(long, default_value = "../shared/reference/heldout_ids.safetensors")]
     pub tokens: PathBuf,
+    /// QLoRA: keep the base projections quantized (q8_0, q4_0, q4_1, q4_k, nf4) while the
+    /// adapters train; compare its step time and peak memory with a run without it.
+    #[arg(long)]
+    pub base_quantization: Option<pruneforge::model::quant::BaseQuantization>,
 }
 
 /// Options of [`bench_train`].
@@ -65,6 +69,7 @@ pub struct BenchTrainOptions {
     pub clean: usize,
     pub max_foreign: f64,
     pub max_steps: usize,
+    pub base_quantization: Option<pruneforge::model::quant::BaseQuantization>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -98,6 +103,10 @@ pub struct BenchReport {
     /// /proc/loadavg before and after.
     pub loadavg_before: String,
     pub loadavg_after: String,
+    /// The quantized projections (QLoRA), when the base is quantized.
+    pub quantized_base: Option<pruneforge::model::llama::QuantizedBase>,
+    /// Peak resident memory of the process (load and steps; `VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// (busy jiffies of the machine, jiffies of this process).
@@ -171,7 +180,13 @@ pub fn bench_train(
     tokens_file: &Path,
     reference: &Path,
 ) -> anyhow::Result<BenchReport> {
-    let m = open_model(model_dir).with_context(|| format!("loading {}", model_dir.display()))?;
+    let m = open_model_with_base(
+        model_dir,
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+        opts.base_quantization,
+    )
+    .with_context(|| format!("loading {}", model_dir.display()))?;
     let mut model = m.model;
     model.train_kernels = !opts.composable;
     let (b, t) = (opts.batch, opts.seq);
@@ -194,6 +209,7 @@ pub fn bench_train(
         rank: opts.rank,
         alpha: opts.alpha,
         dropout: opts.dropout,
+        base_quantization: opts.base_quantization,
         ..Default::default()
     };
     let op = OptimizerParams::default();
@@ -275,6 +291,8 @@ pub fn bench_train(
         own_cores: own,
         loadavg_before,
         loadavg_after: loadavg(),
+        quantized_base: model.quantized_base(),
+        peak_rss_bytes: pruneforge::device::peak_host_memory_bytes(),
     })
 }
 
@@ -298,6 +316,7 @@ pub fn run(
         clean: a.clean,
         max_foreign: a.max_foreign,
         max_steps: a.max_steps.max(1),
+        base_quantization: a.base_quantization,
     };
     let report = bench_train(&dir, &opts, &a.tokens, reference)?;
     let text = serde_json::to_string_pretty(&report)?;

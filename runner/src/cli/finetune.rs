@@ -50,6 +50,10 @@ pub struct FinetuneArgs {
     pub alpha: Option<f64>,
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// QLoRA: keep the base projections quantized (q8_0, q4_0, q4_1, q4_k, nf4) while the
+    /// adapters train (CPU, f32). The merged model is the dequantized base plus the adapter.
+    #[arg(long)]
+    pub base_quantization: Option<pruneforge::model::quant::BaseQuantization>,
     #[arg(long)]
     pub seed: Option<u64>,
     #[arg(long)]
@@ -112,6 +116,9 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     set!(a.rank, p.lora.rank);
     set!(a.alpha, p.lora.alpha);
     set!(a.dropout, p.lora.dropout);
+    if a.base_quantization.is_some() {
+        p.lora.base_quantization = a.base_quantization;
+    }
     set!(a.holdout, p.holdout);
     set!(a.checkpoint_every, p.checkpoint_every);
     if a.limit.is_some() {

@@ -3,6 +3,7 @@
 use crate::model::config::ModelConfig;
 use crate::model::error::{ModelError, Result};
 use crate::model::llama::Llama;
+use crate::model::quant::BaseQuantization;
 use crate::model::safetensors_io::{write_tensors_streamed, SafetensorsWeights, SaveDtype};
 use crate::tokenizer::Tokenizer;
 use crate::util::fs::{write_json_atomic, StagingDir};
@@ -22,6 +23,17 @@ pub struct HfModel {
 
 /// Loads a model directory. Weights are converted to `dtype` (f32 on CPU by default).
 pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel> {
+    load_hf_dir_with_base(dir, device, dtype, None)
+}
+
+/// [`load_hf_dir`] with the projections quantized to `base` layer by layer as they are read
+/// (QLoRA), so the dense model is never whole in memory.
+pub fn load_hf_dir_with_base(
+    dir: &Path,
+    device: &Device,
+    dtype: DType,
+    base: Option<BaseQuantization>,
+) -> Result<HfModel> {
     if !dir.is_dir() {
         return Err(ModelError::Missing {
             dir: dir.display().to_string(),
@@ -47,7 +59,7 @@ pub fn load_hf_dir(dir: &Path, device: &Device, dtype: DType) -> Result<HfModel>
     );
     let tokenizer = Tokenizer::load_dir(dir, &config.eos_token_ids)?;
     let mut weights = SafetensorsWeights::open_dir(dir, dtype, device)?;
-    let model = Llama::load(config, &mut weights, device)?;
+    let model = Llama::load_with_base(config, &mut weights, device, base)?;
     Ok(HfModel {
         model,
         tokenizer,

@@ -9,4 +9,4 @@ pub mod hf_dir;
 pub mod open;
 
 pub use hf_dir::{load_hf_dir, save_hf_dir, HfModel, MAX_SHARD_BYTES};
-pub use open::{open_model, open_model_on, resolve_hf_dir};
+pub use open::{open_model, open_model_on, open_model_with_base, resolve_hf_dir};

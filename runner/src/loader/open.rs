@@ -1,8 +1,9 @@
 //! Opening a model from what a user points at: an HF directory, a `.gguf` file (imported once
 //! into a cache directory next to it), or the embedded default.
 
-use super::hf_dir::{load_hf_dir, HfModel};
+use super::hf_dir::{load_hf_dir_with_base, HfModel};
 use crate::model::error::{ModelError, Result};
+use crate::model::quant::BaseQuantization;
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,16 @@ pub fn open_model(path: &Path) -> Result<HfModel> {
 
 /// Opens a model with its weights converted to `dtype` on `device` (tensor by tensor).
 pub fn open_model_on(path: &Path, device: &Device, dtype: DType) -> Result<HfModel> {
+    open_model_with_base(path, device, dtype, None)
+}
+
+/// [`open_model_on`] with the projections kept quantized to `base` (QLoRA).
+pub fn open_model_with_base(
+    path: &Path,
+    device: &Device,
+    dtype: DType,
+    base: Option<BaseQuantization>,
+) -> Result<HfModel> {
     let dir = resolve_hf_dir(path)?;
-    load_hf_dir(&dir, device, dtype)
+    load_hf_dir_with_base(&dir, device, dtype, base)
 }

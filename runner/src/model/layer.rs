@@ -19,6 +19,36 @@ pub struct DecoderLayer {
     pub down_proj: FusedLinear,
 }
 
+impl DecoderLayer {
+    /// The four (fused) projections, in forward order, with their HF group and name.
+    pub fn projections(&self) -> [(&'static str, &FusedLinear); 4] {
+        [
+            ("self_attn.q|k|v_proj", &self.qkv),
+            ("self_attn.o_proj", &self.o_proj),
+            ("mlp.gate|up_proj", &self.gate_up),
+            ("mlp.down_proj", &self.down_proj),
+        ]
+    }
+
+    /// Keeps every projection's weight as blocks of `format` (QLoRA); `prefix` (e.g.
+    /// `model.layers.3`) names the weights in errors.
+    pub fn quantize_projections(
+        &mut self,
+        format: super::quant::BaseQuantization,
+        prefix: &str,
+    ) -> crate::model::error::Result<()> {
+        for (name, lin) in [
+            ("self_attn.q|k|v_proj", &mut self.qkv),
+            ("self_attn.o_proj", &mut self.o_proj),
+            ("mlp.gate|up_proj", &mut self.gate_up),
+            ("mlp.down_proj", &mut self.down_proj),
+        ] {
+            lin.quantize(format, &format!("{prefix}.{name}.weight"))?;
+        }
+        Ok(())
+    }
+}
+
 /// A point inside a decoder layer whose activations an observer can read (activation
 /// importance for width pruning, Minitron): each is `[b, t, width]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use super::kernels;
 use super::kv_buffer::KvBuffer;
 use super::kv_cache::KvCache;
 use super::layer::{AttnIo, DecoderLayer, ModelObserver, Observer, Site};
-use super::linear::{matmul_t, FusedLinear, LoraAdapter};
+use super::linear::{matmul_t, FusedLinear, LoraAdapter, ProjWeight};
 use super::ops;
+use super::quant::BaseQuantization;
 use super::rope::RotaryTable;
 use super::train_kernels;
 use candle_core::{DType, Device, Tensor};
@@ -41,6 +42,16 @@ pub struct Llama {
     pub fused_kernels: bool,
     rope: RotaryTable,
     device: Device,
+}
+
+/// The quantized projections of a model (QLoRA).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantizedBase {
+    pub format: Option<BaseQuantization>,
+    /// Weights held quantized.
+    pub weights: usize,
+    /// Bytes their blocks take (the f32 weights would take `4 * weights`).
+    pub bytes: usize,
 }
 
 /// What a full-sequence forward pass returns.
@@ -87,6 +98,18 @@ impl Llama {
         weights: &mut dyn WeightSource,
         device: &Device,
     ) -> Result<Self> {
+        Self::load_with_base(config, weights, device, None)
+    }
+
+    /// [`Llama::load`] with the projections of every layer quantized to `base` as soon as the
+    /// layer is read (QLoRA): the dense weights of one layer at a time are in memory, never
+    /// the whole model's.
+    pub fn load_with_base(
+        config: ModelConfig,
+        weights: &mut dyn WeightSource,
+        device: &Device,
+        base: Option<BaseQuantization>,
+    ) -> Result<Self> {
         // No capacity from the config: a hostile layer count fails at its first missing layer,
         // not in a huge allocation.
         let mut layers = Vec::new();
@@ -118,14 +141,18 @@ impl Llama {
                 proj("mlp", "up_proj", config.mlp_bias)?,
             ])?;
             let down_proj = FusedLinear::fuse(vec![proj("mlp", "down_proj", config.mlp_bias)?])?;
-            layers.push(DecoderLayer {
+            let mut layer = DecoderLayer {
                 input_layernorm,
                 post_attention_layernorm,
                 qkv,
                 o_proj,
                 gate_up,
                 down_proj,
-            });
+            };
+            if let Some(format) = base {
+                layer.quantize_projections(format, &p)?;
+            }
+            layers.push(layer);
         }
         let embed_tokens = weights.tensor("model.embed_tokens.weight")?;
         let norm = weights.tensor("model.norm.weight")?;
@@ -158,18 +185,20 @@ impl Llama {
 
     fn check_shapes(&self) -> Result<()> {
         let c = &self.config;
-        let expect = |name: String, t: &Tensor, dims: &[usize]| -> Result<()> {
-            if t.dims() != dims {
+        let expect_dims = |name: String, got: &[usize], dims: &[usize]| -> Result<()> {
+            if got != dims {
                 return Err(ModelError::Tensor {
                     file: "weights".into(),
                     name,
-                    reason: format!(
-                        "shape {:?} does not match the config (expected {dims:?})",
-                        t.dims()
-                    ),
+                    reason: format!("shape {got:?} does not match the config (expected {dims:?})"),
                 });
             }
             Ok(())
+        };
+        let expect = |name: String, t: &Tensor, dims: &[usize]| expect_dims(name, t.dims(), dims);
+        let expect_proj = |name: String, w: &ProjWeight, dims: &[usize]| -> Result<()> {
+            let (r, c) = w.dims2()?;
+            expect_dims(name, &[r, c], dims)
         };
         expect(
             "model.embed_tokens.weight".into(),
@@ -183,22 +212,22 @@ impl Llama {
         let qkv_out = c.q_dim() + 2 * c.kv_dim();
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            expect(
+            expect_proj(
                 format!("{p}.self_attn.q|k|v_proj.weight"),
                 &l.qkv.weight,
                 &[qkv_out, c.hidden_size],
             )?;
-            expect(
+            expect_proj(
                 format!("{p}.self_attn.o_proj.weight"),
                 &l.o_proj.weight,
                 &[c.hidden_size, c.q_dim()],
             )?;
-            expect(
+            expect_proj(
                 format!("{p}.mlp.gate|up_proj.weight"),
                 &l.gate_up.weight,
                 &[2 * c.intermediate_size, c.hidden_size],
             )?;
-            expect(
+            expect_proj(
                 format!("{p}.mlp.down_proj.weight"),
                 &l.down_proj.weight,
                 &[c.hidden_size, c.intermediate_size],
@@ -654,6 +683,23 @@ impl Llama {
                 )))
             }
         })
+    }
+
+    /// Bytes the projections' quantized blocks take, and the dense bytes they replace (f32);
+    /// `None` when no projection is quantized.
+    pub fn quantized_base(&self) -> Option<QuantizedBase> {
+        let mut out = QuantizedBase::default();
+        for l in &self.layers {
+            for (_, lin) in l.projections() {
+                if let ProjWeight::Quantized { blocks, .. } = &lin.weight {
+                    let (r, c) = blocks.dims();
+                    out.format = Some(blocks.format());
+                    out.weights += r * c;
+                    out.bytes += blocks.storage_bytes();
+                }
+            }
+        }
+        out.format.is_some().then_some(out)
     }
 
     /// Folds all LoRA adapters into the base weights.

@@ -12,6 +12,7 @@ pub mod layer;
 pub mod linear;
 pub mod llama;
 pub mod ops;
+pub mod quant;
 pub mod random;
 pub mod rope;
 pub mod safetensors_io;

@@ -187,6 +187,8 @@ mod tests {
             m.layers[1]
                 .gate_up
                 .weight
+                .tensor()
+                .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
@@ -208,6 +210,8 @@ mod tests {
         let hb: Vec<f32> = h.layers[1]
             .gate_up
             .weight
+            .tensor()
+            .unwrap()
             .to_dtype(DType::F32)
             .unwrap()
             .flatten_all()

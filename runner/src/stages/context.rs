@@ -82,13 +82,34 @@ pub fn open_model_checked(
     compute: &Compute,
     need: impl FnOnce(&crate::model::config::ModelConfig) -> crate::memory_plan::MemoryNeed,
 ) -> Result<crate::loader::HfModel> {
+    open_model_checked_with_base(path, compute, None, need)
+}
+
+/// [`open_model_checked`] for a LoRA whose base stays quantized to `base` (QLoRA; CPU f32
+/// only in this version, refused elsewhere with what to change). `need` should count the
+/// quantized weights ([`crate::memory_plan::quantized_weights_bytes`]).
+pub fn open_model_checked_with_base(
+    path: &Path,
+    compute: &Compute,
+    base: Option<crate::model::quant::BaseQuantization>,
+    need: impl FnOnce(&crate::model::config::ModelConfig) -> crate::memory_plan::MemoryNeed,
+) -> Result<crate::loader::HfModel> {
+    if let Some(format) = base {
+        if !compute.device.is_cpu() || compute.dtype != candle_core::DType::F32 {
+            return Err(StageError::Input(format!(
+                "lora.baseQuantization ({format}) runs on the CPU in f32 in this version; this                  stage computes on {:?} in {:?}. Set spec.compute.device: cpu (and dtype f32 or                  auto) for QLoRA, or drop baseQuantization to train over the float base",
+                compute.device, compute.dtype
+            )));
+        }
+    }
     let dir = crate::loader::resolve_hf_dir(path)?;
     let config = crate::model::config::ModelConfig::from_json_file(&dir.join("config.json"))?;
     crate::memory_plan::check_fits(&need(&config), &compute.device)?;
-    Ok(crate::loader::open_model_on(
+    Ok(crate::loader::open_model_with_base(
         &dir,
         &compute.device,
         compute.dtype,
+        base,
     )?)
 }
 

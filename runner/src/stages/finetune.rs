@@ -334,24 +334,46 @@ pub fn run_resumable(
         tokenizer,
         stored_dtype,
         ..
-    } = super::context::open_model_checked(student_dir, compute, |cfg| {
-        let teacher_cfg = teacher_dir.and_then(|t| {
-            crate::loader::resolve_hf_dir(t)
-                .ok()
-                .and_then(|d| ModelConfig::from_json_file(&d.join("config.json")).ok())
-        });
-        crate::memory_plan::lora_training(
-            cfg,
-            compute.dtype,
-            opt_p.batch_size.max(1),
-            opt_p.max_seq_len,
-            params.lora.parameter_count(cfg),
-            teacher_cfg.as_ref(),
-            1024,
-            // The trainer checkpoints layers on the device-generic path.
-            !(compute.device.is_cpu() && compute.dtype == candle_core::DType::F32),
-        )
-    })?;
+    } = super::context::open_model_checked_with_base(
+        student_dir,
+        compute,
+        params.lora.base_quantization,
+        |cfg| {
+            let teacher_cfg = teacher_dir.and_then(|t| {
+                crate::loader::resolve_hf_dir(t)
+                    .ok()
+                    .and_then(|d| ModelConfig::from_json_file(&d.join("config.json")).ok())
+            });
+            let mut need = crate::memory_plan::lora_training(
+                cfg,
+                compute.dtype,
+                opt_p.batch_size.max(1),
+                opt_p.max_seq_len,
+                params.lora.parameter_count(cfg),
+                teacher_cfg.as_ref(),
+                1024,
+                // The trainer checkpoints layers on the device-generic path.
+                !(compute.device.is_cpu() && compute.dtype == candle_core::DType::F32),
+            );
+            if let Some(base) = params.lora.base_quantization {
+                let teacher = teacher_cfg
+                    .as_ref()
+                    .map_or(0, |t| crate::memory_plan::weights_bytes(t, compute.dtype));
+                need.weights =
+                    crate::memory_plan::quantized_weights_bytes(cfg, compute.dtype, base) + teacher;
+            }
+            need
+        },
+    )?;
+    if let Some(q) = student.quantized_base() {
+        tracing::info!(
+            format = ?q.format,
+            weights = q.weights,
+            mib = q.bytes as f64 / (1 << 20) as f64,
+            dense_f32_mib = (4 * q.weights) as f64 / (1 << 20) as f64,
+            "QLoRA: the base projections stay quantized"
+        );
+    }
     let teacher = teacher_dir
         .map(|t| open_model_on(t, &compute.device, compute.dtype))
         .transpose()?;

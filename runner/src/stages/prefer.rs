@@ -420,22 +420,31 @@ fn run_params(p: &PreferParams) -> PreferRunParams {
 /// Opens the input model with room for a LoRA step over `2 × batch` rows.
 fn open(path: &Path, params: &PreferRunParams, compute: &Compute) -> Result<HfModel> {
     let o = &params.optimizer;
-    super::context::open_model_checked(path, compute, |cfg| {
-        // The preference step keeps every layer's activations on every device (no per-layer
-        // checkpointing yet), so the estimate counts them all.
-        let mut need = crate::memory_plan::lora_training(
-            cfg,
-            compute.dtype,
-            2 * o.batch_size.max(1),
-            o.max_seq_len,
-            params.lora.parameter_count(cfg),
-            None,
-            1024,
-            false,
-        );
-        need.stage = "prefer".into();
-        need
-    })
+    super::context::open_model_checked_with_base(
+        path,
+        compute,
+        params.lora.base_quantization,
+        |cfg| {
+            // The preference step keeps every layer's activations on every device (no per-layer
+            // checkpointing yet), so the estimate counts them all.
+            let mut need = crate::memory_plan::lora_training(
+                cfg,
+                compute.dtype,
+                2 * o.batch_size.max(1),
+                o.max_seq_len,
+                params.lora.parameter_count(cfg),
+                None,
+                1024,
+                false,
+            );
+            need.stage = "prefer".into();
+            if let Some(base) = params.lora.base_quantization {
+                need.weights =
+                    crate::memory_plan::quantized_weights_bytes(cfg, compute.dtype, base);
+            }
+            need
+        },
+    )
 }
 
 pub fn run_request(p: &PreferParams, ctx: &StageContext) -> Result<Outcome> {

@@ -33,6 +33,10 @@ pub struct LoraParams {
     pub target_modules: Vec<String>,
     /// Rank-stabilised scaling `alpha / sqrt(r)` instead of `alpha / r`.
     pub rslora: bool,
+    /// QLoRA: the base projections stay quantized in this format while the adapters train.
+    /// Not written when unset, so float-base fingerprints and checkpoints stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_quantization: Option<crate::model::quant::BaseQuantization>,
 }
 
 impl Default for LoraParams {
@@ -43,6 +47,7 @@ impl Default for LoraParams {
             dropout: 0.05,
             target_modules: PROJECTIONS.iter().map(|s| s.to_string()).collect(),
             rslora: false,
+            base_quantization: None,
         }
     }
 }
@@ -69,6 +74,7 @@ impl LoraParams {
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect(),
             rslora: spec.rslora,
+            base_quantization: spec.base_quantization,
         }
     }
 
@@ -347,6 +353,7 @@ impl LoraSet {
                 .get("use_rslora")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            base_quantization: None,
         };
         params.validate()?;
         let set = Self::init(model, &params, 0)?;

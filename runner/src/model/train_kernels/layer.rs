@@ -14,13 +14,15 @@ use super::{cpu_slice, pool, rms_norm, swiglu, Data};
 use crate::model::config::ModelConfig;
 use crate::model::kernels::from_vec;
 use crate::model::layer::DecoderLayer;
-use crate::model::linear::FusedLinear;
+use crate::model::linear::{FusedLinear, ProjWeight};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use std::sync::Mutex;
 
 /// A projection as the op holds it.
 struct ProjMeta {
-    weight: Tensor,
+    /// Dense (contiguous) or quantized: a quantized weight is dequantized into a pooled
+    /// buffer for the duration of each forward or backward call (QLoRA).
+    weight: ProjWeight,
     bias: Option<Tensor>,
     in_dim: usize,
     out_dim: usize,
@@ -77,29 +79,57 @@ struct LayerOp {
     saved: Mutex<Option<Saved>>,
 }
 
+/// A projection's weight values for one call: a read lock on a dense tensor, or the
+/// dequantized values of a quantized one.
+enum WeightData<'a> {
+    Locked(Data<'a>),
+    Dequantized(Vec<f32>),
+}
+
 /// Borrowed views of a projection's weights (read locks held for the duration of a call).
 struct ProjData<'a> {
-    w: Data<'a>,
+    w: WeightData<'a>,
     b: Option<Data<'a>>,
     meta: &'a ProjMeta,
 }
 
 impl<'a> ProjData<'a> {
     fn new(meta: &'a ProjMeta) -> Result<Self> {
+        let w = match &meta.weight {
+            ProjWeight::Dense(t) => WeightData::Locked(Data::new(t)?),
+            ProjWeight::Quantized { blocks, .. } => {
+                let mut values = pool::take(meta.out_dim * meta.in_dim);
+                blocks
+                    .dequantize_rows(0..meta.out_dim, &mut values)
+                    .map_err(candle_core::Error::wrap)?;
+                WeightData::Dequantized(values)
+            }
+        };
         Ok(Self {
-            w: Data::new(&meta.weight)?,
+            w,
             b: meta.bias.as_ref().map(Data::new).transpose()?,
             meta,
         })
     }
     fn proj(&self) -> Result<Proj<'_>> {
         Ok(Proj {
-            w: self.w.slice()?,
+            w: match &self.w {
+                WeightData::Locked(d) => d.slice()?,
+                WeightData::Dequantized(v) => v,
+            },
             bias: self.b.as_ref().map(|b| b.slice()).transpose()?,
             in_dim: self.meta.in_dim,
             out_dim: self.meta.out_dim,
             adapters: &self.meta.adapters,
         })
+    }
+}
+
+impl Drop for ProjData<'_> {
+    fn drop(&mut self) {
+        if let WeightData::Dequantized(v) = &mut self.w {
+            pool::give(std::mem::take(v));
+        }
     }
 }
 
@@ -308,7 +338,10 @@ fn meta(lin: &FusedLinear, flat: &mut Vec<Tensor>, offset: &mut usize) -> Result
         });
     }
     Ok(Some(ProjMeta {
-        weight: lin.weight.contiguous()?,
+        weight: match &lin.weight {
+            ProjWeight::Dense(t) => ProjWeight::Dense(t.contiguous()?),
+            quantized => quantized.clone(),
+        },
         bias: lin.bias.as_ref().map(|b| b.contiguous()).transpose()?,
         in_dim,
         out_dim: lin.out_dim(),
