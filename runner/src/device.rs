@@ -257,8 +257,17 @@ pub fn resolved_of(c: &Compute) -> pruneforge_api::spec::ResolvedCompute {
 
 /// Peak resident memory of this process (`VmHWM` of /proc/self/status; Linux only).
 pub fn peak_host_memory_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resident memory of this process now (`VmRSS`; Linux only).
+pub fn host_memory_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -105,6 +105,8 @@ pub struct BenchReport {
     pub loadavg_after: String,
     /// The quantized projections (QLoRA), when the base is quantized.
     pub quantized_base: Option<pruneforge::model::llama::QuantizedBase>,
+    /// Resident memory once the model is loaded, before any step (`VmRSS`).
+    pub loaded_rss_bytes: Option<u64>,
     /// Peak resident memory of the process (load and steps; `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
 }
@@ -188,6 +190,7 @@ pub fn bench_train(
     )
     .with_context(|| format!("loading {}", model_dir.display()))?;
     let mut model = m.model;
+    let loaded_rss_bytes = pruneforge::device::host_memory_bytes();
     model.train_kernels = !opts.composable;
     let (b, t) = (opts.batch, opts.seq);
     let rows = token_rows(tokens_file, b, t, model.config.vocab_size);
@@ -292,6 +295,7 @@ pub fn bench_train(
         loadavg_before,
         loadavg_after: loadavg(),
         quantized_base: model.quantized_base(),
+        loaded_rss_bytes,
         peak_rss_bytes: pruneforge::device::peak_host_memory_bytes(),
     })
 }
