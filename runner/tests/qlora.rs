@@ -395,3 +395,73 @@ fn quantized_bases_of_the_embedded_model_stay_within_their_error_on_the_referenc
     };
     assert!(e.contains("576") && e.contains("256"), "{e}");
 }
+
+#[test]
+fn dpo_trains_over_a_quantized_base_and_merges_into_a_dense_model() {
+    use pruneforge::data::preference::PreferenceRecord;
+    use pruneforge::stages::prefer::{run as prefer, PreferRunParams};
+    use pruneforge::tokenizer::ChatMessage;
+    use pruneforge::train::preference::{PreferenceLoss, PreferenceObjective};
+    let (tmp, dir) = tiny(24);
+    let records: Vec<PreferenceRecord> = [
+        ("What is two plus two?", "Four.", "Five, I think."),
+        ("Name a primary colour.", "Red is one.", "Purple."),
+        ("Spell cat.", "C-A-T.", "K-A-T, obviously."),
+        (
+            "Say hello politely.",
+            "Hello, nice to meet you.",
+            "What do you want?",
+        ),
+    ]
+    .iter()
+    .map(|(q, c, r)| PreferenceRecord {
+        prompt: vec![ChatMessage::user(*q)],
+        chosen: c.to_string(),
+        rejected: r.to_string(),
+    })
+    .collect();
+    let params = PreferRunParams {
+        objective: PreferenceObjective {
+            beta: 0.5,
+            loss: PreferenceLoss::Sigmoid,
+            label_smoothing: 0.0,
+        },
+        lora: LoraParams {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            base_quantization: Some(BaseQuantization::Q4_0),
+            ..Default::default()
+        },
+        optimizer: OptimizerParams {
+            lr: 5e-3,
+            warmup_steps: 1,
+            steps: 16,
+            batch_size: 2,
+            grad_accum: 1,
+            max_seq_len: 128,
+            seed: 4,
+            ..Default::default()
+        },
+        log_every: 0,
+        checkpoint_every: 0,
+        stop_after: None,
+    };
+    // Opened dense: the stage quantizes the base the parameters name.
+    let out = tmp.path().join("out");
+    let r = prefer(
+        open_model(&dir).unwrap(),
+        &dir,
+        &records,
+        &params,
+        &out,
+        None,
+        None,
+    )
+    .unwrap();
+    // The policy starts as the (quantized) reference: loss ln 2 at step 1.
+    assert!((r.history[0].outcome.loss - std::f64::consts::LN_2).abs() < 1e-4);
+    assert!(r.final_margin > 0.1, "{r:?}");
+    let merged = open_model(&out.join("merged")).unwrap();
+    assert!(merged.model.quantized_base().is_none());
+}

@@ -685,6 +685,15 @@ impl Llama {
         })
     }
 
+    /// Keeps every layer's projections as blocks of `format` (QLoRA); projections already
+    /// quantized stay as they are.
+    pub fn quantize_projections(&mut self, format: BaseQuantization) -> Result<()> {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.quantize_projections(format, &format!("model.layers.{i}"))?;
+        }
+        Ok(())
+    }
+
     /// Bytes the projections' quantized blocks take, and the dense bytes they replace (f32);
     /// `None` when no projection is quantized.
     pub fn quantized_base(&self) -> Option<QuantizedBase> {

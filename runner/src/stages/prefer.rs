@@ -149,6 +149,11 @@ pub fn run(
     params.objective.validate()?;
     params.lora.validate()?;
     params.optimizer.validate()?;
+    if let Some(format) = params.lora.base_quantization {
+        // A model opened dense (the CLI, a test) gets the base the parameters name; the
+        // stage opens it quantized already.
+        m.model.quantize_projections(format)?;
+    }
     let o = &params.optimizer;
     let max_len = o.max_seq_len.min(m.model.config.max_position_embeddings);
     let pad = m.tokenizer.pad_id.unwrap_or(0);
