@@ -184,6 +184,24 @@ fn unchanged_job_is_cached_and_a_changed_field_reruns_exactly_its_dependants() {
     let local = ft.artifact_uri.trim_start_matches("file://");
     assert!(Path::new(local).join("adapter_model.safetensors").exists());
     assert!(!Path::new(local).join("checkpoints").exists());
+
+    // QLoRA through the resource: a quantized base reruns exactly the same stages, and each
+    // fine-tune ran over it.
+    let yaml = job_yaml(&model, &storage, 3, 5).replace(
+        "      alpha: 4\n",
+        "      alpha: 4\n      baseQuantization: q8_0\n",
+    );
+    assert!(yaml.contains("baseQuantization"));
+    let qlora = run(tmp.path(), &yaml);
+    assert_eq!(ran(&qlora), expected, "{:?}", statuses(&qlora));
+    for ft in qlora.stages.iter().filter(|s| s.kind == "finetune") {
+        let local = ft.artifact_uri.trim_start_matches("file://");
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(local).join("finetune.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["params"]["lora"]["base_quantization"], "q8_0", "{}", ft.id);
+    }
 }
 
 /// Minitron's recipe end to end on a tiny model: width importance, a depth and a width

@@ -61,6 +61,10 @@ pub struct PreferArgs {
     pub alpha: f64,
     #[arg(long, default_value_t = 0.05)]
     pub dropout: f64,
+    /// QLoRA: keep the model's projections quantized (q8_0, q4_0, q4_1, q4_k, nf4) while the
+    /// adapter trains (CPU, f32).
+    #[arg(long)]
+    pub base_quantization: Option<pruneforge::model::quant::BaseQuantization>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// SPIN sampling: new tokens per answer, temperature (0: greedy), rows decoded together.
@@ -91,6 +95,7 @@ pub fn run(a: PreferArgs) -> anyhow::Result<()> {
             rank: a.rank,
             alpha: a.alpha,
             dropout: a.dropout,
+            base_quantization: a.base_quantization,
             ..Default::default()
         },
         optimizer: OptimizerParams {
