@@ -307,6 +307,27 @@ mod tests {
     }
 
     #[test]
+    fn a_quantized_base_counts_blocks_for_the_projections_and_one_dense_layer() {
+        use crate::model::quant::BaseQuantization;
+        let c = llama_8b();
+        // Per layer: q|k|v 4096 × 6144, o 4096 × 4096, gate|up|down 3 × 4096 × 14336.
+        let per_layer: u64 = 4096 * 6144 + 4096 * 4096 + 3 * 4096 * 14336;
+        let projections = 32 * per_layer;
+        assert_eq!(projections, 6_979_321_856);
+        let rest = 8_030_261_248 - projections;
+        // NF4: 4.5 bits per weight (4-bit codes, an f32 absmax per 64).
+        assert_eq!(
+            quantized_weights_bytes(&c, DType::F32, BaseQuantization::Nf4),
+            rest * 4 + projections * 9 / 16 + per_layer * 4
+        );
+        // Q8_0: 34 bytes per 32 weights.
+        assert_eq!(
+            quantized_weights_bytes(&c, DType::BF16, BaseQuantization::Q8_0),
+            rest * 2 + projections * 34 / 32 + per_layer * 4
+        );
+    }
+
+    #[test]
     fn refuses_what_does_not_fit_with_needed_and_available() {
         let c = llama_8b();
         let need = inference("eval", &c, DType::F32, 1, 8, 512, 8 * 512, 0, false);

@@ -200,7 +200,11 @@ fn unchanged_job_is_cached_and_a_changed_field_reruns_exactly_its_dependants() {
             &std::fs::read_to_string(Path::new(local).join("finetune.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(report["params"]["lora"]["base_quantization"], "q8_0", "{}", ft.id);
+        assert_eq!(
+            report["params"]["lora"]["base_quantization"], "q8_0",
+            "{}",
+            ft.id
+        );
     }
 }
 

@@ -32,6 +32,10 @@ pub struct MemoryArgs {
     /// fused f32 kernels do not checkpoint).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub checkpoint: bool,
+    /// Add a fine-tune row for QLoRA over a base quantized to this format (q8_0, q4_0, q4_1,
+    /// q4_k, nf4): its projections in blocks, one layer dequantized at a time.
+    #[arg(long)]
+    pub base_quantization: Option<pruneforge::model::quant::BaseQuantization>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -53,7 +57,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         ..LoraParams::default()
     };
     let kv = t + a.new_tokens;
-    let needs: Vec<MemoryNeed> = vec![
+    let mut needs: Vec<MemoryNeed> = vec![
         memory_plan::inference("score", &cfg, dtype, 1, b, t, 0, 0, true),
         memory_plan::inference("distill", &cfg, dtype, 1, b, t, b, kv, false),
         memory_plan::lora_training(
@@ -87,6 +91,26 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         },
         memory_plan::inference("speculate", &cfg, dtype, 2, 1, t, t, kv, false),
     ];
+    if let Some(base) = a.base_quantization {
+        let plain = memory_plan::lora_training(
+            &cfg,
+            dtype,
+            b,
+            t,
+            lora_all.parameter_count(&cfg),
+            None,
+            1024,
+            a.checkpoint,
+        );
+        needs.insert(
+            3,
+            MemoryNeed {
+                stage: format!("finetune, {base} base"),
+                weights: memory_plan::quantized_weights_bytes(&cfg, dtype, base),
+                ..plain
+            },
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&needs)?);
         return Ok(());
