@@ -1592,3 +1592,43 @@ fn a_quantized_lora_base_moves_only_the_fine_tunes_and_what_follows_them() {
     );
     assert!(e.to_string().contains("spec.compute.device: cpu"), "{e}");
 }
+
+#[test]
+fn a_quantized_base_trains_the_fine_tunes_but_not_the_preference_stages() {
+    let mut spec = with_preference(2);
+    spec.recovery.lora.base_quantization = Some(pruneforge_api::spec::BaseQuantization::Nf4);
+    let p = plan(&spec).unwrap();
+    let mut fine_tunes = 0;
+    let mut preference = 0;
+    for s in p.stages() {
+        match &s.params {
+            StageParams::Finetune(f) => {
+                fine_tunes += 1;
+                assert_eq!(
+                    f.lora.base_quantization,
+                    Some(pruneforge_api::spec::BaseQuantization::Nf4),
+                    "{}",
+                    s.id
+                );
+            }
+            // A preference stage starts from a merged fine-tune: quantizing it again would
+            // round away most of that fine-tune's adapter.
+            StageParams::Prefer(pp) => {
+                preference += 1;
+                assert_eq!(pp.lora.base_quantization, None, "{}", s.id);
+            }
+            _ => {}
+        }
+    }
+    assert!(fine_tunes > 0 && preference > 0);
+    // So the preference stages' keys are those of the float-base spec.
+    let float = plan(&with_preference(2)).unwrap();
+    for s in p
+        .stages()
+        .iter()
+        .filter(|s| matches!(s.params, StageParams::Prefer(_)))
+    {
+        let f = float.get(&s.id.to_string()).unwrap();
+        assert_eq!(s.params, f.params, "{}", s.id);
+    }
+}

@@ -10,7 +10,7 @@ use crate::params::{
     PreferencePairs, PruneParams, ScoreParams, SpeculateParams, StageParams,
 };
 use crate::spec::{
-    DistillDataset, DraftModel, MergeAcross, MergeMethod, MergeSpec, PruneDistillJobSpec,
+    DistillDataset, DraftModel, LoraSpec, MergeAcross, MergeMethod, MergeSpec, PruneDistillJobSpec,
     RecoveryMethod, ResolvedCompute, TrainingData, TrainingRecipe, WidthVariant,
 };
 
@@ -314,7 +314,13 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                         beta,
                         loss,
                         label_smoothing,
-                        lora: spec.recovery.lora.clone(),
+                        // QLoRA applies to the fine-tunes only: a preference stage starts
+                        // from a merged fine-tune, and quantizing that again would round
+                        // away most of its adapter (docs/qlora.md).
+                        lora: LoraSpec {
+                            base_quantization: None,
+                            ..spec.recovery.lora.clone()
+                        },
                         optimizer: optimizer.clone(),
                         checkpoint_every: spec.recovery.checkpoint_every,
                     })
