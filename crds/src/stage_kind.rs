@@ -21,6 +21,8 @@ pub enum StageKind {
     Distill,
     /// LoRA fine-tuning of one pruned model.
     Finetune,
+    /// SPIN's generation: a model's own answers to the SFT prompts (sharded like distill).
+    SelfPlay,
     /// Preference training (DPO, SPIN) of one fine-tuned model.
     Prefer,
     /// Merge fine-tuned models.
@@ -33,12 +35,13 @@ pub enum StageKind {
 
 impl StageKind {
     /// Every kind, in pipeline order.
-    pub const ALL: [StageKind; 9] = [
+    pub const ALL: [StageKind; 10] = [
         StageKind::Import,
         StageKind::Score,
         StageKind::Prune,
         StageKind::Distill,
         StageKind::Finetune,
+        StageKind::SelfPlay,
         StageKind::Prefer,
         StageKind::Merge,
         StageKind::Eval,
@@ -46,13 +49,14 @@ impl StageKind {
     ];
 
     /// Whether the stage runs the model (and so honours `spec.compute`): score, distill,
-    /// finetune, prefer, eval and speculate. Import, prune and merge stream tensors on the CPU.
+    /// finetune, self-play, prefer, eval and speculate. Import, prune and merge stream tensors on the CPU.
     pub fn computes_with_model(self) -> bool {
         matches!(
             self,
             StageKind::Score
                 | StageKind::Distill
                 | StageKind::Finetune
+                | StageKind::SelfPlay
                 | StageKind::Prefer
                 | StageKind::Eval
                 | StageKind::Speculate
@@ -67,6 +71,7 @@ impl StageKind {
             StageKind::Prune => "prune",
             StageKind::Distill => "distill",
             StageKind::Finetune => "finetune",
+            StageKind::SelfPlay => "self-play",
             StageKind::Prefer => "prefer",
             StageKind::Merge => "merge",
             StageKind::Eval => "eval",

@@ -1336,6 +1336,32 @@ fn preference_stages_follow_their_fine_tunes_and_spin_iterations_chain() {
         assert_eq!(p.get(&eval).unwrap().inputs["model"].as_str(), id);
     }
     assert!(p.get("prefer-n6-self-distill-logit-kd-dpo").is_none());
+    // Each SPIN iteration generates in a self-play stage, sharded like distill, from the model
+    // that iteration starts from; its prefer stage trains on those pairs.
+    for (k, model) in [(1, "finetune-n6-sft"), (2, "prefer-n6-sft-spin1")] {
+        let gen_id = format!("self-play-n6-sft-spin{k}");
+        let g = p.get(&gen_id).unwrap_or_else(|| panic!("{gen_id} missing"));
+        assert_eq!(g.params.kind(), StageKind::SelfPlay);
+        assert_eq!(g.inputs["model"].as_str(), model);
+        assert_eq!(g.shards, with_preference(2).distillation.shards.max(1));
+        let StageParams::SelfPlay(sp) = &g.params else {
+            panic!()
+        };
+        assert_eq!((sp.iteration, sp.prompts), (k, Some(16)));
+        let t = p.get(&format!("prefer-n6-sft-spin{k}")).unwrap();
+        assert_eq!(t.inputs["pairs"].as_str(), gen_id);
+    }
+    let mut sharded = with_preference(1);
+    sharded.distillation.shards = 3;
+    assert_eq!(
+        plan(&sharded)
+            .unwrap()
+            .get("self-play-n6-sft-spin1")
+            .unwrap()
+            .shards,
+        3
+    );
+    assert!(p.get("self-play-n6-sft-dpo").is_none());
     let StageParams::Prefer(pp) = &p.get("prefer-n6-sft-spin2").unwrap().params else {
         panic!()
     };
@@ -1367,9 +1393,13 @@ fn preference_stages_follow_their_fine_tunes_and_spin_iterations_chain() {
         .unwrap()
         .beta = 0.2;
     let moved = changed_common(&p, &plan(&other).unwrap());
+    // Iteration 1's answers come from the fine-tune and stay; iteration 2's come from
+    // iteration 1's trained model and move with it.
     assert_eq!(
         moved,
         set(&[
+            "self-play-n6-sft-spin2",
+            "self-play-n6-self-distill-spin2",
             "prefer-n6-sft-spin1",
             "prefer-n6-sft-spin2",
             "prefer-n6-self-distill-spin1",
@@ -1628,7 +1658,7 @@ fn a_quantized_base_trains_the_fine_tunes_but_not_the_preference_stages() {
         .iter()
         .filter(|s| matches!(s.params, StageParams::Prefer(_)))
     {
-        let f = float.get(&s.id.to_string()).unwrap();
+        let f = float.get(s.id.as_ref()).unwrap();
         assert_eq!(s.params, f.params, "{}", s.id);
     }
 }

@@ -17,8 +17,8 @@ use pruneforge_api::status::{
 };
 use pruneforge_api::{Plan, StageId, StageInstance};
 
-/// Combines the results of a stage's shards into one summary: distill counts are summed, other
-/// kinds (never sharded) keep the first summary.
+/// Combines the results of a stage's shards into one summary: distill and self-play counts are
+/// summed, other kinds (never sharded) keep the first summary.
 pub fn combined_summary(results: &[StageResult]) -> Option<StageSummary> {
     let mut summaries = results.iter().filter_map(|r| r.summary.clone());
     let first = summaries.next()?;
@@ -36,6 +36,17 @@ pub fn combined_summary(results: &[StageResult]) -> Option<StageSummary> {
                 total.kept as f64 / total.items as f64
             };
             Some(StageSummary::Distill(total))
+        }
+        StageSummary::SelfPlay(mut total) => {
+            for s in summaries {
+                if let StageSummary::SelfPlay(p) = s {
+                    total.prompts += p.prompts;
+                    total.pairs += p.pairs;
+                    total.empty += p.empty;
+                    total.identical += p.identical;
+                }
+            }
+            Some(StageSummary::SelfPlay(total))
         }
         other => Some(other),
     }

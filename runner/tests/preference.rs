@@ -359,7 +359,7 @@ fn spin_pairs_the_data_answers_with_the_models_own() {
         serde_json::json!({"maxNewTokens": 8, "batchSize": 2, "temperature": 1.0, "seed": 3}),
     )
     .unwrap();
-    let (pairs, rep) = self_play_pairs(&m, &sft, &generation, 1).unwrap();
+    let (pairs, rep) = self_play_pairs(&m, &sft, &generation, 1, 0).unwrap();
     assert_eq!(rep.prompts, 4);
     assert_eq!(pairs.len() + rep.identical + rep.empty, 4);
     assert!(rep.generated_tokens > 0 && !pairs.is_empty(), "{rep:?}");

@@ -296,3 +296,121 @@ fn the_base_eval_computes_drift_responses_once_for_every_variant() {
         serde_json::from_str(&std::fs::read_to_string(out.join("drift.json")).unwrap()).unwrap();
     assert_ne!(report["items"][0]["base"], "stored base response");
 }
+
+/// SPIN's generation, sharded like distill: three shard requests (as three pods of an Indexed
+/// Job) gather to the pairs of one unsharded run, sampled answers included; a missing shard is
+/// refused with which one.
+#[test]
+fn self_play_shards_gather_to_the_pairs_of_one_run() {
+    use pruneforge::stages::self_play;
+    use pruneforge_api::spec::{DataKind, DistillDataset, RecoveryMethod};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = alpaca_file(&tmp.path().join("data"), 0..6);
+    let resolver = Resolver::local();
+    // The embedded model: the tiny random one samples tokens that decode to nothing.
+    let inputs = BTreeMap::from([("model".to_string(), common::embedded_dir())]);
+    let p = params::SelfPlayParams {
+        block_size: 6,
+        width_variant: None,
+        after: RecoveryMethod::Sft,
+        iteration: 2,
+        datasets: vec![DistillDataset {
+            name: "alpaca".into(),
+            uri: data.display().to_string(),
+            format: DatasetFormat::Alpaca,
+            fields: None,
+            kind: DataKind::General,
+            limit: None,
+            offset: 0,
+        }],
+        generation: serde_json::from_value(serde_json::json!({
+            "maxNewTokens": 6, "batchSize": 2, "temperature": 1.0, "seed": 5
+        }))
+        .unwrap(),
+        prompts: Some(5),
+    };
+    let one = tmp.path().join("one");
+    let outcome = self_play::run_request(&p, &context(&inputs, &one, &resolver)).unwrap();
+    assert!(!outcome.sharded);
+    let three = tmp.path().join("three");
+    let mut pairs_per_shard = 0;
+    for index in 0..3 {
+        let ctx = StageContext {
+            shards: ShardRun::One { index, count: 3 },
+            ..context(&inputs, &three, &resolver)
+        };
+        let o = self_play::run_request(&p, &ctx).unwrap();
+        assert!(o.sharded);
+        let StageSummary::SelfPlay(s) = o.summary else {
+            panic!("{:?}", o.summary)
+        };
+        // Shards of 5 prompts: 1, 2, 2.
+        assert_eq!(s.prompts, [1, 2, 2][index]);
+        pairs_per_shard += s.pairs;
+    }
+    let (a, ra) = self_play::gather(&one).unwrap();
+    let (b, rb) = self_play::gather(&three).unwrap();
+    assert_eq!(ra.prompts, 5);
+    assert!(!a.is_empty(), "{ra:?}");
+    assert_eq!(a, b, "sharded pairs differ from one run's");
+    assert_eq!(pairs_per_shard as usize, b.len());
+    assert_eq!(
+        (
+            ra.iteration,
+            ra.prompts,
+            ra.identical,
+            ra.empty,
+            ra.generated_tokens
+        ),
+        (
+            rb.iteration,
+            rb.prompts,
+            rb.identical,
+            rb.empty,
+            rb.generated_tokens
+        )
+    );
+    // The iteration's prefer stage trains on the gathered pairs (input `pairs`), and refuses
+    // another iteration's.
+    let mut prefer_inputs = inputs.clone();
+    prefer_inputs.insert("pairs".to_string(), three.clone());
+    let prefer = |iteration: u32, out: &Path| {
+        let p = params::PreferParams {
+            block_size: 6,
+            width_variant: None,
+            after: RecoveryMethod::Sft,
+            pairs: params::PreferencePairs::SelfPlay { iteration },
+            beta: 0.1,
+            loss: pruneforge_api::spec::PreferenceLoss::Sigmoid,
+            label_smoothing: 0.0,
+            lora: serde_json::from_value(serde_json::json!({"rank": 2, "alpha": 4})).unwrap(),
+            optimizer: serde_json::from_value(serde_json::json!({
+                "steps": 1, "warmupSteps": 0, "batchSize": 2, "maxSeqLen": 96
+            }))
+            .unwrap(),
+            checkpoint_every: 0,
+        };
+        pruneforge::stages::prefer::run_request(&p, &context(&prefer_inputs, out, &resolver))
+    };
+    let trained = tmp.path().join("prefer");
+    let o = prefer(2, &trained).unwrap();
+    let StageSummary::Prefer(s) = o.summary else {
+        panic!("{:?}", o.summary)
+    };
+    assert_eq!(s.pairs as usize, b.len());
+    assert_eq!(
+        pruneforge::data::preference::load_preferences(&trained.join("pairs.jsonl")).unwrap(),
+        b
+    );
+    let e = prefer(3, &tmp.path().join("wrong"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("iteration 2") && e.contains("iteration 3"),
+        "{e}"
+    );
+    // A shard that did not finish: its pairs are not used.
+    std::fs::remove_dir_all(three.join("shards/00001")).unwrap();
+    let e = self_play::gather(&three).unwrap_err().to_string();
+    assert!(e.contains("shard 1 of 3"), "{e}");
+}

@@ -15,7 +15,8 @@ pub use request::{JobRef, ShardRef, StageInput, StageRequest};
 pub use result::{ComputeReport, Outcome, StageResult};
 pub use summary::{
     BlockScore, DistillSummary, EvalSummary, FinetuneSummary, ImportSummary, MergeSummary,
-    PreferSummary, PruneSummary, ScoreSummary, SpeculateSummary, StageSummary, TaskScore,
+    PreferSummary, PruneSummary, ScoreSummary, SelfPlaySummary, SpeculateSummary, StageSummary,
+    TaskScore,
 };
 pub use termination::TERMINATION_MESSAGE_LIMIT;
 

@@ -18,6 +18,8 @@ pub enum StageSummary {
     Distill(DistillSummary),
     /// `finetune`.
     Finetune(FinetuneSummary),
+    /// `self-play`.
+    SelfPlay(SelfPlaySummary),
     /// `prefer`.
     Prefer(PreferSummary),
     /// `merge`.
@@ -38,6 +40,7 @@ impl StageSummary {
             StageSummary::Prune(_) => StageKind::Prune,
             StageSummary::Distill(_) => StageKind::Distill,
             StageSummary::Finetune(_) => StageKind::Finetune,
+            StageSummary::SelfPlay(_) => StageKind::SelfPlay,
             StageSummary::Prefer(_) => StageKind::Prefer,
             StageSummary::Merge(_) => StageKind::Merge,
             StageSummary::Eval(_) => StageKind::Eval,
@@ -111,6 +114,10 @@ impl StageSummary {
             Self::Finetune(s) => format!(
                 "final loss {:.4} after {} steps, {} tokens",
                 s.final_loss, s.steps, s.tokens
+            ),
+            Self::SelfPlay(s) => format!(
+                "{} pairs from {} prompts ({} answers empty, {} the same as the data set's)",
+                s.pairs, s.prompts, s.empty, s.identical
             ),
             Self::Prefer(s) => format!(
                 "{} pairs, {} steps: loss {:.4} -> {:.4}, reward margin {:+.4}, accuracy {:.0}%",
@@ -273,6 +280,21 @@ pub struct FinetuneSummary {
     pub steps: u64,
     /// Training tokens seen (answer tokens that carry loss).
     pub tokens: u64,
+}
+
+/// `self-play`: how many of the model's answers became pairs (counts of one shard, or summed
+/// over shards).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfPlaySummary {
+    /// Prompts answered.
+    pub prompts: u64,
+    /// Pairs made (answers neither empty nor the data set's own).
+    pub pairs: u64,
+    /// Answers that were empty.
+    pub empty: u64,
+    /// Answers identical to the data set's.
+    pub identical: u64,
 }
 
 /// `prefer`: the preference loss and the implicit reward margin at the start and the end.

@@ -10,6 +10,7 @@ mod merge;
 mod prefer;
 mod prune;
 mod score;
+mod self_play;
 mod speculate;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ pub use merge::MergeParams;
 pub use prefer::{PreferParams, PreferencePairs};
 pub use prune::PruneParams;
 pub use score::ScoreParams;
+pub use self_play::SelfPlayParams;
 pub use speculate::SpeculateParams;
 
 use crate::stage_kind::StageKind;
@@ -49,6 +51,8 @@ pub enum StageParams {
     Distill(DistillParams),
     /// LoRA fine-tune one pruned model with one recovery method.
     Finetune(FinetuneParams),
+    /// One SPIN iteration's generation: the model's own answers to the SFT prompts.
+    SelfPlay(SelfPlayParams),
     /// Preference-train one fine-tuned model (DPO, one SPIN iteration).
     Prefer(PreferParams),
     /// Merge the fine-tuned models of one block size.
@@ -68,6 +72,7 @@ impl StageParams {
             StageParams::Prune(_) => StageKind::Prune,
             StageParams::Distill(_) => StageKind::Distill,
             StageParams::Finetune(_) => StageKind::Finetune,
+            StageParams::SelfPlay(_) => StageKind::SelfPlay,
             StageParams::Prefer(_) => StageKind::Prefer,
             StageParams::Merge(_) => StageKind::Merge,
             StageParams::Eval(_) => StageKind::Eval,
@@ -84,6 +89,7 @@ impl StageParams {
             StageParams::Prune(p) => serde_json::to_value(p),
             StageParams::Distill(p) => serde_json::to_value(p),
             StageParams::Finetune(p) => serde_json::to_value(p),
+            StageParams::SelfPlay(p) => serde_json::to_value(p),
             StageParams::Prefer(p) => serde_json::to_value(p),
             StageParams::Merge(p) => serde_json::to_value(p),
             StageParams::Eval(p) => serde_json::to_value(p),

@@ -1,14 +1,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::plan::Shape;
-use crate::spec::{
-    DistillDataset, GenerationSpec, LoraSpec, OptimizerSpec, PreferenceDataset, PreferenceLoss,
-    RecoveryMethod,
-};
+use crate::spec::{LoraSpec, OptimizerSpec, PreferenceDataset, PreferenceLoss, RecoveryMethod};
 
 /// `prefer`: a LoRA on a fine-tuned model trained with a preference loss against that model as
 /// the reference, then merged. Input `model`: the fine-tune it continues (its `merged/`), or
-/// for SPIN iteration k > 1 the stage of iteration k − 1.
+/// for SPIN iteration k > 1 the stage of iteration k − 1; for SPIN also `pairs`, the
+/// iteration's `self-play` stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PreferParams {
@@ -44,16 +42,10 @@ pub enum PreferencePairs {
     /// DPO: pairs read from a data set.
     #[serde(rename_all = "camelCase")]
     Dataset { dataset: PreferenceDataset },
-    /// SPIN iteration `iteration` (1-based): the data sets' answers (chosen) against answers
-    /// the input model samples for the same prompts (rejected).
+    /// SPIN iteration `iteration` (1-based): the pairs of input `pairs`, the `self-play`
+    /// stage of this iteration (the data sets' answers chosen, the input model's own rejected).
     #[serde(rename_all = "camelCase")]
-    SelfPlay {
-        iteration: u32,
-        datasets: Vec<DistillDataset>,
-        generation: GenerationSpec,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        prompts: Option<u32>,
-    },
+    SelfPlay { iteration: u32 },
 }
 
 impl PreferParams {

@@ -7,7 +7,7 @@ use super::key::{artifact_uri, cache_key};
 use super::{Plan, PlanError, Shape, StageId, StageInstance};
 use crate::params::{
     DistillParams, EvalParams, FinetuneParams, ImportParams, MergeParams, PreferParams,
-    PreferencePairs, PruneParams, ScoreParams, SpeculateParams, StageParams,
+    PreferencePairs, PruneParams, ScoreParams, SelfPlayParams, SpeculateParams, StageParams,
 };
 use crate::spec::{
     DistillDataset, DraftModel, LoraSpec, MergeAcross, MergeMethod, MergeSpec, PruneDistillJobSpec,
@@ -346,20 +346,30 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
                     let mut previous = start.clone();
                     for iteration in 1..=spin.iterations {
                         let suffix = format!("spin{iteration}");
+                        // The generation, sharded like distill; then the training on its pairs.
+                        let answers = builder.add(
+                            StageId::self_play(shape, method, &suffix),
+                            StageParams::SelfPlay(SelfPlayParams {
+                                block_size: shape.block_size,
+                                width_variant: shape.width.clone(),
+                                after: method,
+                                iteration,
+                                datasets: spec.distillation.datasets.clone(),
+                                generation: spec.distillation.generation.clone(),
+                                prompts: spin.prompts.or(spec.recovery.train_limit),
+                            }),
+                            &[("model", &previous)],
+                            spec.distillation.shards,
+                        );
                         let id = builder.add(
                             StageId::prefer(shape, method, &suffix),
                             params(
-                                PreferencePairs::SelfPlay {
-                                    iteration,
-                                    datasets: spec.distillation.datasets.clone(),
-                                    generation: spec.distillation.generation.clone(),
-                                    prompts: spin.prompts.or(spec.recovery.train_limit),
-                                },
+                                PreferencePairs::SelfPlay { iteration },
                                 spin.beta,
                                 spin.loss,
                                 0.0,
                             ),
-                            &[("model", &previous)],
+                            &[("model", &previous), ("pairs", &answers)],
                             1,
                         );
                         preferred.push((

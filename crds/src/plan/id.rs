@@ -97,6 +97,14 @@ impl StageId {
         ))
     }
 
+    /// `self-play-<shape>-<method slug>-spin<k>`: SPIN iteration k's generation.
+    pub fn self_play(shape: &Shape, method: RecoveryMethod, suffix: &str) -> Self {
+        StageId(format!(
+            "self-play-{}",
+            variant::preferred(shape, method, suffix)
+        ))
+    }
+
     /// `finetune-teacher`: teacher correction of the unpruned model.
     pub fn teacher_correction() -> Self {
         StageId(format!("finetune-{}", variant::TEACHER))

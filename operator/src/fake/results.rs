@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use pruneforge_api::contract::{
     BlockScore, DistillSummary, EvalSummary, FinetuneSummary, ImportSummary, MergeSummary,
-    PreferSummary, PruneSummary, ScoreSummary, SpeculateSummary, StageSummary, TaskScore,
+    PreferSummary, PruneSummary, ScoreSummary, SelfPlaySummary, SpeculateSummary, StageSummary,
+    TaskScore,
 };
 use pruneforge_api::params::StageParams;
 use pruneforge_api::{StageRequest, StageResult};
@@ -65,6 +66,12 @@ pub fn succeeded(request: &StageRequest) -> StageResult {
             final_loss: 1.0 + f,
             steps: 16,
             tokens: 4096,
+        }),
+        StageParams::SelfPlay(_) => StageSummary::SelfPlay(SelfPlaySummary {
+            prompts: 32,
+            pairs: 30,
+            empty: 1,
+            identical: 1,
         }),
         StageParams::Prefer(_) => StageSummary::Prefer(PreferSummary {
             pairs: 32,

@@ -136,7 +136,7 @@ pub fn run(a: PreferArgs) -> anyhow::Result<()> {
                 "batchSize": a.gen_batch_size,
                 "seed": a.seed,
             }))?;
-            let (pairs, report) = self_play_pairs(&m, &sft, &generation, a.iteration)?;
+            let (pairs, report) = self_play_pairs(&m, &sft, &generation, a.iteration, 0)?;
             (pairs, Some(report))
         }
         (None, None) => anyhow::bail!("give --pairs (DPO) or --spin-data (SPIN)"),

@@ -44,6 +44,7 @@ pub fn dispatch(
         StageParams::Prune(p) => stages::prune::run_request(p, &ctx),
         StageParams::Distill(p) => stages::distill::run_request(p, &ctx),
         StageParams::Finetune(p) => stages::finetune::run_request(p, &ctx),
+        StageParams::SelfPlay(p) => stages::self_play::run_request(p, &ctx),
         StageParams::Prefer(p) => stages::prefer::run_request(p, &ctx),
         StageParams::Merge(p) => stages::merge::run_request(p, &ctx),
         StageParams::Eval(p) => stages::eval::run_request(p, &ctx),

@@ -16,6 +16,7 @@ pub mod merge;
 pub mod prefer;
 pub mod prune;
 pub mod score;
+pub mod self_play;
 pub mod speculate;
 
 pub use crate::error::{Result, StageError};

@@ -332,11 +332,15 @@ pub fn run(
 }
 
 /// SPIN's pairs: each record's answer (chosen) against `m`'s own answer to its prompt.
+/// SPIN's pairs for `records`, the records `first_index..` of the whole prompt set: each
+/// prompt samples from the stream of its index in the whole set, so a shard's answers are the
+/// ones an unsharded run gives.
 pub fn self_play_pairs(
     m: &HfModel,
     records: &[SftRecord],
     generation: &pruneforge_api::spec::GenerationSpec,
     iteration: u32,
+    first_index: usize,
 ) -> Result<(Vec<PreferenceRecord>, SelfPlayReport)> {
     if !m.tokenizer.has_chat_template() {
         return Err(StageError::Input(
@@ -348,7 +352,8 @@ pub fn self_play_pairs(
     let ctx = m.model.config.max_position_embeddings;
     let mut prompts = Vec::new();
     let mut kept = Vec::new();
-    for r in records {
+    let mut streams = Vec::new();
+    for (i, r) in records.iter().enumerate() {
         let prompt = vec![ChatMessage::user(user_message(r))];
         let ids = m
             .tokenizer
@@ -356,9 +361,9 @@ pub fn self_play_pairs(
         if ids.len() + 1 < ctx {
             prompts.push(ids);
             kept.push((prompt, r.output.trim().to_string()));
+            streams.push((first_index + i) as u64);
         }
     }
-    let streams: Vec<u64> = (0..prompts.len() as u64).collect();
     let mut answers = vec![String::new(); prompts.len()];
     let t0 = Instant::now();
     let stats = generate_with_streams(&m.model, &m.tokenizer, &prompts, &streams, &gen, |c| {
@@ -394,7 +399,7 @@ pub fn self_play_pairs(
 }
 
 /// Writes SPIN's pairs as `{prompt, chosen, rejected}` JSONL (the prompt's last user message).
-fn write_pairs(path: &Path, pairs: &[PreferenceRecord]) -> Result<()> {
+pub(crate) fn write_pairs(path: &Path, pairs: &[PreferenceRecord]) -> Result<()> {
     let mut text = String::new();
     for p in pairs {
         let prompt = p.prompt.last().map(|m| m.content.as_str()).unwrap_or("");
@@ -467,57 +472,23 @@ pub fn run_request(p: &PreferParams, ctx: &StageContext) -> Result<Outcome> {
                 .collect();
             (records, None)
         }
-        PreferencePairs::SelfPlay {
-            iteration,
-            datasets,
-            generation,
-            prompts,
-        } => {
-            let mut sft = Vec::new();
-            for d in datasets {
-                sft.extend(super::inputs::load_sft(&d.dataset_ref(), ctx.resolver)?.records);
+        PreferencePairs::SelfPlay { iteration } => {
+            // The iteration's self-play stage made the pairs (sharded like distill).
+            let (pairs, report) = super::self_play::gather(ctx.input("pairs")?)?;
+            if report.iteration != *iteration {
+                return Err(StageError::Input(format!(
+                    "input `pairs` holds SPIN iteration {}'s answers, but this is iteration \
+                     {iteration}",
+                    report.iteration
+                )));
             }
-            if let Some(n) = prompts {
-                sft.truncate(*n as usize);
-            }
-            // The pairs are resume state too: a resumed attempt trains on the same pairs
-            // without generating them again.
-            let ckpt_root = ctx.out.join("checkpoints");
-            if let Some(store) = ctx.resume {
-                store.restore(&ckpt_root, "checkpoints");
-            }
-            let (saved_pairs, saved_report) = (
-                ckpt_root.join("pairs.jsonl"),
-                ckpt_root.join("self_play.json"),
+            tracing::info!(
+                iteration,
+                prompts = report.prompts,
+                pairs = pairs.len(),
+                identical = report.identical,
+                "self-play pairs read"
             );
-            let (pairs, report) = match std::fs::read_to_string(&saved_report) {
-                Ok(text) if saved_pairs.exists() => {
-                    let report: SelfPlayReport = serde_json::from_str(&text).map_err(|e| {
-                        StageError::Input(format!("{}: {e}", saved_report.display()))
-                    })?;
-                    tracing::info!(iteration, "self-play pairs restored from the checkpoint");
-                    (load_preferences(&saved_pairs)?, report)
-                }
-                _ => {
-                    let (pairs, report) = self_play_pairs(&m, &sft, generation, *iteration)?;
-                    tracing::info!(
-                        iteration,
-                        prompts = report.prompts,
-                        pairs = pairs.len(),
-                        identical = report.identical,
-                        tokens_per_s = report.tokens_per_s,
-                        "self-play answers generated"
-                    );
-                    if !pairs.is_empty() {
-                        std::fs::create_dir_all(&ckpt_root)
-                            .map_err(|e| StageError::io(&ckpt_root, e))?;
-                        write_pairs(&saved_pairs, &pairs)?;
-                        write_json_atomic(&saved_report, &report)
-                            .map_err(|e| StageError::io(&saved_report, e))?;
-                    }
-                    (pairs, report)
-                }
-            };
             std::fs::create_dir_all(ctx.out).map_err(|e| StageError::io(ctx.out, e))?;
             write_pairs(&ctx.out.join("pairs.jsonl"), &pairs)?;
             (pairs, Some(report))
