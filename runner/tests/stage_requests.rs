@@ -298,8 +298,9 @@ fn the_base_eval_computes_drift_responses_once_for_every_variant() {
 }
 
 /// SPIN's generation, sharded like distill: three shard requests (as three pods of an Indexed
-/// Job) gather to the pairs of one unsharded run, sampled answers included; a missing shard is
-/// refused with which one.
+/// Job) gather to the pairs of one unsharded run, sampled answers included (one row at a time,
+/// so only the sampling streams could differ: a shard numbering its prompts from 0 fails);
+/// a missing shard is refused with which one.
 #[test]
 fn self_play_shards_gather_to_the_pairs_of_one_run() {
     use pruneforge::stages::self_play;
@@ -324,7 +325,7 @@ fn self_play_shards_gather_to_the_pairs_of_one_run() {
             offset: 0,
         }],
         generation: serde_json::from_value(serde_json::json!({
-            "maxNewTokens": 6, "batchSize": 2, "temperature": 1.0, "seed": 5
+            "maxNewTokens": 6, "batchSize": 1, "temperature": 1.0, "seed": 5
         }))
         .unwrap(),
         prompts: Some(5),

@@ -6,8 +6,10 @@
 //! Sharded like distill: shard k of K answers the contiguous slice
 //! [`shard_range`](super::distill::shard::shard_range) of the prompts and writes
 //! `shards/<k>/pairs.jsonl` and `shards/<k>/self_play.json`. Every prompt samples from the
-//! stream of its index in the whole set, and a row's tokens do not depend on the rows decoded
-//! beside it, so the shards concatenated in index order are the pairs one unsharded run makes.
+//! stream of its index in the whole set, so sharding does not change the random numbers a
+//! prompt gets: the shards concatenated in index order are the pairs one unsharded run makes
+//! (exactly when each prompt's logits do not depend on the rows decoded beside it, as the
+//! few-row decode kernel guarantees; a prefill batched differently can round differently).
 //! Unsharded (or run locally with every shard), the stage writes `pairs.jsonl` and
 //! `self_play.json` at the top.
 
