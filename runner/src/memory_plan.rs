@@ -31,6 +31,20 @@ pub struct MemoryNeed {
 }
 
 impl MemoryNeed {
+    /// The need of the same stage when the model of shape `cfg` (one of the models counted in
+    /// `weights`) keeps its projections quantized to `base` (QLoRA): its dense weights are
+    /// replaced by [`quantized_weights_bytes`]; any other model (a KD teacher) stays counted.
+    pub fn with_quantized_base(
+        mut self,
+        cfg: &ModelConfig,
+        dtype: DType,
+        base: crate::model::quant::BaseQuantization,
+    ) -> Self {
+        self.weights = self.weights.saturating_sub(weights_bytes(cfg, dtype))
+            + quantized_weights_bytes(cfg, dtype, base);
+        self
+    }
+
     pub fn total(&self) -> u64 {
         self.weights + self.kv_cache + self.activations + self.training_state
     }
@@ -97,6 +111,29 @@ pub fn quantized_weights_bytes(
     rest * dtype_bytes(dtype)
         + (projections as f64 * base.bits_per_weight() / 8.0).ceil() as u64
         + per_layer * 4
+}
+
+/// Generation of `max_new_tokens` after prompts of up to 1024 tokens, `rows` sequences at a
+/// time (distill, self-play).
+pub fn generation(
+    stage: &str,
+    cfg: &ModelConfig,
+    dtype: DType,
+    rows: usize,
+    max_new_tokens: usize,
+) -> MemoryNeed {
+    let rows = rows.max(1);
+    inference(
+        stage,
+        cfg,
+        dtype,
+        1,
+        rows,
+        1024,
+        rows,
+        1024 + max_new_tokens,
+        false,
+    )
 }
 
 /// K and V of every layer for `rows` sequences of `tokens` positions.

@@ -10,21 +10,6 @@ use pruneforge::loader::load_hf_dir;
 use pruneforge::model::compare::compare_logits;
 use pruneforge::model::{ForwardOptions, Llama};
 
-const PROMPTS: [&str; 4] = ["p1", "p2", "c1", "c2"];
-
-fn prompt_ids() -> Vec<Vec<u32>> {
-    let refs = RefTensors::open("logits.safetensors");
-    PROMPTS
-        .iter()
-        .map(|p| {
-            refs.i64(&format!("{p}/input_ids"))
-                .iter()
-                .map(|&v| v as u32)
-                .collect()
-        })
-        .collect()
-}
-
 /// Logits `[t, vocab]` (f32) at every position of one prompt.
 fn all_logits(m: &Llama, ids: &[u32]) -> Tensor {
     let tokens = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
@@ -67,7 +52,7 @@ fn generic_candle_ops_path_matches_the_fused_cpu_path() {
     let mut generic = embedded_model().model;
     generic.fused_kernels = false;
     assert!(fused.ragged_cache() && !generic.ragged_cache());
-    for (p, ids) in PROMPTS.iter().zip(prompt_ids()) {
+    for (p, ids) in REFERENCE_PROMPTS.iter().zip(reference_prompt_ids()) {
         let a = compare_logits(&all_logits(&fused, &ids), &all_logits(&generic, &ids)).unwrap();
         // Relative to the largest logit (|logits| reach ~30; the two paths sum in different
         // orders over 30 layers).
@@ -93,7 +78,7 @@ fn bf16_agrees_with_f32_on_the_reference_prompts() {
     assert_eq!(bf16.dtype(), DType::BF16);
     let mut want = Vec::new();
     let mut got = Vec::new();
-    for ids in prompt_ids() {
+    for ids in reference_prompt_ids() {
         want.push(all_logits(&f32m, &ids));
         got.push(all_logits(&bf16, &ids));
     }

@@ -69,23 +69,7 @@ fn random_lora(model: &Llama, dropout: f64, seed: u64) -> LoraSet {
         seed,
     )
     .unwrap();
-    let mut rng = pruneforge::util::rng::SplitMix64::new(seed ^ 99);
-    let values: Vec<Vec<f32>> = lora
-        .values()
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            if i % 2 == 1 {
-                v.iter()
-                    .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.05) as f32)
-                    .collect()
-            } else {
-                v
-            }
-        })
-        .collect();
-    lora.set_values(&values).unwrap();
+    common::randomize_lora_b(&lora, seed ^ 99);
     lora
 }
 

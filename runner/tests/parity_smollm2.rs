@@ -8,8 +8,6 @@ use common::*;
 use pruneforge::model::ForwardOptions;
 use sha2::{Digest, Sha256};
 
-const PROMPTS: [&str; 4] = ["p1", "p2", "c1", "c2"];
-
 #[test]
 fn imported_weights_match_reference_digests() {
     let dir = embedded_dir();
@@ -100,7 +98,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 
 fn check_model(m: &pruneforge::model::Llama, tag: &str) {
     let refs = RefTensors::open("logits.safetensors");
-    for p in PROMPTS {
+    for p in REFERENCE_PROMPTS {
         let ids: Vec<u32> = refs
             .i64(&format!("{p}/input_ids"))
             .iter()
@@ -195,15 +193,7 @@ fn pruned_model_logits_match_pytorch() {
 fn fused_and_generic_paths_agree_on_a_padded_batch() {
     let m = embedded_model();
     let refs = RefTensors::open("logits.safetensors");
-    let rows: Vec<Vec<u32>> = PROMPTS
-        .iter()
-        .map(|p| {
-            refs.i64(&format!("{p}/input_ids"))
-                .iter()
-                .map(|&v| v as u32)
-                .collect()
-        })
-        .collect();
+    let rows: Vec<Vec<u32>> = reference_prompt_ids();
     let t = rows.iter().map(Vec::len).max().unwrap();
     let mut flat = Vec::new();
     for r in &rows {
@@ -250,7 +240,7 @@ fn fused_and_generic_paths_agree_on_a_padded_batch() {
         assert!(d < 1e-3, "row {i}: fused vs generic max diff {d}");
         // And the padded batch agrees with the reference (row alone, unpadded).
         let last = la[(r.len() - 1) * 49152..].to_vec();
-        let want = refs.f32(&format!("{}/full/logits_last", PROMPTS[i]));
+        let want = refs.f32(&format!("{}/full/logits_last", REFERENCE_PROMPTS[i]));
         assert!(max_abs(&last, &want) < 1e-3, "row {i} padded vs reference");
     }
 }

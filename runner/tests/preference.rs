@@ -184,23 +184,8 @@ fn preference_gradients_through_the_model_match_finite_differences() {
         };
         let lora = LoraSet::init(&m.model, &params, 5).unwrap();
         // Non-zero B so that A gets gradients too.
-        let mut rng = pruneforge::util::rng::SplitMix64::new(3);
-        let values: Vec<Vec<f32>> = lora
-            .values()
-            .unwrap()
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                if i % 2 == 1 {
-                    v.iter()
-                        .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.05) as f32)
-                        .collect()
-                } else {
-                    v
-                }
-            })
-            .collect();
-        lora.set_values(&values).unwrap();
+        common::randomize_lora_b(&lora, 3);
+        let theta = lora.values().unwrap();
         let opt = AdamW::new(&lora.sizes(), &OptimizerParams::default());
         let mut tr = Trainer::new(&mut m.model, None, lora, opt, None, 1.0).unwrap();
         // Two micro-batches: pairs 0-1 and 2-3.
@@ -208,7 +193,6 @@ fn preference_gradients_through_the_model_match_finite_differences() {
         let (loss0, g, out) = tr.preference_gradient(&micro, &o, 1, pad).unwrap();
         assert_eq!(out.pairs, 4);
         assert!(loss0.is_finite() && loss0 > 0.0, "{loss:?}: {loss0}");
-        let theta = values;
         let mut eval = |vals: &[Vec<f32>]| {
             tr.lora.set_values(vals).unwrap();
             tr.preference_gradient(&micro, &o, 1, pad).unwrap().0

@@ -99,23 +99,7 @@ fn random_lora(model: &Llama, seed: u64) -> LoraSet {
         seed,
     )
     .unwrap();
-    let mut rng = pruneforge::util::rng::SplitMix64::new(seed ^ 99);
-    let values: Vec<Vec<f32>> = lora
-        .values()
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            if i % 2 == 1 {
-                v.iter()
-                    .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.05) as f32)
-                    .collect()
-            } else {
-                v
-            }
-        })
-        .collect();
-    lora.set_values(&values).unwrap();
+    common::randomize_lora_b(&lora, seed ^ 99);
     lora
 }
 
@@ -349,16 +333,7 @@ fn the_stage_trains_over_nf4_and_writes_the_dequantized_base_plus_the_adapter() 
 fn quantized_bases_of_the_embedded_model_stay_within_their_error_on_the_reference_prompts() {
     let dir = common::embedded_dir();
     let f32m = common::embedded_model();
-    let refs = common::RefTensors::open("logits.safetensors");
-    let prompts: Vec<Vec<u32>> = ["p1", "p2", "c1", "c2"]
-        .iter()
-        .map(|p| {
-            refs.i64(&format!("{p}/input_ids"))
-                .iter()
-                .map(|&v| v as u32)
-                .collect()
-        })
-        .collect();
+    let prompts = common::reference_prompt_ids();
     let want: Vec<Tensor> = prompts.iter().map(|ids| logits(&f32m.model, ids)).collect();
     let want = Tensor::cat(&want, 0).unwrap();
     // (format, least top-1 agreement, largest mean KL in nats). Measured on the 140

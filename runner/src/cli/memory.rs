@@ -92,24 +92,12 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         memory_plan::inference("speculate", &cfg, dtype, 2, 1, t, t, kv, false),
     ];
     if let Some(base) = a.base_quantization {
-        let plain = memory_plan::lora_training(
-            &cfg,
-            dtype,
-            b,
-            t,
-            lora_all.parameter_count(&cfg),
-            None,
-            1024,
-            a.checkpoint,
-        );
-        needs.insert(
-            3,
-            MemoryNeed {
-                stage: format!("finetune, {base} base"),
-                weights: memory_plan::quantized_weights_bytes(&cfg, dtype, base),
-                ..plain
-            },
-        );
+        // The plain fine-tune row (index 2) with the student's base quantized.
+        let qlora = MemoryNeed {
+            stage: format!("finetune, {base} base"),
+            ..needs[2].clone()
+        };
+        needs.insert(3, qlora.with_quantized_base(&cfg, dtype, base));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&needs)?);

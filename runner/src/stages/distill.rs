@@ -177,19 +177,12 @@ pub fn run_shard_resumable(
     if !todo.is_empty() {
         let g = &params.generation;
         let m = super::context::open_model_checked(model_dir, compute, |cfg| {
-            let rows = g.batch_size.max(1) as usize;
-            // Prompts up to 1024 tokens plus the answers.
-            let kv = 1024 + g.max_new_tokens as usize;
-            crate::memory_plan::inference(
+            crate::memory_plan::generation(
                 "distill",
                 cfg,
                 compute.dtype,
-                1,
-                rows,
-                1024,
-                rows,
-                kv,
-                false,
+                g.batch_size as usize,
+                g.max_new_tokens as usize,
             )
         })?;
         if !m.tokenizer.has_chat_template() {

@@ -344,7 +344,7 @@ pub fn run_resumable(
                     .ok()
                     .and_then(|d| ModelConfig::from_json_file(&d.join("config.json")).ok())
             });
-            let mut need = crate::memory_plan::lora_training(
+            let need = crate::memory_plan::lora_training(
                 cfg,
                 compute.dtype,
                 opt_p.batch_size.max(1),
@@ -355,14 +355,10 @@ pub fn run_resumable(
                 // The trainer checkpoints layers on the device-generic path.
                 !(compute.device.is_cpu() && compute.dtype == candle_core::DType::F32),
             );
-            if let Some(base) = params.lora.base_quantization {
-                let teacher = teacher_cfg
-                    .as_ref()
-                    .map_or(0, |t| crate::memory_plan::weights_bytes(t, compute.dtype));
-                need.weights =
-                    crate::memory_plan::quantized_weights_bytes(cfg, compute.dtype, base) + teacher;
+            match params.lora.base_quantization {
+                Some(base) => need.with_quantized_base(cfg, compute.dtype, base),
+                None => need,
             }
-            need
         },
     )?;
     if let Some(q) = student.quantized_base() {

@@ -331,8 +331,8 @@ pub fn run(
     Ok(report)
 }
 
-/// SPIN's pairs: each record's answer (chosen) against `m`'s own answer to its prompt.
-/// SPIN's pairs for `records`, the records `first_index..` of the whole prompt set: each
+/// SPIN's pairs: each record's answer (chosen) against `m`'s own answer to its prompt, for
+/// `records`, the records `first_index..` of the whole prompt set: each
 /// prompt samples from the stream of its index in the whole set, so a shard's answers are the
 /// ones an unsharded run gives.
 pub fn self_play_pairs(
@@ -448,11 +448,10 @@ fn open(path: &Path, params: &PreferRunParams, compute: &Compute) -> Result<HfMo
                 false,
             );
             need.stage = "prefer".into();
-            if let Some(base) = params.lora.base_quantization {
-                need.weights =
-                    crate::memory_plan::quantized_weights_bytes(cfg, compute.dtype, base);
+            match params.lora.base_quantization {
+                Some(base) => need.with_quantized_base(cfg, compute.dtype, base),
+                None => need,
             }
-            need
         },
     )
 }

@@ -70,19 +70,12 @@ pub fn run_request(p: &SelfPlayParams, ctx: &StageContext) -> Result<Outcome> {
     let range = shard_range(sft.len(), index, count);
     let g = &p.generation;
     let m = super::context::open_model_checked(&model_dir, ctx.compute, |cfg| {
-        let rows = g.batch_size.max(1) as usize;
-        // Prompts up to 1024 tokens plus the answers.
-        let kv = 1024 + g.max_new_tokens as usize;
-        crate::memory_plan::inference(
+        crate::memory_plan::generation(
             "self-play",
             cfg,
             ctx.compute.dtype,
-            1,
-            rows,
-            1024,
-            rows,
-            kv,
-            false,
+            g.batch_size as usize,
+            g.max_new_tokens as usize,
         )
     })?;
     let (pairs, report) = self_play_pairs(&m, &sft[range.clone()], g, p.iteration, range.start)?;

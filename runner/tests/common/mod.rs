@@ -92,3 +92,42 @@ pub fn read_json(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(reference(name)).expect("read reference json"))
         .expect("json")
 }
+
+/// Gives every adapter's B random values in ±0.05, drawn in order from `SplitMix64::new(seed)`:
+/// PEFT starts B at 0, where A has no gradient; tests of gradients want both non-zero.
+pub fn randomize_lora_b(lora: &pruneforge::train::lora::LoraSet, seed: u64) {
+    let mut rng = pruneforge::util::rng::SplitMix64::new(seed);
+    let values: Vec<Vec<f32>> = lora
+        .values()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i % 2 == 1 {
+                v.iter()
+                    .map(|_| ((rng.next_f64() * 2.0 - 1.0) * 0.05) as f32)
+                    .collect()
+            } else {
+                v
+            }
+        })
+        .collect();
+    lora.set_values(&values).unwrap();
+}
+
+/// The reference prompts of ../shared/reference/logits.safetensors.
+pub const REFERENCE_PROMPTS: [&str; 4] = ["p1", "p2", "c1", "c2"];
+
+/// The token ids of each of [`REFERENCE_PROMPTS`], in that order.
+pub fn reference_prompt_ids() -> Vec<Vec<u32>> {
+    let refs = RefTensors::open("logits.safetensors");
+    REFERENCE_PROMPTS
+        .iter()
+        .map(|p| {
+            refs.i64(&format!("{p}/input_ids"))
+                .iter()
+                .map(|&v| v as u32)
+                .collect()
+        })
+        .collect()
+}
