@@ -70,8 +70,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
+    let allocator = pruneforge::util::allocator::keep_freed_memory();
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
+    tracing::debug!(?allocator, "allocator thresholds");
     match cli.command {
         Command::Run(a) => cli::run::run(a),
         Command::Stage(a) => cli::stage::run(a),

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::scorer::{log_softmax_summary, LOGIT_CHUNK};
 use crate::error::{Result, StageError};
+use crate::model::kernels::logsumexp;
 use crate::model::{ForwardOptions, Llama};
 
 /// The base model's next-token distributions, beside its `eval.json`.
@@ -129,12 +130,7 @@ fn rest_mass(logits: &[f32], lse: f64, ids: &[u32]) -> f64 {
             *slot = true;
         }
     }
-    logits
-        .iter()
-        .zip(&in_top)
-        .filter(|(_, &top)| !top)
-        .map(|(&l, _)| (f64::from(l) - lse).exp())
-        .sum()
+    logsumexp::mass_excluding(logits, logsumexp::max(logits), lse, &in_top)
 }
 
 /// KL(reference ‖ model) at one position over the reference's top tokens and the merged rest,
@@ -176,37 +172,64 @@ pub fn position_kl(
     Ok((kl.max(0.0), nll))
 }
 
-/// Runs `model` over one row and maps every scored position's f32 logits with `f`, in
-/// position order (positions in parallel).
-fn map_positions<T: Send>(
+/// Tokens per forward pass when rows are batched: rows of similar length are right-padded to
+/// the longest of their batch (causal attention keeps padding out of every real position),
+/// so the GEMMs see about this many rows instead of one row's length.
+const BATCH_TOKENS: usize = 1024;
+
+/// Runs `model` over `rows` and maps every scored position's f32 logits with
+/// `f(row, position, logits)`; `out[r][p]` is row `r`'s position `p`. Rows run in batches of
+/// similar length (see [`BATCH_TOKENS`]); positions are mapped in parallel.
+fn map_rows<T: Send>(
     model: &Llama,
-    tokens: &[u32],
-    f: impl Fn(usize, &[f32]) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    let positions = tokens.len().saturating_sub(1);
-    if positions == 0 {
-        return Ok(Vec::new());
-    }
-    let input = Tensor::from_vec(tokens[..positions].to_vec(), (1, positions), model.device())?;
-    let hidden = model
-        .forward(&input, ForwardOptions::default())?
-        .last_hidden
-        .squeeze(0)?;
-    let mut out = Vec::with_capacity(positions);
-    for start in (0..positions).step_by(LOGIT_CHUNK) {
-        let len = LOGIT_CHUNK.min(positions - start);
-        let logits = model
-            .logits(&hidden.narrow(0, start, len)?)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?;
-        let vocab = logits.dim(1)?;
-        let data = logits.flatten_all()?.to_vec1::<f32>()?;
-        let chunk: Vec<T> = data
-            .par_chunks(vocab)
-            .enumerate()
-            .map(|(i, row)| f(start + i, row))
-            .collect::<Result<_>>()?;
-        out.extend(chunk);
+    rows: &[&[u32]],
+    f: impl Fn(usize, usize, &[f32]) -> Result<T> + Sync,
+) -> Result<Vec<Vec<T>>> {
+    let positions = |r: usize| rows[r].len().saturating_sub(1);
+    let mut out: Vec<Vec<T>> = rows.iter().map(|_| Vec::new()).collect();
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&r| positions(r) > 0).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(positions(r)));
+    let mut next = 0;
+    while next < order.len() {
+        let width = positions(order[next]);
+        let fit = (BATCH_TOKENS / width).max(1);
+        let batch = &order[next..(next + fit).min(order.len())];
+        next += batch.len();
+        let mut ids = vec![0u32; batch.len() * width];
+        // (batch row × width + position) of every scored position, with its row and position.
+        let mut gather: Vec<u32> = Vec::new();
+        let mut owner: Vec<(usize, usize)> = Vec::new();
+        for (i, &r) in batch.iter().enumerate() {
+            let n = positions(r);
+            ids[i * width..i * width + n].copy_from_slice(&rows[r][..n]);
+            for p in 0..n {
+                gather.push((i * width + p) as u32);
+                owner.push((r, p));
+            }
+        }
+        let input = Tensor::from_vec(ids, (batch.len(), width), model.device())?;
+        let hidden = model
+            .forward(&input, ForwardOptions::default())?
+            .last_hidden
+            .reshape((batch.len() * width, model.config.hidden_size))?;
+        for (idx_chunk, owner_chunk) in gather.chunks(LOGIT_CHUNK).zip(owner.chunks(LOGIT_CHUNK)) {
+            let idx = Tensor::from_vec(idx_chunk.to_vec(), idx_chunk.len(), model.device())?;
+            let logits = model
+                .logits(&hidden.index_select(&idx, 0)?)?
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?;
+            let vocab = logits.dim(1)?;
+            let data = logits.flatten_all()?.to_vec1::<f32>()?;
+            let mapped: Vec<T> = data
+                .par_chunks(vocab)
+                .zip(owner_chunk)
+                .map(|(row, &(r, p))| f(r, p, row))
+                .collect::<Result<_>>()?;
+            for (value, &(r, p)) in mapped.into_iter().zip(owner_chunk) {
+                debug_assert_eq!(out[r].len(), p, "positions arrive in order");
+                out[r].push(value);
+            }
+        }
     }
     Ok(out)
 }
@@ -220,21 +243,23 @@ pub fn reference_of(
 ) -> Result<(KlReference, Vec<RowKl>)> {
     // A vocabulary smaller than `top_k` is kept whole (the KL is then exact).
     let top_k = top_k.min(model.config.vocab_size);
+    let tokens_of: Vec<&[u32]> = rows.iter().map(|&(_, tokens)| tokens).collect();
+    let per_row = map_rows(model, &tokens_of, |r, p, logits| {
+        let (idx, tokens) = rows[r];
+        let (ids, logp, rest, mass) = position_reference(logits, top_k);
+        let (lse, _) = log_softmax_summary(logits);
+        let target = tokens[p + 1];
+        let logit = logits.get(target as usize).copied().ok_or_else(|| {
+            StageError::Input(format!(
+                "kl: token id {target} of row {idx} is outside the model's vocabulary ({})",
+                logits.len()
+            ))
+        })?;
+        Ok((ids, logp, rest, mass, lse - f64::from(logit)))
+    })?;
     let mut refs = Vec::with_capacity(rows.len());
     let mut own = Vec::with_capacity(rows.len());
-    for &(idx, tokens) in rows {
-        let per_position = map_positions(model, tokens, |p, logits| {
-            let (ids, logp, rest, mass) = position_reference(logits, top_k);
-            let (lse, _) = log_softmax_summary(logits);
-            let target = tokens[p + 1];
-            let logit = logits.get(target as usize).copied().ok_or_else(|| {
-                StageError::Input(format!(
-                    "kl: token id {target} of row {idx} is outside the model's vocabulary ({})",
-                    logits.len()
-                ))
-            })?;
-            Ok((ids, logp, rest, mass, lse - f64::from(logit)))
-        })?;
+    for (&(idx, tokens), per_position) in rows.iter().zip(per_row) {
         let mut row = RowReference {
             idx,
             tokens: tokens.to_vec(),
@@ -271,35 +296,43 @@ pub fn kl_against(
 ) -> Result<Vec<RowKl>> {
     let k = reference.top_k;
     let by_idx: HashMap<usize, &RowReference> = reference.rows.iter().map(|r| (r.idx, r)).collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for &(idx, tokens) in rows {
-        let reference_row = by_idx
-            .get(&idx)
-            .filter(|r| r.tokens == tokens)
-            .ok_or_else(|| {
-                StageError::Input(format!(
-                    "kl: row {idx} is not in the base model's reference, or has other tokens; \
-                 evaluate the base and this model with the same kl task settings (rows, limit, \
-                 uri) and the same tokenizer"
-                ))
-            })?;
-        let values = map_positions(model, tokens, |p, logits| {
-            let (kl, nll) = position_kl(
-                logits,
-                &reference_row.top_ids[p * k..(p + 1) * k],
-                &reference_row.top_logp[p * k..(p + 1) * k],
-                reference_row.rest_logp[p],
-                tokens[p + 1],
-            )?;
-            let mass: f64 = reference_row.top_logp[p * k..(p + 1) * k]
-                .iter()
-                .map(|&lp| f64::from(lp).exp())
-                .sum();
-            Ok((kl, nll, mass))
-        })?;
-        out.push(RowKl::summed(idx, values));
-    }
-    Ok(out)
+    let reference_rows = rows
+        .iter()
+        .map(|&(idx, tokens)| {
+            by_idx
+                .get(&idx)
+                .copied()
+                .filter(|r| r.tokens == tokens)
+                .ok_or_else(|| {
+                    StageError::Input(format!(
+                        "kl: row {idx} is not in the base model's reference, or has other \
+                         tokens; evaluate the base and this model with the same kl task \
+                         settings (rows, limit, uri) and the same tokenizer"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<&RowReference>>>()?;
+    let tokens_of: Vec<&[u32]> = rows.iter().map(|&(_, tokens)| tokens).collect();
+    let per_row = map_rows(model, &tokens_of, |r, p, logits| {
+        let reference_row = reference_rows[r];
+        let (kl, nll) = position_kl(
+            logits,
+            &reference_row.top_ids[p * k..(p + 1) * k],
+            &reference_row.top_logp[p * k..(p + 1) * k],
+            reference_row.rest_logp[p],
+            tokens_of[r][p + 1],
+        )?;
+        let mass: f64 = reference_row.top_logp[p * k..(p + 1) * k]
+            .iter()
+            .map(|&lp| f64::from(lp).exp())
+            .sum();
+        Ok((kl, nll, mass))
+    })?;
+    Ok(rows
+        .iter()
+        .zip(per_row)
+        .map(|(&(idx, _), values)| RowKl::summed(idx, values))
+        .collect())
 }
 
 const ROW_IDX: &str = "row_idx";
@@ -446,7 +479,8 @@ mod tests {
         let q_logits = [0.2f32, 0.9, -1.0, 1.5, 0.3];
         let (ids, logp, rest, mass) = position_reference(&p_logits, 5);
         assert_eq!(ids[0], 3, "most likely first");
-        assert!(rest == f32::NEG_INFINITY && (mass - 1.0).abs() < 1e-12);
+        // The log-sum-exp kernel is within ~3e-7 of the f64 definition.
+        assert!(rest == f32::NEG_INFINITY && (mass - 1.0).abs() < 1e-6);
         let (kl, nll) = position_kl(&q_logits, &ids, &logp, rest, 1).expect("kl");
         let (p, q) = (softmax(&p_logits), softmax(&q_logits));
         let exact: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
@@ -472,6 +506,58 @@ mod tests {
         assert!(kl < exact);
         let (same, _) = position_kl(&p_logits, &ids, &logp, rest, 0).expect("kl");
         assert!(same.abs() < 1e-7);
+    }
+
+    #[test]
+    fn batched_rows_score_like_rows_on_their_own() {
+        use crate::model::config::ModelConfig;
+        let config = ModelConfig::from_json(
+            serde_json::json!({"architectures":["LlamaForCausalLM"],"hidden_size":32,
+                "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,
+                "num_key_value_heads":2,"vocab_size":300,"rms_norm_eps":1e-5,
+                "tie_word_embeddings":false,"max_position_embeddings":128}),
+            "tiny",
+        )
+        .expect("config");
+        let model = crate::model::random::random_model(config, 11, DType::F32, &Device::Cpu)
+            .expect("model");
+        // Lengths unlike each other, one row too short to score: one right-padded batch.
+        let tokens: Vec<Vec<u32>> = [2usize, 9, 30, 1, 17, 30, 5]
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| (0..n).map(|i| ((i * 37 + r * 101) % 300) as u32).collect())
+            .collect();
+        let rows: Vec<(usize, &[u32])> = tokens.iter().map(|t| t.as_slice()).enumerate().collect();
+        let (batched, own) = reference_of(&model, &rows, 8).expect("batched");
+        for (i, &row) in rows.iter().enumerate() {
+            let (alone, alone_own) = reference_of(&model, &[row], 8).expect("alone");
+            let (b, a) = (&batched.rows[i], &alone.rows[0]);
+            assert_eq!(b.idx, a.idx);
+            assert_eq!(b.top_ids, a.top_ids, "row {i}");
+            assert_eq!(b.top_logp.len(), row.1.len().saturating_sub(1) * 8);
+            for (x, y) in b
+                .top_logp
+                .iter()
+                .zip(&a.top_logp)
+                .chain(b.rest_logp.iter().zip(&a.rest_logp))
+            {
+                assert!((x - y).abs() < 1e-4, "row {i}: {x} vs {y}");
+            }
+            assert!(
+                (own[i].nll_sum - alone_own[0].nll_sum).abs() < 1e-3,
+                "row {i}"
+            );
+        }
+        let against = kl_against(&model, &batched, &rows).expect("kl");
+        for (row, mine) in against.iter().zip(&own) {
+            assert_eq!(row.positions, mine.positions);
+            assert!(
+                row.kl_sum.abs() < 1e-5,
+                "a model against its own reference: {}",
+                row.kl_sum
+            );
+            assert!((row.nll_sum - mine.nll_sum).abs() < 1e-6);
+        }
     }
 
     #[test]

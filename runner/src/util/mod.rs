@@ -1,5 +1,6 @@
 //! Small shared helpers.
 
+pub mod allocator;
 pub mod fs;
 pub mod progress;
 pub mod rng;

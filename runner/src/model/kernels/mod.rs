@@ -4,6 +4,7 @@
 //! runs on another device.
 
 pub mod attention;
+pub mod logsumexp;
 pub mod rms_norm;
 pub mod rope;
 pub mod skinny;
