@@ -13,7 +13,8 @@
 //! tight it is (`reference_topk_mass` in eval.json).
 //!
 //! Rows are the perplexity task's rows (the held-out Alpaca stream by default), each scored
-//! on its own: positions `0..L-1` predict tokens `1..L`.
+//! on its own tokens (no context from other rows): positions `0..L-1` predict tokens `1..L`.
+//! For speed, rows of similar length share a forward pass, right-padded (see `map_rows`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -217,14 +218,16 @@ fn map_rows<T: Send>(
             let logits = model
                 .logits(&hidden.index_select(&idx, 0)?)?
                 .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?;
+                .to_device(&Device::Cpu)?
+                .contiguous()?;
             let vocab = logits.dim(1)?;
-            let data = logits.flatten_all()?.to_vec1::<f32>()?;
-            let mapped: Vec<T> = data
-                .par_chunks(vocab)
-                .zip(owner_chunk)
-                .map(|(row, &(r, p))| f(r, p, row))
-                .collect::<Result<_>>()?;
+            // The logits are read in place (a chunk is ~50 MB for a 49k vocabulary).
+            let mapped: Vec<T> = crate::model::kernels::with_f32(&logits, |data| {
+                data.par_chunks(vocab)
+                    .zip(owner_chunk)
+                    .map(|(row, &(r, p))| f(r, p, row))
+                    .collect::<Result<Vec<T>>>()
+            })??;
             for (value, &(r, p)) in mapped.into_iter().zip(owner_chunk) {
                 debug_assert_eq!(out[r].len(), p, "positions arrive in order");
                 out[r].push(value);

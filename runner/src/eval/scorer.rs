@@ -466,26 +466,31 @@ fn score_positions(
         let logits = model
             .logits(&rows)?
             .to_dtype(DType::F32)?
-            .to_device(&candle_core::Device::Cpu)?;
+            .to_device(&candle_core::Device::Cpu)?
+            .contiguous()?;
         let vocab = logits.dim(1)?;
-        let data = logits.flatten_all()?.to_vec1::<f32>()?;
         stats.logit_rows += idx_chunk.len();
-        let summaries: Vec<(f64, u32)> = data.par_chunks(vocab).map(log_softmax_summary).collect();
-        for ((row, &(lse, argmax)), needs) in
-            data.chunks(vocab).zip(&summaries).zip(want_chunk.iter())
-        {
-            for &(_, r, j) in needs.iter() {
-                let target = prepared[r].targets[j];
-                let logit = row.get(target as usize).copied().ok_or_else(|| {
-                    StageError::Input(format!(
-                        "token id {target} is outside the model's vocabulary ({vocab})"
-                    ))
-                })?;
-                sink.logprobs[r][j] = f64::from(logit) - lse;
-                sink.greedy[r] &= argmax == target;
-                sink.filled += 1;
+        // The logits are read in place (a chunk is ~50 MB for a 49k vocabulary).
+        crate::model::kernels::with_f32(&logits, |data| -> Result<()> {
+            let summaries: Vec<(f64, u32)> =
+                data.par_chunks(vocab).map(log_softmax_summary).collect();
+            for ((row, &(lse, argmax)), needs) in
+                data.chunks(vocab).zip(&summaries).zip(want_chunk.iter())
+            {
+                for &(_, r, j) in needs.iter() {
+                    let target = prepared[r].targets[j];
+                    let logit = row.get(target as usize).copied().ok_or_else(|| {
+                        StageError::Input(format!(
+                            "token id {target} is outside the model's vocabulary ({vocab})"
+                        ))
+                    })?;
+                    sink.logprobs[r][j] = f64::from(logit) - lse;
+                    sink.greedy[r] &= argmax == target;
+                    sink.filled += 1;
+                }
             }
-        }
+            Ok(())
+        })??;
     }
     Ok(())
 }
