@@ -19,10 +19,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::scorer::{log_softmax_summary, LOGIT_CHUNK};
+use super::scorer::{for_logit_chunks, log_softmax_summary};
 use crate::error::{Result, StageError};
 use crate::model::kernels::logsumexp;
 use crate::model::{ForwardOptions, Llama};
@@ -101,7 +101,13 @@ impl RowKl {
 /// One position of the reference: the `k` most likely tokens (most likely first) with their
 /// log-probabilities, ln of the remaining mass, and the top-k mass.
 pub fn position_reference(logits: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32, f64) {
-    let (lse, _) = log_softmax_summary(logits);
+    let (ids, logp, rest, mass, _) = reference_and_lse(logits, k);
+    (ids, logp, rest, mass)
+}
+
+/// [`position_reference`] with the row's log-sum-exp (computed once for both).
+fn reference_and_lse(logits: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32, f64, f64) {
+    let (lse, argmax) = log_softmax_summary(logits);
     let k = k.min(logits.len());
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
     let by_logit_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
@@ -118,20 +124,20 @@ pub fn position_reference(logits: &[f32], k: usize) -> (Vec<u32>, Vec<f32>, f32,
         .iter()
         .map(|&i| (f64::from(logits[i as usize]) - lse).exp())
         .sum();
-    let rest = rest_mass(logits, lse, &order);
-    (order, logp, rest.ln() as f32, top_mass.min(1.0))
+    let rest = rest_mass(logits, logits[argmax as usize], lse, &order);
+    (order, logp, rest.ln() as f32, top_mass.min(1.0), lse)
 }
 
-/// Probability mass (under the softmax of `logits`, log-normaliser `lse`) of the tokens not
-/// in `ids`, summed over those tokens directly (no `1 − Σ top` cancellation).
-fn rest_mass(logits: &[f32], lse: f64, ids: &[u32]) -> f64 {
+/// Probability mass (under the softmax of `logits`, maximum `max`, log-normaliser `lse`) of
+/// the tokens not in `ids`, summed over those tokens directly (no `1 − Σ top` cancellation).
+fn rest_mass(logits: &[f32], max: f32, lse: f64, ids: &[u32]) -> f64 {
     let mut in_top = vec![false; logits.len()];
     for &i in ids {
         if let Some(slot) = in_top.get_mut(i as usize) {
             *slot = true;
         }
     }
-    logsumexp::mass_excluding(logits, logsumexp::max(logits), lse, &in_top)
+    logsumexp::mass_excluding(logits, max, lse, &in_top)
 }
 
 /// KL(reference ‖ model) at one position over the reference's top tokens and the merged rest,
@@ -144,7 +150,7 @@ pub fn position_kl(
     target: u32,
 ) -> Result<(f64, f64)> {
     let vocab = logits.len();
-    let (lse, _) = log_softmax_summary(logits);
+    let (lse, argmax) = log_softmax_summary(logits);
     let logit_of = |id: u32| -> Result<f64> {
         logits
             .get(id as usize)
@@ -165,7 +171,11 @@ pub fn position_kl(
     if rest_p > 0.0 {
         // A model mass of exactly 0 outside the top k would make the KL infinite; the floor
         // keeps the term finite (ln 1e-300 ≈ −691).
-        let q_rest = rest_mass(logits, lse, top_ids).max(1e-300);
+        let max = logits
+            .get(argmax as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY);
+        let q_rest = rest_mass(logits, max, lse, top_ids).max(1e-300);
         kl += rest_p * (f64::from(rest_logp) - q_rest.ln());
     }
     let nll = lse - logit_of(target)?;
@@ -213,26 +223,19 @@ fn map_rows<T: Send>(
             .forward(&input, ForwardOptions::default())?
             .last_hidden
             .reshape((batch.len() * width, model.config.hidden_size))?;
-        for (idx_chunk, owner_chunk) in gather.chunks(LOGIT_CHUNK).zip(owner.chunks(LOGIT_CHUNK)) {
-            let idx = Tensor::from_vec(idx_chunk.to_vec(), idx_chunk.len(), model.device())?;
-            let logits = model
-                .logits(&hidden.index_select(&idx, 0)?)?
-                .to_dtype(DType::F32)?
-                .to_device(&Device::Cpu)?
-                .contiguous()?;
-            let vocab = logits.dim(1)?;
-            // The logits are read in place (a chunk is ~50 MB for a 49k vocabulary).
-            let mapped: Vec<T> = crate::model::kernels::with_f32(&logits, |data| {
-                data.par_chunks(vocab)
-                    .zip(owner_chunk)
-                    .map(|(row, &(r, p))| f(r, p, row))
-                    .collect::<Result<Vec<T>>>()
-            })??;
+        for_logit_chunks(model, &hidden, &gather, |start, vocab, data| {
+            let owner_chunk = &owner[start..start + data.len() / vocab];
+            let mapped: Vec<T> = data
+                .par_chunks(vocab)
+                .zip(owner_chunk)
+                .map(|(row, &(r, p))| f(r, p, row))
+                .collect::<Result<_>>()?;
             for (value, &(r, p)) in mapped.into_iter().zip(owner_chunk) {
                 debug_assert_eq!(out[r].len(), p, "positions arrive in order");
                 out[r].push(value);
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(out)
 }
@@ -249,8 +252,7 @@ pub fn reference_of(
     let tokens_of: Vec<&[u32]> = rows.iter().map(|&(_, tokens)| tokens).collect();
     let per_row = map_rows(model, &tokens_of, |r, p, logits| {
         let (idx, tokens) = rows[r];
-        let (ids, logp, rest, mass) = position_reference(logits, top_k);
-        let (lse, _) = log_softmax_summary(logits);
+        let (ids, logp, rest, mass, lse) = reference_and_lse(logits, top_k);
         let target = tokens[p + 1];
         let logit = logits.get(target as usize).copied().ok_or_else(|| {
             StageError::Input(format!(
@@ -470,6 +472,7 @@ pub fn load_reference(path: &Path) -> Result<KlReference> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
 
     fn softmax(logits: &[f32]) -> Vec<f64> {
         let (lse, _) = log_softmax_summary(logits);

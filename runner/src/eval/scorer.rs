@@ -460,37 +460,48 @@ fn score_positions(
     sink: &mut Sink,
     stats: &mut ScoreStats,
 ) -> Result<()> {
-    for (idx_chunk, want_chunk) in gather.chunks(LOGIT_CHUNK).zip(wanted.chunks(LOGIT_CHUNK)) {
+    for_logit_chunks(model, flat_hidden, gather, |start, vocab, data| {
+        let want_chunk = &wanted[start..start + data.len() / vocab];
+        stats.logit_rows += want_chunk.len();
+        let summaries: Vec<(f64, u32)> = data.par_chunks(vocab).map(log_softmax_summary).collect();
+        for ((row, &(lse, argmax)), needs) in
+            data.chunks(vocab).zip(&summaries).zip(want_chunk.iter())
+        {
+            for &(_, r, j) in needs.iter() {
+                let target = prepared[r].targets[j];
+                let logit = row.get(target as usize).copied().ok_or_else(|| {
+                    StageError::Input(format!(
+                        "token id {target} is outside the model's vocabulary ({vocab})"
+                    ))
+                })?;
+                sink.logprobs[r][j] = f64::from(logit) - lse;
+                sink.greedy[r] &= argmax == target;
+                sink.filled += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs the final norm and the LM head on the rows `gather` of `flat_hidden` ([positions,
+/// hidden]), [`LOGIT_CHUNK`] rows at a time, and hands each chunk to
+/// `f(first gathered index, vocab, logits)`: f32, row-major `[rows, vocab]`, read in place
+/// from the tensor (a chunk is ~50 MB for a 49k vocabulary). Chunks come in order.
+pub fn for_logit_chunks(
+    model: &Llama,
+    flat_hidden: &Tensor,
+    gather: &[u32],
+    mut f: impl FnMut(usize, usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    for (c, idx_chunk) in gather.chunks(LOGIT_CHUNK).enumerate() {
         let idx = Tensor::from_vec(idx_chunk.to_vec(), idx_chunk.len(), model.device())?;
-        let rows = flat_hidden.index_select(&idx, 0)?;
         let logits = model
-            .logits(&rows)?
+            .logits(&flat_hidden.index_select(&idx, 0)?)?
             .to_dtype(DType::F32)?
             .to_device(&candle_core::Device::Cpu)?
             .contiguous()?;
         let vocab = logits.dim(1)?;
-        stats.logit_rows += idx_chunk.len();
-        // The logits are read in place (a chunk is ~50 MB for a 49k vocabulary).
-        crate::model::kernels::with_f32(&logits, |data| -> Result<()> {
-            let summaries: Vec<(f64, u32)> =
-                data.par_chunks(vocab).map(log_softmax_summary).collect();
-            for ((row, &(lse, argmax)), needs) in
-                data.chunks(vocab).zip(&summaries).zip(want_chunk.iter())
-            {
-                for &(_, r, j) in needs.iter() {
-                    let target = prepared[r].targets[j];
-                    let logit = row.get(target as usize).copied().ok_or_else(|| {
-                        StageError::Input(format!(
-                            "token id {target} is outside the model's vocabulary ({vocab})"
-                        ))
-                    })?;
-                    sink.logprobs[r][j] = f64::from(logit) - lse;
-                    sink.greedy[r] &= argmax == target;
-                    sink.filled += 1;
-                }
-            }
-            Ok(())
-        })??;
+        crate::model::kernels::with_f32(&logits, |data| f(c * LOGIT_CHUNK, vocab, data))??;
     }
     Ok(())
 }
