@@ -98,7 +98,7 @@ fn quickstart_plans_the_documented_stages() {
             "eval-n6-sft",
             "eval-n6-self-distill",
             "eval-n6-merged",
-            "speculate-n6",
+            "speculate-int8",
         ]
     );
     assert!(p.stages()[0]

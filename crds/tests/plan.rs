@@ -530,6 +530,20 @@ fn optional_stages_follow_the_spec() {
         p.get("speculate-n4").unwrap().inputs["draft"].as_str(),
         "merge-n4"
     );
+
+    // An 8-bit copy of the base drafts: one stage for the job, no pruned model involved.
+    let mut spec = full_spec();
+    spec.speculative.draft = DraftModel::Int8;
+    let p = plan(&spec).unwrap();
+    let speculate: Vec<_> = p
+        .stages()
+        .iter()
+        .filter(|s| s.id.as_str().starts_with("speculate"))
+        .collect();
+    assert_eq!(speculate.len(), 1, "one int8 speculate stage");
+    assert_eq!(speculate[0].id.as_str(), "speculate-int8");
+    assert_eq!(speculate[0].inputs["target"].as_str(), "import");
+    assert_eq!(speculate[0].inputs["draft"].as_str(), "import");
 }
 
 /// A change to the spec, the expected error, the field its message names.

@@ -214,11 +214,12 @@ pub fn eval_variant(id: &StageId) -> String {
         .to_string()
 }
 
-/// Draft variant of speculative decoding: `n6` or `n6-merged`.
+/// Draft variant of speculative decoding: `n6`, `n6-merged` or `int8`.
 pub fn speculative_variant(shape: &Shape, draft: DraftModel) -> String {
     match draft {
         DraftModel::Pruned => variant::pruned(shape),
         DraftModel::Merged => variant::merged(shape),
+        DraftModel::Int8 => variant::INT8_DRAFT.to_string(),
     }
 }
 
@@ -248,6 +249,9 @@ mod producer {
     }
 
     pub fn speculative(s: &SpeculativeStatus) -> Option<StageId> {
+        if s.variant == pruneforge_api::plan::variant::INT8_DRAFT {
+            return Some(StageId::speculate_int8());
+        }
         // The variant is the draft's shape label, `-merged` appended for a merged draft.
         match pruneforge_api::plan::variant::split(&s.variant) {
             Some((label, "" | "merged")) => {
@@ -360,4 +364,36 @@ pub fn finalize(status: &mut PruneDistillJobStatus, plan: &Plan, done: &BTreeSet
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_draft_variant_maps_back_to_its_stage() {
+        let shape = Shape {
+            block_size: 6,
+            width: None,
+        };
+        let entry = |variant: String| SpeculativeStatus {
+            variant,
+            acceptance_rate: 0.9,
+            mean_accepted_length: 3.0,
+            speedup: 1.4,
+            result_uri: None,
+        };
+        for (draft, name, stage) in [
+            (DraftModel::Pruned, "n6", "speculate-n6"),
+            (DraftModel::Merged, "n6-merged", "speculate-n6"),
+            (DraftModel::Int8, "int8", "speculate-int8"),
+        ] {
+            let variant = speculative_variant(&shape, draft);
+            assert_eq!(variant, name);
+            assert_eq!(
+                producer::speculative(&entry(variant)).map(|id| id.as_str().to_string()),
+                Some(stage.to_string())
+            );
+        }
+    }
 }

@@ -74,7 +74,11 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli::logging::init(cli.log_format);
     tracing::debug!(?allocator, "allocator thresholds");
-    match cli.command {
+    pruneforge::util::workers::on_pool(|| dispatch(cli.command))
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run(a) => cli::run::run(a),
         Command::Stage(a) => cli::stage::run(a),
         Command::Report(a) => cli::report::run(a),

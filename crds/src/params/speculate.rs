@@ -9,15 +9,15 @@ use crate::spec::{DatasetRef, DraftModel};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpeculateParams {
-    /// Block size of the draft.
+    /// Block size of the draft; 0 for the `int8` draft (the unpruned base in 8 bits).
     pub block_size: u32,
     /// The width variant this stage belongs to (`spec.pruning.widths[].name`); absent for
     /// depth-only variants. A name only: left out of the cache key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width_variant: Option<String>,
-    /// pruned or merged.
+    /// pruned, merged or int8.
     pub draft: DraftModel,
-    /// Tokens proposed per step (k).
+    /// The most tokens proposed per step (k).
     pub draft_tokens: u32,
     /// New tokens per prompt.
     pub max_new_tokens: u32,

@@ -503,24 +503,37 @@ pub fn plan_for(spec: &PruneDistillJobSpec, compute: ResolvedCompute) -> Result<
 
     // speculate, one per variant
     if spec.speculative.enabled {
+        let s = &spec.speculative;
+        let params = |shape: Option<&Shape>| {
+            StageParams::Speculate(SpeculateParams {
+                block_size: shape.map_or(0, |x| x.block_size),
+                width_variant: shape.and_then(|x| x.width.clone()),
+                draft: s.draft,
+                draft_tokens: s.draft_tokens,
+                max_new_tokens: s.max_new_tokens,
+                temperature: s.temperature,
+                prompts: s.prompts.clone(),
+                seed: s.seed,
+            })
+        };
+        if s.draft == DraftModel::Int8 {
+            // The base drafts for itself: one stage, whatever the pruned shapes.
+            builder.add(
+                StageId::speculate_int8(),
+                params(None),
+                &[("target", &import), ("draft", &import)],
+                1,
+            );
+        }
         for (shape, _) in &shapes {
-            let draft = match spec.speculative.draft {
+            let draft = match s.draft {
                 DraftModel::Pruned => &pruned[shape],
                 DraftModel::Merged => &merged[shape],
+                DraftModel::Int8 => continue,
             };
-            let s = &spec.speculative;
             builder.add(
                 StageId::speculate(shape),
-                StageParams::Speculate(SpeculateParams {
-                    block_size: shape.block_size,
-                    width_variant: shape.width.clone(),
-                    draft: s.draft,
-                    draft_tokens: s.draft_tokens,
-                    max_new_tokens: s.max_new_tokens,
-                    temperature: s.temperature,
-                    prompts: s.prompts.clone(),
-                    seed: s.seed,
-                }),
+                params(Some(shape)),
                 &[("target", &import), ("draft", draft)],
                 1,
             );

@@ -125,6 +125,11 @@ impl StageId {
         StageId(format!("speculate-{shape}"))
     }
 
+    /// `speculate-int8`: the base model drafting for itself in 8 bits.
+    pub fn speculate_int8() -> Self {
+        StageId(format!("speculate-{}", variant::INT8_DRAFT))
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -159,6 +164,9 @@ pub mod variant {
 
     /// The unpruned model after teacher correction.
     pub const TEACHER: &str = "teacher";
+
+    /// The unpruned model decoding in 8 bits, as a speculative draft for itself.
+    pub const INT8_DRAFT: &str = "int8";
 
     /// The pruned model without recovery: `n6`, `w-mlp75`.
     pub fn pruned(shape: &Shape) -> String {

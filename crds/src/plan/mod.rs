@@ -11,7 +11,8 @@
 //! | `finetune-n<n>-<method>` per block size × method ≠ none | finetune | `model` = prune-n<n>, `teacher` = import (KD), `data-<name>` = distill-<name> (distilled data) |
 //! | `merge-n<n>` per block size (merge enabled) | merge | `base` = prune-n<n>, `model-<i>` = finetune-n<n>-<models[i]> |
 //! | `eval-base`, `eval-n<n>` (method none), `eval-n<n>-<method>`, `eval-n<n>-merged` | eval | `model`, `base` = import (drift) |
-//! | `speculate-n<n>` per block size (speculative enabled) | speculate | `target` = import, `draft` = prune-n<n> or merge-n<n> |
+//! | `speculate-n<n>` per block size (speculative enabled, draft pruned or merged) | speculate | `target` = import, `draft` = prune-n<n> or merge-n<n> |
+//! | `speculate-int8` once (speculative enabled, draft int8) | speculate | `target` = `draft` = import |
 //!
 //! Every stage gets a content-addressed cache key ([`key::cache_key`]) over its kind, its
 //! parameters and its inputs' keys, and an artifact path `<storage>/<kind>/<16 hex of key>/`.

@@ -121,7 +121,7 @@ pub struct PruneDistillJobSpec {
     /// Benchmarks and drift.
     #[serde(default)]
     pub evaluation: EvaluationSpec,
-    /// Speculative decoding with a pruned draft.
+    /// Speculative decoding with a pruned draft or an 8-bit copy of the base.
     #[serde(default)]
     pub speculative: SpeculativeSpec,
     /// Pod settings of stage Jobs (never part of a cache key).

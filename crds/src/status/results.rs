@@ -88,7 +88,7 @@ pub struct EvaluationStatus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpeculativeStatus {
-    /// Draft variant, e.g. `n6` or `n6-merged`.
+    /// Draft variant, e.g. `n6`, `n6-merged`, or `int8` (an 8-bit copy of the base).
     pub variant: String,
     /// Accepted draft tokens / proposed draft tokens.
     pub acceptance_rate: f64,

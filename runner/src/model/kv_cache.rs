@@ -8,17 +8,20 @@ use super::error::ModelError;
 use super::kv_buffer::KvBuffer;
 use candle_core::Tensor;
 
+#[derive(Clone)]
 pub enum KvCache {
     Ragged(RaggedCache),
     Tensors(TensorCache),
 }
 
+#[derive(Clone)]
 pub struct RaggedCache {
     pub layers: Vec<KvBuffer>,
     /// Valid positions per row.
     pub lens: Vec<usize>,
 }
 
+#[derive(Clone)]
 pub struct TensorCache {
     pub layers: Vec<Option<(Tensor, Tensor)>>,
     pub rows: usize,

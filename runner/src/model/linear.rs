@@ -2,6 +2,7 @@
 //! optional LoRA adapter per part (the hook used by fine-tuning).
 
 use super::kernels;
+use super::kernels::skinny_int8::{self, Int8Rows};
 use super::quant::{BaseQuantization, QuantizedWeight};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use std::ops::Range;
@@ -61,6 +62,44 @@ fn cpu_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         *last = out_features;
     }
     Ok(Some(kernels::from_vec(y, &shape)?))
+}
+
+/// `x [.., in] · w^T` by the 8-bit kernel ([`skinny_int8`]) when it applies: f32 on the CPU,
+/// contiguous, no gradient to record, and at most [`skinny_int8::MAX_ROWS`] rows. `None`: the
+/// caller uses the f32 weight.
+pub fn int8_matmul_t(x: &Tensor, w: &Int8Rows) -> Result<Option<Tensor>> {
+    let (n, k) = w.dims();
+    let Some(&inner) = x.dims().last() else {
+        return Ok(None);
+    };
+    let rows = x.elem_count() / inner.max(1);
+    if inner != k
+        || rows == 0
+        || rows > skinny_int8::MAX_ROWS
+        || !kernels::usable(x)
+        || !x.is_contiguous()
+        || x.track_op()
+    {
+        return Ok(None);
+    }
+    let y = kernels::with_f32(x, |xs| skinny_int8::matmul_t(xs, rows, w))?;
+    let mut shape = x.dims().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = n;
+    }
+    Ok(Some(kernels::from_vec(y, &shape)?))
+}
+
+/// An 8-bit copy of a dense f32 weight `[out, in]` on the CPU; `None` for any other weight
+/// (another device or dtype, or rows that do not split into blocks of 32).
+pub fn int8_copy(w: &Tensor) -> Result<Option<Arc<Int8Rows>>> {
+    let (rows, cols) = w.dims2()?;
+    if !kernels::usable(w) || !cols.is_multiple_of(skinny_int8::BLOCK) {
+        return Ok(None);
+    }
+    let w = w.contiguous()?;
+    let q = kernels::with_f32(&w, |v| Int8Rows::quantize(v, rows, cols))?;
+    Ok(q.ok().map(Arc::new))
 }
 
 /// Most output features for which [`gemm_matmul_t`] splits the rows between threads.
@@ -230,6 +269,9 @@ pub struct FusedLinear {
     pub bias: Option<Tensor>,
     pub parts: Vec<Part>,
     pub lora: Vec<Option<LoraAdapter>>,
+    /// An 8-bit copy of `weight` for products of a few rows (decoding), set only on a
+    /// speculative draft made by [`crate::model::Llama::with_int8_decoding`].
+    pub decode_int8: Option<Arc<Int8Rows>>,
 }
 
 impl FusedLinear {
@@ -271,6 +313,7 @@ impl FusedLinear {
             bias,
             parts: names,
             lora,
+            decode_int8: None,
         })
     }
 
@@ -325,10 +368,15 @@ impl FusedLinear {
 
     /// `x`: `[.., in]` → `[.., out]`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let base = match &self.weight {
-            ProjWeight::Dense(w) => matmul_t(x, w)?,
+        let int8 = match &self.decode_int8 {
+            Some(q) => int8_matmul_t(x, q)?,
+            None => None,
+        };
+        let base = match (int8, &self.weight) {
+            (Some(y), _) => y,
+            (None, ProjWeight::Dense(w)) => matmul_t(x, w)?,
             // Dequantized for this call only (the blocks stay the stored form).
-            quantized => matmul_t(x, &quantized.tensor()?.to_dtype(x.dtype())?)?,
+            (None, quantized) => matmul_t(x, &quantized.tensor()?.to_dtype(x.dtype())?)?,
         };
         let base = match &self.bias {
             Some(b) => base.broadcast_add(b)?,

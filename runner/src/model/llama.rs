@@ -5,15 +5,17 @@
 use super::config::ModelConfig;
 use super::error::{ModelError, Result};
 use super::kernels;
+use super::kernels::skinny_int8::Int8Rows;
 use super::kv_buffer::KvBuffer;
 use super::kv_cache::KvCache;
 use super::layer::{AttnIo, DecoderLayer, ModelObserver, Observer, Site};
-use super::linear::{matmul_t, FusedLinear, LoraAdapter, ProjWeight};
+use super::linear::{int8_copy, int8_matmul_t, matmul_t, FusedLinear, LoraAdapter, ProjWeight};
 use super::ops;
 use super::quant::BaseQuantization;
 use super::rope::RotaryTable;
 use super::train_kernels;
 use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
 
 /// The seven projection names of a decoder layer, in HF naming.
 pub const PROJECTIONS: [&str; 7] = [
@@ -33,6 +35,8 @@ pub struct Llama {
     pub norm: Tensor,
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor>,
+    /// An 8-bit copy of the LM head for few-row products (a speculative draft only).
+    pub lm_head_int8: Option<Arc<Int8Rows>>,
     /// Use the fused CPU training kernels ([`super::train_kernels`]) for `train: true` on CPU
     /// f32 (default); `false` forces the composable ops (tests compare the two).
     pub train_kernels: bool,
@@ -174,6 +178,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            lm_head_int8: None,
             train_kernels: true,
             fused_kernels: true,
             device: device.clone(),
@@ -627,8 +632,68 @@ impl Llama {
     /// GEMM runs in the model's dtype with f32 accumulation, as transformers does; logits and
     /// losses are taken in f32).
     pub fn lm_head(&self, normed: &Tensor) -> Result<Tensor> {
+        if let Some(q) = &self.lm_head_int8 {
+            if let Some(y) = int8_matmul_t(normed, q)? {
+                return Ok(y);
+            }
+        }
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         Ok(matmul_t(normed, w)?.to_dtype(DType::F32)?)
+    }
+
+    /// A speculative draft for this model that shares its weights and decodes with 8-bit
+    /// copies of the projections and the LM head (one f32 scale per 32 values, 1.125 bytes a
+    /// weight): a few rows read under a third of the bytes, and the copy predicts this
+    /// model's next token almost always. Prompts (more rows than
+    /// [`super::kernels::skinny_int8::MAX_ROWS`]) run on the shared f32 weights. Needs dense
+    /// f32 weights on the CPU whose rows split into blocks of 32.
+    pub fn with_int8_decoding(&self) -> Result<Llama> {
+        if !self.device.is_cpu() || self.dtype() != DType::F32 {
+            return Err(ModelError::Input(format!(
+                "an 8-bit draft needs an f32 model on the CPU, not {:?} on {:?}",
+                self.dtype(),
+                self.device
+            )));
+        }
+        let copy = |w: &Tensor, name: &str| -> Result<Arc<Int8Rows>> {
+            int8_copy(w)?.ok_or_else(|| {
+                ModelError::Input(format!(
+                    "`{name}` cannot be copied to 8 bits: its rows must be a multiple of 32 \
+                     values long"
+                ))
+            })
+        };
+        let mut layers = self.layers.clone();
+        for (i, layer) in layers.iter_mut().enumerate() {
+            for (name, lin) in [
+                ("q|k|v", &mut layer.qkv),
+                ("o", &mut layer.o_proj),
+                ("gate|up", &mut layer.gate_up),
+                ("down", &mut layer.down_proj),
+            ] {
+                let ProjWeight::Dense(w) = &lin.weight else {
+                    return Err(ModelError::Input(format!(
+                        "layer {i} {name}: an 8-bit draft needs dense weights, not a quantized base"
+                    )));
+                };
+                lin.decode_int8 = Some(copy(w, &format!("layer {i} {name}"))?);
+            }
+        }
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        let mut draft = Llama {
+            config: self.config.clone(),
+            embed_tokens: self.embed_tokens.clone(),
+            layers,
+            norm: self.norm.clone(),
+            lm_head: self.lm_head.clone(),
+            lm_head_int8: Some(copy(head, "lm_head")?),
+            train_kernels: self.train_kernels,
+            fused_kernels: self.fused_kernels,
+            rope: RotaryTable::empty(),
+            device: self.device.clone(),
+        };
+        draft.rope = RotaryTable::new(&draft.config);
+        Ok(draft)
     }
 
     /// Final norm + LM head.

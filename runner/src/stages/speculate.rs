@@ -1,9 +1,10 @@
-//! Stage `speculate`: speculative decoding with the pruned (or merged) model drafting for the
-//! base model. Reports the acceptance rate (accepted ÷ drafted), the mean accepted length per
+//! Stage `speculate`: speculative decoding with the pruned (or merged) model, or an 8-bit copy
+//! of the base ([`crate::model::Llama::with_int8_decoding`]), drafting for the base model. Reports the acceptance rate (accepted ÷ drafted), the mean accepted length per
 //! verification step, and tokens/s with and without speculation on prompts from a data set.
 //! With greedy decoding the output is checked to equal target-only decoding token for token.
 
 pub mod decoder;
+pub mod draft_length;
 
 use crate::device::Compute;
 use crate::generate::{generate_all, GenerateParams, SamplingParams};
@@ -14,8 +15,10 @@ use crate::tokenizer::ChatMessage;
 use crate::util::fs::write_json_atomic;
 use crate::util::progress::Progress;
 use decoder::{speculative_generate, SpecConfig};
+use draft_length::DraftLength;
 use pruneforge_api::contract::{self, StageSummary};
 pub use pruneforge_api::params::SpeculateParams;
+use pruneforge_api::spec::DraftModel;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -23,14 +26,23 @@ use std::time::Instant;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SpeculateSummary {
     pub prompts: usize,
+    /// Most tokens drafted per verification; each step's length is chosen from the measured
+    /// acceptance ([`draft_length::DraftLength`]).
     pub draft_tokens: usize,
+    /// A draft pass in target passes (the share of the target's weights it reads).
+    #[serde(default)]
+    pub draft_cost: f64,
+    /// Target passes that decoded alone because no draft length paid.
+    #[serde(default)]
+    pub target_only_steps: usize,
     pub drafted: usize,
     pub accepted: usize,
     /// accepted ÷ drafted.
     pub acceptance_rate: f64,
     /// Accepted draft tokens per verification step.
     pub mean_accepted_length: f64,
-    /// Tokens produced per target forward pass (accepted + 1 per step).
+    /// Tokens produced per target forward pass after the prompt (verifications and
+    /// target-only passes).
     pub tokens_per_target_pass: f64,
     pub generated_tokens: usize,
     pub speculative_tok_s: f64,
@@ -59,12 +71,21 @@ pub fn run(
     let target = super::context::open_model_checked(target_dir, compute, |cfg| {
         crate::memory_plan::inference("speculate", cfg, compute.dtype, 2, 1, 1024, 1024, kv, false)
     })?;
-    let draft = open_model_on(draft_dir, &compute.device, compute.dtype)?;
-    if draft.tokenizer.vocab_size() != target.tokenizer.vocab_size() {
-        return Err(StageError::Input(
-            "the draft and target tokenizers differ".into(),
-        ));
-    }
+    let draft = match params.draft {
+        DraftModel::Int8 => target.model.with_int8_decoding()?,
+        DraftModel::Pruned | DraftModel::Merged => {
+            let draft = open_model_on(draft_dir, &compute.device, compute.dtype)?;
+            if draft.tokenizer.vocab_size() != target.tokenizer.vocab_size() {
+                return Err(StageError::Input(
+                    "the draft and target tokenizers differ".into(),
+                ));
+            }
+            draft.model
+        }
+    };
+    // An 8-bit copy runs prompts on the target's own f32 weights: its prompt cache is the
+    // target's.
+    let shares_prompt = params.draft == DraftModel::Int8;
     let prompts = data
         .records
         .iter()
@@ -95,27 +116,35 @@ pub fn run(
     let mut summary = SpeculateSummary {
         prompts: prompts.len(),
         draft_tokens: params.draft_tokens as usize,
+        draft_cost: decoder::draft_cost(&target.model, &draft),
         ..Default::default()
     };
     let mut identical = 0;
     let mut log = String::new();
     let mut progress = Progress::new("speculate", prompts.len() as u64);
+    let mut lengths = DraftLength::new(
+        params.draft_tokens as usize,
+        true,
+        decoder::draft_cost(&target.model, &draft),
+    );
     let t1 = Instant::now();
     for (i, p) in prompts.iter().enumerate() {
         let cfg = SpecConfig {
-            k: params.draft_tokens as usize,
+            draft_shares_prompt_cache: shares_prompt,
             max_new_tokens: max_new,
             sampling: &sampling,
             eos: &target.tokenizer.eos_ids,
             stream: i as u64,
         };
-        let out = speculative_generate(&target.model, &draft.model, p, &cfg)?;
+        let out = speculative_generate(&target.model, &draft, p, &cfg, &mut lengths)?;
         summary.drafted += out.drafted;
+        summary.target_only_steps += out.target_only_steps;
         summary.accepted += out.accepted;
         summary.generated_tokens += out.tokens.len();
         let same = out.tokens == baseline[i].tokens;
         identical += same as usize;
-        let line = serde_json::json!({"index": i, "steps": out.steps, "drafted": out.drafted,
+        let line = serde_json::json!({"index": i, "steps": out.steps,
+            "target_only_steps": out.target_only_steps, "drafted": out.drafted,
             "accepted": out.accepted, "tokens": out.tokens.len(), "identical_to_target": same,
             "text": target.tokenizer.decode(&out.tokens, true)?});
         log.push_str(&line.to_string());
@@ -131,7 +160,8 @@ pub fn run(
     let steps = summary.mean_accepted_length.max(1.0);
     summary.acceptance_rate = summary.accepted as f64 / summary.drafted.max(1) as f64;
     summary.mean_accepted_length = summary.accepted as f64 / steps;
-    summary.tokens_per_target_pass = (summary.accepted as f64 + steps) / steps;
+    let passes = steps + summary.target_only_steps as f64;
+    summary.tokens_per_target_pass = (summary.accepted as f64 + passes) / passes;
     summary.speculative_tok_s = summary.generated_tokens as f64 / spec_s.max(1e-9);
     summary.baseline_tok_s = base_stats.generated_tokens as f64 / base_s.max(1e-9);
     summary.speedup = summary.speculative_tok_s / summary.baseline_tok_s.max(1e-9);

@@ -4,3 +4,4 @@ pub mod allocator;
 pub mod fs;
 pub mod progress;
 pub mod rng;
+pub mod workers;

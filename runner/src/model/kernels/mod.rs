@@ -8,6 +8,7 @@ pub mod logsumexp;
 pub mod rms_norm;
 pub mod rope;
 pub mod skinny;
+pub mod skinny_int8;
 pub mod softmax;
 pub mod swiglu;
 pub mod widest;

@@ -3,6 +3,7 @@
 //! token; with temperature > 0 the standard rejection sampling (Leviathan et al. 2023, Chen et
 //! al. 2023) keeps the target's output distribution.
 
+use super::draft_length::DraftLength;
 use crate::generate::sampler::{argmax, distribution, draw, SamplingParams};
 use crate::generate::SplitMix64;
 use crate::model::error::{ModelError, Result};
@@ -12,8 +13,10 @@ use candle_core::Tensor;
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SpecOutput {
     pub tokens: Vec<u32>,
-    /// Verification steps (target forward passes after the prompt).
+    /// Verification steps (target passes over drafted tokens).
     pub steps: usize,
+    /// Target passes that decoded one token without a draft (the draft length policy chose 0).
+    pub target_only_steps: usize,
     pub drafted: usize,
     pub accepted: usize,
 }
@@ -26,10 +29,67 @@ fn logits_rows(model: &Llama, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(l.to_vec2::<f32>()?)
 }
 
+/// Feeds `tokens` and returns the logits of every one of them.
 fn feed(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-    let ids = Tensor::from_vec(tokens.to_vec(), (1, tokens.len()), model.device())?;
-    let h = model.forward_cached(&ids, cache, &[0])?;
+    let h = forward(model, cache, tokens)?;
     logits_rows(model, &h)
+}
+
+/// Feeds `tokens` and returns the logits of the last one only (a prompt or a catch-up needs no
+/// more: the LM head over every row would cost more than the layers).
+fn feed_last(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<f32>> {
+    let h = forward(model, cache, tokens)?;
+    let last = h.narrow(1, tokens.len() - 1, 1)?;
+    Ok(logits_rows(model, &last)?.remove(0))
+}
+
+fn forward(model: &Llama, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor> {
+    let ids = Tensor::from_vec(tokens.to_vec(), (1, tokens.len()), model.device())?;
+    model.forward_cached(&ids, cache, &[0])
+}
+
+/// Share of a batch-1 decoding pass spent outside reading the projections and the LM head
+/// (attention, norms, the embedding lookup, thread hand-offs): what a draft costs however few
+/// bytes its weights take. Fitted to SmolLM2-135M on 2 cores: its 8-bit copy, alone, decoded
+/// at 0.43-0.44 of the f32 model's time (`--example spec_int8`), with 0.28 of its bytes.
+const FIXED_STEP_SHARE: f64 = 0.2;
+
+/// A draft pass in target passes. A decoding pass is bound by reading the weights once, so
+/// beyond a fixed share ([`FIXED_STEP_SHARE`]) it costs the bytes its projections and LM head
+/// take: 4 a weight in f32, 1.125 for an 8-bit copy. Counted from the shapes, not timed, so
+/// that draft lengths (and sampled output) do not depend on the machine's speed of the moment.
+pub fn draft_cost(target: &Llama, draft: &Llama) -> f64 {
+    fn bytes_per_token(m: &Llama) -> f64 {
+        let c = &m.config;
+        let (h, i) = (c.hidden_size as f64, c.intermediate_size as f64);
+        let kv = (c.num_key_value_heads * c.head_dim) as f64;
+        let q = (c.num_attention_heads * c.head_dim) as f64;
+        let per_weight = |int8: bool| {
+            if int8 {
+                1.0 + 4.0 / crate::model::kernels::skinny_int8::BLOCK as f64
+            } else {
+                m.dtype().size_in_bytes() as f64
+            }
+        };
+        let layers: f64 = m
+            .layers
+            .iter()
+            .map(|l| {
+                [
+                    (&l.qkv, h * (q + 2.0 * kv)),
+                    (&l.o_proj, q * h),
+                    (&l.gate_up, 2.0 * h * i),
+                    (&l.down_proj, h * i),
+                ]
+                .iter()
+                .map(|(lin, n)| n * per_weight(lin.decode_int8.is_some()))
+                .sum::<f64>()
+            })
+            .sum();
+        layers + h * c.vocab_size as f64 * per_weight(m.lm_head_int8.is_some())
+    }
+    let share = bytes_per_token(draft) / bytes_per_token(target).max(1.0);
+    FIXED_STEP_SHARE + (1.0 - FIXED_STEP_SHARE) * share
 }
 
 fn probs_of(dist: &[(u32, f64)], tok: u32) -> f64 {
@@ -64,7 +124,12 @@ pub fn rejection_step(
 }
 
 pub struct SpecConfig<'a> {
-    pub k: usize,
+    /// The draft computes a prompt as the target does (an 8-bit copy runs prompts of more than
+    /// [`crate::model::kernels::skinny_int8::MAX_ROWS`] tokens on the shared f32 weights, and
+    /// shorter ones differ only by rounding), so it starts from a copy of the target's prompt
+    /// cache instead of its own pass over the prompt. The output does not depend on it: the
+    /// target verifies every token.
+    pub draft_shares_prompt_cache: bool,
     pub max_new_tokens: usize,
     pub sampling: &'a SamplingParams,
     pub eos: &'a [u32],
@@ -72,13 +137,16 @@ pub struct SpecConfig<'a> {
 }
 
 /// Generates up to `max_new_tokens` after `prompt` (stopping after an end-of-sequence token).
+/// `lengths` chooses each draft length and learns the acceptance; pass the same one for every
+/// prompt of a run so that it keeps what it measured.
 pub fn speculative_generate(
     target: &Llama,
     draft: &Llama,
     prompt: &[u32],
     cfg: &SpecConfig<'_>,
+    lengths: &mut DraftLength,
 ) -> Result<SpecOutput> {
-    if cfg.k == 0 {
+    if lengths.max() == 0 {
         return Err(ModelError::Input("draft_tokens must be ≥ 1".into()));
     }
     if target.config.vocab_size != draft.config.vocab_size {
@@ -90,7 +158,19 @@ pub fn speculative_generate(
     if prompt.is_empty() {
         return Err(ModelError::Input("empty prompt".into()));
     }
-    let cap = prompt.len() + cfg.max_new_tokens + cfg.k + 2;
+    let cache_shape = |m: &Llama| {
+        (
+            m.num_layers(),
+            m.config.num_key_value_heads,
+            m.config.head_dim,
+        )
+    };
+    if cfg.draft_shares_prompt_cache && cache_shape(draft) != cache_shape(target) {
+        return Err(ModelError::Input(
+            "a draft sharing the prompt cache must have the target's shape".into(),
+        ));
+    }
+    let cap = prompt.len() + cfg.max_new_tokens + lengths.max() + 2;
     let mut tc = target.new_cache(1, cap);
     let mut dc = draft.new_cache(1, cap);
     let mut rng = SplitMix64::for_item(cfg.sampling.seed, cfg.stream);
@@ -103,29 +183,45 @@ pub fn speculative_generate(
         }
     };
     // Prefill both; the first new token comes from the target.
-    let t_logits = feed(target, &mut tc, prompt)?;
-    feed(draft, &mut dc, &prompt[..prompt.len() - 1])?;
-    let mut draft_pending = vec![prompt[prompt.len() - 1]];
-    let first = pick(&t_logits[t_logits.len() - 1], &mut rng);
+    let t_logits = feed_last(target, &mut tc, prompt)?;
+    // Tokens the target has and the draft has not seen yet.
+    let mut draft_pending = vec![];
+    if cfg.draft_shares_prompt_cache {
+        dc = tc.clone();
+    } else {
+        if prompt.len() > 1 {
+            forward(draft, &mut dc, &prompt[..prompt.len() - 1])?;
+        }
+        draft_pending.push(prompt[prompt.len() - 1]);
+    }
+    let first = pick(&t_logits, &mut rng);
     let mut out = SpecOutput {
         tokens: vec![first],
         ..Default::default()
     };
     let mut last = first;
     while out.tokens.len() < cfg.max_new_tokens && !cfg.eos.contains(&last) {
-        let k = cfg.k.min(cfg.max_new_tokens - out.tokens.len());
+        let k = lengths.next(cfg.max_new_tokens - out.tokens.len());
+        if k == 0 {
+            // The target alone; the draft catches up when it drafts again.
+            let row = feed_last(target, &mut tc, &[last])?;
+            draft_pending.push(last);
+            out.target_only_steps += 1;
+            last = pick(&row, &mut rng);
+            out.tokens.push(last);
+            continue;
+        }
         // Draft k tokens.
         draft_pending.push(last);
         let mut proposals = Vec::with_capacity(k);
         let mut draft_dists = Vec::with_capacity(k);
         let mut pending = std::mem::take(&mut draft_pending);
         for _ in 0..k {
-            let rows = feed(draft, &mut dc, &pending)?;
-            let logits = &rows[rows.len() - 1];
+            let logits = feed_last(draft, &mut dc, &pending)?;
             let tok = if greedy {
-                argmax(logits)
+                argmax(&logits)
             } else {
-                let d = distribution(logits, cfg.sampling);
+                let d = distribution(&logits, cfg.sampling);
                 let t = draw(&d, &mut rng);
                 draft_dists.push(d);
                 t
@@ -167,6 +263,7 @@ pub fn speculative_generate(
         out.steps += 1;
         out.drafted += k;
         out.accepted += accepted;
+        lengths.record(k, accepted);
         // Keep `last` and the accepted proposals in both caches.
         tc.truncate(0, base + 1 + accepted)?;
         let keep = base + 1 + accepted;
