@@ -708,7 +708,19 @@ async fn e2e_the_operator_needs_no_more_than_its_rbac_rules() {
         operator_client.clone(),
         LeaseConfig::new("pruneforge-operator", ns.clone(), "e2e-replica"),
     );
-    let leading = elector.try_acquire_or_renew().await;
+    // The apiserver's RBAC authorizer learns of the new RoleBinding through a watch, so the
+    // first requests may still be refused (seen once on a freshly started control plane). The
+    // operator's own election loop retries; so does this, for a bounded time: a rule that is
+    // really missing still fails below.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leading = loop {
+        let attempt = elector.try_acquire_or_renew().await;
+        let refused = matches!(&attempt, Err(kube::Error::Api(e)) if e.code == 403);
+        if !refused || Instant::now() >= deadline {
+            break attempt;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     let settings = Settings {
         startup_deadline: Duration::from_secs(15),
         requeue_running: Duration::from_secs(5),

@@ -172,7 +172,6 @@ pub fn speculative_generate(
     }
     let cap = prompt.len() + cfg.max_new_tokens + lengths.max() + 2;
     let mut tc = target.new_cache(1, cap);
-    let mut dc = draft.new_cache(1, cap);
     let mut rng = SplitMix64::for_item(cfg.sampling.seed, cfg.stream);
     let greedy = cfg.sampling.is_greedy();
     let pick = |logits: &[f32], rng: &mut SplitMix64| {
@@ -186,14 +185,16 @@ pub fn speculative_generate(
     let t_logits = feed_last(target, &mut tc, prompt)?;
     // Tokens the target has and the draft has not seen yet.
     let mut draft_pending = vec![];
-    if cfg.draft_shares_prompt_cache {
-        dc = tc.clone();
+    let mut dc = if cfg.draft_shares_prompt_cache {
+        tc.clone()
     } else {
+        let mut dc = draft.new_cache(1, cap);
         if prompt.len() > 1 {
             forward(draft, &mut dc, &prompt[..prompt.len() - 1])?;
         }
         draft_pending.push(prompt[prompt.len() - 1]);
-    }
+        dc
+    };
     let first = pick(&t_logits, &mut rng);
     let mut out = SpecOutput {
         tokens: vec![first],
