@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use pruneforge::generate::{generate_all, GenerateParams, SamplingParams};
 use pruneforge::loader::open_model;
 use pruneforge::model::ForwardOptions;
-use pruneforge::tokenizer::ChatMessage;
+use pruneforge::stages::speculate::chat_prompts;
 use std::time::Instant;
 
 fn argmax(v: &[f32]) -> u32 {
@@ -31,27 +31,14 @@ fn main() -> anyhow::Result<()> {
 fn body() -> anyhow::Result<()> {
     let m = open_model(&pruneforge::loader::embedded::ensure_hf_dir()?)?;
     let (model, tok) = (m.model, m.tokenizer);
-    let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/alpaca/alpaca_5000.json"
-    ))?)?;
     let n: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse().unwrap())
         .unwrap_or(8);
-    let prompts: Vec<Vec<u32>> = raw.as_array().unwrap()[..n]
-        .iter()
-        .map(|r| {
-            let i = r["instruction"].as_str().unwrap().trim();
-            let x = r["input"].as_str().unwrap().trim();
-            let t = if x.is_empty() {
-                i.to_string()
-            } else {
-                format!("{i}\n\n{x}")
-            };
-            tok.encode_chat(&[ChatMessage::user(t)], true).unwrap()
-        })
-        .collect();
+    let alpaca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/alpaca/alpaca_5000.json");
+    let records = pruneforge::data::sft::load_alpaca(&alpaca)?;
+    let prompts = chat_prompts(&records[..n.min(records.len())], &tok)?;
     let p = GenerateParams {
         max_new_tokens: 64,
         sampling: SamplingParams {

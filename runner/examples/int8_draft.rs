@@ -7,9 +7,9 @@
 //! 64 new tokens; `ONLY_COST=1` stops after the draft cost).
 use pruneforge::generate::{generate_all, GenerateParams, SamplingParams};
 use pruneforge::loader::open_model;
+use pruneforge::stages::speculate::chat_prompts;
 use pruneforge::stages::speculate::decoder::{speculative_generate, SpecConfig};
 use pruneforge::stages::speculate::draft_length::DraftLength;
-use pruneforge::tokenizer::ChatMessage;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -19,23 +19,10 @@ fn body() -> anyhow::Result<()> {
     let m = open_model(&pruneforge::loader::embedded::ensure_hf_dir()?)?;
     let (model, tok) = (m.model, m.tokenizer);
     let draft = model.with_int8_decoding()?;
-    let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/alpaca/alpaca_5000.json"
-    ))?)?;
-    let prompts: Vec<Vec<u32>> = raw.as_array().unwrap()[..8]
-        .iter()
-        .map(|r| {
-            let i = r["instruction"].as_str().unwrap().trim();
-            let x = r["input"].as_str().unwrap().trim();
-            let t = if x.is_empty() {
-                i.to_string()
-            } else {
-                format!("{i}\n\n{x}")
-            };
-            tok.encode_chat(&[ChatMessage::user(t)], true).unwrap()
-        })
-        .collect();
+    let alpaca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/alpaca/alpaca_5000.json");
+    let records = pruneforge::data::sft::load_alpaca(&alpaca)?;
+    let prompts = chat_prompts(&records[..8.min(records.len())], &tok)?;
     let greedy = SamplingParams {
         temperature: 0.0,
         top_p: 1.0,

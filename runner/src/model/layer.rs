@@ -7,6 +7,14 @@ use super::linear::FusedLinear;
 use super::ops;
 use candle_core::{Result, Tensor, D};
 
+/// The projections' HF groups, in forward order.
+const PROJECTION_NAMES: [&str; 4] = [
+    "self_attn.q|k|v_proj",
+    "self_attn.o_proj",
+    "mlp.gate|up_proj",
+    "mlp.down_proj",
+];
+
 #[derive(Clone, Debug)]
 pub struct DecoderLayer {
     pub input_layernorm: Tensor,
@@ -22,11 +30,23 @@ pub struct DecoderLayer {
 impl DecoderLayer {
     /// The four (fused) projections, in forward order, with their HF group and name.
     pub fn projections(&self) -> [(&'static str, &FusedLinear); 4] {
+        let [q, o, g, d] = PROJECTION_NAMES;
         [
-            ("self_attn.q|k|v_proj", &self.qkv),
-            ("self_attn.o_proj", &self.o_proj),
-            ("mlp.gate|up_proj", &self.gate_up),
-            ("mlp.down_proj", &self.down_proj),
+            (q, &self.qkv),
+            (o, &self.o_proj),
+            (g, &self.gate_up),
+            (d, &self.down_proj),
+        ]
+    }
+
+    /// [`DecoderLayer::projections`], mutable.
+    pub fn projections_mut(&mut self) -> [(&'static str, &mut FusedLinear); 4] {
+        let [q, o, g, d] = PROJECTION_NAMES;
+        [
+            (q, &mut self.qkv),
+            (o, &mut self.o_proj),
+            (g, &mut self.gate_up),
+            (d, &mut self.down_proj),
         ]
     }
 
@@ -37,12 +57,7 @@ impl DecoderLayer {
         format: super::quant::BaseQuantization,
         prefix: &str,
     ) -> crate::model::error::Result<()> {
-        for (name, lin) in [
-            ("self_attn.q|k|v_proj", &mut self.qkv),
-            ("self_attn.o_proj", &mut self.o_proj),
-            ("mlp.gate|up_proj", &mut self.gate_up),
-            ("mlp.down_proj", &mut self.down_proj),
-        ] {
+        for (name, lin) in self.projections_mut() {
             lin.quantize(format, &format!("{prefix}.{name}.weight"))?;
         }
         Ok(())

@@ -665,18 +665,13 @@ impl Llama {
         };
         let mut layers = self.layers.clone();
         for (i, layer) in layers.iter_mut().enumerate() {
-            for (name, lin) in [
-                ("q|k|v", &mut layer.qkv),
-                ("o", &mut layer.o_proj),
-                ("gate|up", &mut layer.gate_up),
-                ("down", &mut layer.down_proj),
-            ] {
+            for (name, lin) in layer.projections_mut() {
                 let ProjWeight::Dense(w) = &lin.weight else {
                     return Err(ModelError::Input(format!(
-                        "layer {i} {name}: an 8-bit draft needs dense weights, not a quantized base"
+                        "model.layers.{i}.{name}: an 8-bit draft needs dense weights, not a quantized base"
                     )));
                 };
-                lin.decode_int8 = Some(copy(w, &format!("layer {i} {name}"))?);
+                lin.decode_int8 = Some(copy(w, &format!("model.layers.{i}.{name}"))?);
             }
         }
         let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);

@@ -6,12 +6,13 @@
 pub mod decoder;
 pub mod draft_length;
 
+use crate::data::sft::SftRecord;
 use crate::device::Compute;
 use crate::generate::{generate_all, GenerateParams, SamplingParams};
 use crate::loader::open_model_on;
 use crate::resolve::Resolver;
 use crate::stages::{Outcome, Result, StageContext, StageError};
-use crate::tokenizer::ChatMessage;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 use crate::util::fs::write_json_atomic;
 use crate::util::progress::Progress;
 use decoder::{speculative_generate, SpecConfig};
@@ -53,6 +54,18 @@ pub struct SpeculateSummary {
     pub identical_to_target: Option<usize>,
 }
 
+/// The prompts speculation decodes from: each record's instruction (and input) as one user
+/// turn of the chat template, ready for the assistant's answer.
+pub fn chat_prompts(records: &[SftRecord], tokenizer: &Tokenizer) -> Result<Vec<Vec<u32>>> {
+    Ok(records
+        .iter()
+        .map(|r| {
+            let msg = ChatMessage::user(super::distill::instruction_text(r));
+            tokenizer.encode_chat(&[msg], true)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
 pub fn run(
     target_dir: &Path,
     draft_dir: &Path,
@@ -86,14 +99,7 @@ pub fn run(
     // An 8-bit copy runs prompts on the target's own f32 weights: its prompt cache is the
     // target's.
     let shares_prompt = params.draft == DraftModel::Int8;
-    let prompts = data
-        .records
-        .iter()
-        .map(|r| {
-            let msg = ChatMessage::user(super::distill::instruction_text(r));
-            target.tokenizer.encode_chat(&[msg], true)
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let prompts = chat_prompts(&data.records, &target.tokenizer)?;
     let sampling = SamplingParams {
         temperature: params.temperature as f32,
         top_p: 1.0,

@@ -51,6 +51,64 @@ impl SendPtr {
     }
 }
 
+/// Dispatches a run-time register-tile shape (`xr` rows of x, `wr` rows of w, each 1..=4) to
+/// the kernel `f::<R, C>` compiled for it, passing `args`: the few-row matmuls keep their
+/// accumulators in registers, so each shape is its own function.
+#[cfg(target_arch = "x86_64")]
+macro_rules! tile_by_shape {
+    ($f:ident, $xr:expr, $wr:expr, ($($arg:expr),* $(,)?)) => {
+        match ($xr, $wr) {
+            (1, 1) => $f::<1, 1>($($arg),*),
+            (1, 2) => $f::<1, 2>($($arg),*),
+            (1, 3) => $f::<1, 3>($($arg),*),
+            (1, _) => $f::<1, 4>($($arg),*),
+            (2, 1) => $f::<2, 1>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, 3) => $f::<2, 3>($($arg),*),
+            (2, _) => $f::<2, 4>($($arg),*),
+            (3, 1) => $f::<3, 1>($($arg),*),
+            (3, 2) => $f::<3, 2>($($arg),*),
+            (3, 3) => $f::<3, 3>($($arg),*),
+            (3, _) => $f::<3, 4>($($arg),*),
+            (_, 1) => $f::<4, 1>($($arg),*),
+            (_, 2) => $f::<4, 2>($($arg),*),
+            (_, 3) => $f::<4, 3>($($arg),*),
+            (_, _) => $f::<4, 4>($($arg),*),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use tile_by_shape;
+
+/// Asks the cache for the 64-byte line holding element `at` of each row of `rows` (rows of
+/// `row_len` elements): the few-row matmuls fetch the weight rows they will read next, which
+/// are too short for the hardware prefetcher to find in time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_rows<T>(rows: &[T], row_len: usize, at: usize) {
+    let mut i = at;
+    while i < rows.len() {
+        // SAFETY: `i` indexes `rows`, and a prefetch never faults anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                rows.as_ptr().add(i).cast::<i8>(),
+            )
+        };
+        i += row_len.max(1);
+    }
+}
+
+/// Deterministic test values in [-1, 1] (the kernels' tests share them).
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let h = (i as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
+            (h % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 /// Whether the fused kernels can run on this tensor's device and dtype.
 pub fn usable(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32

@@ -195,60 +195,9 @@ fn tile_portable(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::{prefetch_rows, tile_by_shape};
     use super::{W_ROWS, X_ROWS};
     use std::arch::x86_64::*;
-
-    /// Rows of weights to bring into the cache while a tile runs: [`Prefetch::line`] asks for
-    /// the 64-byte line at column `p` of each row.
-    #[derive(Clone, Copy)]
-    pub struct Prefetch {
-        base: *const f32,
-        rows: usize,
-        k: usize,
-    }
-
-    impl Prefetch {
-        pub fn new(rows: &[f32], k: usize) -> Self {
-            Prefetch {
-                base: rows.as_ptr(),
-                rows: rows.len().checked_div(k).unwrap_or(0),
-                k,
-            }
-        }
-
-        #[inline(always)]
-        unsafe fn line(self, p: usize) {
-            for r in 0..self.rows {
-                // SAFETY (of the address): r < rows and p < k, so it lies in the slice given
-                // to `new`; a prefetch never faults anyway.
-                _mm_prefetch::<_MM_HINT_T0>(self.base.add(r * self.k + p) as *const i8);
-            }
-        }
-    }
-
-    /// Dispatches the run-time tile shape to a const-shaped kernel (registers by shape).
-    macro_rules! by_shape {
-        ($f:ident, $x:expr, $xr:expr, $w:expr, $wr:expr, $k:expr, $pf:expr, $acc:expr) => {
-            match ($xr, $wr) {
-                (1, 1) => $f::<1, 1>($x, $w, $k, $pf, $acc),
-                (1, 2) => $f::<1, 2>($x, $w, $k, $pf, $acc),
-                (1, 3) => $f::<1, 3>($x, $w, $k, $pf, $acc),
-                (1, _) => $f::<1, 4>($x, $w, $k, $pf, $acc),
-                (2, 1) => $f::<2, 1>($x, $w, $k, $pf, $acc),
-                (2, 2) => $f::<2, 2>($x, $w, $k, $pf, $acc),
-                (2, 3) => $f::<2, 3>($x, $w, $k, $pf, $acc),
-                (2, _) => $f::<2, 4>($x, $w, $k, $pf, $acc),
-                (3, 1) => $f::<3, 1>($x, $w, $k, $pf, $acc),
-                (3, 2) => $f::<3, 2>($x, $w, $k, $pf, $acc),
-                (3, 3) => $f::<3, 3>($x, $w, $k, $pf, $acc),
-                (3, _) => $f::<3, 4>($x, $w, $k, $pf, $acc),
-                (_, 1) => $f::<4, 1>($x, $w, $k, $pf, $acc),
-                (_, 2) => $f::<4, 2>($x, $w, $k, $pf, $acc),
-                (_, 3) => $f::<4, 3>($x, $w, $k, $pf, $acc),
-                (_, _) => $f::<4, 4>($x, $w, $k, $pf, $acc),
-            }
-        };
-    }
 
     /// # Safety
     /// AVX-512F is available; `x` holds `xr` rows and `w` holds `wr` rows of `k` floats.
@@ -265,8 +214,7 @@ mod x86 {
         debug_assert!(
             x.len() >= xr * k && w.len() >= wr * k && prefetch.len().is_multiple_of(k.max(1))
         );
-        let pf = Prefetch::new(prefetch, k);
-        by_shape!(avx512, x.as_ptr(), xr, w.as_ptr(), wr, k, pf, acc)
+        tile_by_shape!(avx512, xr, wr, (x.as_ptr(), w.as_ptr(), k, prefetch, acc))
     }
 
     #[target_feature(enable = "avx512f")]
@@ -274,14 +222,14 @@ mod x86 {
         x: *const f32,
         w: *const f32,
         k: usize,
-        pf: Prefetch,
+        pf: &[f32],
         acc: &mut [[f32; W_ROWS]; X_ROWS],
     ) {
         let mut s = [[_mm512_setzero_ps(); C]; R];
         let full = k / 16 * 16;
         let mut p = 0;
         while p < full {
-            pf.line(p);
+            prefetch_rows(pf, k, p);
             let mut wv = [_mm512_setzero_ps(); C];
             for (c, v) in wv.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(w.add(c * k + p));
@@ -329,8 +277,7 @@ mod x86 {
         debug_assert!(
             x.len() >= xr * k && w.len() >= wr * k && prefetch.len().is_multiple_of(k.max(1))
         );
-        let pf = Prefetch::new(prefetch, k);
-        by_shape!(avx2, x.as_ptr(), xr, w.as_ptr(), wr, k, pf, acc)
+        tile_by_shape!(avx2, xr, wr, (x.as_ptr(), w.as_ptr(), k, prefetch, acc))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -338,7 +285,7 @@ mod x86 {
         x: *const f32,
         w: *const f32,
         k: usize,
-        pf: Prefetch,
+        pf: &[f32],
         acc: &mut [[f32; W_ROWS]; X_ROWS],
     ) {
         let mut s = [[_mm256_setzero_ps(); C]; R];
@@ -346,7 +293,7 @@ mod x86 {
         let mut p = 0;
         while p < full {
             if p % 16 == 0 {
-                pf.line(p);
+                prefetch_rows(pf, k, p);
             }
             let mut wv = [_mm256_setzero_ps(); C];
             for (c, v) in wv.iter_mut().enumerate() {
@@ -378,6 +325,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
 
     fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
@@ -392,30 +340,9 @@ mod tests {
         y
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
-
     #[test]
     fn every_shape_and_path_matches_the_definition() {
-        let paths = {
-            let mut p = vec![VectorPath::Portable];
-            #[cfg(target_arch = "x86_64")]
-            {
-                if VectorPath::detect() == VectorPath::Avx512 {
-                    p.push(VectorPath::Avx512);
-                }
-                if VectorPath::detect() != VectorPath::Portable {
-                    p.push(VectorPath::Avx2);
-                }
-            }
-            p
-        };
+        let paths = VectorPath::available();
         // m over every tile height, k with and without vector tails, n over tile and task tails.
         for &(m, k, n) in &[
             (1, 1, 1),

@@ -206,42 +206,9 @@ fn tile_portable(x: &[f32], xr: usize, w: Rows<'_>, wr: usize, acc: &mut [[f32; 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::{prefetch_rows, tile_by_shape};
     use super::{Rows, BLOCK, W_ROWS, X_ROWS};
     use std::arch::x86_64::*;
-
-    macro_rules! by_shape {
-        ($f:ident, $x:expr, $xr:expr, $w:expr, $wr:expr, $pf:expr, $acc:expr) => {
-            match ($xr, $wr) {
-                (1, 1) => $f::<1, 1>($x, $w, $pf, $acc),
-                (1, 2) => $f::<1, 2>($x, $w, $pf, $acc),
-                (1, 3) => $f::<1, 3>($x, $w, $pf, $acc),
-                (1, _) => $f::<1, 4>($x, $w, $pf, $acc),
-                (2, 1) => $f::<2, 1>($x, $w, $pf, $acc),
-                (2, 2) => $f::<2, 2>($x, $w, $pf, $acc),
-                (2, 3) => $f::<2, 3>($x, $w, $pf, $acc),
-                (2, _) => $f::<2, 4>($x, $w, $pf, $acc),
-                (3, 1) => $f::<3, 1>($x, $w, $pf, $acc),
-                (3, 2) => $f::<3, 2>($x, $w, $pf, $acc),
-                (3, 3) => $f::<3, 3>($x, $w, $pf, $acc),
-                (3, _) => $f::<3, 4>($x, $w, $pf, $acc),
-                (_, 1) => $f::<4, 1>($x, $w, $pf, $acc),
-                (_, 2) => $f::<4, 2>($x, $w, $pf, $acc),
-                (_, 3) => $f::<4, 3>($x, $w, $pf, $acc),
-                (_, _) => $f::<4, 4>($x, $w, $pf, $acc),
-            }
-        };
-    }
-
-    /// Asks for the 64-byte line at value `p` of each row of `rows` (rows of `k` bytes).
-    #[inline(always)]
-    unsafe fn prefetch(rows: &[i8], k: usize, p: usize) {
-        let mut at = p;
-        while at < rows.len() {
-            // A prefetch never faults; the address lies inside `rows` anyway.
-            _mm_prefetch::<_MM_HINT_T0>(rows.as_ptr().add(at));
-            at += k;
-        }
-    }
 
     /// # Safety
     /// AVX-512F is available; x holds xr rows and w wr rows of k values, k % BLOCK == 0.
@@ -254,7 +221,7 @@ mod x86 {
         pf: &[i8],
         acc: &mut [[f32; W_ROWS]; X_ROWS],
     ) {
-        by_shape!(avx512, x.as_ptr(), xr, w, wr, pf, acc)
+        tile_by_shape!(avx512, xr, wr, (x.as_ptr(), w, pf, acc))
     }
 
     #[target_feature(enable = "avx512f")]
@@ -271,7 +238,7 @@ mod x86 {
         while b < k / BLOCK {
             let p = b * BLOCK;
             if b % 2 == 0 {
-                prefetch(pf, k, p);
+                prefetch_rows(pf, k, p);
             }
             let mut lo = [_mm512_setzero_ps(); C];
             let mut hi = [_mm512_setzero_ps(); C];
@@ -311,7 +278,7 @@ mod x86 {
         pf: &[i8],
         acc: &mut [[f32; W_ROWS]; X_ROWS],
     ) {
-        by_shape!(avx2, x.as_ptr(), xr, w, wr, pf, acc)
+        tile_by_shape!(avx2, xr, wr, (x.as_ptr(), w, pf, acc))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -328,7 +295,7 @@ mod x86 {
         while b < k / BLOCK {
             let p = b * BLOCK;
             if b % 2 == 0 {
-                prefetch(pf, k, p);
+                prefetch_rows(pf, k, p);
             }
             let scale: [__m256; C] =
                 std::array::from_fn(|c| _mm256_set1_ps(*w.scales.get_unchecked(c * k / BLOCK + b)));
@@ -366,29 +333,12 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_values as values;
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32 ^ seed).wrapping_mul(2654435761).rotate_left(13);
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn every_shape_and_path_matches_the_dequantized_definition() {
-        let mut paths = vec![VectorPath::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if VectorPath::detect() == VectorPath::Avx512 {
-                paths.push(VectorPath::Avx512);
-            }
-            if VectorPath::detect() != VectorPath::Portable {
-                paths.push(VectorPath::Avx2);
-            }
-        }
+        let paths = VectorPath::available();
         for &(m, k, n) in &[
             (1, 32, 1),
             (1, 576, 70),

@@ -57,6 +57,21 @@ pub enum VectorPath {
 
 impl VectorPath {
     /// The widest path the CPU supports (std caches the feature checks).
+    /// Every path this CPU can run, the portable one first (tests compare them all).
+    pub fn available() -> Vec<Self> {
+        let mut paths = vec![VectorPath::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if VectorPath::detect() == VectorPath::Avx512 {
+                paths.push(VectorPath::Avx512);
+            }
+            if VectorPath::detect() != VectorPath::Portable {
+                paths.push(VectorPath::Avx2);
+            }
+        }
+        paths
+    }
+
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {

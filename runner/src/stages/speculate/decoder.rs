@@ -7,6 +7,7 @@ use super::draft_length::DraftLength;
 use crate::generate::sampler::{argmax, distribution, draw, SamplingParams};
 use crate::generate::SplitMix64;
 use crate::model::error::{ModelError, Result};
+use crate::model::linear::FusedLinear;
 use crate::model::{KvCache, Llama};
 use candle_core::Tensor;
 
@@ -60,10 +61,6 @@ const FIXED_STEP_SHARE: f64 = 0.2;
 /// that draft lengths (and sampled output) do not depend on the machine's speed of the moment.
 pub fn draft_cost(target: &Llama, draft: &Llama) -> f64 {
     fn bytes_per_token(m: &Llama) -> f64 {
-        let c = &m.config;
-        let (h, i) = (c.hidden_size as f64, c.intermediate_size as f64);
-        let kv = (c.num_key_value_heads * c.head_dim) as f64;
-        let q = (c.num_attention_heads * c.head_dim) as f64;
         let per_weight = |int8: bool| {
             if int8 {
                 1.0 + 4.0 / crate::model::kernels::skinny_int8::BLOCK as f64
@@ -71,22 +68,17 @@ pub fn draft_cost(target: &Llama, draft: &Llama) -> f64 {
                 m.dtype().size_in_bytes() as f64
             }
         };
+        // Projection weights are 2-D by construction.
+        let weights = |lin: &FusedLinear| lin.weight.dims2().map_or(0, |(r, c)| r * c) as f64;
         let layers: f64 = m
             .layers
             .iter()
-            .map(|l| {
-                [
-                    (&l.qkv, h * (q + 2.0 * kv)),
-                    (&l.o_proj, q * h),
-                    (&l.gate_up, 2.0 * h * i),
-                    (&l.down_proj, h * i),
-                ]
-                .iter()
-                .map(|(lin, n)| n * per_weight(lin.decode_int8.is_some()))
-                .sum::<f64>()
-            })
+            .flat_map(|l| l.projections())
+            .map(|(_, lin)| weights(lin) * per_weight(lin.decode_int8.is_some()))
             .sum();
-        layers + h * c.vocab_size as f64 * per_weight(m.lm_head_int8.is_some())
+        let c = &m.config;
+        let head = (c.hidden_size * c.vocab_size) as f64;
+        layers + head * per_weight(m.lm_head_int8.is_some())
     }
     let share = bytes_per_token(draft) / bytes_per_token(target).max(1.0);
     FIXED_STEP_SHARE + (1.0 - FIXED_STEP_SHARE) * share
