@@ -1,6 +1,8 @@
 //! How to call the `gemm` crate for `y = x · w^T` on the model's shapes: candle's matmul,
-//! the crate's own threading on the row-major views, and each thread running the crate
-//! single-threaded on its slice of rows (what `model::linear` does for narrow outputs).
+//! the crate's own threading on the row-major views, each thread running the crate
+//! single-threaded on its slice of rows, each on its block of output columns
+//! (`Threads::ColumnBlocks`, what `model::linear` does), and the crate's threading on a
+//! weight stored transposed.
 //! f32, all of rayon's threads, median of repeats, GFLOP/s.
 //!
 //!     cargo run --release -p pruneforge --example gemm_layouts
@@ -40,8 +42,8 @@ fn main() -> candle_core::Result<()> {
     let threads = rayon::current_num_threads();
     println!("y[m, n] = x[m, k] · w[n, k]^T, f32, {threads} threads, GFLOP/s");
     println!(
-        "{:>18} {:>8} {:>14} {:>11}",
-        "m x k x n", "candle", "crate threads", "rows split"
+        "{:>18} {:>8} {:>14} {:>11} {:>11} {:>11}",
+        "m x k x n", "candle", "crate threads", "rows split", "col blocks", "w^T stored"
     );
     for &(m, k, n) in &shapes {
         let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
@@ -77,12 +79,35 @@ fn main() -> candle_core::Result<()> {
             },
             repeats,
         );
+        // Each thread its own block of output columns (weight rows): what `model::linear` does.
+        let column_blocks = median_s(
+            || {
+                let dst = ViewMut::new(&mut y, m, n);
+                let lhs = View::new(&xs, m, k);
+                let rhs = View::new(&ws, n, k).t();
+                std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, Threads::ColumnBlocks)).ok();
+            },
+            repeats,
+        );
+        // The weight stored transposed, [k, n] row-major, with the crate's threading.
+        let wt = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let stored_t = median_s(
+            || {
+                let dst = ViewMut::new(&mut y, m, n);
+                let lhs = View::new(&xs, m, k);
+                let rhs = View::new(&wt, k, n);
+                std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, Threads::All)).ok();
+            },
+            repeats,
+        );
         println!(
-            "{:>18} {:>8.0} {:>14.0} {:>11.0}",
+            "{:>18} {:>8.0} {:>14.0} {:>11.0} {:>11.0} {:>11.0}",
             format!("{m}x{k}x{n}"),
             gflop / candle,
             gflop / crate_threads,
-            gflop / split
+            gflop / split,
+            gflop / column_blocks,
+            gflop / stored_t
         );
     }
     Ok(())

@@ -102,56 +102,24 @@ pub fn int8_copy(w: &Tensor) -> Result<Option<Arc<Int8Rows>>> {
     Ok(q.ok().map(Arc::new))
 }
 
-/// Most output features for which [`gemm_matmul_t`] splits the rows between threads.
-const SPLIT_ROWS_MAX_N: usize = 1024;
-/// Most rows for which [`gemm_matmul_t`] splits them between threads.
-const SPLIT_ROWS_MAX_M: usize = 512;
-
-/// `x[m, k] · w[n, k]^T` by the `gemm` crate, row-major in and out. At a few hundred rows the
-/// crate packs `x` on the calling thread before its threads start, once per block of
-/// columns, while the other threads wait (a sixth of an evaluation's time in a profile). So
-/// for such row counts and narrow outputs (q|k|v, o, down: `n ≤` [`SPLIT_ROWS_MAX_N`]) each
-/// thread runs the crate single-threaded on its own slice of rows and packs only that slice;
-/// more rows and wide outputs (gate|up, the LM head) keep the crate's own threading, which
-/// was faster there (`cargo run --release -p pruneforge --example gemm_layouts` times both
-/// on the model's shapes: 1.3-1.5x at 100-200 rows of q|k|v, o and down; crate threading
-/// ahead by 1.25x at 1024 rows of q|k|v). Both are 5-30 % faster than candle's matmul over
-/// the same crate.
+/// `x[m, k] · w[n, k]^T` by the `gemm` crate, row-major in and out, each thread computing
+/// its own block of output features ([`Threads::ColumnBlocks`]): the crate packs the weight on
+/// every call, and with its own threading every thread packs all of it (a sixth of an
+/// evaluation's samples in a profile); by blocks of features each packs its share.
+/// `cargo run --release -p pruneforge --example gemm_layouts` compares the ways on the model's
+/// shapes: 1.05-1.3x over the crate's threading and over splitting the rows between threads
+/// (docs/RESULTS.md).
 fn gemm_matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Result<Vec<f32>> {
     use super::train_kernels::gemm::{matmul, Threads, View, ViewMut};
-    use rayon::prelude::*;
     let mut y = vec![0f32; m * n];
-    if y.is_empty() {
-        return Ok(y);
-    }
-    let threads = rayon::current_num_threads();
-    let w_t = View::new(w, n, k).t();
-    if n <= SPLIT_ROWS_MAX_N && m <= SPLIT_ROWS_MAX_M && threads > 1 && m >= 32 * threads {
-        let per = m.div_ceil(threads);
-        y.par_chunks_mut(per * n)
-            .enumerate()
-            .try_for_each(|(c, y_rows)| {
-                let rows = y_rows.len() / n;
-                let x_rows = &x[c * per * k..(c * per + rows) * k];
-                matmul(
-                    ViewMut::new(y_rows, rows, n),
-                    View::new(x_rows, rows, k),
-                    w_t,
-                    false,
-                    1.0,
-                    Threads::One,
-                )
-            })?;
-    } else {
-        matmul(
-            ViewMut::new(&mut y, m, n),
-            View::new(x, m, k),
-            w_t,
-            false,
-            1.0,
-            Threads::All,
-        )?;
-    }
+    matmul(
+        ViewMut::new(&mut y, m, n),
+        View::new(x, m, k),
+        View::new(w, n, k).t(),
+        false,
+        1.0,
+        Threads::ColumnBlocks,
+    )?;
     Ok(y)
 }
 

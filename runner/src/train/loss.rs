@@ -244,7 +244,7 @@ impl CustomOp1 for HeadLossOp {
                     View::new(w, vocab, hidden).t(),
                     false,
                     1.0,
-                    Threads::All,
+                    Threads::ColumnBlocks,
                 )?;
                 if let Some((xt, wt)) = &self.teacher {
                     let ht = wt.dim(1)?;
@@ -256,7 +256,7 @@ impl CustomOp1 for HeadLossOp {
                                 View::new(wt, vocab, ht).t(),
                                 false,
                                 1.0,
-                                Threads::All,
+                                Threads::ColumnBlocks,
                             )
                         })
                     })???;
@@ -286,7 +286,7 @@ impl CustomOp1 for HeadLossOp {
                     View::new(w, vocab, hidden),
                     false,
                     1.0,
-                    Threads::All,
+                    Threads::ColumnBlocks,
                 )?;
             }
             Ok(())

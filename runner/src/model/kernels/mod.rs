@@ -49,6 +49,15 @@ impl SendPtr {
     pub unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
         std::slice::from_raw_parts_mut(self.0.add(offset), len)
     }
+
+    /// The pointer `offset` elements on (a method, so that closures capture the whole
+    /// `SendPtr` and not its non-`Sync` field).
+    ///
+    /// # Safety
+    /// `offset` stays inside the allocation.
+    pub unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
 }
 
 /// Dispatches a run-time register-tile shape (`xr` rows of x, `wr` rows of w, each 1..=4) to

@@ -149,12 +149,24 @@ fn check_bounds(
     Ok(())
 }
 
-/// Threads for one GEMM: all of rayon's, or one (inside an already parallel task).
+/// Threads for one GEMM.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
+    /// All of rayon's, through the crate's own threading.
     All,
+    /// One (inside an already parallel task).
     One,
+    /// All of rayon's, each running the crate single-threaded on its own block of `dst`'s
+    /// columns (all of `lhs`, that block of `rhs`). For `x · w^T` each thread then packs only
+    /// its share of the weight; with the crate's threading every thread packs all of it.
+    /// `cargo run --release -p pruneforge --example gemm_layouts` compares the ways.
+    ColumnBlocks,
 }
+
+/// Column blocks of [`Threads::ColumnBlocks`] start at multiples of this (one AVX-512 vector
+/// of f32; aligning to the crate's whole 64-wide tile split 576 columns 320 + 256, which was
+/// slower than 288 + 288).
+const COLUMN_BLOCK_ALIGN: usize = 16;
 
 /// `dst = scale * lhs · rhs`, or `dst += scale * lhs · rhs` when `accumulate`.
 pub fn matmul(
@@ -193,6 +205,14 @@ pub fn matmul(
     let par = match threads {
         Threads::All => Parallelism::Rayon(rayon::current_num_threads()),
         Threads::One => Parallelism::None,
+        Threads::ColumnBlocks => {
+            let blocks = rayon::current_num_threads().min(n.div_ceil(COLUMN_BLOCK_ALIGN));
+            if blocks > 1 {
+                column_blocks(dst, lhs, rhs, accumulate, scale, blocks);
+                return Ok(());
+            }
+            Parallelism::None
+        }
     };
     // SAFETY: every view was bounds-checked above for its shape and strides; `dst` is a
     // unique borrow, so it cannot alias the inputs.
@@ -220,6 +240,55 @@ pub fn matmul(
         );
     }
     Ok(())
+}
+
+/// [`Threads::ColumnBlocks`] on `blocks` threads, for views [`matmul`] has checked.
+fn column_blocks(
+    dst: ViewMut<'_>,
+    lhs: View<'_>,
+    rhs: View<'_>,
+    accumulate: bool,
+    scale: f32,
+    blocks: usize,
+) {
+    use rayon::prelude::*;
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let per = n.div_ceil(blocks).next_multiple_of(COLUMN_BLOCK_ALIGN);
+    let dst_ptr = crate::model::kernels::SendPtr(dst.data.as_mut_ptr());
+    let (dst_off, dst_rs, dst_cs) = (dst.off, dst.rs, dst.cs);
+    (0..blocks).into_par_iter().for_each(|b| {
+        let c0 = b * per;
+        if c0 >= n {
+            return;
+        }
+        let cols = per.min(n - c0);
+        // SAFETY: `matmul` bounds-checked all three views for their shapes and strides, and
+        // this block's columns c0..c0 + cols lie inside them. Blocks write disjoint columns of
+        // `dst` (a unique borrow, no alias of the inputs), so no element is written twice.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst_ptr.at(dst_off + c0 * dst_cs),
+                dst_cs as isize,
+                dst_rs as isize,
+                accumulate,
+                lhs.data.as_ptr().add(lhs.off),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr().add(rhs.off + c0 * rhs.cs),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    });
 }
 
 #[cfg(test)]
@@ -258,5 +327,54 @@ mod tests {
             Threads::One
         )
         .is_err());
+    }
+
+    #[test]
+    fn column_blocks_match_one_thread_on_strided_views() {
+        // dst is a column window of a wider buffer (the columns around it must stay put),
+        // rhs is a transposed weight; 3 threads give uneven blocks, the last one partial.
+        let (m, k, n) = (37usize, 29usize, 200usize);
+        let value = |i: usize, seed: usize| ((i * 7919 + seed) % 97) as f32 / 48.0 - 1.0;
+        let x: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| value(i, 2)).collect();
+        let width = n + 5;
+        let start: Vec<f32> = (0..m * width).map(|i| value(i, 3)).collect();
+        let run = |threads: Threads, accumulate: bool| {
+            let mut buf = start.clone();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(3)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                matmul(
+                    ViewMut::strided(&mut buf, 2, m, n, width, 1),
+                    View::new(&x, m, k),
+                    View::new(&w, n, k).t(),
+                    accumulate,
+                    0.5,
+                    threads,
+                )
+            })
+            .unwrap();
+            buf
+        };
+        for accumulate in [false, true] {
+            let one = run(Threads::One, accumulate);
+            let blocks = run(Threads::ColumnBlocks, accumulate);
+            for i in 0..m {
+                for j in 0..width {
+                    let at = i * width + j;
+                    if (2..2 + n).contains(&j) {
+                        let c = j - 2;
+                        let dot: f32 = (0..k).map(|p| x[i * k + p] * w[c * k + p]).sum();
+                        let want = 0.5 * dot + if accumulate { start[at] } else { 0.0 };
+                        assert!((blocks[at] - want).abs() < 1e-4, "({i}, {c})");
+                        assert!((blocks[at] - one[at]).abs() < 1e-5, "({i}, {c})");
+                    } else {
+                        assert_eq!(blocks[at], start[at], "outside the window at ({i}, {j})");
+                    }
+                }
+            }
+        }
     }
 }

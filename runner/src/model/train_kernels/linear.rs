@@ -72,7 +72,7 @@ pub fn forward(
         View::new(p.w, o, i).t(),
         false,
         1.0,
-        Threads::All,
+        Threads::ColumnBlocks,
     )?;
     if let Some(b) = p.bias {
         for row in y.chunks_mut(o) {
@@ -129,7 +129,7 @@ pub fn backward(
             View::new(p.w, o, i),
             false,
             1.0,
-            Threads::All,
+            Threads::ColumnBlocks,
         )?;
     }
     let lw = p.low_width();
