@@ -414,9 +414,10 @@ mod tests {
 
     #[test]
     fn every_matmul_path_matches_the_definition() {
-        // Rows and widths that take each path: the few-row kernel (≤ 48 rows), rows split
-        // between threads (n ≤ 1024, an odd row count so the slices differ), the crate's own
-        // threading (n > 1024), a 3-D input, and candle's matmul (a recorded gradient).
+        // Rows and widths that take each path: the few-row kernel (≤ 48 rows), the GEMM by
+        // column blocks (96 columns: one 16-aligned block per thread, the last one short;
+        // 1030: uneven blocks), a 3-D input, no output columns, and candle's matmul (a
+        // recorded gradient).
         let dev = Device::Cpu;
         for (dims, n, k) in [
             (vec![5usize], 40usize, 24usize),
