@@ -415,9 +415,8 @@ mod tests {
     #[test]
     fn every_matmul_path_matches_the_definition() {
         // Rows and widths that take each path: the few-row kernel (≤ 48 rows), the GEMM by
-        // column blocks (96 columns: one 16-aligned block per thread, the last one short;
-        // 1030: uneven blocks), a 3-D input, no output columns, and candle's matmul (a
-        // recorded gradient).
+        // column blocks (on two threads: 96 columns as 48 + 48, 1030 as 528 + 502), a 3-D
+        // input, no output columns, and candle's matmul (a recorded gradient).
         let dev = Device::Cpu;
         for (dims, n, k) in [
             (vec![5usize], 40usize, 24usize),
