@@ -55,15 +55,22 @@ fn main() -> candle_core::Result<()> {
         let repeats = ((20.0 / gflop) as usize).clamp(5, 200);
         let candle = median_s(|| drop(std::hint::black_box(x.matmul(&w_t))), repeats);
         let mut y = vec![0f32; m * n];
-        let crate_threads = median_s(
-            || {
-                let dst = ViewMut::new(&mut y, m, n);
-                let lhs = View::new(&xs, m, k);
-                let rhs = View::new(&ws, n, k).t();
-                std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, Threads::All)).ok();
-            },
-            repeats,
-        );
+        let mut time_matmul = |rhs: View<'_>, threads: Threads| {
+            median_s(
+                || {
+                    let dst = ViewMut::new(&mut y, m, n);
+                    let lhs = View::new(&xs, m, k);
+                    std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, threads)).ok();
+                },
+                repeats,
+            )
+        };
+        let crate_threads = time_matmul(View::new(&ws, n, k).t(), Threads::All);
+        // Each thread its own block of output columns (weight rows): what `model::linear` does.
+        let column_blocks = time_matmul(View::new(&ws, n, k).t(), Threads::ColumnBlocks);
+        // The weight stored transposed, [k, n] row-major, with the crate's threading.
+        let wt = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let stored_t = time_matmul(View::new(&wt, k, n), Threads::All);
         let per = m.div_ceil(threads);
         let split = median_s(
             || {
@@ -76,27 +83,6 @@ fn main() -> candle_core::Result<()> {
                         let rhs = View::new(&ws, n, k).t();
                         std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, Threads::One)).ok();
                     })
-            },
-            repeats,
-        );
-        // Each thread its own block of output columns (weight rows): what `model::linear` does.
-        let column_blocks = median_s(
-            || {
-                let dst = ViewMut::new(&mut y, m, n);
-                let lhs = View::new(&xs, m, k);
-                let rhs = View::new(&ws, n, k).t();
-                std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, Threads::ColumnBlocks)).ok();
-            },
-            repeats,
-        );
-        // The weight stored transposed, [k, n] row-major, with the crate's threading.
-        let wt = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let stored_t = median_s(
-            || {
-                let dst = ViewMut::new(&mut y, m, n);
-                let lhs = View::new(&xs, m, k);
-                let rhs = View::new(&wt, k, n);
-                std::hint::black_box(matmul(dst, lhs, rhs, false, 1.0, Threads::All)).ok();
             },
             repeats,
         );

@@ -217,28 +217,17 @@ pub fn matmul(
     // SAFETY: every view was bounds-checked above for its shape and strides; `dst` is a
     // unique borrow, so it cannot alias the inputs.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        gemm_into(
             dst.data.as_mut_ptr().add(dst.off),
-            dst.cs as isize,
-            dst.rs as isize,
+            dst.rs,
+            dst.cs,
+            lhs,
+            rhs,
             accumulate,
-            lhs.data.as_ptr().add(lhs.off),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.off),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
             scale,
-            false,
-            false,
-            false,
             par,
-        );
-    }
+        )
+    };
     Ok(())
 }
 
@@ -252,7 +241,7 @@ fn column_blocks(
     blocks: usize,
 ) {
     use rayon::prelude::*;
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let n = rhs.cols;
     let per = n.div_ceil(blocks).next_multiple_of(COLUMN_BLOCK_ALIGN);
     let dst_ptr = crate::model::kernels::SendPtr(dst.data.as_mut_ptr());
     let (dst_off, dst_rs, dst_cs) = (dst.off, dst.rs, dst.cs);
@@ -266,29 +255,58 @@ fn column_blocks(
         // this block's columns c0..c0 + cols lie inside them. Blocks write disjoint columns of
         // `dst` (a unique borrow, no alias of the inputs), so no element is written twice.
         unsafe {
-            gemm::gemm(
-                m,
-                cols,
-                k,
+            gemm_into(
                 dst_ptr.at(dst_off + c0 * dst_cs),
-                dst_cs as isize,
-                dst_rs as isize,
+                dst_rs,
+                dst_cs,
+                lhs,
+                rhs.cols(c0, cols),
                 accumulate,
-                lhs.data.as_ptr().add(lhs.off),
-                lhs.cs as isize,
-                lhs.rs as isize,
-                rhs.data.as_ptr().add(rhs.off + c0 * rhs.cs),
-                rhs.cs as isize,
-                rhs.rs as isize,
-                1.0,
                 scale,
-                false,
-                false,
-                false,
                 Parallelism::None,
-            );
-        }
+            )
+        };
     });
+}
+
+/// One call of the crate: `dst = scale * lhs · rhs` (`+=` when `accumulate`), `dst` being
+/// `lhs.rows × rhs.cols` elements at strides `dst_rs`, `dst_cs` from `dst`.
+///
+/// # Safety
+/// The views are bounds-checked for their shapes and strides; `dst` covers its elements, which
+/// nothing else reads or writes meanwhile and which alias neither input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    lhs: View<'_>,
+    rhs: View<'_>,
+    accumulate: bool,
+    scale: f32,
+    par: Parallelism,
+) {
+    gemm::gemm(
+        lhs.rows,
+        rhs.cols,
+        lhs.cols,
+        dst,
+        dst_cs as isize,
+        dst_rs as isize,
+        accumulate,
+        lhs.data.as_ptr().add(lhs.off),
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.data.as_ptr().add(rhs.off),
+        rhs.cs as isize,
+        rhs.rs as isize,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        par,
+    );
 }
 
 #[cfg(test)]
