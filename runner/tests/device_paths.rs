@@ -99,3 +99,60 @@ fn bf16_agrees_with_f32_on_the_reference_prompts() {
     // bf16 is not f32: the comparison can fail.
     assert!(a.max_abs > 0.0);
 }
+
+/// A packed batch (rows of different lengths one after another, no padding) continuing cache
+/// rows of different lengths gives every row what it gets run alone, and leaves each cache row
+/// at its own length.
+#[test]
+fn packed_rows_forward_like_each_row_alone() {
+    let m = embedded_model().model;
+    let prompts = reference_prompt_ids();
+    let hidden = m.config.hidden_size;
+    // (cache prefix, new tokens) of three rows: a fresh row, and two rows that continue a
+    // cached prefix, with new parts of 7, 1 and 12 tokens.
+    let rows: Vec<(&[u32], &[u32])> = vec![
+        (&[], &prompts[0][..7]),
+        (&prompts[1][..5], &prompts[1][5..6]),
+        (&prompts[2][..3], &prompts[2][3..15]),
+    ];
+    let cap = 32;
+    let mut packed_cache = m.new_cache(rows.len(), cap);
+    let mut alone = Vec::new();
+    for (r, &(prefix, new)) in rows.iter().enumerate() {
+        let mut own = m.new_cache(1, cap);
+        if !prefix.is_empty() {
+            let p = Tensor::from_vec(prefix.to_vec(), (1, prefix.len()), &Device::Cpu).unwrap();
+            m.forward_cached(&p, &mut packed_cache, &[r]).unwrap();
+            m.forward_cached(&p, &mut own, &[0]).unwrap();
+        }
+        let x = Tensor::from_vec(new.to_vec(), (1, new.len()), &Device::Cpu).unwrap();
+        alone.push(m.forward_cached(&x, &mut own, &[0]).unwrap().squeeze(0).unwrap());
+    }
+    let ids: Vec<u32> = rows.iter().flat_map(|(_, new)| new.to_vec()).collect();
+    let lens: Vec<usize> = rows.iter().map(|(_, new)| new.len()).collect();
+    let h = m
+        .forward_cached_packed(&ids, &lens, &mut packed_cache, &[0, 1, 2])
+        .unwrap();
+    assert_eq!(h.dims(), &[ids.len(), hidden]);
+    let mut at = 0;
+    for (r, (own, &len)) in alone.iter().zip(&lens).enumerate() {
+        let got = h.narrow(0, at, len).unwrap();
+        let diff = (got - own)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "row {r}: max |Δ| {diff}");
+        assert_eq!(packed_cache.len(r), rows[r].0.len() + len, "row {r}'s cache length");
+        at += len;
+    }
+    // Lengths that do not add up to the tokens are refused.
+    assert!(m
+        .forward_cached_packed(&ids, &[1, 2], &mut packed_cache, &[0, 1])
+        .is_err());
+}

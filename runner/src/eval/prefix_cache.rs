@@ -205,10 +205,12 @@ pub struct Fork {
     pub len: usize,
 }
 
-/// Nodes run together in one forward pass (right-padded to `width` tokens).
+/// Nodes run together in one forward pass: packed one after another
+/// ([`BatchLimits::packed`]) or right-padded to `width` tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub nodes: Vec<NodeId>,
+    /// The longest node's tokens.
     pub width: usize,
 }
 
@@ -231,7 +233,8 @@ pub struct Plan {
     pub n_rows: usize,
     /// Cache positions needed per row (padding included).
     pub capacity: usize,
-    /// Σ batch rows × width.
+    /// Tokens the forward passes run: Σ batch rows × width when right-padded, the nodes'
+    /// tokens when packed.
     pub padded_tokens: usize,
 }
 
@@ -240,8 +243,24 @@ pub struct Plan {
 pub struct BatchLimits {
     /// Sequences per forward pass.
     pub rows: usize,
-    /// Padded tokens (rows × width) per forward pass; a longer node runs alone.
+    /// Tokens per forward pass (rows × width when right-padded, Σ lengths when packed); a
+    /// longer node runs alone.
     pub tokens: usize,
+    /// Nodes of a pass are packed one after another without padding
+    /// ([`crate::model::llama::Llama::forward_cached_packed`]) rather than right-padded to the
+    /// longest.
+    pub packed: bool,
+}
+
+impl BatchLimits {
+    /// Tokens a pass over nodes of `lens` (sorted longest first) runs.
+    fn pass_tokens(&self, lens: &[usize]) -> usize {
+        if self.packed {
+            lens.iter().sum()
+        } else {
+            lens.len() * lens.first().copied().unwrap_or(0)
+        }
+    }
 }
 
 /// The cost of one more forward pass in padded tokens: every pass streams all weights once,
@@ -251,9 +270,10 @@ pub struct BatchLimits {
 /// passes (12 % more padding) and 28.3-30.5 s, 256 gave 56 passes and 30.4-31.6 s.
 pub const CALL_COST_TOKENS: usize = 128;
 
-/// Cuts lengths sorted longest first into contiguous batches (each padded to its first,
-/// longest entry) minimising `Σ rows × width + CALL_COST_TOKENS × batches` within the limits
-/// (dynamic programming over the cut points).
+/// Cuts lengths sorted longest first into contiguous batches minimising
+/// `Σ tokens run + CALL_COST_TOKENS × batches` within the limits (dynamic programming over
+/// the cut points). Right-padded, a batch runs rows × its first (longest) length; packed, the
+/// sum of its lengths, so only the number of passes is left to minimise.
 pub fn cut_batches(lens: &[usize], limits: BatchLimits) -> Vec<std::ops::Range<usize>> {
     let n = lens.len();
     let rows = limits.rows.max(1);
@@ -263,13 +283,14 @@ pub fn cut_batches(lens: &[usize], limits: BatchLimits) -> Vec<std::ops::Range<u
     for j in 1..=n {
         for i in j.saturating_sub(rows)..j {
             let k = j - i;
-            if k > 1 && k * lens[i] > limits.tokens {
+            let tokens = limits.pass_tokens(&lens[i..j]);
+            if k > 1 && tokens > limits.tokens {
                 continue;
             }
             if best[i] == usize::MAX {
                 continue;
             }
-            let cost = best[i] + k * lens[i] + CALL_COST_TOKENS;
+            let cost = best[i] + tokens + CALL_COST_TOKENS;
             if cost < best[j] {
                 best[j] = cost;
                 from[j] = i;
@@ -340,9 +361,12 @@ impl Plan {
                 })
                 .collect();
             for b in &batches {
-                padded_tokens += b.nodes.len() * b.width;
+                let lens: Vec<usize> = b.nodes.iter().map(|&id| tree.nodes[id].len()).collect();
+                padded_tokens += limits.pass_tokens(&lens);
                 for &id in &b.nodes {
-                    capacity = capacity.max(tree.nodes[id].start + b.width);
+                    let node = &tree.nodes[id];
+                    let run = if limits.packed { node.len() } else { b.width };
+                    capacity = capacity.max(node.start + run);
                 }
             }
             for &id in &level {
@@ -476,6 +500,7 @@ mod tests {
             BatchLimits {
                 rows: 2,
                 tokens: 1000,
+                packed: false,
             },
         );
         assert_eq!(plan.levels.len(), 2);
@@ -506,6 +531,7 @@ mod tests {
         let limits = BatchLimits {
             rows: 4,
             tokens: 1000,
+            packed: false,
         };
         // Similar lengths share a pass; a short tail gets its own pass.
         let cuts = cut_batches(&[100, 98, 97, 10, 9, 9], limits);
@@ -529,6 +555,7 @@ mod tests {
             BatchLimits {
                 rows: 8,
                 tokens: 150,
+                packed: false,
             },
         );
         let widths: Vec<(usize, usize)> = plan.levels[0]
@@ -539,5 +566,46 @@ mod tests {
         // A second 100-token row would exceed 150 padded tokens; so would the short node
         // padded to 100.
         assert_eq!(widths, vec![(1, 100), (1, 100), (1, 10)]);
+    }
+
+    #[test]
+    fn packed_batches_run_no_padding_and_fill_passes() {
+        let limits = BatchLimits {
+            rows: 4,
+            tokens: 250,
+            packed: true,
+        };
+        // Padding costs nothing: the fewest passes within 4 rows and 250 tokens.
+        let cuts = cut_batches(&[100, 98, 40, 10, 9, 9], limits);
+        assert_eq!(cuts.len(), 2);
+        for r in &cuts {
+            let lens = &[100, 98, 40, 10, 9, 9][r.clone()];
+            assert!(r.len() <= 4 && lens.iter().sum::<usize>() <= 250, "{r:?}");
+        }
+        // A node over the limit still runs, alone.
+        assert_eq!(cut_batches(&[300, 5], limits), vec![0..1, 1..2]);
+    }
+
+    #[test]
+    fn packed_plan_counts_and_reserves_real_tokens_only() {
+        let ctx: Vec<u32> = (100..120).collect();
+        let other: Vec<u32> = (200..230).collect();
+        let a = seq(&ctx, &[1]);
+        let b = seq(&ctx, &[2, 3]);
+        let c = seq(&ctx, &[4, 5, 6]);
+        let d = seq(&other, &[1]);
+        let e = seq(&other, &[2]);
+        let seqs: Vec<&[u32]> = vec![&a, &b, &c, &d, &e];
+        let tree = PrefixTree::build(&seqs);
+        let limits = BatchLimits {
+            rows: 8,
+            tokens: 1000,
+            packed: true,
+        };
+        let plan = Plan::new(&tree, limits);
+        assert_eq!(plan.padded_tokens, tree.tokens());
+        // The longest sequence: 30 shared tokens and one of its own.
+        assert_eq!(plan.capacity, 31);
+        assert!(plan.levels.iter().all(|l| l.batches.len() == 1));
     }
 }

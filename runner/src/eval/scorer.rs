@@ -252,6 +252,7 @@ pub fn score(
         let limits = BatchLimits {
             rows: opts.batch_size,
             tokens: opts.max_batch_tokens,
+            packed: ragged,
         };
         let plan = Plan::new(&tree, limits);
         tracing::debug!(
@@ -392,27 +393,37 @@ fn run_plan(
         for batch in &level.batches {
             let t0 = Instant::now();
             let b = batch.nodes.len();
-            let w = batch.width;
-            let mut ids = vec![0u32; b * w];
-            for (i, &n) in batch.nodes.iter().enumerate() {
-                let node = &tree.nodes[n];
-                ids[i * w..i * w + node.len()]
-                    .copy_from_slice(&seqs[node.seq][node.start..node.end]);
-            }
-            let tokens = Tensor::from_vec(ids, (b, w), model.device())?;
+            // First flat position of each node in the pass's output.
+            let mut at = Vec::with_capacity(b);
             let hidden = match cache.as_mut() {
                 Some(cache) => {
-                    let rows: Vec<usize> = batch.nodes.iter().map(|&n| plan.rows[n]).collect();
-                    let h = model.forward_cached(&tokens, cache, &rows)?;
-                    for (&n, &r) in batch.nodes.iter().zip(&rows) {
-                        cache.truncate(r, tree.nodes[n].end)?;
+                    // Packed: the nodes one after another, no padding.
+                    let mut ids = Vec::new();
+                    let mut lens = Vec::with_capacity(b);
+                    for &n in &batch.nodes {
+                        let node = &tree.nodes[n];
+                        at.push(ids.len());
+                        lens.push(node.len());
+                        ids.extend_from_slice(&seqs[node.seq][node.start..node.end]);
                     }
-                    h
+                    let rows: Vec<usize> = batch.nodes.iter().map(|&n| plan.rows[n]).collect();
+                    model.forward_cached_packed(&ids, &lens, cache, &rows)?
                 }
                 None => {
-                    model
+                    // Right-padded to the longest node.
+                    let w = batch.width;
+                    let mut ids = vec![0u32; b * w];
+                    for (i, &n) in batch.nodes.iter().enumerate() {
+                        let node = &tree.nodes[n];
+                        at.push(i * w);
+                        ids[i * w..i * w + node.len()]
+                            .copy_from_slice(&seqs[node.seq][node.start..node.end]);
+                    }
+                    let tokens = Tensor::from_vec(ids, (b, w), model.device())?;
+                    let hidden = model
                         .forward(&tokens, ForwardOptions::default())?
-                        .last_hidden
+                        .last_hidden;
+                    hidden.reshape((b * w, model.config.hidden_size))?
                 }
             };
             stats.forward_calls += 1;
@@ -429,7 +440,7 @@ fn run_plan(
                     while e < list.len() && list[e].0 == off {
                         e += 1;
                     }
-                    gather.push((i * w + off) as u32);
+                    gather.push((at[i] + off) as u32);
                     wanted.push(&list[k..e]);
                     k = e;
                 }
@@ -437,9 +448,7 @@ fn run_plan(
             if gather.is_empty() {
                 continue;
             }
-            let hidden_size = model.config.hidden_size;
-            let flat = hidden.reshape((b * w, hidden_size))?;
-            score_positions(model, &flat, &gather, &wanted, prepared, sink, stats)?;
+            score_positions(model, &hidden, &gather, &wanted, prepared, sink, stats)?;
             stats.logits_seconds += t0.elapsed().as_secs_f64();
         }
     }

@@ -86,9 +86,12 @@ pub type ModelObserver<'a> = &'a mut dyn FnMut(usize, Site, &Tensor) -> Result<(
 
 /// How attention reads and stores keys and values for one layer.
 pub enum AttnIo<'a> {
-    /// Fused CPU path: keys/values go to `kv` at row `rows[b]`, positions `starts[b] + t`.
+    /// Fused CPU path: the input's tokens are batch rows of `lens[b]` tokens packed one after
+    /// another (`Σ lens` = batch × tokens of the input; a right-padded block has equal
+    /// lengths). Keys/values go to `kv` at row `rows[b]`, positions `starts[b] + t`.
     Fused {
         kv: &'a mut KvBuffer,
+        lens: &'a [usize],
         rows: &'a [usize],
         starts: &'a [usize],
         cos: &'a [f32],
@@ -172,21 +175,28 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let (b, t, _) = h.dims3()?;
         let qkv = self.qkv.forward(h, train)?;
-        let shape = AttnShape {
-            batch: b,
-            tokens: t,
-            q_heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_key_value_heads,
-            head_dim: cfg.head_dim,
-        };
+        let (q_heads, kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         match io {
             AttnIo::Fused {
                 kv,
+                lens,
                 rows,
                 starts,
                 cos,
                 sin,
             } => {
+                let shape = AttnShape::packed(lens, q_heads, kv_heads, cfg.head_dim);
+                if shape.total() != b * t || rows.len() != lens.len() || starts.len() != lens.len()
+                {
+                    return Err(candle_core::Error::Msg(format!(
+                        "fused attention: {} packed tokens in {} rows ({} cache rows, {} starts) \
+                         for an input of {b} × {t} tokens",
+                        shape.total(),
+                        lens.len(),
+                        rows.len(),
+                        starts.len()
+                    )));
+                }
                 let qkv = qkv.contiguous()?;
                 let q = kernels::with_f32(&qkv, |data| {
                     kernels::rope::rope_qkv_into(data, &shape, rows, starts, cos, sin, kv)
@@ -203,15 +213,15 @@ impl DecoderLayer {
                 let (qd, kvd, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
                 let q = qkv
                     .narrow(D::Minus1, 0, qd)?
-                    .reshape((b, t, shape.q_heads, d))?
+                    .reshape((b, t, q_heads, d))?
                     .transpose(1, 2)?;
                 let k = qkv
                     .narrow(D::Minus1, qd, kvd)?
-                    .reshape((b, t, shape.kv_heads, d))?
+                    .reshape((b, t, kv_heads, d))?
                     .transpose(1, 2)?;
                 let v = qkv
                     .narrow(D::Minus1, qd + kvd, kvd)?
-                    .reshape((b, t, shape.kv_heads, d))?
+                    .reshape((b, t, kv_heads, d))?
                     .transpose(1, 2)?;
                 let (q, k) = if train {
                     (
@@ -238,7 +248,7 @@ impl DecoderLayer {
                     }
                     None => (k, v),
                 };
-                let groups = shape.groups();
+                let groups = q_heads / kv_heads;
                 let k = ops::repeat_kv(&k, groups)?;
                 let v = ops::repeat_kv(&v, groups)?;
                 let y = if train {

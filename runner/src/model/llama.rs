@@ -7,7 +7,7 @@ use super::error::{ModelError, Result};
 use super::kernels;
 use super::kernels::skinny_int8::Int8Rows;
 use super::kv_buffer::KvBuffer;
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, RaggedCache};
 use super::layer::{AttnIo, DecoderLayer, ModelObserver, Observer, Site};
 use super::linear::{int8_copy, int8_matmul_t, matmul_t, FusedLinear, LoraAdapter, ProjWeight};
 use super::ops;
@@ -373,6 +373,7 @@ impl Llama {
             let c = &self.config;
             let mut kv = KvBuffer::new(b, c.num_key_value_heads, t, c.head_dim);
             let rows: Vec<usize> = (0..b).collect();
+            let lens = vec![t; b];
             x = self.rope.with_tables(t, |tab| -> Result<Tensor> {
                 for (i, layer) in self.layers.iter().enumerate() {
                     if opts.hidden_states {
@@ -380,6 +381,7 @@ impl Llama {
                     }
                     let io = AttnIo::Fused {
                         kv: &mut kv,
+                        lens: &lens,
                         rows: &rows,
                         starts: &starts,
                         cos: &tab.cos,
@@ -482,12 +484,14 @@ impl Llama {
             let c = &self.config;
             let mut kv = KvBuffer::new(b, c.num_key_value_heads, t, c.head_dim);
             let rows: Vec<usize> = (0..b).collect();
+            let lens = vec![t; b];
             let x = x.contiguous()?;
             return self.rope.with_tables(t, |tab| -> Result<Tensor> {
                 let mut x = x;
                 for layer in &self.layers[layers] {
                     let io = AttnIo::Fused {
                         kv: &mut kv,
+                        lens: &lens,
                         rows: &rows,
                         starts: &starts,
                         cos: &tab.cos,
@@ -550,45 +554,13 @@ impl Llama {
                 rows.len()
             )));
         }
-        let mut seen = vec![false; cache.rows()];
-        for &r in rows {
-            if r >= cache.rows() || std::mem::replace(&mut seen[r], true) {
-                return Err(ModelError::Input(format!(
-                    "cache row {r} is out of range or repeated"
-                )));
-            }
-        }
-        let starts: Vec<usize> = rows.iter().map(|&r| cache.len(r)).collect();
-        let max_len = starts.iter().max().copied().unwrap_or(0) + t;
-        if max_len > self.config.max_position_embeddings {
-            return Err(ModelError::Input(format!(
-                "sequence of {max_len} tokens exceeds max_position_embeddings ({})",
-                self.config.max_position_embeddings
-            )));
-        }
-        let mut x = self.embed(tokens)?;
+        let starts = self.cache_starts(cache, rows, t)?;
         match cache {
             KvCache::Ragged(rc) => {
-                let c = &self.config;
-                for layer_kv in &mut rc.layers {
-                    layer_kv.reserve(max_len);
-                }
-                x = self.rope.with_tables(max_len, |tab| -> Result<Tensor> {
-                    for (layer, kv) in self.layers.iter().zip(rc.layers.iter_mut()) {
-                        let io = AttnIo::Fused {
-                            kv,
-                            rows,
-                            starts: &starts,
-                            cos: &tab.cos,
-                            sin: &tab.sin,
-                        };
-                        x = layer.forward(&x, c, io, false)?;
-                    }
-                    Ok(x)
-                })?;
-                for (&r, &s) in rows.iter().zip(&starts) {
-                    rc.lens[r] = s + t;
-                }
+                let lens = vec![t; b];
+                let x = self.embed(&tokens.reshape((1, b * t))?)?;
+                let h = self.forward_ragged(x, rc, rows, &starts, &lens)?;
+                Ok(h.reshape((b, t, self.config.hidden_size))?)
             }
             KvCache::Tensors(tc) => {
                 let all_rows: Vec<usize> = (0..tc.rows).collect();
@@ -597,6 +569,7 @@ impl Llama {
                         "this device's KV cache advances all rows together; pass every row in order".into(),
                     ));
                 }
+                let mut x = self.embed(tokens)?;
                 let (cos, sin) = self.rope_tensors(&starts, t)?;
                 let mask = ops::causal_mask(&starts, t, tc.len + t, &self.device)?;
                 for (layer, past) in self.layers.iter().zip(tc.layers.iter_mut()) {
@@ -609,7 +582,110 @@ impl Llama {
                     x = layer.forward(&x, &self.config, io, false)?;
                 }
                 tc.len += t;
+                Ok(x)
             }
+        }
+    }
+
+    /// Incremental forward of a packed batch, without padding: `tokens` holds the batch rows
+    /// one after another, row `b` with `lens[b]` tokens continuing cache row `rows[b]` at its
+    /// current length. Returns the last layer's output `[Σ lens, hidden]` (before the final
+    /// norm), in the same order. Needs the ragged cache of the fused CPU path
+    /// ([`Llama::ragged_cache`]); other devices run right-padded batches through
+    /// [`Llama::forward_cached`].
+    pub fn forward_cached_packed(
+        &self,
+        tokens: &[u32],
+        lens: &[usize],
+        cache: &mut KvCache,
+        rows: &[usize],
+    ) -> Result<Tensor> {
+        let total: usize = lens.iter().sum();
+        if total != tokens.len() || rows.len() != lens.len() {
+            return Err(ModelError::Input(format!(
+                "packed batch: {} tokens and {} cache rows for {} rows of {total} tokens",
+                tokens.len(),
+                rows.len(),
+                lens.len()
+            )));
+        }
+        if total == 0 {
+            return Err(ModelError::Input("packed batch without tokens".into()));
+        }
+        let tokens = Tensor::from_slice(tokens, (1, total), &self.device)?;
+        self.check_tokens(&tokens)?;
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        let starts = self.cache_starts(cache, rows, longest)?;
+        let KvCache::Ragged(rc) = cache else {
+            return Err(ModelError::Input(
+                "packed batches need the ragged KV cache of the CPU path; run right-padded \
+                 batches through forward_cached on this device"
+                    .into(),
+            ));
+        };
+        let x = self.embed(&tokens)?;
+        let h = self.forward_ragged(x, rc, rows, &starts, lens)?;
+        Ok(h.reshape((total, self.config.hidden_size))?)
+    }
+
+    /// Where each batch row starts in its cache row; checks the rows (in range, distinct) and
+    /// that `starts + tokens` stays within the model's positions.
+    fn cache_starts(&self, cache: &KvCache, rows: &[usize], tokens: usize) -> Result<Vec<usize>> {
+        let mut seen = vec![false; cache.rows()];
+        for &r in rows {
+            if r >= cache.rows() || std::mem::replace(&mut seen[r], true) {
+                return Err(ModelError::Input(format!(
+                    "cache row {r} is out of range or repeated"
+                )));
+            }
+        }
+        let starts: Vec<usize> = rows.iter().map(|&r| cache.len(r)).collect();
+        let max_len = starts.iter().max().copied().unwrap_or(0) + tokens;
+        if max_len > self.config.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "sequence of {max_len} tokens exceeds max_position_embeddings ({})",
+                self.config.max_position_embeddings
+            )));
+        }
+        Ok(starts)
+    }
+
+    /// The layers over `x` (`[1, Σ lens, hidden]`, rows packed) on the ragged cache; advances
+    /// every row's length.
+    fn forward_ragged(
+        &self,
+        mut x: Tensor,
+        rc: &mut RaggedCache,
+        rows: &[usize],
+        starts: &[usize],
+        lens: &[usize],
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let max_len = starts
+            .iter()
+            .zip(lens)
+            .map(|(s, l)| s + l)
+            .max()
+            .unwrap_or(0);
+        for layer_kv in &mut rc.layers {
+            layer_kv.reserve(max_len);
+        }
+        x = self.rope.with_tables(max_len, |tab| -> Result<Tensor> {
+            for (layer, kv) in self.layers.iter().zip(rc.layers.iter_mut()) {
+                let io = AttnIo::Fused {
+                    kv,
+                    lens,
+                    rows,
+                    starts,
+                    cos: &tab.cos,
+                    sin: &tab.sin,
+                };
+                x = layer.forward(&x, c, io, false)?;
+            }
+            Ok(x)
+        })?;
+        for ((&r, &s), &len) in rows.iter().zip(starts).zip(lens) {
+            rc.lens[r] = s + len;
         }
         Ok(x)
     }

@@ -12,10 +12,10 @@ use rayon::prelude::*;
 
 const QUERY_CHUNK: usize = 32;
 
-/// `q`: `[batch, kv_heads, tokens, groups, head_dim]` (from [`super::rope::rope_qkv_into`]).
-/// Query `t` of batch row `b` sits at absolute position `starts[b] + t` and attends to
-/// positions `0..=starts[b] + t` of KV row `rows[b]`.
-/// Returns `[batch, tokens, q_heads * head_dim]`.
+/// `q`: the queries of [`super::rope::rope_qkv_into`] (per batch row
+/// `[kv_heads, lens[b], groups, head_dim]`). Query `t` of batch row `b` sits at absolute
+/// position `starts[b] + t` and attends to positions `0..=starts[b] + t` of KV row `rows[b]`.
+/// Returns `[Σ lens, q_heads * head_dim]`, the rows one after another.
 pub fn causal_attention(
     q: &[f32],
     s: &AttnShape,
@@ -26,19 +26,23 @@ pub fn causal_attention(
     let d = s.head_dim;
     let g = s.groups();
     let scale = 1.0 / (d as f32).sqrt();
-    let chunks = s.tokens.div_ceil(QUERY_CHUNK);
-    let mut out = vec![0f32; s.batch * s.tokens * s.q_heads * d];
+    let mut out = vec![0f32; s.total() * s.q_heads * d];
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let tasks = s.batch * s.kv_heads * chunks;
-    (0..tasks).into_par_iter().for_each(|task| {
-        let c = task % chunks;
-        let h = (task / chunks) % s.kv_heads;
-        let b = task / (chunks * s.kv_heads);
-        let t0 = c * QUERY_CHUNK;
-        let t1 = (t0 + QUERY_CHUNK).min(s.tokens);
+    // (batch row, KV head, first query) of every task.
+    let tasks: Vec<(usize, usize, usize)> = (0..s.batch())
+        .flat_map(|b| {
+            (0..s.kv_heads).flat_map(move |h| {
+                (0..s.lens[b])
+                    .step_by(QUERY_CHUNK)
+                    .map(move |t0| (b, h, t0))
+            })
+        })
+        .collect();
+    tasks.into_par_iter().for_each(|(b, h, t0)| {
+        let t1 = (t0 + QUERY_CHUNK).min(s.lens[b]);
         let m = (t1 - t0) * g;
         let kmax = starts[b] + t1;
-        let q_off = (((b * s.kv_heads + h) * s.tokens + t0) * g) * d;
+        let q_off = s.q_offset(b, h, t0, 0);
         let q_blk = &q[q_off..q_off + m * d];
         let kv_off = (rows[b] * kv.heads + h) * kv.cap * kv.dim;
         let k_blk = &kv.k[kv_off..kv_off + kmax * d];
@@ -106,7 +110,7 @@ pub fn causal_attention(
         for i in 0..m {
             let t = t0 + i / g;
             let hq = h * g + i % g;
-            let off = ((b * s.tokens + t) * s.q_heads + hq) * d;
+            let off = ((s.offsets[b] + t) * s.q_heads + hq) * d;
             // SAFETY: (b, t, hq) is written by this task only.
             unsafe { out_ptr.slice(off, d) }.copy_from_slice(&o[i * d..(i + 1) * d]);
         }
