@@ -229,6 +229,29 @@ pub fn position_kl(
 /// so the GEMMs see about this many rows instead of one row's length.
 const BATCH_TOKENS: usize = 1024;
 
+/// The forward passes over `rows`: rows with a position to score, longest first, in batches
+/// of about [`BATCH_TOKENS`] tokens (each padded to its first, longest row).
+fn row_batches(rows: &[&[u32]]) -> Vec<Vec<usize>> {
+    let positions = |r: usize| rows[r].len().saturating_sub(1);
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&r| positions(r) > 0).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(positions(r)));
+    let mut batches = Vec::new();
+    let mut next = 0;
+    while next < order.len() {
+        let fit = (BATCH_TOKENS / positions(order[next])).max(1);
+        let end = (next + fit).min(order.len());
+        batches.push(order[next..end].to_vec());
+        next = end;
+    }
+    batches
+}
+
+/// Forward passes that [`reference_of`] or [`kl_against`] run over `rows`.
+pub fn forward_passes(rows: &[(usize, &[u32])]) -> usize {
+    let tokens_of: Vec<&[u32]> = rows.iter().map(|&(_, tokens)| tokens).collect();
+    row_batches(&tokens_of).len()
+}
+
 /// Runs `model` over `rows` and maps every scored position's f32 logits with
 /// `f(row, position, logits)`; `out[r][p]` is row `r`'s position `p`. Rows run in batches of
 /// similar length (see [`BATCH_TOKENS`]); positions are mapped in parallel.
@@ -239,14 +262,8 @@ fn map_rows<T: Send>(
 ) -> Result<Vec<Vec<T>>> {
     let positions = |r: usize| rows[r].len().saturating_sub(1);
     let mut out: Vec<Vec<T>> = rows.iter().map(|_| Vec::new()).collect();
-    let mut order: Vec<usize> = (0..rows.len()).filter(|&r| positions(r) > 0).collect();
-    order.sort_by_key(|&r| std::cmp::Reverse(positions(r)));
-    let mut next = 0;
-    while next < order.len() {
-        let width = positions(order[next]);
-        let fit = (BATCH_TOKENS / width).max(1);
-        let batch = &order[next..(next + fit).min(order.len())];
-        next += batch.len();
+    for batch in row_batches(rows) {
+        let width = positions(batch[0]);
         let mut ids = vec![0u32; batch.len() * width];
         // (batch row × width + position) of every scored position, with its row and position.
         let mut gather: Vec<u32> = Vec::new();

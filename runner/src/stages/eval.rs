@@ -584,7 +584,7 @@ fn kl_outcome(ctx: &mut Context<'_>, rows: &[TokenRow]) -> Result<TaskOutcome> {
     stats.forward_tokens += positions;
     stats.padded_tokens += positions;
     stats.logit_rows += positions;
-    stats.forward_calls += values.len();
+    stats.forward_calls += kl::forward_passes(&pairs);
     stats.seconds += seconds;
     stats.forward_seconds += seconds;
     let mut out = TaskOutcome::default();
