@@ -126,7 +126,12 @@ fn packed_rows_forward_like_each_row_alone() {
             m.forward_cached(&p, &mut own, &[0]).unwrap();
         }
         let x = Tensor::from_vec(new.to_vec(), (1, new.len()), &Device::Cpu).unwrap();
-        alone.push(m.forward_cached(&x, &mut own, &[0]).unwrap().squeeze(0).unwrap());
+        alone.push(
+            m.forward_cached(&x, &mut own, &[0])
+                .unwrap()
+                .squeeze(0)
+                .unwrap(),
+        );
     }
     let ids: Vec<u32> = rows.iter().flat_map(|(_, new)| new.to_vec()).collect();
     let lens: Vec<usize> = rows.iter().map(|(_, new)| new.len()).collect();
@@ -148,7 +153,11 @@ fn packed_rows_forward_like_each_row_alone() {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-4, "row {r}: max |Δ| {diff}");
-        assert_eq!(packed_cache.len(r), rows[r].0.len() + len, "row {r}'s cache length");
+        assert_eq!(
+            packed_cache.len(r),
+            rows[r].0.len() + len,
+            "row {r}'s cache length"
+        );
         at += len;
     }
     // Lengths that do not add up to the tokens are refused.
