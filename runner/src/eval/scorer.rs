@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -502,11 +502,20 @@ pub fn for_logit_chunks(
     gather: &[u32],
     mut f: impl FnMut(usize, usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
+    // One logits buffer for every chunk where the CPU GEMM writes into it: a fresh
+    // [LOGIT_CHUNK, vocab] output per chunk (50 MB for 49k tokens) is faulted in and zeroed
+    // by the kernel each time.
+    let mut buffer: Vec<f32> = Vec::new();
     for (c, idx_chunk) in gather.chunks(LOGIT_CHUNK).enumerate() {
         let idx = Tensor::from_vec(idx_chunk.to_vec(), idx_chunk.len(), model.device())?;
+        let normed = model.final_norm(&flat_hidden.index_select(&idx, 0)?, false)?;
+        if model.lm_head_into(&normed, &mut buffer)? {
+            let vocab = buffer.len() / idx_chunk.len();
+            f(c * LOGIT_CHUNK, vocab, &buffer)?;
+            continue;
+        }
         let logits = model
-            .logits(&flat_hidden.index_select(&idx, 0)?)?
-            .to_dtype(DType::F32)?
+            .lm_head(&normed)?
             .to_device(&candle_core::Device::Cpu)?
             .contiguous()?;
         let vocab = logits.dim(1)?;

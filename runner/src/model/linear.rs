@@ -110,17 +110,59 @@ pub fn int8_copy(w: &Tensor) -> Result<Option<Arc<Int8Rows>>> {
 /// shapes: 1.05-1.3x over the crate's threading and over splitting the rows between threads
 /// (docs/RESULTS.md).
 fn gemm_matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Result<Vec<f32>> {
-    use super::train_kernels::gemm::{matmul, Threads, View, ViewMut};
     let mut y = vec![0f32; m * n];
+    gemm_matmul_t_into(x, m, k, w, n, &mut y)?;
+    Ok(y)
+}
+
+/// [`gemm_matmul_t`] into `y` (`m * n`; what it held is overwritten, never read).
+fn gemm_matmul_t_into(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    use super::train_kernels::gemm::{matmul, Threads, View, ViewMut};
     matmul(
-        ViewMut::new(&mut y, m, n),
+        ViewMut::new(y, m, n),
         View::new(x, m, k),
         View::new(w, n, k).t(),
         false,
         1.0,
         Threads::ColumnBlocks,
-    )?;
-    Ok(y)
+    )
+}
+
+/// `x [.., in] · w[out, in]^T` into `out` (resized to rows × out; a buffer reused across calls
+/// is neither zeroed nor faulted in again, which matters for outputs as wide as a
+/// vocabulary). `false`, with `out` untouched, where the GEMM of [`matmul_t`] does not apply
+/// (not f32 on the CPU, a gradient to record, or few enough rows for the few-row kernel): the
+/// caller takes [`matmul_t`]'s tensor instead.
+pub fn matmul_t_into(x: &Tensor, w: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
+    let Some(&inner) = x.dims().last() else {
+        return Ok(false);
+    };
+    let applies = inner > 0
+        && w.rank() == 2
+        && w.dim(1)? == inner
+        && kernels::usable(x)
+        && kernels::usable(w)
+        && x.is_contiguous()
+        && w.is_contiguous()
+        && !x.track_op()
+        && !w.track_op();
+    let rows = x.elem_count() / inner.max(1);
+    if !applies || rows <= kernels::skinny::MAX_ROWS {
+        return Ok(false);
+    }
+    let n = w.dim(0)?;
+    out.resize(rows * n, 0.0);
+    kernels::with_f32(x, |xs| {
+        kernels::with_f32(w, |ws| gemm_matmul_t_into(xs, rows, inner, ws, n, out))
+    })???;
+    Ok(true)
 }
 
 /// A low-rank adapter `delta(x) = scale * (dropout(x) A^T) B^T` (PEFT semantics).

@@ -9,7 +9,9 @@ use super::kernels::skinny_int8::Int8Rows;
 use super::kv_buffer::KvBuffer;
 use super::kv_cache::{KvCache, RaggedCache};
 use super::layer::{AttnIo, DecoderLayer, ModelObserver, Observer, Site};
-use super::linear::{int8_copy, int8_matmul_t, matmul_t, FusedLinear, LoraAdapter, ProjWeight};
+use super::linear::{
+    int8_copy, int8_matmul_t, matmul_t, matmul_t_into, FusedLinear, LoraAdapter, ProjWeight,
+};
 use super::ops;
 use super::quant::BaseQuantization;
 use super::rope::RotaryTable;
@@ -715,6 +717,18 @@ impl Llama {
         }
         let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         Ok(matmul_t(normed, w)?.to_dtype(DType::F32)?)
+    }
+
+    /// [`Llama::lm_head`] into `out` (`[rows, vocab]` row-major, resized; a buffer reused
+    /// across calls is not zeroed or faulted in again). `false`, with `out` untouched, where
+    /// the CPU GEMM does not apply ([`super::linear::matmul_t_into`]) or the head is 8-bit:
+    /// take [`Llama::lm_head`]'s tensor instead.
+    pub fn lm_head_into(&self, normed: &Tensor, out: &mut Vec<f32>) -> Result<bool> {
+        if self.lm_head_int8.is_some() {
+            return Ok(false);
+        }
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        Ok(matmul_t_into(normed, w, out)?)
     }
 
     /// A speculative draft for this model that shares its weights and decodes with 8-bit
