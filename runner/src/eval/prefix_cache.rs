@@ -484,16 +484,24 @@ mod tests {
         assert_eq!(tree.tokens(), 6);
     }
 
-    #[test]
-    fn plan_forks_siblings_and_reuses_rows() {
+    /// Three sequences on a 20-token context (1, 2 and 3 tokens of their own) and two on a
+    /// 30-token one (1 token each).
+    fn two_contexts() -> Vec<Vec<u32>> {
         let ctx: Vec<u32> = (100..120).collect();
         let other: Vec<u32> = (200..230).collect();
-        let a = seq(&ctx, &[1]);
-        let b = seq(&ctx, &[2, 3]);
-        let c = seq(&ctx, &[4, 5, 6]);
-        let d = seq(&other, &[1]);
-        let e = seq(&other, &[2]);
-        let seqs: Vec<&[u32]> = vec![&a, &b, &c, &d, &e];
+        vec![
+            seq(&ctx, &[1]),
+            seq(&ctx, &[2, 3]),
+            seq(&ctx, &[4, 5, 6]),
+            seq(&other, &[1]),
+            seq(&other, &[2]),
+        ]
+    }
+
+    #[test]
+    fn plan_forks_siblings_and_reuses_rows() {
+        let owned = two_contexts();
+        let seqs: Vec<&[u32]> = owned.iter().map(Vec::as_slice).collect();
         let tree = PrefixTree::build(&seqs);
         let plan = Plan::new(
             &tree,
@@ -588,14 +596,8 @@ mod tests {
 
     #[test]
     fn packed_plan_counts_and_reserves_real_tokens_only() {
-        let ctx: Vec<u32> = (100..120).collect();
-        let other: Vec<u32> = (200..230).collect();
-        let a = seq(&ctx, &[1]);
-        let b = seq(&ctx, &[2, 3]);
-        let c = seq(&ctx, &[4, 5, 6]);
-        let d = seq(&other, &[1]);
-        let e = seq(&other, &[2]);
-        let seqs: Vec<&[u32]> = vec![&a, &b, &c, &d, &e];
+        let owned = two_contexts();
+        let seqs: Vec<&[u32]> = owned.iter().map(Vec::as_slice).collect();
         let tree = PrefixTree::build(&seqs);
         let limits = BatchLimits {
             rows: 8,

@@ -36,16 +36,7 @@ fn cpu_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         return Ok(None);
     };
     let rows = x.elem_count() / inner.max(1);
-    let applies = inner > 0
-        && w.rank() == 2
-        && w.dim(1)? == inner
-        && kernels::usable(x)
-        && kernels::usable(w)
-        && x.is_contiguous()
-        && w.is_contiguous()
-        && !x.track_op()
-        && !w.track_op();
-    if !applies {
+    if !cpu_kernels_apply(x, w, inner)? {
         return Ok(None);
     }
     let out_features = w.dim(0)?;
@@ -62,6 +53,21 @@ fn cpu_matmul_t(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         *last = out_features;
     }
     Ok(Some(kernels::from_vec(y, &shape)?))
+}
+
+/// Whether `x [.., inner] · w^T` can run on the CPU's own kernels: both f32 on the CPU and
+/// contiguous, `w` a matrix of `inner` columns, and no gradient to record (neither is a candle
+/// op).
+fn cpu_kernels_apply(x: &Tensor, w: &Tensor, inner: usize) -> Result<bool> {
+    Ok(inner > 0
+        && w.rank() == 2
+        && w.dim(1)? == inner
+        && kernels::usable(x)
+        && kernels::usable(w)
+        && x.is_contiguous()
+        && w.is_contiguous()
+        && !x.track_op()
+        && !w.track_op())
 }
 
 /// `x [.., in] · w^T` by the 8-bit kernel ([`skinny_int8`]) when it applies: f32 on the CPU,
@@ -144,17 +150,8 @@ pub fn matmul_t_into(x: &Tensor, w: &Tensor, out: &mut Vec<f32>) -> Result<bool>
     let Some(&inner) = x.dims().last() else {
         return Ok(false);
     };
-    let applies = inner > 0
-        && w.rank() == 2
-        && w.dim(1)? == inner
-        && kernels::usable(x)
-        && kernels::usable(w)
-        && x.is_contiguous()
-        && w.is_contiguous()
-        && !x.track_op()
-        && !w.track_op();
     let rows = x.elem_count() / inner.max(1);
-    if !applies || rows <= kernels::skinny::MAX_ROWS {
+    if !cpu_kernels_apply(x, w, inner)? || rows <= kernels::skinny::MAX_ROWS {
         return Ok(false);
     }
     let n = w.dim(0)?;
