@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 /// Geometry of one attention call over a packed batch: row `b` has `lens[b]` tokens, stored
 /// from token `offsets[b]` of the flat `[Σ lens, width]` input. A right-padded `[batch, tokens]`
-/// block is the case of equal lengths ([`AttnShape::uniform`]).
+/// block is the case of equal lengths.
 #[derive(Debug, Clone)]
 pub struct AttnShape {
     /// Tokens of each batch row.
@@ -38,17 +38,6 @@ impl AttnShape {
             kv_heads,
             head_dim,
         }
-    }
-
-    /// `batch` rows of `tokens` tokens each.
-    pub fn uniform(
-        batch: usize,
-        tokens: usize,
-        q_heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> Self {
-        Self::packed(&vec![tokens; batch], q_heads, kv_heads, head_dim)
     }
 
     pub fn batch(&self) -> usize {
