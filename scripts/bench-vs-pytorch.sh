@@ -11,10 +11,15 @@
 # the median of the rounds of each side and their ratio (pruneforge / PyTorch), with the CPU.
 # perf.json is the record of one machine; this compares both on the machine you are on.
 #
-# Usage: scripts/bench-vs-pytorch.sh [--rounds N] [--items fwd,gen,lora] [--out FILE]
-#                                    [--work DIR] [--setup-only]
+# Usage: scripts/bench-vs-pytorch.sh [--rounds N] [--items fwd,gen,lora] [--isa native|avx2]
+#                                    [--out FILE] [--work DIR] [--setup-only]
 #   --rounds N     rounds per side (default $ROUNDS or 2; 1 is a functional check only)
 #   --items LIST   work item groups, any of fwd,gen,lora (default all three)
+#   --isa avx2     both sides as on an AVX2-only CPU, on a CPU that has AVX-512: PyTorch with
+#                  ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2;
+#                  the runner built without its `avx512` feature (target/avx2/release/pruneforge,
+#                  built if missing). The summary names the paths both sides reported. Default:
+#                  native (each side takes the widest vector unit the CPU has).
 #   --out FILE     also write the summary (machine, versions, every round, medians) as JSON
 #   --work DIR     where the logs and per-run JSON go (default a new temporary directory)
 #   --setup-only   install the venv, build the binary, find the model, then stop
@@ -24,7 +29,8 @@
 #   PYTHON                 the Python 3.10+ that creates it (default python3)
 #   PRUNEFORGE_TORCH_INDEX the CPU-only torch wheel index tried first (default
 #                          https://download.pytorch.org/whl/cpu; "none": PyPI's default wheel)
-#   PRUNEFORGE_BIN         the runner binary (default target/release/pruneforge, built if missing)
+#   PRUNEFORGE_BIN         the runner binary (default target/release/pruneforge, or
+#                          target/avx2/release/pruneforge with --isa avx2; built if missing)
 #   SHARED                 the shared folder with reference/ and data/ (default ../shared)
 #   SMOLLM2_F32_DIR        an f32 HF directory of SmolLM2-135M-Instruct for both sides (default:
 #                          the runner's import of its embedded model, made on first use)
@@ -35,6 +41,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 REQ="$ROOT/scripts/bench-vs-pytorch.requirements.txt"
 ROUNDS="${ROUNDS:-2}"
 ITEMS="fwd,gen,lora"
+ISA_CAP=native
 OUT_JSON=""
 WORK=""
 SETUP_ONLY=0
@@ -49,6 +56,7 @@ while [ $# -gt 0 ]; do
     --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; ROUNDS="$2"; shift 2 ;;
     --items) [ $# -ge 2 ] || die "--items needs a list"; ITEMS="$2"; shift 2 ;;
     --out) [ $# -ge 2 ] || die "--out needs a file"; OUT_JSON="$2"; shift 2 ;;
+    --isa) [ $# -ge 2 ] || die "--isa needs native or avx2"; ISA_CAP="$2"; shift 2 ;;
     --work) [ $# -ge 2 ] || die "--work needs a directory"; WORK="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -57,6 +65,16 @@ while [ $# -gt 0 ]; do
 done
 case "$ROUNDS" in '' | *[!0-9]*) die "--rounds must be a positive integer (got '$ROUNDS')" ;; esac
 [ "$ROUNDS" -ge 1 ] || die "--rounds must be at least 1"
+# What caps each side's vector unit (--isa). TORCH_ENV goes before every PyTorch command.
+case "$ISA_CAP" in
+  native) TORCH_ENV=(); CARGO_ISA=(); WANT_PATH="" ;;
+  avx2)
+    TORCH_ENV=(ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)
+    CARGO_ISA=(--no-default-features --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/avx2")
+    WANT_PATH=Avx2
+    ;;
+  *) die "--isa must be native or avx2 (got '$ISA_CAP')" ;;
+esac
 GROUPS_RUN=()
 IFS=',' read -r -a _items <<<"$ITEMS"
 for g in fwd gen lora; do
@@ -125,12 +143,16 @@ if [ "$cpus_usable" != "?" ] && [ "$cpus_usable" -lt 2 ]; then
 fi
 
 # --- the runner binary ---------------------------------------------------------------------
-BIN="${PRUNEFORGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/pruneforge}"
+if [ "$ISA_CAP" = avx2 ]; then
+  BIN="${PRUNEFORGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/avx2/release/pruneforge}"
+else
+  BIN="${PRUNEFORGE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/pruneforge}"
+fi
 if [ ! -x "$BIN" ]; then
   [ -z "${PRUNEFORGE_BIN:-}" ] || die "PRUNEFORGE_BIN=$PRUNEFORGE_BIN is not an executable"
   command -v cargo >/dev/null || die "no $BIN and no cargo to build it: install Rust (rustup) or set PRUNEFORGE_BIN"
-  say "building the release runner (cargo build --release -p pruneforge --bin pruneforge)"
-  (cd "$ROOT" && cargo build --release -p pruneforge --bin pruneforge) || die "cargo build failed"
+  say "building the release runner (cargo build --release -p pruneforge --bin pruneforge ${CARGO_ISA[*]})"
+  (cd "$ROOT" && cargo build --release -p pruneforge --bin pruneforge "${CARGO_ISA[@]}") || die "cargo build failed"
   [ -x "$BIN" ] || die "cargo build did not produce $BIN"
 fi
 pf_version="$("$BIN" --version 2>/dev/null)" || die "$BIN does not start"
@@ -187,10 +209,19 @@ if [ -n "$missing" ]; then
   missing="$(venv_mismatch)"
   [ -z "$missing" ] || die "after pip install, $VENV still lacks: $missing (log: $SETUP_LOG)"
 fi
-torch_info="$("$VPY" -c 'import torch, transformers, peft; print(torch.__version__, torch.backends.cpu.get_cpu_capability(), transformers.__version__, peft.__version__)' 2>>"$SETUP_LOG")" ||
+torch_info="$(env "${TORCH_ENV[@]}" "$VPY" -c 'import torch, transformers, peft; print(torch.__version__, torch.backends.cpu.get_cpu_capability(), transformers.__version__, peft.__version__)' 2>>"$SETUP_LOG")" ||
   die "the venv's torch does not import (log: $SETUP_LOG): delete $VENV and rerun"
 read -r torch_version torch_cap transformers_version peft_version <<<"$torch_info"
 say "PyTorch: torch $torch_version (CPU capability $torch_cap), transformers $transformers_version, peft $peft_version ($VENV)"
+# The instruction set MKL (PyTorch's f32 GEMMs) dispatches to, from its own verbose line.
+torch_mkl_isa="$(env "${TORCH_ENV[@]}" MKL_VERBOSE=1 "$VPY" -c 'import torch; torch.nn.functional.linear(torch.ones(64, 64), torch.ones(64, 64))' 2>/dev/null |
+  sed -n 's/.*(Intel(R) \(AVX[A-Za-z0-9-]*\)).*/\1/p' | head -n 1)"
+torch_mkl_isa="${torch_mkl_isa:-unknown}"
+say "PyTorch's MKL runs: $torch_mkl_isa"
+if [ "$ISA_CAP" = avx2 ]; then
+  [ "$torch_cap" = AVX2 ] || die "--isa avx2: PyTorch reports CPU capability $torch_cap, not AVX2"
+  case "$torch_mkl_isa" in *AVX-512* | *AVX512*) die "--isa avx2: MKL still runs $torch_mkl_isa" ;; esac
+fi
 
 # --- the model (the same f32 weights on both sides) ----------------------------------------
 PF_MODEL=()
@@ -265,7 +296,7 @@ run() {
 }
 
 torch_side() { # GROUP DIR
-  run "torch_$1" "$2" env SMOLLM2_F32_DIR="$MODEL_DIR" PF_DATA_DIR="$SHARED/data" DTYPE=fp32 \
+  run "torch_$1" "$2" env "${TORCH_ENV[@]}" SMOLLM2_F32_DIR="$MODEL_DIR" PF_DATA_DIR="$SHARED/data" DTYPE=fp32 \
     "$VPY" "$T5" "$1" --out "$2"
 }
 
@@ -306,7 +337,8 @@ done
 export BV_WORK="$WORK" BV_ROUNDS="$ROUNDS" BV_GROUPS="${GROUPS_RUN[*]}" BV_OUT="$OUT_JSON" BV_CPU="$cpu_model" \
   BV_ISA="$isa" BV_CORES="$phys_cores" BV_CPUS="$cpus_online" BV_USABLE="$cpus_usable" BV_PF="$pf_version" \
   BV_TORCH="$torch_version" BV_TORCH_CAP="$torch_cap" BV_TRANSFORMERS="$transformers_version" BV_PEFT="$peft_version" \
-  BV_MODEL="$MODEL_DIR" BV_LOAD0="$load1"
+  BV_MODEL="$MODEL_DIR" BV_LOAD0="$load1" BV_ISA_CAP="$ISA_CAP" BV_WANT_PATH="$WANT_PATH" \
+  BV_TORCH_MKL="$torch_mkl_isa"
 "$VPY" - <<'EOF'
 import json, os, statistics
 E = os.environ
@@ -344,8 +376,14 @@ for g, label, tf, tget, pfile, pget, meas in ITEMS:
                  "pytorch_rounds": t, "pruneforge_rounds": p, "max_foreign_cores": foreign})
 gen = load(1, "pf_gen.json")
 tgen = load(1, "t5_speed_fp32_gen.json")
+# The vector path every runner run reported (bench JSON `cpu_vector_path`).
+pf_paths = sorted({load(r, f).get("cpu_vector_path", "unreported")
+                   for r in range(1, rounds + 1)
+                   for f in ("pf_fwd_full.json", "pf_fwd_backbone.json", "pf_gen.json", "pf_lora.json")
+                   if load(r, f) is not None})
 print()
 print(f"CPU: {E['BV_CPU']} | {E['BV_CORES']} physical cores, {E['BV_CPUS']} logical | {E['BV_ISA']}")
+print(f"vector units: --isa {E['BV_ISA_CAP']} | PyTorch {E['BV_TORCH_CAP']}, its MKL {E['BV_TORCH_MKL']} | pruneforge {', '.join(pf_paths)}")
 print(f"PyTorch {E['BV_TORCH']} ({E['BV_TORCH_CAP']}), transformers {E['BV_TRANSFORMERS']}, peft {E['BV_PEFT']} | {E['BV_PF']} | f32, 2 threads, {rounds} round(s), median of the rounds")
 if gen and tgen:
     print(f"prompt tokens: PyTorch {tgen['gen_hf_generate']['prompt_tokens']}, pruneforge {gen['prompt_tokens']}")
@@ -374,7 +412,8 @@ if E["BV_OUT"]:
     summary = {
         "machine": {"cpu": E["BV_CPU"], "isa": E["BV_ISA"].split(), "physical_cores": E["BV_CORES"],
                     "logical_cpus": E["BV_CPUS"], "usable_cpus": E["BV_USABLE"],
-                    "torch_cpu_capability": E["BV_TORCH_CAP"]},
+                    "torch_cpu_capability": E["BV_TORCH_CAP"], "torch_mkl_isa": E["BV_TORCH_MKL"],
+                    "isa_cap": E["BV_ISA_CAP"], "pruneforge_vector_paths": pf_paths},
         "software": {"torch": E["BV_TORCH"], "transformers": E["BV_TRANSFORMERS"], "peft": E["BV_PEFT"],
                      "pruneforge": E["BV_PF"]},
         "model": E["BV_MODEL"], "dtype": "f32", "threads": 2, "rounds": rounds,
@@ -385,4 +424,8 @@ if E["BV_OUT"]:
         json.dump(summary, f, indent=1)
         f.write("\n")
     print(f"summary: {E['BV_OUT']}")
+if E["BV_WANT_PATH"] and pf_paths != [E["BV_WANT_PATH"]]:
+    print(f"ERROR: --isa {E['BV_ISA_CAP']} wants the runner on {E['BV_WANT_PATH']}, it reported {', '.join(pf_paths)}:")
+    print("PRUNEFORGE_BIN was built with the avx512 feature; build it with --no-default-features.")
+    raise SystemExit(1)
 EOF

@@ -404,6 +404,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         o.insert("params".into(), m.config.parameter_count().into());
         o.insert("device".into(), info.device.clone().into());
         o.insert("dtype".into(), dtype_name(dtype).into());
+        o.insert(
+            "cpu_vector_path".into(),
+            format!(
+                "{:?}",
+                pruneforge::model::kernels::widest::VectorPath::detect()
+            )
+            .into(),
+        );
         o.insert("gpu".into(), json!(info.name));
         o.insert("gpu_total_gib".into(), json!(info.total_bytes.map(gib)));
         o.insert("load_s".into(), load_s.into());

@@ -72,10 +72,12 @@ impl VectorPath {
         paths
     }
 
+    /// The widest path this CPU has and this build allows: AVX-512F only with the crate's
+    /// `avx512` feature (on by default), so that a build without it runs as an AVX2 CPU would.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
                 return VectorPath::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2")
