@@ -77,6 +77,8 @@ pub struct BenchReport {
     pub bench: &'static str,
     pub options: BenchTrainOptions,
     pub threads: usize,
+    /// The CPU kernels' vector path (`VectorPath::detect`, e.g. `Avx512`).
+    pub cpu_vector_path: String,
     pub trainable_params: usize,
     /// Wall time of each timed step.
     pub step_s: Vec<f64>,
@@ -278,6 +280,10 @@ pub fn bench_train(
         bench: "train",
         options: opts.clone(),
         threads: rayon::current_num_threads(),
+        cpu_vector_path: format!(
+            "{:?}",
+            pruneforge::model::kernels::widest::VectorPath::detect()
+        ),
         trainable_params,
         median_s: med,
         tok_s,
