@@ -7,23 +7,11 @@
 //!
 //!     cargo run --release -p pruneforge --example gemm_layouts
 
+#[path = "common/timing.rs"]
+mod timing;
 use candle_core::{Device, Tensor};
 use pruneforge::model::train_kernels::gemm::{matmul, Threads, View, ViewMut};
 use rayon::prelude::*;
-use std::time::Instant;
-
-fn median_s(mut f: impl FnMut(), repeats: usize) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[repeats / 2]
-}
 
 fn main() -> candle_core::Result<()> {
     // (rows, k, n): an 8x128 forward, an evaluation batch, the LM head on 256 positions,
@@ -53,10 +41,10 @@ fn main() -> candle_core::Result<()> {
         let w_t = w.t()?;
         let gflop = 2.0 * (m * k * n) as f64 / 1e9;
         let repeats = ((20.0 / gflop) as usize).clamp(5, 200);
-        let candle = median_s(|| drop(std::hint::black_box(x.matmul(&w_t))), repeats);
+        let candle = timing::median_s(|| drop(std::hint::black_box(x.matmul(&w_t))), repeats);
         let mut y = vec![0f32; m * n];
         let mut time_matmul = |rhs: View<'_>, threads: Threads| {
-            median_s(
+            timing::median_s(
                 || {
                     let dst = ViewMut::new(&mut y, m, n);
                     let lhs = View::new(&xs, m, k);
@@ -72,7 +60,7 @@ fn main() -> candle_core::Result<()> {
         let wt = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let stored_t = time_matmul(View::new(&wt, k, n), Threads::All);
         let per = m.div_ceil(threads);
-        let split = median_s(
+        let split = timing::median_s(
             || {
                 y.par_chunks_mut(per * n)
                     .enumerate()
