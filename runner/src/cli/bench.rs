@@ -406,11 +406,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         o.insert("dtype".into(), dtype_name(dtype).into());
         o.insert(
             "cpu_vector_path".into(),
-            format!(
-                "{:?}",
-                pruneforge::model::kernels::widest::VectorPath::detect()
-            )
-            .into(),
+            pruneforge::model::kernels::widest::VectorPath::detect()
+                .name()
+                .into(),
         );
         o.insert("gpu".into(), json!(info.name));
         o.insert("gpu_total_gib".into(), json!(info.total_bytes.map(gib)));

@@ -95,7 +95,7 @@ pub fn run(args: BenchMatmulArgs, json_out: &Option<std::path::PathBuf>) -> anyh
     if let Some(path) = json_out {
         let report = json!({
             "work": "matmul", "k": k, "n": n, "threads": rayon::current_num_threads(),
-            "path": format!("{:?}", VectorPath::detect()), "max_rows": skinny::MAX_ROWS,
+            "path": VectorPath::detect().name(), "max_rows": skinny::MAX_ROWS,
             "results": results,
         });
         pruneforge::util::fs::write_json_atomic(Path::new(path), &report)?;

@@ -78,7 +78,7 @@ pub struct BenchReport {
     pub options: BenchTrainOptions,
     pub threads: usize,
     /// The CPU kernels' vector path (`VectorPath::detect`, e.g. `Avx512`).
-    pub cpu_vector_path: String,
+    pub cpu_vector_path: &'static str,
     pub trainable_params: usize,
     /// Wall time of each timed step.
     pub step_s: Vec<f64>,
@@ -280,10 +280,7 @@ pub fn bench_train(
         bench: "train",
         options: opts.clone(),
         threads: rayon::current_num_threads(),
-        cpu_vector_path: format!(
-            "{:?}",
-            pruneforge::model::kernels::widest::VectorPath::detect()
-        ),
+        cpu_vector_path: pruneforge::model::kernels::widest::VectorPath::detect().name(),
         trainable_params,
         median_s: med,
         tok_s,

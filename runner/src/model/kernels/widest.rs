@@ -72,6 +72,18 @@ impl VectorPath {
         paths
     }
 
+    /// The path's name as reports give it (`Avx512`, `Avx2`, `Portable`): bench JSON's
+    /// `cpu_vector_path`, which `scripts/bench-vs-pytorch.sh --isa` checks.
+    pub fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            VectorPath::Avx512 => "Avx512",
+            #[cfg(target_arch = "x86_64")]
+            VectorPath::Avx2 => "Avx2",
+            VectorPath::Portable => "Portable",
+        }
+    }
+
     /// The widest path this CPU has and this build allows: AVX-512F only with the crate's
     /// `avx512` feature (on by default), so that a build without it runs as an AVX2 CPU would.
     pub fn detect() -> Self {
@@ -87,5 +99,18 @@ impl VectorPath {
             }
         }
         VectorPath::Portable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VectorPath;
+
+    #[test]
+    fn reports_name_each_path_as_its_variant() {
+        // bench-vs-pytorch.sh --isa compares these names with the variant it asked for.
+        for path in VectorPath::available() {
+            assert_eq!(path.name(), format!("{path:?}"));
+        }
     }
 }
